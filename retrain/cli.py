@@ -176,11 +176,15 @@ def demo(
             training=dict(how_many_training_steps=how_many_training_steps, random_seed=0),
         )
         _train_and_report(options, print_misclassified=True)
-    console.print(f"\nNext: retrain-ci train YOUR_IMAGE_DIR --output-dir ./model  (the demo's files are in {workdir})")
+    console.print(
+        f"\nNext: retrain-ci train YOUR_IMAGE_DIR --output-dir ./model  (the demo's files are in {workdir})",
+        soft_wrap=True,
+    )
 
 
 def _run_options(image_dir: Path, *, output_dir: Path | None = None, training: dict, **kwargs):
     """Tutorial defaults, then ``--output-dir``, then explicit output paths; a missing seed is drawn and shown."""
+    _import_tensorflow_quietly()
     from retrain.run import RunOptions
     from retrain.training import TrainingConfig
 
@@ -200,40 +204,43 @@ def _run_options(image_dir: Path, *, output_dir: Path | None = None, training: d
 
 
 def _train_and_report(options, print_misclassified: bool) -> None:
-    _import_tensorflow_quietly()
     from retrain.run import RunEvents, train
 
     total_steps = options.training.how_many_training_steps
-    with Progress(
+    progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err_console,
-    ) as progress:
-        task = None
+    )
 
-        def on_bottleneck_progress(done: int, total: int) -> None:
-            nonlocal task
-            if task is None:
-                task = progress.add_task("Computing bottlenecks", total=total)
-            progress.update(task, completed=done)
+    def on_bottleneck_progress(done: int, total: int) -> None:
+        if not progress.tasks:
+            progress.start()
+            progress.add_task("Computing bottlenecks", total=total)
+        progress.update(progress.tasks[0].id, completed=done)
+        if done == total:
+            progress.stop()
 
-        def on_eval(step) -> None:
-            console.print(
-                f"Step {step.step}/{total_steps}: train accuracy {step.train_accuracy:.1%}, "
-                f"cross-entropy {step.cross_entropy:.3f}, "
-                f"validation accuracy {step.validation_accuracy:.1%} (N={step.validation_count})",
-                soft_wrap=True,
-            )
-
-        events = RunEvents(
-            on_stage=lambda message: console.print(message, soft_wrap=True),
-            on_bottleneck_progress=on_bottleneck_progress,
-            on_eval=on_eval,
+    def on_eval(step) -> None:
+        console.print(
+            f"Step {step.step}/{total_steps}: train accuracy {step.train_accuracy:.1%}, "
+            f"cross-entropy {step.cross_entropy:.3f}, "
+            f"validation accuracy {step.validation_accuracy:.1%} (N={step.validation_count})",
+            soft_wrap=True,
         )
+
+    events = RunEvents(
+        on_stage=lambda message: console.print(message, soft_wrap=True),
+        on_bottleneck_progress=on_bottleneck_progress,
+        on_eval=on_eval,
+    )
+    try:
         result = train(options, events)
+    finally:
+        progress.stop()
     _print_result(result, options, print_misclassified)
 
 

@@ -45,11 +45,11 @@ class Classifier(tf.Module):
         return tf.nn.softmax(tf.matmul(features, self.final_weights) + self.final_biases, name=self.final_tensor_name)
 
 
-def check_writable(path: Path, what: str) -> None:
-    """Fail before any work is done when an output could not be written later."""
+def check_writable(path: Path, what: str, folder: bool) -> None:
+    """Fail before any work is done when an output (a file, or a folder if ``folder``) could not be written later."""
     path = Path(path)
-    if path.is_dir() and what == "labels file":
-        raise RetrainError(f"cannot write the {what} {path}: it is a folder")
+    if path.exists() and path.is_dir() != folder:
+        raise RetrainError(f"cannot write the {what} {path}: it exists and is {'a file' if folder else 'a folder'}")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent

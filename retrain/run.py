@@ -67,8 +67,9 @@ class RunResult:
 def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
     """Run the tutorial's flow and write the labels file and the SavedModel; raise RetrainError on bad input."""
     started = time.perf_counter()
-    check_writable(options.output_labels, "labels file")
-    check_writable(options.saved_model_dir, "SavedModel folder")
+    check_writable(options.output_labels, "labels file", folder=False)
+    check_writable(options.saved_model_dir, "SavedModel folder", folder=True)
+    check_writable(options.bottleneck_dir, "bottleneck cache", folder=True)
     dataset = list_dataset(Path(options.image_dir), options.testing_percentage, options.validation_percentage)
     events.on_stage(f"Loading module {options.tfhub_module}")
     module = load_image_module(options.tfhub_module, options.image_size)

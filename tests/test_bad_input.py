@@ -66,6 +66,13 @@ def test_unwritable_output_fails_before_any_work(two_classes: Path, bottleneck_d
     assert "Computing bottlenecks" not in run.stderr
 
 
+def test_saved_model_path_that_is_a_file(two_classes: Path, bottleneck_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "model"
+    blocker.write_text("")
+    run = _train(two_classes, bottleneck_dir, tmp_path, "--saved-model-dir", blocker)
+    _assert_one_line_error(run, "cannot write the SavedModel folder", "it exists and is a file")
+
+
 def test_bad_batch_size_is_a_usage_error(two_classes: Path, bottleneck_dir: Path, tmp_path: Path) -> None:
     run = _train(two_classes, bottleneck_dir, tmp_path, "--train-batch-size", "0")
     assert run.exit_code == 2
