@@ -1,33 +1,46 @@
 """Bottlenecks: each image's feature vector under a module, computed in batches and cached on disk by content.
 
 Entries are keyed by the SHA-1 of the image file's bytes, so a renamed or moved photo is reused and an edited one is
-recomputed. The store is append-only shards of numpy arrays, one folder per module.
+recomputed. The store is append-only shard files, one folder per module, merged as they accumulate.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from retrain.dataset import LabeledImage
 from retrain.errors import RetrainError
-from retrain.images import ImageDecodeError, load_image
+from retrain.images import ImageDecodeError, load_pixels
 from retrain.modules import ImageModule
+from retrain.modules.runners import FeatureRunner, cpu_count, feature_runner
 
-BATCH_SIZE = 32
-# Rows per shard: a killed run loses at most this many computed bottlenecks.
+# Rows per shard written while computing: a killed run loses at most this many computed bottlenecks.
 SHARD_ROWS = 512
-KEY_DTYPE = "S40"
+KEY_DTYPE = np.dtype("S40")
+VECTOR_DTYPE = np.dtype("<f4")
+SHARD_SUFFIX = ".shard"
+# Shards smaller than this are merged once there are more than MAX_SMALL_SHARDS of them, so a cache filled by many
+# runs is still a few large files; large shards are left alone, so no entry is rewritten more than a few times.
+SMALL_SHARD_BYTES = 64 << 20
+MAX_SMALL_SHARDS = 8
+# Rows read from a shard at a time: loading needs memory for the vectors it returns and little more.
+READ_CHUNK_ROWS = 1024
+# A temporary file this old belongs to a writer that was killed.
+STALE_SECONDS = 3600
 
 
 def content_key(path: Path) -> str:
@@ -40,56 +53,207 @@ def content_key(path: Path) -> str:
 
 
 class BottleneckCache:
-    """Shards ``<name>.vectors.npy`` + ``<name>.keys.npy`` under ``<root>/<module cache key>/``.
+    """Shard files ``<time>-<pid>-<random>.shard`` under ``<root>/<module cache key>/``.
 
-    The keys file is renamed into place last, after the vectors, and only shards with a keys file are read: a killed
+    A shard is two numpy arrays in one file: the keys (an index of a few bytes per entry, read first), then the vectors
+    (read only for the rows asked for). Each shard is written to a temporary file and renamed into place, so a killed
     writer leaves at most a stray temporary file, and two runs writing at once each add their own shards.
     """
 
-    def __init__(self, root: Path, module_key: str) -> None:
+    def __init__(
+        self, root: Path, module_key: str, shard_rows: int = SHARD_ROWS, max_small_shards: int = MAX_SMALL_SHARDS
+    ) -> None:
         self.directory = Path(root) / module_key
+        self.shard_rows = shard_rows
+        self.max_small_shards = max_small_shards
 
-    def lookup(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
-        """The cached vectors among ``keys``."""
-        wanted = set(keys)
-        found: dict[str, np.ndarray] = {}
-        for keys_file in sorted(self.directory.glob("*.keys.npy")):
-            vectors_file = keys_file.with_name(keys_file.name.replace(".keys.npy", ".vectors.npy"))
-            try:
-                shard_keys = np.load(keys_file)
-                vectors = np.load(vectors_file, mmap_mode="r")
-            except (OSError, ValueError):
-                continue  # unreadable shard: its entries are simply recomputed
-            if vectors.ndim != 2 or len(vectors) != len(shard_keys):
-                continue
-            rows = [row for row, key in enumerate(shard_keys.astype(str)) if key in wanted and key not in found]
-            for row, vector in zip(rows, np.asarray(vectors[rows]), strict=True):
-                found[str(shard_keys[row], "ascii")] = vector
+    def read(self, keys: Sequence[str], out: np.ndarray) -> np.ndarray:
+        """Fill ``out[i]`` with the cached vector of ``keys[i]`` (keys unique); return the mask of rows filled."""
+        found = np.zeros(len(keys), dtype=bool)
+        if not len(keys):
+            return found
+        wanted = np.asarray(keys, dtype=KEY_DTYPE)
+        order = np.argsort(wanted)
+        index = _KeyIndex(wanted[order], order)
+        read: set[Path] = set()
+        # A run merging shards deletes them after renaming the merged one into place; a shard that vanished between
+        # listing and opening is therefore in a shard that a new listing shows.
+        for _attempt in range(3):
+            vanished = False
+            for shard in self.shards():
+                if shard in read:
+                    continue
+                read.add(shard)
+                try:
+                    with open(shard, "rb") as f:
+                        _read_shard(f, index, found, out)
+                except FileNotFoundError:
+                    vanished = True
+                except (OSError, ValueError):
+                    continue  # unreadable shard: its entries are simply recomputed
+            if not vanished:
+                break
         return found
 
     def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Store one shard atomically."""
-        if not keys:
+        if not len(keys):
             return
+        self._write_shard(lambda f: _write_arrays(f, np.asarray(keys, KEY_DTYPE), np.asarray(vectors, VECTOR_DTYPE)))
+
+    def shards(self) -> list[Path]:
+        """Complete shards, oldest first."""
+        return sorted(self.directory.glob("*" + SHARD_SUFFIX))
+
+    def compact(self) -> None:
+        """Merge the small shards into one, so loading opens a few files however many runs filled the cache.
+
+        One run merges at a time (a lock the kernel releases if the run dies); the merged shard is renamed into place
+        before its sources are deleted, so every entry is readable at every moment.
+        """
+        if len(self._small_shards()) <= self.max_small_shards:
+            return
+        with self._compaction_lock() as locked:
+            small = self._small_shards()
+            if not locked or len(small) <= self.max_small_shards:
+                return
+            self._remove_stale_temporaries()
+            sources = []
+            for shard in small:
+                try:
+                    with open(shard, "rb") as f:
+                        sources.append((shard, *_read_header(f)))
+                except ValueError:
+                    shard.unlink()  # damaged outside retrain-ci (its own writes are atomic): nothing to keep
+                except OSError:
+                    continue
+            self._write_shard(lambda f: _merge(sources, f))
+            for shard, *_ in sources:
+                with contextlib.suppress(FileNotFoundError):
+                    shard.unlink()
+
+    def _small_shards(self) -> list[Path]:
+        small = []
+        for shard in self.shards():
+            with contextlib.suppress(FileNotFoundError):
+                if shard.stat().st_size < SMALL_SHARD_BYTES:
+                    small.append(shard)
+        return small
+
+    def _write_shard(self, write: Callable[[BinaryIO], None]) -> None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            name = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            _save_atomically(self.directory / f"{name}.vectors.npy", np.asarray(vectors, dtype=np.float32))
-            _save_atomically(self.directory / f"{name}.keys.npy", np.array(keys, dtype=KEY_DTYPE))
+            name = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SHARD_SUFFIX}"
+            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".", suffix=".tmp", delete=False) as f:
+                try:
+                    write(f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                except BaseException:
+                    os.unlink(f.name)
+                    raise
+            os.replace(f.name, self.directory / name)
         except OSError as error:
             raise RetrainError(f"cannot write bottlenecks to {self.directory} ({error.strerror})") from None
 
+    @contextlib.contextmanager
+    def _compaction_lock(self) -> Iterator[bool]:
+        with open(self.directory / ".compaction.lock", "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
 
-def _save_atomically(path: Path, array: np.ndarray) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".", suffix=".tmp", delete=False) as f:
-        try:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        except BaseException:
-            os.unlink(f.name)
-            raise
-    os.replace(f.name, path)
+    def _remove_stale_temporaries(self) -> None:
+        for temporary in self.directory.glob(".*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - temporary.stat().st_mtime > STALE_SECONDS:
+                    temporary.unlink()
+
+
+@dataclass(frozen=True)
+class _KeyIndex:
+    """Wanted keys sorted for binary search, and where each sorted key goes in the caller's order."""
+
+    sorted_keys: np.ndarray
+    rows: np.ndarray
+
+    def rows_of(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in ``keys``, caller's rows) of the keys that are wanted."""
+        position = np.minimum(np.searchsorted(self.sorted_keys, keys), len(self.sorted_keys) - 1)
+        hits = np.flatnonzero(self.sorted_keys[position] == keys)
+        return hits, self.rows[position[hits]]
+
+
+def _write_arrays(f: BinaryIO, keys: np.ndarray, vectors: np.ndarray) -> None:
+    if vectors.ndim != 2 or len(vectors) != len(keys):
+        raise ValueError(f"{len(keys)} keys for vectors of shape {vectors.shape}")
+    np.save(f, keys)
+    np.save(f, vectors)
+
+
+def _read_header(f: BinaryIO) -> tuple[np.ndarray, int, int]:
+    """The shard's keys, its vector size and the file offset of its vectors; ValueError if it is incomplete."""
+    keys = np.load(f)
+    version = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read_header(f)
+    if keys.dtype != KEY_DTYPE or dtype != VECTOR_DTYPE or fortran_order or len(shape) != 2 or shape[0] != len(keys):
+        raise ValueError("not a bottleneck shard")
+    offset = f.tell()
+    if os.fstat(f.fileno()).st_size != offset + shape[0] * shape[1] * VECTOR_DTYPE.itemsize:
+        raise ValueError("truncated bottleneck shard")
+    return keys, shape[1], offset
+
+
+def _read_shard(f: BinaryIO, index: _KeyIndex, found: np.ndarray, out: np.ndarray) -> None:
+    keys, width, offset = _read_header(f)
+    if width != out.shape[1]:
+        raise ValueError("bottleneck shard of another width")
+    positions, rows = index.rows_of(keys)
+    new = ~found[rows]
+    positions, rows = positions[new], rows[new]
+    for chunk, first in _chunks(f, positions, width, offset):
+        selected = (positions >= first) & (positions < first + len(chunk))
+        out[rows[selected]] = chunk[positions[selected] - first]
+    found[rows] = True
+
+
+def _chunks(f: BinaryIO, positions: np.ndarray, width: int, offset: int) -> Iterator[tuple[np.ndarray, int]]:
+    """The blocks of a shard's vectors that hold ``positions`` (sorted), each with the row it starts at."""
+    row_count = (os.fstat(f.fileno()).st_size - offset) // (width * VECTOR_DTYPE.itemsize)
+    buffer = np.empty((min(READ_CHUNK_ROWS, row_count), width), VECTOR_DTYPE)
+    for block in np.unique(positions // READ_CHUNK_ROWS):
+        first = int(block) * READ_CHUNK_ROWS
+        chunk = buffer[: min(READ_CHUNK_ROWS, row_count - first)]
+        f.seek(offset + first * width * VECTOR_DTYPE.itemsize)
+        if f.readinto(chunk) != chunk.nbytes:
+            raise ValueError("truncated bottleneck shard")
+        yield chunk, first
+
+
+def _merge(sources: list[tuple[Path, np.ndarray, int, int]], f: BinaryIO) -> None:
+    """Write the union of the source shards (first copy of each key) as one shard, a block at a time."""
+    widths = {width for _, _, width, _ in sources}
+    if len(widths) != 1:
+        raise ValueError("bottleneck shards of different widths in one folder")
+    (width,) = widths
+    seen: set[bytes] = set()
+    kept = []
+    for _, keys, _, _ in sources:
+        fresh = np.array([key not in seen for key in keys.tolist()], dtype=bool)
+        seen.update(keys[fresh].tolist())
+        kept.append(np.flatnonzero(fresh))
+    np.save(f, np.concatenate([keys[rows] for (_, keys, _, _), rows in zip(sources, kept, strict=True)]))
+    header = {"descr": VECTOR_DTYPE.str, "fortran_order": False, "shape": (len(seen), width)}
+    np.lib.format.write_array_header_1_0(f, header)
+    for (shard, _, _, offset), rows in zip(sources, kept, strict=True):
+        with open(shard, "rb") as source:
+            for chunk, first in _chunks(source, rows, width, offset):
+                selected = rows[(rows >= first) & (rows < first + len(chunk))]
+                f.write(chunk[selected - first].tobytes())
 
 
 @dataclass
@@ -117,71 +281,106 @@ def compute_bottlenecks(
     module: ImageModule,
     cache: BottleneckCache,
     on_progress: ProgressCallback | None = None,
+    runner: FeatureRunner | None = None,
 ) -> Bottlenecks:
-    """Bottlenecks for every image, from the cache where possible; unreadable images are skipped and reported."""
+    """Bottlenecks for every image, from the cache where possible; unreadable images are skipped and reported.
+
+    ``runner`` defaults to the fastest one for the module (``feature_runner``), created only if something is missing.
+    """
     skipped: list[tuple[Path, str]] = []
-    keyed: list[tuple[LabeledImage, str]] = []
-    for image in images:
-        try:
-            keyed.append((image, content_key(image.path)))
-        except OSError as error:
-            skipped.append((image.path, error.strerror or str(error)))
-    vectors = cache.lookup(key for _, key in keyed)
-    reused = len(vectors)
-    missing = {key: image.path for image, key in keyed if key not in vectors}
+    with ThreadPoolExecutor(cpu_count()) as pool:  # hashing releases the GIL: one file per core at a time
+        keys = list(pool.map(_content_key_or_error, (image.path for image in images)))
+    row_of: dict[str, int] = {}
+    paths: list[Path] = []
+    for image, key in zip(images, keys, strict=True):
+        if isinstance(key, OSError):
+            skipped.append((image.path, key.strerror or str(key)))
+        elif key not in row_of:
+            row_of[key] = len(paths)
+            paths.append(image.path)
+    unique_keys = list(row_of)
+    vectors = np.empty((len(unique_keys), module.feature_size), VECTOR_DTYPE)
+    cached = cache.read(unique_keys, vectors)
+    missing = [(row, paths[row]) for row in np.flatnonzero(~cached).tolist()]
     failures: dict[str, str] = {}
-    vectors.update(_compute(missing, module, cache, failures, on_progress))
-    kept = [(image, vectors[key]) for image, key in keyed if key in vectors]
-    skipped.extend((image.path, failures[key]) for image, key in keyed if key in failures)
-    matrix = np.stack([v for _, v in kept]) if kept else np.zeros((0, module.feature_size), np.float32)
-    return Bottlenecks([image for image, _ in kept], matrix, skipped, len(vectors) - reused, reused)
+    if missing:
+        _compute(missing, unique_keys, vectors, runner or feature_runner(module), cache, failures, on_progress)
+    kept = [(image, row_of[key]) for image, key in zip(images, keys, strict=True) if key in row_of]
+    skipped.extend((image.path, failures[unique_keys[row]]) for image, row in kept if unique_keys[row] in failures)
+    kept = [(image, row) for image, row in kept if unique_keys[row] not in failures]
+    rows = [row for _, row in kept]
+    if rows != list(range(len(vectors))):  # duplicates or failures: copy into image order
+        vectors = vectors[rows]
+    computed = len(missing) - len(failures)
+    return Bottlenecks([image for image, _ in kept], vectors, skipped, computed, int(cached.sum()))
+
+
+def _content_key_or_error(path: Path) -> str | OSError:
+    try:
+        return content_key(path)
+    except OSError as error:
+        return error
 
 
 def _compute(
-    missing: dict[str, Path],
-    module: ImageModule,
+    missing: list[tuple[int, Path]],
+    keys: list[str],
+    vectors: np.ndarray,
+    runner: FeatureRunner,
     cache: BottleneckCache,
     failures: dict[str, str],
     on_progress: ProgressCallback | None,
-) -> Iterable[tuple[str, np.ndarray]]:
-    """Decode in worker threads (two batches ahead, never all images at once) while the module runs."""
-    items = list(missing.items())
-    batches = [items[i : i + BATCH_SIZE] for i in range(0, len(items), BATCH_SIZE)]
+) -> None:
+    """Fill the missing rows of ``vectors``, saving a shard every ``cache.shard_rows`` rows; merge shards at the end."""
     done = 0
     if on_progress:
-        on_progress(done, len(items))
-    unsaved_keys: list[str] = []
-    unsaved_vectors: list[np.ndarray] = []
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        queue = deque(pool.submit(_decode_batch, batch, module.image_size) for batch in batches[:2])
-        next_batch = len(queue)
-        while queue:
-            decoded, batch_failures = queue.popleft().result()
-            if next_batch < len(batches):
-                queue.append(pool.submit(_decode_batch, batches[next_batch], module.image_size))
-                next_batch += 1
-            failures.update(batch_failures)
-            if decoded:
-                keys = [key for key, _ in decoded]
-                features = np.asarray(module(np.stack([pixels for _, pixels in decoded])), dtype=np.float32)
-                unsaved_keys.extend(keys)
-                unsaved_vectors.extend(features)
-                yield from zip(keys, features, strict=True)
-            if len(unsaved_keys) >= SHARD_ROWS or (not queue and unsaved_keys):
-                cache.add(unsaved_keys, np.stack(unsaved_vectors))
-                unsaved_keys, unsaved_vectors = [], []
-            done += len(decoded) + len(batch_failures)
-            if on_progress:
-                on_progress(done, len(items))
+        on_progress(done, len(missing))
+    unsaved: list[int] = []
+    for rows, batch_failures in _run_batches(missing, vectors, runner):
+        failures.update((keys[row], reason) for row, reason in batch_failures)
+        unsaved.extend(rows)
+        if len(unsaved) >= cache.shard_rows:
+            cache.add([keys[row] for row in unsaved], vectors[unsaved])
+            unsaved = []
+        done += len(rows) + len(batch_failures)
+        if on_progress:
+            on_progress(done, len(missing))
+    cache.add([keys[row] for row in unsaved], vectors[unsaved])
+    cache.compact()
 
 
-def _decode_batch(
-    batch: list[tuple[str, Path]], size: tuple[int, int]
-) -> tuple[list[tuple[str, np.ndarray]], dict[str, str]]:
-    decoded, failures = [], {}
-    for key, path in batch:
+def _run_batches(
+    missing: list[tuple[int, Path]], vectors: np.ndarray, runner: FeatureRunner
+) -> Iterator[tuple[list[int], list[tuple[int, str]]]]:
+    """Fill ``vectors`` batch by batch; yield each batch's rows filled and rows that failed to decode.
+
+    Each worker thread decodes a batch and runs it, so one core decodes while the other runs the module, with no
+    hand-off between threads; at most two batches per worker are in memory, never the whole dataset.
+    """
+    batches = deque(missing[i : i + runner.batch_size] for i in range(0, len(missing), runner.batch_size))
+    with ThreadPoolExecutor(runner.workers) as pool:
+        pending = deque()
+        while batches or pending:
+            while batches and len(pending) < 2 * runner.workers:
+                pending.append(pool.submit(_run_batch, batches.popleft(), runner))
+            rows, features, batch_failures = pending.popleft().result()
+            vectors[rows] = features
+            yield rows, batch_failures
+
+
+def _run_batch(
+    batch: list[tuple[int, Path]], runner: FeatureRunner
+) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
+    size = runner.module.image_size
+    pixels = np.empty((len(batch), *size, 3), np.uint8)
+    rows: list[int] = []
+    failures: list[tuple[int, str]] = []
+    for row, path in batch:
         try:
-            decoded.append((key, load_image(path, size)))
+            pixels[len(rows)] = load_pixels(path, size)
         except ImageDecodeError as error:
-            failures[key] = str(error.__cause__ or error)
-    return decoded, failures
+            failures.append((row, str(error.__cause__ or error)))
+        else:
+            rows.append(row)
+    features = runner(pixels[: len(rows)]) if rows else np.zeros((0, runner.module.feature_size), VECTOR_DTYPE)
+    return rows, features, failures

@@ -1,4 +1,4 @@
-"""Decoding image files into the float [0, 1] arrays that image modules take."""
+"""Decoding image files into the pixels that image modules take."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ class ImageDecodeError(Exception):
     """The file could not be decoded as an image."""
 
 
-def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Decode, apply EXIF orientation, convert to RGB and resize to (height, width), as float32 in [0, 1].
+def load_pixels(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Decode, apply EXIF orientation, convert to RGB and resize to (height, width), as uint8.
 
     JPEGs are decoded at a reduced DCT scale that is still at least the target size, which makes decoding of large
-    photos several times faster for the same result after resizing.
+    photos several times faster for the same result after resizing. Orientation is applied in place: a copy of every
+    upright photo would cost a fifth of the decoding time.
     """
     height, width = size
     try:
@@ -28,10 +29,19 @@ def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
             warnings.simplefilter("ignore")  # e.g. "palette images with transparency"; not the user's problem here
             with Image.open(path) as image:
                 image.draft("RGB", (width, height))
-                image = ImageOps.exif_transpose(image)
+                ImageOps.exif_transpose(image, in_place=True)
                 if image.mode != "RGB":
                     image = image.convert("RGB")
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-                return np.asarray(image, dtype=np.float32) / 255.0
+                return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise ImageDecodeError(f"{path}: {error}") from error
+
+
+def to_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels as the float32 values in [0, 1] that modules take."""
+    return np.asarray(pixels, dtype=np.float32) / 255.0
+
+
+def load_image(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """``load_pixels`` as float32 in [0, 1]."""
+    return to_float(load_pixels(path, size))

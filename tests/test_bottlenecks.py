@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,23 +54,59 @@ def test_edited_image_is_recomputed_and_renamed_one_reused(photos: Path, module,
     assert (again.computed, again.reused) == (1, 19)
 
 
-def test_killed_writer_leaves_nothing_a_later_run_trusts(photos: Path, module, tmp_path: Path) -> None:
+def test_damaged_shards_and_stray_temporaries_are_not_trusted(photos: Path, module, tmp_path: Path) -> None:
     cache_dir = tmp_path / "cache"
     reference = _compute(photos, module, cache_dir)
     shard_dir = cache_dir / module.cache_key
-    # What a writer killed at each point leaves: a temp file, vectors without keys, a truncated shard.
+    # What a writer killed mid-write would leave if writes were not atomic: a temp file, shards cut anywhere. Their
+    # names sort first, so they are read before the good shard.
     (shard_dir / ".half-written.tmp").write_bytes(b"\x93NUMPY garbage")
-    keys_file = next(shard_dir.glob("*.keys.npy"))
-    vectors_file = keys_file.with_name(keys_file.name.replace(".keys.npy", ".vectors.npy"))
-    shutil.copy(vectors_file, shard_dir / "9-orphan.vectors.npy")
-    (shard_dir / "9-truncated.keys.npy").write_bytes(keys_file.read_bytes())
-    (shard_dir / "9-truncated.vectors.npy").write_bytes(vectors_file.read_bytes()[:1000])
+    shard = next(shard_dir.glob("*.shard")).read_bytes()
+    for cut in (10, 200, len(shard) // 2, len(shard) - 1):
+        (shard_dir / f"0-cut-at-{cut}.shard").write_bytes(shard[:cut])
     again = _compute(photos, module, cache_dir)
     assert again.reused == 20
     np.testing.assert_array_equal(again.vectors, reference.vectors)
 
 
-def test_two_runs_filling_one_cache_at_once(photos: Path, module, tmp_path: Path) -> None:
+def test_run_killed_while_filling_the_cache_loses_at_most_its_last_shard(
+    flowers_sample: Path, module, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "cache"
+    shard_dir = cache_dir / module.cache_key
+    writer = _writer(flowers_sample, cache_dir, tmp_path / "unused.npy", shard_rows=8)
+    deadline = time.monotonic() + 180
+    while len(list(shard_dir.glob("*.shard"))) < 3:
+        assert writer.poll() is None, "the writer finished before it could be killed"
+        assert time.monotonic() < deadline, "the writer wrote no shard in time"
+        time.sleep(0.005)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    dataset = list_dataset(flowers_sample, 20, 20)
+    again = compute_bottlenecks(dataset.images, module, BottleneckCache(cache_dir, module.cache_key))
+    assert again.reused >= 24 and again.reused % 8 == 0
+    assert again.reused + again.computed == 200
+    clean = compute_bottlenecks(dataset.images, module, BottleneckCache(tmp_path / "clean", module.cache_key))
+    np.testing.assert_allclose(again.vectors, clean.vectors, rtol=0, atol=1e-6)
+
+
+def test_two_processes_filling_one_cache_at_once(photos: Path, module, tmp_path: Path) -> None:
+    # Tiny shards and merge threshold, so both processes write and merge shards while the other reads and writes.
+    writers = [
+        _writer(photos, tmp_path / "cache", tmp_path / f"vectors-{i}.npy", shard_rows=2, max_small_shards=2)
+        for i in range(2)
+    ]
+    for writer in writers:
+        assert writer.wait(timeout=300) == 0, writer.stderr.read()
+    first, second = (np.load(tmp_path / f"vectors-{i}.npy") for i in range(2))
+    np.testing.assert_allclose(first, second, rtol=0, atol=1e-6)
+    again = _compute(photos, module, tmp_path / "cache")
+    assert (again.computed, again.reused) == (0, 20)
+    np.testing.assert_allclose(again.vectors, first, rtol=0, atol=1e-6)
+    assert len(BottleneckCache(tmp_path / "cache", module.cache_key).shards()) <= 3
+
+
+def test_two_threads_filling_one_cache_at_once(photos: Path, module, tmp_path: Path) -> None:
     results = []
     threads = [
         threading.Thread(target=lambda: results.append(_compute(photos, module, tmp_path / "cache"))) for _ in range(2)
@@ -85,3 +125,49 @@ def test_identical_copies_are_computed_once(photos: Path, module, tmp_path: Path
     shutil.copy(daisy, photos / "tulips" / "copy-of-a-daisy.jpg")
     result = _compute(photos, module, tmp_path / "cache")
     assert result.computed == 20 and len(result.images) == 21
+
+
+def test_many_small_shards_are_merged_into_one_that_reads_back_the_same(tmp_path: Path) -> None:
+    cache = BottleneckCache(tmp_path, "module", max_small_shards=4)
+    keys = [f"{i:040x}" for i in range(100)]
+    vectors = np.random.default_rng(0).standard_normal((100, 16)).astype(np.float32)
+    for start in range(0, 100, 10):
+        cache.add(keys[start : start + 10], vectors[start : start + 10])
+    cache.add(keys[:5], vectors[:5])  # a second run computed these too
+    cache.compact()
+    assert len(cache.shards()) == 1
+    wanted = [*keys[::-1], "f" * 40]
+    out = np.zeros((len(wanted), 16), np.float32)
+    found = cache.read(wanted, out)
+    assert found.tolist() == [True] * 100 + [False]
+    np.testing.assert_array_equal(out[:100], vectors[::-1])
+
+
+WRITER = """
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from retrain.bottlenecks import BottleneckCache, compute_bottlenecks
+from retrain.dataset import list_dataset
+from retrain.modules import load_image_module
+
+photos, cache_dir, vectors_file, shard_rows, max_small_shards = sys.argv[1:]
+module = load_image_module("efficientnet_lite0")
+cache = BottleneckCache(Path(cache_dir), module.cache_key, int(shard_rows), int(max_small_shards))
+result = compute_bottlenecks(list_dataset(Path(photos), 20, 20).images, module, cache)
+np.save(vectors_file, result.vectors)
+"""
+
+
+def _writer(photos: Path, cache_dir: Path, vectors_file: Path, shard_rows: int, max_small_shards: int = 8):
+    """A separate ``compute_bottlenecks`` process, as a second ``retrain-ci train`` would be."""
+    arguments = [photos, cache_dir, vectors_file, shard_rows, max_small_shards]
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, *map(str, arguments)],
+        cwd=Path(__file__).parents[1],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

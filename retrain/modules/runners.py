@@ -1,0 +1,148 @@
+"""Running a module over many images fast: TFLite with XNNPACK when the module converts, plain TensorFlow otherwise.
+
+On a CPU the converted backbone runs about twice as fast as TensorFlow, and one single-threaded interpreter per core
+beats one interpreter using every core (no barrier between threads at each layer: about 210 vs 165 images/s on 2
+cores). The converted model takes uint8 pixels and divides by 255 itself, so workers never make float copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from retrain.images import to_float
+from retrain.modules.loading import ImageModule, cache_root
+
+ENGINES = ("auto", "tflite", "tensorflow")
+# Bump when the conversion changes, so stale converted modules in users' caches are not reused.
+TFLITE_VERSION = 1
+TFLITE_BATCH_SIZE = 4
+TENSORFLOW_BATCH_SIZE = 32
+# A converted module whose features differ from TensorFlow's by more than this (relative to their scale) is not used:
+# float32 rounding across a deep network stays far below it, a conversion error does not.
+CONVERSION_TOLERANCE = 1e-3
+
+
+def cpu_count() -> int:
+    """Cores this process may use (not the machine's count, which containers and taskset hide)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass
+class FeatureRunner:
+    """Maps a batch of uint8 pixels ``[n, height, width, 3]`` to float32 features ``[n, feature_size]``.
+
+    Safe to call from ``workers`` threads at once: each call borrows one of ``workers`` interpreters.
+    """
+
+    module: ImageModule
+    engine: str
+    batch_size: int
+    workers: int
+    interpreters: queue.SimpleQueue | None = None
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        if self.interpreters is None:
+            return np.asarray(self.module(to_float(pixels)), dtype=np.float32)
+        interpreter = self.interpreters.get()
+        try:
+            (image_input,) = interpreter.get_input_details()
+            if tuple(image_input["shape"]) != pixels.shape:
+                interpreter.resize_tensor_input(image_input["index"], pixels.shape)
+                interpreter.allocate_tensors()
+            interpreter.set_tensor(image_input["index"], pixels)
+            interpreter.invoke()
+            (features,) = interpreter.get_output_details()
+            return interpreter.get_tensor(features["index"])
+        finally:
+            self.interpreters.put(interpreter)
+
+
+def feature_runner(module: ImageModule, engine: str = "auto") -> FeatureRunner:
+    """The fastest runner for ``module``: TFLite unless asked for TensorFlow or the module does not convert.
+
+    ``engine="tflite"`` raises RuntimeError instead of falling back, for tests and benchmarks that must measure it.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    workers = cpu_count()
+    if engine != "tensorflow":
+        try:
+            tflite_model = _converted(module)
+        except Exception as error:  # the converter raises many types; any of them means "use TensorFlow"
+            if engine == "tflite":
+                raise RuntimeError(f"module {module.name} does not convert to TFLite: {error}") from error
+        else:
+            return FeatureRunner(module, "tflite", TFLITE_BATCH_SIZE, workers, _interpreters(tflite_model, workers))
+    return FeatureRunner(module, "tensorflow", TENSORFLOW_BATCH_SIZE, workers)
+
+
+def _converted(module: ImageModule) -> bytes:
+    """The module as a TFLite flatbuffer, converted and checked once, then read from the module cache."""
+    path = cache_root() / "tflite" / f"{module.cache_key}-t{TFLITE_VERSION}.tflite"
+    if path.is_file():
+        return path.read_bytes()
+    tflite_model = _convert(module)
+    _check_against_tensorflow(module, tflite_model)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".", suffix=".tmp", delete=False) as f:
+            f.write(tflite_model)
+        os.replace(f.name, path)
+    except OSError:
+        pass  # an unwritable cache only costs converting again next run
+    return tflite_model
+
+
+def _convert(module: ImageModule) -> bytes:
+    height, width = module.image_size
+
+    @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.uint8, name="pixels")])
+    def features(pixels: tf.Tensor) -> tf.Tensor:
+        return module(tf.cast(pixels, tf.float32) / 255.0)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([features.get_concrete_function()], module.model)
+    return converter.convert()
+
+
+def _check_against_tensorflow(module: ImageModule, tflite_model: bytes) -> None:
+    """Refuse a conversion whose features differ from the module's own on a probe batch."""
+    pixels = np.random.default_rng(0).integers(0, 256, (2, *module.image_size, 3), dtype=np.uint8)
+    expected = np.asarray(module(to_float(pixels)))
+    actual = FeatureRunner(module, "tflite", len(pixels), 1, _interpreters(tflite_model, 1))(pixels)
+    scale = max(1.0, float(np.abs(expected).max()))
+    if actual.shape != expected.shape or not np.allclose(actual, expected, rtol=0, atol=CONVERSION_TOLERANCE * scale):
+        raise ValueError("the converted module's features differ from TensorFlow's")
+
+
+def _interpreters(tflite_model: bytes, count: int) -> queue.SimpleQueue:
+    """``count`` single-threaded interpreters: TFLite announces XNNPACK on stderr, which is not the user's business."""
+    interpreters = queue.SimpleQueue()
+    with warnings.catch_warnings(), _stderr_closed():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's notice that LiteRT will replace it
+        for _ in range(count):
+            interpreter = tf.lite.Interpreter(model_content=tflite_model, num_threads=1)
+            interpreter.allocate_tensors()
+            interpreters.put(interpreter)
+    return interpreters
+
+
+@contextlib.contextmanager
+def _stderr_closed() -> Iterator[None]:
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
