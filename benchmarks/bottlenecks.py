@@ -60,17 +60,22 @@ def _benchmark(image_dir: Path, scratch: Path) -> None:
     count = len(dataset.images)
 
     cache = BottleneckCache(scratch / "bottlenecks", module.cache_key)
-    fast, fast_seconds = _timed(lambda: compute_bottlenecks(dataset.images, module, cache, runner=fast_runner))
-    fast_name = f"1. retrain-ci fast path ({fast_runner.engine}, {fast_runner.workers} workers)"
-    fast_rate = _report(fast_name, count, fast_seconds)
-    _, loop_seconds = _timed(lambda: _tutorial_loop(dataset, module, scratch))
-    loop_rate = _report("2. per-image loop, plain TensorFlow", count, loop_seconds)
-    _, keras_seconds = _timed(lambda: _keras_pipeline(image_dir, module))
-    keras_rate = _report("3. batched Keras pipeline", count, keras_seconds)
+    fast, fast_rate = _pipeline(
+        f"1. retrain-ci fast path ({fast_runner.engine}, {fast_runner.workers} workers)",
+        count,
+        lambda: compute_bottlenecks(dataset.images, module, cache, runner=fast_runner),
+    )
+    _, loop_rate = _pipeline(
+        "2. per-image loop, plain TensorFlow", count, lambda: _tutorial_loop(dataset, module, scratch)
+    )
+    _, keras_rate = _pipeline("3. batched Keras pipeline", count, lambda: _keras_pipeline(image_dir, module))
     tf_cache = BottleneckCache(scratch / "tf-bottlenecks", module.cache_key)
     tf_runner = feature_runner(module, "tensorflow")
-    reference, tf_seconds = _timed(lambda: compute_bottlenecks(dataset.images, module, tf_cache, runner=tf_runner))
-    _report("   retrain-ci, plain TensorFlow runner", count, tf_seconds)
+    reference, _ = _pipeline(
+        "   retrain-ci, plain TensorFlow runner",
+        count,
+        lambda: compute_bottlenecks(dataset.images, module, tf_cache, runner=tf_runner),
+    )
     print(f"ratio 1/2: {fast_rate / loop_rate:.2f}x (target >= 3)")
     print(f"ratio 1/3: {fast_rate / keras_rate:.2f}x (target >= 1.6)")
     print(f"absolute 1: {fast_rate:.0f} images/s (target >= 150 on 2 cores)")
@@ -212,10 +217,22 @@ def _timed(function):
     return result, time.perf_counter() - started
 
 
-def _report(name: str, count: int, seconds: float) -> float:
-    rate = count / seconds
-    print(f"{name}: {count} images in {seconds:.1f} s = {rate:.0f} images/s (load {_load()})", flush=True)
-    return rate
+def _pipeline(name: str, count: int, function):
+    """Run a pipeline; print images/s and CPU time per image (which moves less when other processes share the cores)."""
+    started, cpu_started = time.perf_counter(), _process_cpu_seconds()
+    result = function()
+    seconds, cpu_seconds = time.perf_counter() - started, _process_cpu_seconds() - cpu_started
+    print(
+        f"{name}: {count} images in {seconds:.1f} s = {count / seconds:.0f} images/s, "
+        f"{1000 * cpu_seconds / count:.1f} CPU ms/image (load {_load()})",
+        flush=True,
+    )
+    return result, count / seconds
+
+
+def _process_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def _load() -> str:
