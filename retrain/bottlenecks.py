@@ -196,7 +196,10 @@ def _write_arrays(f: BinaryIO, keys: np.ndarray, vectors: np.ndarray) -> None:
 
 def _read_header(f: BinaryIO) -> tuple[np.ndarray, int, int]:
     """The shard's keys, its vector size and the file offset of its vectors; ValueError if it is incomplete."""
-    keys = np.load(f)
+    try:
+        keys = np.load(f)
+    except EOFError:
+        raise ValueError("empty bottleneck shard") from None
     version = np.lib.format.read_magic(f)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, fortran_order, dtype = read_header(f)
