@@ -18,15 +18,17 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from retrain.dataset import LabeledImage
 from retrain.errors import RetrainError
 from retrain.images import ImageDecodeError, load_pixels
-from retrain.modules import ImageModule
-from retrain.modules.runners import FeatureRunner, cpu_count, feature_runner
+
+if TYPE_CHECKING:  # the cache itself needs no TensorFlow, so the dataset audit can use it without importing it
+    from retrain.modules import ImageModule
+    from retrain.modules.runners import FeatureRunner
 
 # Rows per shard written while computing: a killed run loses at most this many computed bottlenecks.
 SHARD_ROWS = 512
@@ -291,7 +293,7 @@ def compute_bottlenecks(
     ``runner`` defaults to the fastest one for the module (``feature_runner``), created only if something is missing.
     """
     skipped: list[tuple[Path, str]] = []
-    with ThreadPoolExecutor(cpu_count()) as pool:  # hashing releases the GIL: one file per core at a time
+    with ThreadPoolExecutor() as pool:  # reading and hashing release the GIL
         keys = list(pool.map(_content_key_or_error, (image.path for image in images)))
     row_of: dict[str, int] = {}
     paths: list[Path] = []
@@ -307,7 +309,11 @@ def compute_bottlenecks(
     missing = [(row, paths[row]) for row in np.flatnonzero(~cached).tolist()]
     failures: dict[str, str] = {}
     if missing:
-        _compute(missing, unique_keys, vectors, runner or feature_runner(module), cache, failures, on_progress)
+        if runner is None:
+            from retrain.modules.runners import feature_runner  # imports TensorFlow: only when there is work for it
+
+            runner = feature_runner(module)
+        _compute(missing, unique_keys, vectors, runner, cache, failures, on_progress)
     kept = [(image, row_of[key]) for image, key in zip(images, keys, strict=True) if key in row_of]
     skipped.extend((image.path, failures[unique_keys[row]]) for image, row in kept if unique_keys[row] in failures)
     kept = [(image, row) for image, row in kept if unique_keys[row] not in failures]
