@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
 
 from retrain.errors import RetrainError
 
 DEMO_DATA = Path(__file__).parent / "demo_data" / "flower_photos"
+MISCLASSIFIED_SHOWN = 20
 
 
 def _tutorial_spelling(token: str) -> str:
@@ -34,6 +38,18 @@ app = typer.Typer(
 )
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+
+class Quantization(str, Enum):
+    none = "none"
+    dynamic = "dynamic"
+    float16 = "float16"
+    int8 = "int8"
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
 
 
 @contextmanager
@@ -66,6 +82,24 @@ def _batch_size(value: int) -> int:
     return value
 
 
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+
+
+def _gate(accuracy: float, min_accuracy: float | None) -> None:
+    """Exit 1 with one line when the accuracy is below the threshold."""
+    if min_accuracy is not None and accuracy < min_accuracy:
+        typer.echo(f"FAILED: accuracy {accuracy:.4f} is below --min-accuracy {min_accuracy:.4f}", err=True)
+        raise typer.Exit(1)
+
+
 @app.command()
 def train(
     image_dir_argument: Annotated[
@@ -91,6 +125,29 @@ def train(
         Path | None,
         typer.Option("--saved-model-dir", help="SavedModel of the classifier.", show_default="/tmp/saved_models/1"),
     ] = None,
+    output_graph: Annotated[
+        Path | None,
+        typer.Option("--output-graph", help="Frozen graph for label_image.py.", show_default="/tmp/output_graph.pb"),
+    ] = None,
+    summaries_dir: Annotated[
+        Path | None, typer.Option("--summaries-dir", help="TensorBoard logs.", show_default="/tmp/retrain_logs")
+    ] = None,
+    intermediate_store_frequency: Annotated[
+        int, typer.Option("--intermediate-store-frequency", help="Save a frozen graph every N steps (0: never).", min=0)
+    ] = 0,
+    intermediate_output_graphs_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--intermediate-output-graphs-dir",
+            help="Where intermediate graphs go.",
+            show_default="/tmp/intermediate_graph",
+        ),
+    ] = None,
+    tflite: Annotated[Path | None, typer.Option("--tflite", help="Also write a TensorFlow Lite model here.")] = None,
+    quantize: Annotated[
+        Quantization,
+        typer.Option("--quantize", help="TensorFlow Lite quantization (int8: calibrated on training images)."),
+    ] = Quantization.none,
     how_many_training_steps: Annotated[
         int, typer.Option("--how-many-training-steps", help="Training steps.", min=1)
     ] = 4000,
@@ -116,6 +173,18 @@ def train(
     test_batch_size: Annotated[
         int, typer.Option("--test-batch-size", help="Images in the final test (-1: all).", callback=_batch_size)
     ] = -1,
+    flip_left_right: Annotated[
+        bool, typer.Option("--flip-left-right", help="Randomly mirror training images.")
+    ] = False,
+    random_crop: Annotated[
+        float, typer.Option("--random-crop", help="Percentage of margin to randomly crop off.", min=0.0)
+    ] = 0.0,
+    random_scale: Annotated[
+        float, typer.Option("--random-scale", help="Percentage to randomly scale up by.", min=0.0)
+    ] = 0.0,
+    random_brightness: Annotated[
+        float, typer.Option("--random-brightness", help="Percentage to randomly change brightness by.", min=0.0)
+    ] = 0.0,
     final_tensor_name: Annotated[
         str, typer.Option("--final-tensor-name", help="Name of the output op.")
     ] = "final_result",
@@ -135,16 +204,14 @@ def train(
     with _user_errors():
         options = _run_options(
             folder,
-            tfhub_module=tfhub_module,
-            image_size=image_size,
-            bottleneck_dir=bottleneck_dir,
-            output_dir=output_dir,
-            output_labels=output_labels,
-            saved_model_dir=saved_model_dir,
-            testing_percentage=testing_percentage,
-            validation_percentage=validation_percentage,
-            test_batch_size=test_batch_size,
-            final_tensor_name=final_tensor_name,
+            output_dir,
+            outputs=dict(
+                output_labels=output_labels,
+                saved_model_dir=saved_model_dir,
+                output_graph=output_graph,
+                summaries_dir=summaries_dir,
+                intermediate_output_graphs_dir=intermediate_output_graphs_dir,
+            ),
             training=dict(
                 how_many_training_steps=how_many_training_steps,
                 learning_rate=learning_rate,
@@ -153,6 +220,22 @@ def train(
                 validation_batch_size=validation_batch_size,
                 random_seed=random_seed,
             ),
+            distortions=dict(
+                flip_left_right=flip_left_right,
+                random_crop=random_crop,
+                random_scale=random_scale,
+                random_brightness=random_brightness,
+            ),
+            tfhub_module=tfhub_module,
+            image_size=image_size,
+            bottleneck_dir=bottleneck_dir,
+            testing_percentage=testing_percentage,
+            validation_percentage=validation_percentage,
+            test_batch_size=test_batch_size,
+            final_tensor_name=final_tensor_name,
+            intermediate_store_frequency=intermediate_store_frequency,
+            tflite=tflite,
+            quantize=quantize.value,
         )
         _train_and_report(options, print_misclassified_test_images)
 
@@ -171,35 +254,45 @@ def demo(
     with _user_errors():
         options = _run_options(
             images,
+            workdir / "output",
+            outputs={},
+            training=dict(how_many_training_steps=how_many_training_steps, random_seed=0, eval_step_interval=100),
+            distortions={},
             bottleneck_dir=workdir / "bottleneck",
-            output_dir=workdir / "output",
-            training=dict(how_many_training_steps=how_many_training_steps, random_seed=0),
         )
         _train_and_report(options, print_misclassified=True)
     console.print(
-        f"\nNext: retrain-ci train YOUR_IMAGE_DIR --output-dir ./model  (the demo's files are in {workdir})",
+        f"\nNext: retrain-ci label --model {options.saved_model_dir} {images / 'daisy'}\n"
+        f"      retrain-ci train YOUR_IMAGE_DIR --output-dir ./model",
         soft_wrap=True,
+        markup=False,
     )
 
 
-def _run_options(image_dir: Path, *, output_dir: Path | None = None, training: dict, **kwargs):
+def _run_options(
+    image_dir: Path, output_dir: Path | None, *, outputs: dict, training: dict, distortions: dict, **kwargs
+):
     """Tutorial defaults, then ``--output-dir``, then explicit output paths; a missing seed is drawn and shown."""
     _import_tensorflow_quietly()
+    from retrain.distortions import Distortions
     from retrain.run import RunOptions
     from retrain.training import TrainingConfig
 
     if training.get("random_seed") is None:
         training["random_seed"] = secrets.randbelow(2**31)
         console.print(f"Random seed {training['random_seed']} (pass --random-seed to repeat this run)")
-    defaults = RunOptions(image_dir)
-    output_labels = kwargs.pop("output_labels", None)
-    saved_model_dir = kwargs.pop("saved_model_dir", None)
+    under_output_dir = {
+        "output_labels": "output_labels.txt",
+        "saved_model_dir": "saved_model",
+        "output_graph": "output_graph.pb",
+        "summaries_dir": "retrain_logs",
+        "intermediate_output_graphs_dir": "intermediate_graph",
+    }
+    if output_dir:
+        outputs = {name: outputs.get(name) or output_dir / relative for name, relative in under_output_dir.items()}
+    outputs = {name: path for name, path in outputs.items() if path is not None}
     return RunOptions(
-        image_dir,
-        training=TrainingConfig(**training),
-        output_labels=output_labels or (output_dir / "output_labels.txt" if output_dir else defaults.output_labels),
-        saved_model_dir=saved_model_dir or (output_dir / "saved_model" if output_dir else defaults.saved_model_dir),
-        **kwargs,
+        image_dir, training=TrainingConfig(**training), distortions=Distortions(**distortions), **outputs, **kwargs
     )
 
 
@@ -207,14 +300,7 @@ def _train_and_report(options, print_misclassified: bool) -> None:
     from retrain.run import RunEvents, train
 
     total_steps = options.training.how_many_training_steps
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    )
+    progress = _progress()
 
     def on_bottleneck_progress(done: int, total: int) -> None:
         if not progress.tasks:
@@ -222,6 +308,15 @@ def _train_and_report(options, print_misclassified: bool) -> None:
             progress.add_task("Computing bottlenecks", total=total)
         progress.update(progress.tasks[0].id, completed=done)
         if done == total:
+            progress.stop()
+
+    def on_step(step: int) -> None:
+        """A training progress bar, for runs whose steps take visible time (distortions on)."""
+        if len(progress.tasks) < 2:
+            progress.add_task("Training", total=total_steps)
+            progress.start()
+        progress.update(progress.tasks[-1].id, completed=step)
+        if step == total_steps:
             progress.stop()
 
     def on_eval(step) -> None:
@@ -235,6 +330,7 @@ def _train_and_report(options, print_misclassified: bool) -> None:
     events = RunEvents(
         on_stage=lambda message: console.print(message, soft_wrap=True),
         on_bottleneck_progress=on_bottleneck_progress,
+        on_step=on_step if options.distortions.enabled else None,
         on_eval=on_eval,
     )
     try:
@@ -257,12 +353,145 @@ def _print_result(result, options, print_misclassified: bool) -> None:
     )
     if print_misclassified:
         console.print("=== MISCLASSIFIED TEST IMAGES ===")
-        for item in result.misclassified:
+        for item in result.test.misclassified():
             console.print(
                 f"{item.path}  {item.true_label} -> {item.predicted_label} ({item.confidence:.0%})",
                 soft_wrap=True,
                 markup=False,
             )
-    console.print(f"Final test accuracy = {result.test_accuracy:.1%} (N={result.test_count})")
-    console.print(f"Saved model: {options.saved_model_dir}", soft_wrap=True, markup=False)
-    console.print(f"Labels: {options.output_labels}", soft_wrap=True, markup=False)
+    console.print(f"Final test accuracy = {result.test.accuracy:.1%} (N={len(result.test.truths)})")
+    outputs = [
+        ("Saved model", options.saved_model_dir),
+        ("Frozen graph", options.output_graph),
+        ("Labels", options.output_labels),
+        ("TensorBoard logs", options.summaries_dir),
+    ]
+    if options.tflite:
+        size = Path(options.tflite).stat().st_size / 1e6
+        console.print(
+            f"TensorFlow Lite test accuracy = {result.tflite_accuracy:.1%} ({options.quantize}, {size:.1f} MB)"
+        )
+        outputs.append(("TensorFlow Lite model", options.tflite))
+    for what, path in outputs:
+        console.print(f"{what}: {path}", soft_wrap=True, markup=False)
+
+
+ModelOption = Annotated[Path, typer.Option("--model", "--graph", help="SavedModel folder, frozen .pb or .tflite.")]
+LabelsOption = Annotated[
+    Path | None,
+    typer.Option("--labels", help="Labels file [default: inside a SavedModel; output_labels.txt beside .pb/.tflite]."),
+]
+InputLayerOption = Annotated[str, typer.Option("--input-layer", help="Input op of a frozen graph.")]
+OutputLayerOption = Annotated[str, typer.Option("--output-layer", help="Output op of a frozen graph.")]
+InputHeightOption = Annotated[
+    int | None, typer.Option("--input-height", help="Input height of a frozen graph that does not declare it.", min=1)
+]
+InputWidthOption = Annotated[
+    int | None, typer.Option("--input-width", help="Input width of a frozen graph that does not declare it.", min=1)
+]
+
+
+@app.command()
+def label(
+    images: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
+    model: ModelOption,
+    labels: LabelsOption = None,
+    input_layer: InputLayerOption = "Placeholder",
+    output_layer: OutputLayerOption = "final_result",
+    input_height: InputHeightOption = None,
+    input_width: InputWidthOption = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Labels shown per image.", min=1)] = 5,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="table for people, json for machines.")] = (
+        OutputFormat.table
+    ),
+) -> None:
+    """Classify images with an exported model (label_image.py, for every export format)."""
+    _import_tensorflow_quietly()
+    from retrain.inference import classify, image_files, load_exported_model
+
+    with _user_errors():
+        exported = load_exported_model(model, labels, input_layer, output_layer, (input_height, input_width))
+        files = image_files(images)
+        classified = classify(exported, files)
+        for path, reason in classified.skipped:
+            err_console.print(f"warning: skipped unreadable image {path}: {reason}", soft_wrap=True, markup=False)
+        if not classified.paths:
+            raise RetrainError("no readable image to classify")
+    ranked = [
+        (path, [(exported.labels[i], float(p[i])) for i in p.argsort()[::-1][:top_k]])
+        for path, p in zip(classified.paths, classified.probabilities, strict=True)
+    ]
+    if output_format is OutputFormat.json:
+        document = [
+            {"path": str(path), "predictions": [{"label": name, "score": score} for name, score in top]}
+            for path, top in ranked
+        ]
+        typer.echo(json.dumps(document, indent=2))
+        return
+    table = Table("image", *(f"#{rank}" for rank in range(1, min(top_k, len(exported.labels)) + 1)))
+    table.columns[0].overflow = "fold"
+    for path, top in ranked:
+        table.add_row(str(path), *(f"{name} {score:.3f}" for name, score in top))
+    console.print(table)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="SavedModel folder, frozen .pb or .tflite.")],
+    image_dir: Annotated[Path, typer.Argument(help="Labeled folder: one subfolder per class; every image is used.")],
+    labels: LabelsOption = None,
+    input_layer: InputLayerOption = "Placeholder",
+    output_layer: OutputLayerOption = "final_result",
+    min_accuracy: Annotated[
+        float | None, typer.Option("--min-accuracy", help="Exit 1 when accuracy is below this.", min=0.0, max=1.0)
+    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="table for people, json for machines.")] = (
+        OutputFormat.table
+    ),
+) -> None:
+    """Score an exported model on a fixed labeled folder (a golden set training never sees), and gate on it."""
+    _import_tensorflow_quietly()
+    from retrain.evaluation import evaluate_folder
+    from retrain.inference import load_exported_model
+
+    with _user_errors():
+        exported = load_exported_model(model, labels, input_layer, output_layer)
+        with _progress() as progress:
+            task = progress.add_task("Classifying", total=None)
+            evaluation = evaluate_folder(
+                exported, image_dir, lambda done, total: progress.update(task, completed=done, total=total)
+            )
+    for path, reason in evaluation.skipped:
+        err_console.print(f"warning: skipped unreadable image {path}: {reason}", soft_wrap=True, markup=False)
+    per_class = evaluation.per_class()
+    misclassified = evaluation.misclassified()
+    if output_format is OutputFormat.json:
+        document = {
+            "accuracy": evaluation.accuracy,
+            "images": len(evaluation.paths),
+            "per_class": [
+                {"label": row.Index, "images": int(row.images), "recall": float(row.recall)}
+                for row in per_class.itertuples()
+            ],
+            "misclassified": [
+                {"path": str(m.path), "true": m.true_label, "predicted": m.predicted_label, "confidence": m.confidence}
+                for m in misclassified
+            ],
+            "skipped": [str(path) for path, _ in evaluation.skipped],
+        }
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        table = Table("class", "images", "recall")
+        for row in per_class.itertuples():
+            table.add_row(row.Index, str(row.images), f"{row.recall:.1%}")
+        console.print(table)
+        if misclassified:
+            wrong = Table("misclassified image (most confident first)", "true", "predicted", "confidence")
+            wrong.columns[0].overflow = "fold"
+            for m in misclassified[:MISCLASSIFIED_SHOWN]:
+                wrong.add_row(str(m.path), m.true_label, m.predicted_label, f"{m.confidence:.0%}")
+            console.print(wrong)
+            if len(misclassified) > MISCLASSIFIED_SHOWN:
+                console.print(f"... and {len(misclassified) - MISCLASSIFIED_SHOWN} more (--format json lists all)")
+        console.print(f"Accuracy = {evaluation.accuracy:.1%} (N={len(evaluation.paths)})")
+    _gate(evaluation.accuracy, min_accuracy)

@@ -11,11 +11,27 @@ import numpy as np
 
 from retrain.bottlenecks import BottleneckCache, Bottlenecks, ProgressCallback, compute_bottlenecks
 from retrain.dataset import Dataset, list_dataset
+from retrain.distortions import DistortedBottlenecks, Distortions
 from retrain.errors import RetrainError
-from retrain.export import check_writable, export_classifier, write_labels
+from retrain.evaluation import Evaluation
+from retrain.export import (
+    Classifier,
+    check_writable,
+    export_frozen_graph,
+    export_saved_model,
+    export_tflite,
+    frozen_graph,
+    write_labels,
+)
+from retrain.images import load_image
+from retrain.inference import classify, load_exported_model
 from retrain.modules import ImageModule, load_image_module
 from retrain.modules.loading import DEFAULT_MODULE
-from retrain.training import EvalStep, SoftmaxHead, TrainingConfig, train_head
+from retrain.summaries import TrainingSummaries
+from retrain.training import EvalStep, SoftmaxHead, TrainingConfig, TrainingHooks, train_head
+
+# int8 quantization is calibrated on this many training images.
+CALIBRATION_IMAGES = 100
 
 
 @dataclass(frozen=True)
@@ -30,9 +46,16 @@ class RunOptions:
     validation_percentage: float = 10
     test_batch_size: int = -1
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    distortions: Distortions = field(default_factory=Distortions)
     saved_model_dir: Path = Path("/tmp/saved_models/1")
     output_labels: Path = Path("/tmp/output_labels.txt")
+    output_graph: Path = Path("/tmp/output_graph.pb")
     final_tensor_name: str = "final_result"
+    summaries_dir: Path = Path("/tmp/retrain_logs")
+    intermediate_store_frequency: int = 0
+    intermediate_output_graphs_dir: Path = Path("/tmp/intermediate_graph")
+    tflite: Path | None = None
+    quantize: str = "none"
 
 
 @dataclass(frozen=True)
@@ -41,15 +64,8 @@ class RunEvents:
 
     on_stage: Callable[[str], None] = lambda message: None
     on_bottleneck_progress: ProgressCallback | None = None
+    on_step: Callable[[int], None] | None = None
     on_eval: Callable[[EvalStep], None] | None = None
-
-
-@dataclass(frozen=True)
-class Misclassified:
-    path: Path
-    true_label: str
-    predicted_label: str
-    confidence: float
 
 
 @dataclass
@@ -58,18 +74,15 @@ class RunResult:
     module: ImageModule
     bottlenecks: Bottlenecks
     head: SoftmaxHead
-    test_accuracy: float
-    test_count: int
-    misclassified: list[Misclassified]
+    test: Evaluation
     seconds: dict[str, float]
+    tflite_accuracy: float | None = None
 
 
 def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
-    """Run the tutorial's flow and write the labels file and the SavedModel; raise RetrainError on bad input."""
+    """Run the tutorial's flow and write every output; raise RetrainError on bad input."""
     started = time.perf_counter()
-    check_writable(options.output_labels, "labels file", folder=False)
-    check_writable(options.saved_model_dir, "SavedModel folder", folder=True)
-    check_writable(options.bottleneck_dir, "bottleneck cache", folder=True)
+    _check_outputs(options)
     dataset = list_dataset(Path(options.image_dir), options.testing_percentage, options.validation_percentage)
     events.on_stage(f"Loading module {options.tfhub_module}")
     module = load_image_module(options.tfhub_module, options.image_size)
@@ -77,7 +90,7 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
     bottleneck_start = time.perf_counter()
     cache = BottleneckCache(Path(options.bottleneck_dir), module.cache_key)
     bottlenecks = compute_bottlenecks(dataset.images, module, cache, events.on_bottleneck_progress)
-    train_x, train_y, _ = bottlenecks.split("training")
+    train_x, train_y, train_images = bottlenecks.split("training")
     validation_x, validation_y, _ = bottlenecks.split("validation")
     test_x, test_y, test_images = bottlenecks.split("testing")
     for name, rows in (("training", train_x), ("validation", validation_x), ("testing", test_x)):
@@ -85,40 +98,75 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
             raise RetrainError(f"no readable image is left in the {name} split; see the skipped files above")
 
     training_start = time.perf_counter()
+    distorted = None
+    if options.distortions.enabled:
+        events.on_stage(
+            "Distortions on: every training step decodes, distorts and runs its batch through the module "
+            "(the bottleneck cache serves only validation and test), so training is much slower"
+        )
+        distorted = DistortedBottlenecks(
+            [image.path for image in train_images], module, options.distortions, options.training.random_seed
+        )
+    summaries = TrainingSummaries(Path(options.summaries_dir))
+
+    def on_eval(step: EvalStep, head: SoftmaxHead) -> None:
+        summaries.write_eval(step, head)
+        if events.on_eval:
+            events.on_eval(step)
+
+    def on_snapshot(step: int, head: SoftmaxHead) -> None:
+        classifier = Classifier(module, head, dataset.labels, options.final_tensor_name)
+        export_frozen_graph(classifier, Path(options.intermediate_output_graphs_dir) / f"intermediate_{step}.pb")
+
+    hooks = TrainingHooks(events.on_step, on_eval, options.intermediate_store_frequency, on_snapshot)
     head = train_head(
-        train_x, train_y, validation_x, validation_y, len(dataset.labels), options.training, events.on_eval
+        train_x, train_y, validation_x, validation_y, len(dataset.labels), options.training, hooks, distorted
     )
     training_end = time.perf_counter()
 
     if options.test_batch_size != -1:
         rows = np.random.default_rng(options.training.random_seed).integers(0, len(test_x), options.test_batch_size)
         test_x, test_y, test_images = test_x[rows], test_y[rows], [test_images[i] for i in rows]
-    probabilities = head.probabilities(test_x)
-    predicted = probabilities.argmax(axis=1)
-    misclassified = sorted(
-        (
-            Misclassified(image.path, dataset.labels[truth], dataset.labels[guess], float(p[guess]))
-            for image, truth, guess, p in zip(test_images, test_y, predicted, probabilities, strict=True)
-            if truth != guess
-        ),
-        key=lambda m: -m.confidence,
-    )
+    test = Evaluation(dataset.labels, [image.path for image in test_images], test_y, head.probabilities(test_x), [])
 
     events.on_stage("Exporting the model")
+    classifier = Classifier(module, head, dataset.labels, options.final_tensor_name)
     write_labels(dataset.labels, Path(options.output_labels))
-    export_classifier(module, head, dataset.labels, Path(options.saved_model_dir), options.final_tensor_name)
+    export_saved_model(classifier, Path(options.saved_model_dir))
+    export_frozen_graph(classifier, Path(options.output_graph))
+    summaries.write_graph(frozen_graph(classifier))
+    summaries.close()
+    tflite_accuracy = None
+    if options.tflite:
+        events.on_stage(f"Converting to TensorFlow Lite (quantization: {options.quantize})")
+        calibration = [load_image(image.path, module.image_size) for image in train_images[:CALIBRATION_IMAGES]]
+        export_tflite(classifier, Path(options.tflite), options.quantize, calibration)
+        tflite_model = load_exported_model(Path(options.tflite), Path(options.output_labels))
+        tflite_probabilities = classify(tflite_model, [image.path for image in test_images]).probabilities
+        tflite_accuracy = float(np.mean(tflite_probabilities.argmax(axis=1) == test_y))
     finished = time.perf_counter()
     return RunResult(
         dataset=dataset,
         module=module,
         bottlenecks=bottlenecks,
         head=head,
-        test_accuracy=float(np.mean(predicted == test_y)),
-        test_count=len(test_y),
-        misclassified=misclassified,
+        test=test,
         seconds={
             "bottlenecks": training_start - bottleneck_start,
             "training": training_end - training_start,
             "total": finished - started,
         },
+        tflite_accuracy=tflite_accuracy,
     )
+
+
+def _check_outputs(options: RunOptions) -> None:
+    check_writable(options.output_labels, "labels file", folder=False)
+    check_writable(options.saved_model_dir, "SavedModel folder", folder=True)
+    check_writable(options.output_graph, "frozen graph", folder=False)
+    check_writable(options.bottleneck_dir, "bottleneck cache", folder=True)
+    check_writable(options.summaries_dir, "summaries folder", folder=True)
+    if options.tflite:
+        check_writable(options.tflite, "TensorFlow Lite file", folder=False)
+    if options.intermediate_store_frequency > 0:
+        check_writable(options.intermediate_output_graphs_dir, "intermediate graphs folder", folder=True)
