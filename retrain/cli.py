@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from retrain.errors import RetrainError
+from retrain.export import check_writable
 
 DEMO_DATA = Path(__file__).parent / "demo_data" / "flower_photos"
 MISCLASSIFIED_SHOWN = 20
@@ -93,11 +94,52 @@ def _progress() -> Progress:
     )
 
 
-def _gate(accuracy: float, min_accuracy: float | None) -> None:
-    """Exit 1 with one line when the accuracy is below the threshold."""
-    if min_accuracy is not None and accuracy < min_accuracy:
-        typer.echo(f"FAILED: accuracy {accuracy:.4f} is below --min-accuracy {min_accuracy:.4f}", err=True)
+MinAccuracyOption = Annotated[
+    float | None, typer.Option("--min-accuracy", help="Gate: exit 1 when accuracy is below this.", min=0.0, max=1.0)
+]
+MinClassRecallOption = Annotated[
+    float | None,
+    typer.Option("--min-class-recall", help="Gate: exit 1 when any class's recall is below this.", min=0.0, max=1.0),
+]
+BaselineOption = Annotated[
+    Path | None, typer.Option("--baseline", help="Gate: an earlier run's metrics.json (e.g. the main branch's).")
+]
+MaxRegressionOption = Annotated[
+    float, typer.Option("--max-regression", help="Gate: largest accuracy drop allowed against --baseline.", min=0.0)
+]
+
+
+def _gate_options(min_accuracy, min_class_recall, baseline: Path | None, max_regression: float):
+    from retrain.gate import GateOptions, baseline_accuracy
+
+    return GateOptions(
+        min_accuracy, min_class_recall, baseline_accuracy(baseline) if baseline else None, max_regression
+    )
+
+
+def _exit_on_gate(report) -> None:
+    """After every output is written: exit 1 with one line when the gate failed."""
+    if not report.passed:
+        typer.echo("FAILED: " + "; ".join(report.metrics["gate"]["failures"]), err=True)
         raise typer.Exit(1)
+
+
+def _print_report_summary(report) -> None:
+    metrics = report.metrics
+    table = Table("class", "precision", "recall", "F1", "images", title="Test set, per class")
+    for label, row in metrics["per_class"].items():
+        table.add_row(label, f"{row['precision']:.1%}", f"{row['recall']:.1%}", f"{row['f1']:.1%}", str(row["support"]))
+    console.print(table)
+    confusions = report.top_confusions()
+    if confusions:
+        listed = ", ".join(f"{true} -> {predicted} ({count})" for true, predicted, count in confusions)
+        console.print(f"Top confusions: {listed}", soft_wrap=True)
+    verdict = "passed" if report.passed else "FAILED"
+    if metrics["gate"] and any(
+        v is not None for k, v in metrics["gate"].items() if k not in ("failures", "max_regression")
+    ):
+        console.print(f"Gate: {verdict}")
+    console.print(f"Report: {report.directory / 'report.html'}", soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -188,6 +230,16 @@ def train(
     final_tensor_name: Annotated[
         str, typer.Option("--final-tensor-name", help="Name of the output op.")
     ] = "final_result",
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--report-dir", help="Evaluation report (HTML, metrics.json, ...).", show_default="/tmp/retrain_report"
+        ),
+    ] = None,
+    min_accuracy: MinAccuracyOption = None,
+    min_class_recall: MinClassRecallOption = None,
+    baseline: BaselineOption = None,
+    max_regression: MaxRegressionOption = 0.02,
     print_misclassified_test_images: Annotated[
         bool, typer.Option("--print-misclassified-test-images", help="List the test images the model gets wrong.")
     ] = False,
@@ -211,6 +263,7 @@ def train(
                 output_graph=output_graph,
                 summaries_dir=summaries_dir,
                 intermediate_output_graphs_dir=intermediate_output_graphs_dir,
+                report_dir=report_dir,
             ),
             training=dict(
                 how_many_training_steps=how_many_training_steps,
@@ -236,6 +289,7 @@ def train(
             intermediate_store_frequency=intermediate_store_frequency,
             tflite=tflite,
             quantize=quantize.value,
+            gate=_gate_options(min_accuracy, min_class_recall, baseline, max_regression),
         )
         _train_and_report(options, print_misclassified_test_images)
 
@@ -287,6 +341,7 @@ def _run_options(
         "output_graph": "output_graph.pb",
         "summaries_dir": "retrain_logs",
         "intermediate_output_graphs_dir": "intermediate_graph",
+        "report_dir": "report",
     }
     if output_dir:
         outputs = {name: outputs.get(name) or output_dir / relative for name, relative in under_output_dir.items()}
@@ -338,6 +393,7 @@ def _train_and_report(options, print_misclassified: bool) -> None:
     finally:
         progress.stop()
     _print_result(result, options, print_misclassified)
+    _exit_on_gate(result.report)
 
 
 def _print_result(result, options, print_misclassified: bool) -> None:
@@ -345,10 +401,11 @@ def _print_result(result, options, print_misclassified: bool) -> None:
     for path, reason in bottlenecks.skipped:
         err_console.print(f"warning: skipped unreadable image {path}: {reason}", soft_wrap=True, markup=False)
     dataset = result.dataset
+    seconds = result.report.metrics["durations_seconds"]
     console.print(
         f"{len(dataset.images)} images in {len(dataset.labels)} classes; bottlenecks: "
         f"{bottlenecks.computed} computed, {bottlenecks.reused} from cache, {len(bottlenecks.skipped)} skipped "
-        f"({result.seconds['bottlenecks']:.1f} s); training {result.seconds['training']:.1f} s",
+        f"({seconds['bottlenecks']:.1f} s); training {seconds['training']:.1f} s",
         soft_wrap=True,
     )
     if print_misclassified:
@@ -374,6 +431,7 @@ def _print_result(result, options, print_misclassified: bool) -> None:
         outputs.append(("TensorFlow Lite model", options.tflite))
     for what, path in outputs:
         console.print(f"{what}: {path}", soft_wrap=True, markup=False)
+    _print_report_summary(result.report)
 
 
 ModelOption = Annotated[Path, typer.Option("--model", "--graph", help="SavedModel folder, frozen .pb or .tflite.")]
@@ -442,8 +500,12 @@ def evaluate(
     labels: LabelsOption = None,
     input_layer: InputLayerOption = "Placeholder",
     output_layer: OutputLayerOption = "final_result",
-    min_accuracy: Annotated[
-        float | None, typer.Option("--min-accuracy", help="Exit 1 when accuracy is below this.", min=0.0, max=1.0)
+    min_accuracy: MinAccuracyOption = None,
+    min_class_recall: MinClassRecallOption = None,
+    baseline: BaselineOption = None,
+    max_regression: MaxRegressionOption = 0.02,
+    report_dir: Annotated[
+        Path | None, typer.Option("--report-dir", help="Also write a report (HTML, metrics.json, ...) here.")
     ] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="table for people, json for machines.")] = (
         OutputFormat.table
@@ -452,9 +514,14 @@ def evaluate(
     """Score an exported model on a fixed labeled folder (a golden set training never sees), and gate on it."""
     _import_tensorflow_quietly()
     from retrain.evaluation import evaluate_folder
+    from retrain.gate import gate_failures
     from retrain.inference import load_exported_model
+    from retrain.reports import write_report
 
     with _user_errors():
+        gate_options = _gate_options(min_accuracy, min_class_recall, baseline, max_regression)
+        if report_dir:
+            check_writable(report_dir, "report folder", folder=True)
         exported = load_exported_model(model, labels, input_layer, output_layer)
         with _progress() as progress:
             task = progress.add_task("Classifying", total=None)
@@ -465,6 +532,8 @@ def evaluate(
         err_console.print(f"warning: skipped unreadable image {path}: {reason}", soft_wrap=True, markup=False)
     per_class = evaluation.per_class()
     misclassified = evaluation.misclassified()
+    recall = {str(label): float(row.recall) for label, row in per_class.iterrows()}
+    failures = gate_failures(evaluation.accuracy, recall, gate_options)
     if output_format is OutputFormat.json:
         document = {
             "accuracy": evaluation.accuracy,
@@ -478,6 +547,7 @@ def evaluate(
                 for m in misclassified
             ],
             "skipped": [str(path) for path, _ in evaluation.skipped],
+            "gate": {**gate_options.as_dict(), "failures": failures},
         }
         typer.echo(json.dumps(document, indent=2))
     else:
@@ -494,4 +564,38 @@ def evaluate(
             if len(misclassified) > MISCLASSIFIED_SHOWN:
                 console.print(f"... and {len(misclassified) - MISCLASSIFIED_SHOWN} more (--format json lists all)")
         console.print(f"Accuracy = {evaluation.accuracy:.1%} (N={len(evaluation.paths)})")
-    _gate(evaluation.accuracy, min_accuracy)
+    if report_dir:
+        info = {"model": str(model), "dataset": str(image_dir), "skipped": len(evaluation.skipped)}
+        report = write_report(report_dir, evaluation, info, {**gate_options.as_dict(), "failures": failures})
+        err_console.print(f"Report: {report.directory / 'report.html'}", soft_wrap=True, markup=False)
+    if failures:
+        typer.echo("FAILED: " + "; ".join(failures), err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="An earlier run's --output-dir or --report-dir.")],
+    print_summary: Annotated[bool, typer.Option("--print-summary", help="Print summary.md to stdout.")] = False,
+    github_step_summary: Annotated[
+        bool, typer.Option("--github-step-summary", help="Append summary.md to the file $GITHUB_STEP_SUMMARY names.")
+    ] = False,
+) -> None:
+    """Render an earlier run's report again (HTML, Markdown, CSV, PNG) from the predictions it kept."""
+    from retrain.reports import rerender
+
+    with _user_errors():
+        rendered = rerender(run_dir)
+        summary = (rendered.directory / "summary.md").read_text(encoding="utf-8")
+        if github_step_summary:
+            target = os.environ.get("GITHUB_STEP_SUMMARY")
+            if not target:
+                raise RetrainError(
+                    "--github-step-summary: GITHUB_STEP_SUMMARY is not set (it is, inside GitHub Actions)"
+                )
+            with open(target, "a", encoding="utf-8") as f:
+                f.write(summary)
+    if print_summary:
+        typer.echo(summary, nl=False)
+    else:
+        _print_report_summary(rendered)

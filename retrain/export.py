@@ -68,13 +68,13 @@ def check_writable(path: Path, what: str, folder: bool) -> None:
 
 def write_labels(labels: list[str] | tuple[str, ...], path: Path) -> None:
     """One label per line, in class-index order (the tutorial's output_labels.txt)."""
-    with _staged(path) as staging:
+    with staged_output(path) as staging:
         staging.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
 
 
 def export_saved_model(classifier: Classifier, directory: Path) -> None:
     """A SavedModel with a ``serving_default`` signature (``images`` -> ``probabilities``), as TF Serving expects."""
-    with _staged(directory) as staging:
+    with staged_output(directory) as staging:
         tf.saved_model.save(classifier, str(staging), signatures={"serving_default": classifier.serve})
 
 
@@ -91,9 +91,9 @@ def frozen_graph(classifier: Classifier) -> tf.compat.v1.GraphDef:
     return graph_def
 
 
-def export_frozen_graph(classifier: Classifier, path: Path) -> None:
-    with _staged(path) as staging:
-        staging.write_bytes(frozen_graph(classifier).SerializeToString())
+def export_frozen_graph(graph_def: tf.compat.v1.GraphDef, path: Path) -> None:
+    with staged_output(path) as staging:
+        staging.write_bytes(graph_def.SerializeToString())
 
 
 def export_tflite(classifier: Classifier, path: Path, quantize: str, calibration_images: list[np.ndarray]) -> None:
@@ -108,12 +108,12 @@ def export_tflite(classifier: Classifier, path: Path, quantize: str, calibration
     if quantize == "int8":
         converter.representative_dataset = lambda: ([image[None]] for image in calibration_images)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    with _staged(path) as staging:
+    with staged_output(path) as staging:
         staging.write_bytes(converter.convert())
 
 
 @contextmanager
-def _staged(target: Path) -> Iterator[Path]:
+def staged_output(target: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success, move it over ``target`` in one rename."""
     target = Path(target)
     try:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
+from retrain import __version__
 from retrain.bottlenecks import BottleneckCache, Bottlenecks, ProgressCallback, compute_bottlenecks
-from retrain.dataset import Dataset, list_dataset
+from retrain.dataset import Dataset, fingerprint, list_dataset
 from retrain.distortions import DistortedBottlenecks, Distortions
 from retrain.errors import RetrainError
 from retrain.evaluation import Evaluation
@@ -23,10 +25,12 @@ from retrain.export import (
     frozen_graph,
     write_labels,
 )
+from retrain.gate import GateOptions, gate_failures
 from retrain.images import load_image
 from retrain.inference import classify, load_exported_model
 from retrain.modules import ImageModule, load_image_module
 from retrain.modules.loading import DEFAULT_MODULE
+from retrain.reports import Report, write_report
 from retrain.summaries import TrainingSummaries
 from retrain.training import EvalStep, SoftmaxHead, TrainingConfig, TrainingHooks, train_head
 
@@ -56,6 +60,8 @@ class RunOptions:
     intermediate_output_graphs_dir: Path = Path("/tmp/intermediate_graph")
     tflite: Path | None = None
     quantize: str = "none"
+    report_dir: Path = Path("/tmp/retrain_report")
+    gate: GateOptions = field(default_factory=GateOptions)
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,8 @@ class RunResult:
     bottlenecks: Bottlenecks
     head: SoftmaxHead
     test: Evaluation
-    seconds: dict[str, float]
+    validation: Evaluation
+    report: Report
     tflite_accuracy: float | None = None
 
 
@@ -91,7 +98,7 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
     cache = BottleneckCache(Path(options.bottleneck_dir), module.cache_key)
     bottlenecks = compute_bottlenecks(dataset.images, module, cache, events.on_bottleneck_progress)
     train_x, train_y, train_images = bottlenecks.split("training")
-    validation_x, validation_y, _ = bottlenecks.split("validation")
+    validation_x, validation_y, validation_images = bottlenecks.split("validation")
     test_x, test_y, test_images = bottlenecks.split("testing")
     for name, rows in (("training", train_x), ("validation", validation_x), ("testing", test_x)):
         if len(rows) == 0:
@@ -115,8 +122,8 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
             events.on_eval(step)
 
     def on_snapshot(step: int, head: SoftmaxHead) -> None:
-        classifier = Classifier(module, head, dataset.labels, options.final_tensor_name)
-        export_frozen_graph(classifier, Path(options.intermediate_output_graphs_dir) / f"intermediate_{step}.pb")
+        graph_def = frozen_graph(Classifier(module, head, dataset.labels, options.final_tensor_name))
+        export_frozen_graph(graph_def, Path(options.intermediate_output_graphs_dir) / f"intermediate_{step}.pb")
 
     hooks = TrainingHooks(events.on_step, on_eval, options.intermediate_store_frequency, on_snapshot)
     head = train_head(
@@ -128,13 +135,21 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
         rows = np.random.default_rng(options.training.random_seed).integers(0, len(test_x), options.test_batch_size)
         test_x, test_y, test_images = test_x[rows], test_y[rows], [test_images[i] for i in rows]
     test = Evaluation(dataset.labels, [image.path for image in test_images], test_y, head.probabilities(test_x), [])
+    validation = Evaluation(
+        dataset.labels,
+        [image.path for image in validation_images],
+        validation_y,
+        head.probabilities(validation_x),
+        [],
+    )
 
     events.on_stage("Exporting the model")
     classifier = Classifier(module, head, dataset.labels, options.final_tensor_name)
     write_labels(dataset.labels, Path(options.output_labels))
     export_saved_model(classifier, Path(options.saved_model_dir))
-    export_frozen_graph(classifier, Path(options.output_graph))
-    summaries.write_graph(frozen_graph(classifier))
+    graph_def = frozen_graph(classifier)
+    export_frozen_graph(graph_def, Path(options.output_graph))
+    summaries.write_graph(graph_def)
     summaries.close()
     tflite_accuracy = None
     if options.tflite:
@@ -144,20 +159,61 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
         tflite_model = load_exported_model(Path(options.tflite), Path(options.output_labels))
         tflite_probabilities = classify(tflite_model, [image.path for image in test_images]).probabilities
         tflite_accuracy = float(np.mean(tflite_probabilities.argmax(axis=1) == test_y))
-    finished = time.perf_counter()
-    return RunResult(
-        dataset=dataset,
-        module=module,
-        bottlenecks=bottlenecks,
-        head=head,
-        test=test,
-        seconds={
-            "bottlenecks": training_start - bottleneck_start,
-            "training": training_end - training_start,
-            "total": finished - started,
-        },
-        tflite_accuracy=tflite_accuracy,
-    )
+    seconds = {
+        "bottlenecks": training_start - bottleneck_start,
+        "training": training_end - training_start,
+        "total": time.perf_counter() - started,
+    }
+    run_info = _run_info(options, dataset, module, bottlenecks, validation, seconds)
+    if options.tflite:
+        run_info["tflite"] = {
+            "path": str(options.tflite),
+            "quantize": options.quantize,
+            "bytes": Path(options.tflite).stat().st_size,
+            "test_accuracy": tflite_accuracy,
+        }
+    gate = {
+        **options.gate.as_dict(),
+        "failures": gate_failures(test.accuracy, _recall_by_class(test), options.gate),
+    }
+    report = write_report(Path(options.report_dir), test, run_info, gate)
+    return RunResult(dataset, module, bottlenecks, head, test, validation, report, tflite_accuracy)
+
+
+def _recall_by_class(evaluation: Evaluation) -> dict[str, float]:
+    return {str(label): float(row.recall) for label, row in evaluation.per_class().iterrows()}
+
+
+def _run_info(
+    options: RunOptions,
+    dataset: Dataset,
+    module: ImageModule,
+    bottlenecks: Bottlenecks,
+    validation: Evaluation,
+    seconds: dict[str, float],
+) -> dict:
+    """What produced the numbers, so that a report says how to reproduce it."""
+    return {
+        "validation_accuracy": validation.accuracy,
+        "validation_images": len(validation.truths),
+        "module": options.tfhub_module,
+        "image_size": list(module.image_size),
+        "steps": options.training.how_many_training_steps,
+        "learning_rate": options.training.learning_rate,
+        "train_batch_size": options.training.train_batch_size,
+        "seed": options.training.random_seed,
+        "distortions": asdict(options.distortions),
+        "dataset": str(dataset.root),
+        "dataset_fingerprint": fingerprint(dataset),
+        "images": {
+            split: sum(1 for image in bottlenecks.images if image.split == split)
+            for split in ("training", "validation", "testing")
+        }
+        | {"skipped": len(bottlenecks.skipped)},
+        "durations_seconds": seconds,
+        "tool_version": __version__,
+        "tensorflow_version": tf.__version__,
+    }
 
 
 def _check_outputs(options: RunOptions) -> None:
@@ -168,5 +224,6 @@ def _check_outputs(options: RunOptions) -> None:
     check_writable(options.summaries_dir, "summaries folder", folder=True)
     if options.tflite:
         check_writable(options.tflite, "TensorFlow Lite file", folder=False)
+    check_writable(options.report_dir, "report folder", folder=True)
     if options.intermediate_store_frequency > 0:
         check_writable(options.intermediate_output_graphs_dir, "intermediate graphs folder", folder=True)
