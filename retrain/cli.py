@@ -532,8 +532,7 @@ def evaluate(
         err_console.print(f"warning: skipped unreadable image {path}: {reason}", soft_wrap=True, markup=False)
     per_class = evaluation.per_class()
     misclassified = evaluation.misclassified()
-    recall = {str(label): float(row.recall) for label, row in per_class.iterrows()}
-    failures = gate_failures(evaluation.accuracy, recall, gate_options)
+    failures = gate_failures(evaluation.accuracy, evaluation.recall_by_class(), gate_options)
     if output_format is OutputFormat.json:
         document = {
             "accuracy": evaluation.accuracy,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import recall_score
+from sklearn.metrics import precision_recall_fscore_support
 
 from retrain.dataset import class_folders, is_image_file, label_name
 from retrain.errors import RetrainError
@@ -41,14 +41,20 @@ class Evaluation:
     def accuracy(self) -> float:
         return float(np.mean(self.predictions == self.truths)) if len(self.truths) else 0.0
 
-    def per_class(self) -> pd.DataFrame:
-        """Images and recall of every class that has images, indexed by label."""
-        present = sorted(set(self.truths.tolist()))
-        recall = recall_score(self.truths, self.predictions, labels=present, average=None, zero_division=0)
-        support = [int(np.sum(self.truths == index)) for index in present]
-        return pd.DataFrame(
-            {"images": support, "recall": recall}, index=pd.Index([self.labels[i] for i in present], name="label")
+    def per_class(self, every_label: bool = False) -> pd.DataFrame:
+        """Precision, recall, F1 and images per class, indexed by label: the classes with images, or every label."""
+        indices = list(range(len(self.labels))) if every_label else sorted(set(self.truths.tolist()))
+        precision, recall, f1, support = precision_recall_fscore_support(
+            self.truths, self.predictions, labels=indices, zero_division=0
         )
+        return pd.DataFrame(
+            {"precision": precision, "recall": recall, "f1": f1, "images": support.astype(int)},
+            index=pd.Index([self.labels[i] for i in indices], name="label"),
+        )
+
+    def recall_by_class(self) -> dict[str, float]:
+        """Recall of each class with images: what the per-class gate checks."""
+        return {str(label): float(recall) for label, recall in self.per_class()["recall"].items()}
 
     def misclassified(self) -> list[Misclassified]:
         """Wrong predictions, most confident first: those are the ones worth a look (or a relabel)."""

@@ -21,12 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
-    ConfusionMatrixDisplay,
-    confusion_matrix,
-    precision_recall_fscore_support,
-    top_k_accuracy_score,
-)
+from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, top_k_accuracy_score  # noqa: E402
 
 from retrain.errors import RetrainError  # noqa: E402
 from retrain.evaluation import Evaluation  # noqa: E402
@@ -48,6 +43,12 @@ class Report:
     def passed(self) -> bool:
         return not self.metrics["gate"]["failures"]
 
+    @property
+    def gated(self) -> bool:
+        """Whether any gate condition was asked for."""
+        gate = self.metrics["gate"]
+        return any(gate.get(key) is not None for key in ("min_accuracy", "min_class_recall", "baseline_accuracy"))
+
     def top_confusions(self, count: int = 5) -> list[tuple[str, str, int]]:
         """The most frequent (true, predicted) pairs among wrong predictions."""
         pairs = [
@@ -66,23 +67,26 @@ class Report:
 
 def compute_metrics(evaluation: Evaluation, run_info: dict, gate: dict) -> dict:
     """The metrics document: accuracy, per-class precision/recall/F1/support, and what produced them."""
-    indices = list(range(len(evaluation.labels)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        evaluation.truths, evaluation.predictions, labels=indices, zero_division=0
-    )
     metrics = {
         "test_accuracy": evaluation.accuracy,
         "test_images": len(evaluation.truths),
         **run_info,
         "per_class": {
-            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for label, p, r, f, s in zip(evaluation.labels, precision, recall, f1, support, strict=True)
+            str(row.Index): {
+                "precision": float(row.precision),
+                "recall": float(row.recall),
+                "f1": float(row.f1),
+                "support": int(row.images),
+            }
+            for row in evaluation.per_class(every_label=True).itertuples()
         },
         "gate": gate,
     }
     if len(evaluation.labels) > 5:
         metrics["top5_accuracy"] = float(
-            top_k_accuracy_score(evaluation.truths, evaluation.probabilities, k=5, labels=indices)
+            top_k_accuracy_score(
+                evaluation.truths, evaluation.probabilities, k=5, labels=list(range(len(evaluation.labels)))
+            )
         )
     return metrics
 

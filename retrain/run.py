@@ -174,14 +174,10 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
         }
     gate = {
         **options.gate.as_dict(),
-        "failures": gate_failures(test.accuracy, _recall_by_class(test), options.gate),
+        "failures": gate_failures(test.accuracy, test.recall_by_class(), options.gate),
     }
     report = write_report(Path(options.report_dir), test, run_info, gate)
     return RunResult(dataset, module, bottlenecks, head, test, validation, report, tflite_accuracy)
-
-
-def _recall_by_class(evaluation: Evaluation) -> dict[str, float]:
-    return {str(label): float(row.recall) for label, row in evaluation.per_class().iterrows()}
 
 
 def _run_info(
