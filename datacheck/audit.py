@@ -24,27 +24,34 @@ def audit_dataset(root: Path, config: AuditConfig, on_progress: StageProgress | 
     """Audit an image folder; raises RetrainError only for input it cannot audit at all (a missing folder)."""
     started = time.perf_counter()
     checks = selected_checks(config.only, config.skip)
-    scan = scan_folder(root)
-    images = image_properties(
-        scan, config.testing_percentage, config.validation_percentage, _stage(on_progress, "Reading images")
-    )
-    data = AuditData(scan, images, config)
-    bottleneck_counts = None
-    if any(check.needs_bottlenecks for check in checks):
-        data.bottlenecks, bottleneck_counts = bottlenecks_for(
-            root, images, config, _stage(on_progress, "Computing bottlenecks")
-        )
+    data = audit_data(root, config, any(check.needs_bottlenecks for check in checks), on_progress)
     findings = [finding for check in checks for finding in check().run(data)]
     findings.sort(key=lambda finding: -finding.severity.rank)  # stable: check order within a severity
     return AuditReport(
         dataset=str(root),
         findings=findings,
-        images=len(images),
-        classes={folder.label: len(folder.images) for folder in scan.classes},
+        images=len(data.images),
+        classes={folder.label: len(folder.images) for folder in data.scan.classes},
         checks_run=[check.id for check in checks],
         seconds=time.perf_counter() - started,
-        bottlenecks=bottleneck_counts,
+        bottlenecks=data.bottleneck_counts,
     )
+
+
+def audit_data(
+    root: Path, config: AuditConfig, with_bottlenecks: bool, on_progress: StageProgress | None = None
+) -> AuditData:
+    """Scan the folder and decode every image once; bottlenecks too when a check needs them."""
+    scan = scan_folder(root)
+    images = image_properties(
+        scan, config.testing_percentage, config.validation_percentage, _stage(on_progress, "Reading images")
+    )
+    data = AuditData(scan, images, config)
+    if with_bottlenecks:
+        data.bottlenecks, data.bottleneck_counts = bottlenecks_for(
+            root, images, config, _stage(on_progress, "Computing bottlenecks")
+        )
+    return data
 
 
 def bottlenecks_for(

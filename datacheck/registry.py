@@ -24,6 +24,7 @@ class AuditData:
     config: AuditConfig
     # One row per row of ``images``; NaN where the image has none (unreadable). None when no selected check needs them.
     bottlenecks: np.ndarray | None = None
+    bottleneck_counts: dict[str, int] | None = None  # computed / reused from the cache
 
     def readable(self) -> pd.DataFrame:
         """The images that decoded."""

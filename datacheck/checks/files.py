@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datacheck.config import CONFIG_FILE, PYPROJECT
 from datacheck.findings import Finding, Severity
 from datacheck.registry import AuditData, Check, register
 from retrain.dataset import IMAGE_EXTENSIONS
@@ -57,6 +58,8 @@ class StrayFile(Check):
     def run(self, data: AuditData) -> list[Finding]:
         findings = []
         for path in data.scan.stray_files:
+            if path.name in (CONFIG_FILE, PYPROJECT):
+                continue  # the audit's own settings
             is_image = path.suffix.lower() in IMAGE_EXTENSIONS
             findings.append(
                 self.finding(

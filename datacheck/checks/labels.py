@@ -43,6 +43,7 @@ class SuspectedMislabel(Check):
             filter_by="low_self_confidence",
             return_indices_ranked_by="self_confidence",
         )
+        given_probabilities = predictions.probabilities[np.arange(len(predictions.labels)), predictions.labels]
         findings = []
         for rank, issue in enumerate(issues, start=1):
             probabilities = predictions.probabilities[issue]
@@ -53,11 +54,11 @@ class SuspectedMislabel(Check):
                     Severity.WARNING,
                     [images["path"].iloc[predictions.rows[issue]]],
                     f"filed as {given!r} but looks like {likely!r} ({probabilities.max():.0%} vs "
-                    f"{probabilities[predictions.labels[issue]]:.0%}): look at it and move it to its class, or "
+                    f"{given_probabilities[issue]:.0%}): look at it and move it to its class, or "
                     "delete it if it shows no class",
                     given=given,
                     likely=likely,
-                    given_probability=round(float(probabilities[predictions.labels[issue]]), 4),
+                    given_probability=round(float(given_probabilities[issue]), 4),
                     likely_probability=round(float(probabilities.max()), 4),
                     rank=rank,
                 )
