@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from datacheck.properties import image_properties
+from retrain.dataset import scan_folder
 from tests.conftest import DefectiveDataset, copy_dataset, run_cli, sample_photos
 from tests.defects import edited, tinted
 
@@ -149,3 +151,13 @@ def test_background_that_gives_the_class_away_is_a_shortcut(
     (finding,) = report["findings"]
     assert finding["check"] == "shortcut_bias" and finding["details"]["skill"] > 0.6
     assert sorted(finding["paths"]) == ["daisy", "roses"]
+
+
+def test_unusual_files_are_read_upright_and_in_colour(defective_dataset: DefectiveDataset) -> None:
+    images = image_properties(scan_folder(defective_dataset.root), 10, 10).set_index("path")
+    rotated = images.loc["roses/rotated.jpg"]
+    assert rotated["height"] > rotated["width"]  # stored landscape, displayed portrait
+    assert images.loc["roses/cmyk.jpg", "mode"] == "CMYK"
+    assert images.loc["roses/with alpha.png", "mode"] == "RGBA"
+    assert images.loc[defective_dataset.unusual, "error"].isna().all()
+    assert images.loc["roses/cmyk.jpg", "colourfulness"] > 0.2  # CMYK converted to RGB, not read as grey
