@@ -273,49 +273,72 @@ def check(
     image_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Folder with one subfolder of images per class.")],
     output_format: Annotated[
         str,
-        typer.Option("--format", help="table (for people), json, markdown (pull requests) or github (annotations)."),
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help="table (for people), json, markdown (pull requests) or github (annotations).",
+        ),
     ] = "table",
-    output: Annotated[Path | None, typer.Option("--output", help="Write the report to FILE instead of stdout.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", metavar="FILE", help="Write the report to FILE instead of stdout.")
+    ] = None,
     fail_on: Annotated[
-        str | None, typer.Option("--fail-on", help="Exit 1 on a finding at or above: error, warning, never.")
+        str | None,
+        typer.Option(
+            "--fail-on",
+            metavar="LEVEL",
+            show_default="error",
+            help="Exit 1 on a finding at or above: error, warning, never.",
+        ),
     ] = None,
     config_file: Annotated[
         Path | None,
         typer.Option(
             "--config",
+            metavar="FILE",
             help="Settings file (pyproject.toml or retrain-ci.toml); default: the first in DIR, then here.",
         ),
     ] = None,
-    skip: Annotated[list[str] | None, typer.Option("--skip", help="Check id to leave out (repeatable).")] = None,
-    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this check id (repeatable).")] = None,
+    skip: Annotated[
+        list[str] | None, typer.Option("--skip", metavar="ID", help="Check id to leave out (repeatable).")
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", metavar="ID", help="Run only this check id (repeatable).")
+    ] = None,
     min_images: Annotated[
-        int | None, typer.Option("--min-images", help="Error below this many images in a class. [default: 20]", min=0)
+        int | None,
+        typer.Option("--min-images", help="Error below this many images in a class.", show_default="20", min=0),
     ] = None,
     recommended_images: Annotated[
         int | None,
-        typer.Option("--recommended-images", help="Warning below this many images in a class. [default: 100]", min=0),
+        typer.Option(
+            "--recommended-images", help="Warning below this many images in a class.", show_default="100", min=0
+        ),
     ] = None,
     max_imbalance: Annotated[
         float | None,
-        typer.Option("--max-imbalance", help="Warning when the largest class is this many times a class. [default: 3]"),
+        typer.Option(
+            "--max-imbalance", help="Warning when the largest class is this many times a class.", show_default="3"
+        ),
     ] = None,
     near_duplicate_bits: Annotated[
         int | None,
         typer.Option(
-            "--near-duplicate-bits", help="Perceptual hashes this close (of 64 bits) are one picture. [default: 4]"
+            "--near-duplicate-bits", help="Perceptual hashes this close (of 64 bits) are one picture.", show_default="4"
         ),
     ] = None,
     testing_percentage: Annotated[
-        float | None, typer.Option("--testing-percentage", help="As for train. [default: 10]", min=0.0, max=100.0)
+        float | None, typer.Option("--testing-percentage", help="As for train.", show_default="10", min=0.0, max=100.0)
     ] = None,
     validation_percentage: Annotated[
-        float | None, typer.Option("--validation-percentage", help="As for train. [default: 10]", min=0.0, max=100.0)
+        float | None,
+        typer.Option("--validation-percentage", help="As for train.", show_default="10", min=0.0, max=100.0),
     ] = None,
     bottleneck_dir: Annotated[
-        Path | None, typer.Option("--bottleneck-dir", help="As for train. [default: /tmp/bottleneck]")
+        Path | None, typer.Option("--bottleneck-dir", help="As for train.", show_default="/tmp/bottleneck")
     ] = None,
     tfhub_module: Annotated[
-        str | None, typer.Option("--tfhub-module", help="As for train. [default: efficientnet_lite0]")
+        str | None, typer.Option("--tfhub-module", help="As for train.", show_default="efficientnet_lite0")
     ] = None,
 ) -> None:
     """Audit a dataset before training: broken files, duplicates, leaks between splits, suspected mislabels, ..."""
@@ -327,7 +350,10 @@ def check(
 
     if output_format not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
+    renderers = {"json": render_json, "markdown": render_markdown, "github": render_github}
     with _user_errors():
+        if output is not None and not output.parent.is_dir():
+            raise RetrainError(f"cannot write the report to {output}: folder {output.parent} does not exist")
         settings = load_config(config_file or find_config_file(image_dir, Path.cwd())).replace(
             fail_on=fail_on,
             skip=tuple(i for value in skip or () for i in value.split(",")) or None,
@@ -359,17 +385,19 @@ def check(
             report = audit_dataset(image_dir, settings, on_progress)
         finally:
             progress.stop()
-        if output_format == "table":
-            if output is None:
+        if output is None:
+            if output_format == "table":
                 console.print(render_table(report))
             else:
-                with open(output, "w", encoding="utf-8") as f:
-                    Console(file=f, width=160).print(render_table(report))
+                typer.echo(renderers[output_format](report), nl=False)
         else:
-            text = {"json": render_json, "markdown": render_markdown, "github": render_github}[output_format](report)
-            if output is None:
-                typer.echo(text, nl=False)
-            else:
-                output.write_text(text, encoding="utf-8")
+            try:
+                with open(output, "w", encoding="utf-8") as f:
+                    if output_format == "table":
+                        Console(file=f, width=160).print(render_table(report))
+                    else:
+                        f.write(renderers[output_format](report))
+            except OSError as error:
+                raise RetrainError(f"cannot write the report to {output} ({error.strerror})") from None
     gate = None if settings.fail_on == "never" else Severity(settings.fail_on)
     raise typer.Exit(1 if report.fails(gate) else 0)

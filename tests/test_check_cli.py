@@ -123,3 +123,7 @@ def test_folder_without_classes_is_a_finding(tmp_path: Path) -> None:
     run = run_cli("check", tmp_path / "photos", "--format", "json")
     assert run.exit_code == 1
     assert [f["check"] for f in json.loads(run.stdout)["findings"]] == ["too_few_classes"]
+
+
+def test_report_into_a_missing_folder(small: Path, tmp_path: Path) -> None:
+    _one_line_error(run_cli("check", small, "--output", tmp_path / "no" / "report.json"), "cannot write the report")
