@@ -47,24 +47,25 @@ def image_properties(
     return table
 
 
+# The measured columns, after path, label and split; what each means.
 _COLUMNS = {
     "bytes": "file size",
     "sha1": "content key, as the bottleneck cache keys it",
-    "error": "why the file could not be decoded, else None",
-    "width": "as displayed (after EXIF orientation)",
-    "height": "",
-    "mode": "the file's colour mode",
-    "format": "",
-    "red": "mean of each channel, 0..1",
-    "green": "",
-    "blue": "",
+    "error": "why the file could not be decoded, else None (and no statistics)",
+    "width": "pixels, as displayed (after EXIF orientation)",
+    "height": "pixels, as displayed (after EXIF orientation)",
+    "mode": "the file's own colour mode: RGB, L, CMYK, RGBA, P, ...",
+    "format": "the file's actual format (JPEG, PNG, ...), whatever its extension",
+    "red": "mean red, 0..1",
+    "green": "mean green, 0..1",
+    "blue": "mean blue, 0..1",
     "brightness": "mean luminance, 0..1",
     "contrast": "standard deviation of luminance: near 0 for a blank image",
-    "sharpness": "variance of the Laplacian of luminance at MEASURE_SIZE",
+    "sharpness": "variance of the Laplacian of luminance at MEASURE_SIZE: near 0 when blurred",
     "shadows": "1st percentile of luminance: even the darkest pixels are light when this is high",
     "highlights": "99th percentile of luminance: even the brightest pixels are dark when this is low",
     "colourfulness": "99th percentile of the spread between largest and smallest channel: 0 when no pixel has colour",
-    "phash": "perceptual hash (64 bits, hex)",
+    "phash": "perceptual hash (64 bits, hex): close for resized or re-encoded copies",
 }
 
 

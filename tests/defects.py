@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageFilter
@@ -22,7 +23,7 @@ def truncated(photo: Path, target: Path) -> Path:
     return target
 
 
-def edited(photo: Path, target: Path, edit, **save_options) -> Path:
+def edited(photo: Path, target: Path, edit: Callable[[Image.Image], Image.Image], **save_options) -> Path:
     with Image.open(photo) as image:
         edit(image.convert("RGB")).save(target, **save_options)
     return target
@@ -60,7 +61,7 @@ def strip(image: Image.Image) -> Image.Image:
     return image.crop((0, 0, image.width, image.width // 5))
 
 
-def tinted(colour: tuple[int, int, int]):
+def tinted(colour: tuple[int, int, int]) -> Callable[[Image.Image], Image.Image]:
     """The blue room and the green room: a strong colour cast over the whole photo."""
     return lambda image: Image.blend(image, Image.new("RGB", image.size, colour), 0.45)
 

@@ -101,7 +101,8 @@ class NearDuplicates(Check):
                 self.finding(
                     Severity.WARNING,
                     group["path"],
-                    f"{len(group)} copies of one picture (re-encoded, resized or retouched) in {where}: keep the best one",
+                    f"{len(group)} copies of one picture (re-encoded, resized or retouched) in {where}: "
+                    "keep the best one",
                     classes=classes,
                     perceptual_hashes=dict(zip(group["path"], group["phash"], strict=True)),
                 )
