@@ -17,6 +17,7 @@ FORMATS = ("table", "json", "markdown", "github")
 # Findings shown per check in the table and the Markdown report; JSON always has all of them.
 EXAMPLES = 5
 STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+NAMES = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 ICONS = {Severity.ERROR: "🛑", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}
 
 
@@ -30,10 +31,13 @@ def _by_check(report: AuditReport) -> Iterator[tuple[str, list[Finding]]]:
 
 def _headline(report: AuditReport) -> str:
     counts = report.counts()
-    return (
-        f"{report.images} images in {len(report.classes)} classes: {counts['error']} errors, "
-        f"{counts['warning']} warnings, {counts['info']} notes ({report.seconds:.1f} s)"
-    )
+    found = ", ".join(_plural(counts[severity.value], name) for severity, name in NAMES.items())
+    where = f"{_plural(report.images, 'image')} in {_plural(len(report.classes), 'class')}"
+    return f"{where}: {found} ({report.seconds:.1f} s)"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}{'es' if noun.endswith('s') else 's'}"
 
 
 def render_table(report: AuditReport) -> RenderableType:
@@ -43,23 +47,27 @@ def render_table(report: AuditReport) -> RenderableType:
     table = Table(title=f"retrain-ci check {escape(report.dataset)}", expand=False)
     table.add_column("check", no_wrap=True)
     table.add_column("count", justify="right")
+    table.add_column("severity", no_wrap=True)
     table.add_column("path", overflow="fold")
     table.add_column("what to do")
     for check, findings in _by_check(report):
-        severity = findings[0].severity
         table.add_section()
         for index, finding in enumerate(findings[:EXAMPLES]):
             table.add_row(
-                Text(check, style=STYLES[severity]) if index == 0 else "",
+                check if index == 0 else "",
                 str(len(findings)) if index == 0 else "",
-                "\n".join(finding.paths[:3])
-                + (f"\n(+{len(finding.paths) - 3} more)" if len(finding.paths) > 3 else ""),
-                finding.message,
+                Text(finding.severity.value, style=STYLES[finding.severity]),
+                Text(
+                    "\n".join(finding.paths[:3])
+                    + (f"\n(+{len(finding.paths) - 3} more)" if len(finding.paths) > 3 else "")
+                ),
+                Text(finding.message),  # Text, not markup: paths and messages may hold brackets
             )
         if len(findings) > EXAMPLES:
-            table.add_row("", "", Text(f"+{len(findings) - EXAMPLES} more", style="dim"), "(--format json lists all)")
-    legend = ", ".join(f"[{STYLES[s]}]{s.value}[/]" for s in reversed(Severity))
-    return Group(table, Text.from_markup(f"{escape(_headline(report))}  ({legend})"))
+            table.add_row(
+                "", "", "", Text(f"+{len(findings) - EXAMPLES} more", style="dim"), "(--format json lists all)"
+            )
+    return Group(table, Text(_headline(report)))
 
 
 def render_json(report: AuditReport) -> str:
