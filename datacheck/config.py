@@ -83,7 +83,7 @@ def load_config(path: Path | None) -> AuditConfig:
             raise RetrainError(
                 f"{path}: unknown setting {key!r}; known: {', '.join(k.replace('_', '-') for k in known)}"
             )
-        settings[name] = _coerce(path, key, value, AuditConfig.__dataclass_fields__[name].default)
+        settings[name] = _coerce(path, key, value, known[name].default)
     return AuditConfig().replace(**settings)
 
 

@@ -22,7 +22,7 @@ class SuspectedMislabel(Check):
     On the 1,837 flower photos with 20 photos moved to a wrong class, this finds 85% of them and flags about 1% of the
     other photos, about half of which are themselves mislabelled in the original dataset
     (benchmarks/check_flowers.py). Unit-length bottlenecks keep the probabilities calibrated enough for those
-    thresholds; without them the logistic regression is overconfident and flags 3 to 5%.
+    thresholds; without them the logistic regression is overconfident and flags 2.5 to 5%.
     """
 
     id = "suspected_mislabel"
