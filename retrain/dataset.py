@@ -142,3 +142,12 @@ def _require_usable_splits(dataset: Dataset, testing_percentage: float, validati
             raise RetrainError(
                 f"no image falls in the {split} split at {flag} {percentage:g}; add images or raise {flag}"
             )
+
+
+def fingerprint(dataset: Dataset) -> str:
+    """SHA-1 over every image's class, relative path and content: changes whenever the data a model sees changes."""
+    digest = hashlib.sha1()
+    for image in sorted(dataset.images, key=lambda image: image.path):
+        digest.update(f"{dataset.labels[image.label_index]}\0{image.path.relative_to(dataset.root)}\0".encode())
+        digest.update(hashlib.sha1(image.path.read_bytes()).digest())
+    return digest.hexdigest()

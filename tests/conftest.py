@@ -58,13 +58,16 @@ def run_cli(*args: str | Path) -> CliRun:
 @pytest.fixture(scope="session")
 def trained_run(flowers_sample: Path, bottleneck_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> CliRun:
     """``retrain-ci train`` on the 200-photo sample with the tutorial's defaults, shared by the tests that read it."""
+    output_dir = tmp_path_factory.mktemp("trained")
     run = run_cli(
         "train", flowers_sample,
         "--bottleneck-dir", bottleneck_dir,
-        "--output-dir", tmp_path_factory.mktemp("trained"),
+        "--output-dir", output_dir,
         "--random-seed", "7",
         "--eval-step-interval", "100",
         "--print-misclassified-test-images",
+        "--intermediate-store-frequency", "2000",
+        "--tflite", output_dir / "model.tflite",
     )  # fmt: skip
     assert run.exit_code == 0, run.stdout + run.stderr
     return run
