@@ -706,6 +706,8 @@ def check(
 
         def on_progress(stage: str, done: int, total: int) -> None:
             if stage not in stages:
+                if total == 0:
+                    return  # e.g. every bottleneck already cached: no bar for nothing
                 progress.start()
                 stages[stage] = progress.add_task(stage, total=total)
             progress.update(stages[stage], completed=done)
