@@ -598,3 +598,137 @@ def report(
         typer.echo(summary, nl=False)
     else:
         _print_report_summary(rendered)
+
+
+@app.command()
+def check(
+    image_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Folder with one subfolder of images per class.")],
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help="table (for people), json, markdown (pull requests) or github (annotations).",
+        ),
+    ] = "table",
+    output: Annotated[
+        Path | None, typer.Option("--output", metavar="FILE", help="Write the report to FILE instead of stdout.")
+    ] = None,
+    fail_on: Annotated[
+        str | None,
+        typer.Option(
+            "--fail-on",
+            metavar="LEVEL",
+            show_default="error",
+            help="Exit 1 on a finding at or above: error, warning, never.",
+        ),
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Settings file (pyproject.toml or retrain-ci.toml); default: the first in DIR, then here.",
+        ),
+    ] = None,
+    skip: Annotated[
+        list[str] | None, typer.Option("--skip", metavar="ID", help="Check id to leave out (repeatable).")
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", metavar="ID", help="Run only this check id (repeatable).")
+    ] = None,
+    min_images: Annotated[
+        int | None,
+        typer.Option("--min-images", help="Error below this many images in a class.", show_default="20", min=0),
+    ] = None,
+    recommended_images: Annotated[
+        int | None,
+        typer.Option(
+            "--recommended-images", help="Warning below this many images in a class.", show_default="100", min=0
+        ),
+    ] = None,
+    max_imbalance: Annotated[
+        float | None,
+        typer.Option(
+            "--max-imbalance", help="Warning when the largest class is this many times a class.", show_default="3"
+        ),
+    ] = None,
+    near_duplicate_bits: Annotated[
+        int | None,
+        typer.Option(
+            "--near-duplicate-bits", help="Perceptual hashes this close (of 64 bits) are one picture.", show_default="4"
+        ),
+    ] = None,
+    testing_percentage: Annotated[
+        float | None, typer.Option("--testing-percentage", help="As for train.", show_default="10", min=0.0, max=100.0)
+    ] = None,
+    validation_percentage: Annotated[
+        float | None,
+        typer.Option("--validation-percentage", help="As for train.", show_default="10", min=0.0, max=100.0),
+    ] = None,
+    bottleneck_dir: Annotated[
+        Path | None, typer.Option("--bottleneck-dir", help="As for train.", show_default="/tmp/bottleneck")
+    ] = None,
+    tfhub_module: Annotated[
+        str | None, typer.Option("--tfhub-module", help="As for train.", show_default="efficientnet_lite0")
+    ] = None,
+) -> None:
+    """Audit a dataset before training: broken files, duplicates, leaks between splits, suspected mislabels, ..."""
+    from datacheck.audit import audit_dataset
+    from datacheck.config import find_config_file, load_config
+    from datacheck.findings import Severity
+    from datacheck.registry import selected_checks
+    from datacheck.reports import FORMATS, render_github, render_json, render_markdown, render_table
+
+    if output_format not in FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
+    renderers = {"json": render_json, "markdown": render_markdown, "github": render_github}
+    with _user_errors():
+        if output is not None and not output.parent.is_dir():
+            raise RetrainError(f"cannot write the report to {output}: folder {output.parent} does not exist")
+        settings = load_config(config_file or find_config_file(image_dir, Path.cwd())).replace(
+            fail_on=fail_on,
+            skip=tuple(i for value in skip or () for i in value.split(",")) or None,
+            only=tuple(i for value in only or () for i in value.split(",")) or None,
+            min_images=min_images,
+            recommended_images=recommended_images,
+            max_imbalance=max_imbalance,
+            near_duplicate_bits=near_duplicate_bits,
+            testing_percentage=testing_percentage,
+            validation_percentage=validation_percentage,
+            bottleneck_dir=bottleneck_dir,
+            tfhub_module=tfhub_module,
+        )
+        if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
+            _import_tensorflow_quietly()
+        progress = _progress()
+        stages: dict[str, int] = {}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if stage not in stages:
+                if total == 0:
+                    return  # e.g. every bottleneck already cached: no bar for nothing
+                progress.start()
+                stages[stage] = progress.add_task(stage, total=total)
+            progress.update(stages[stage], completed=done)
+
+        try:
+            report = audit_dataset(image_dir, settings, on_progress)
+        finally:
+            progress.stop()
+        if output is None:
+            if output_format == "table":
+                console.print(render_table(report))
+            else:
+                typer.echo(renderers[output_format](report), nl=False)
+        else:
+            try:
+                with open(output, "w", encoding="utf-8") as f:
+                    if output_format == "table":
+                        Console(file=f, width=160).print(render_table(report))
+                    else:
+                        f.write(renderers[output_format](report))
+            except OSError as error:
+                raise RetrainError(f"cannot write the report to {output} ({error.strerror})") from None
+    gate = None if settings.fail_on == "never" else Severity(settings.fail_on)
+    raise typer.Exit(1 if report.fails(gate) else 0)
