@@ -16,13 +16,16 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from retrain.dataset import LabeledImage
 from retrain.errors import RetrainError
 from retrain.images import ImageDecodeError, load_image
-from retrain.modules import ImageModule
+
+if TYPE_CHECKING:  # the cache itself needs no TensorFlow, so the dataset audit can use it without importing it
+    from retrain.modules import ImageModule
 
 BATCH_SIZE = 32
 # Rows per shard: a killed run loses at most this many computed bottlenecks.

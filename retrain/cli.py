@@ -598,3 +598,110 @@ def report(
         typer.echo(summary, nl=False)
     else:
         _print_report_summary(rendered)
+
+
+@app.command()
+def check(
+    image_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Folder with one subfolder of images per class.")],
+    output_format: Annotated[
+        str,
+        typer.Option("--format", help="table (for people), json, markdown (pull requests) or github (annotations)."),
+    ] = "table",
+    output: Annotated[Path | None, typer.Option("--output", help="Write the report to FILE instead of stdout.")] = None,
+    fail_on: Annotated[
+        str | None, typer.Option("--fail-on", help="Exit 1 on a finding at or above: error, warning, never.")
+    ] = None,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Settings file (pyproject.toml or retrain-ci.toml); default: the first in DIR, then here.",
+        ),
+    ] = None,
+    skip: Annotated[list[str] | None, typer.Option("--skip", help="Check id to leave out (repeatable).")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this check id (repeatable).")] = None,
+    min_images: Annotated[
+        int | None, typer.Option("--min-images", help="Error below this many images in a class. [default: 20]", min=0)
+    ] = None,
+    recommended_images: Annotated[
+        int | None,
+        typer.Option("--recommended-images", help="Warning below this many images in a class. [default: 100]", min=0),
+    ] = None,
+    max_imbalance: Annotated[
+        float | None,
+        typer.Option("--max-imbalance", help="Warning when the largest class is this many times a class. [default: 3]"),
+    ] = None,
+    near_duplicate_bits: Annotated[
+        int | None,
+        typer.Option(
+            "--near-duplicate-bits", help="Perceptual hashes this close (of 64 bits) are one picture. [default: 4]"
+        ),
+    ] = None,
+    testing_percentage: Annotated[
+        float | None, typer.Option("--testing-percentage", help="As for train. [default: 10]", min=0.0, max=100.0)
+    ] = None,
+    validation_percentage: Annotated[
+        float | None, typer.Option("--validation-percentage", help="As for train. [default: 10]", min=0.0, max=100.0)
+    ] = None,
+    bottleneck_dir: Annotated[
+        Path | None, typer.Option("--bottleneck-dir", help="As for train. [default: /tmp/bottleneck]")
+    ] = None,
+    tfhub_module: Annotated[
+        str | None, typer.Option("--tfhub-module", help="As for train. [default: efficientnet_lite0]")
+    ] = None,
+) -> None:
+    """Audit a dataset before training: broken files, duplicates, leaks between splits, suspected mislabels, ..."""
+    from datacheck.audit import audit_dataset
+    from datacheck.config import find_config_file, load_config
+    from datacheck.findings import Severity
+    from datacheck.registry import selected_checks
+    from datacheck.reports import FORMATS, render_github, render_json, render_markdown, render_table
+
+    if output_format not in FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
+    with _user_errors():
+        settings = load_config(config_file or find_config_file(image_dir, Path.cwd())).replace(
+            fail_on=fail_on,
+            skip=tuple(i for value in skip or () for i in value.split(",")) or None,
+            only=tuple(i for value in only or () for i in value.split(",")) or None,
+            min_images=min_images,
+            recommended_images=recommended_images,
+            max_imbalance=max_imbalance,
+            near_duplicate_bits=near_duplicate_bits,
+            testing_percentage=testing_percentage,
+            validation_percentage=validation_percentage,
+            bottleneck_dir=bottleneck_dir,
+            tfhub_module=tfhub_module,
+        )
+        if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
+            _import_tensorflow_quietly()
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=err_console, transient=True,
+        )  # fmt: skip
+        stages: dict[str, int] = {}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if stage not in stages:
+                progress.start()
+                stages[stage] = progress.add_task(stage, total=total)
+            progress.update(stages[stage], completed=done)
+
+        try:
+            report = audit_dataset(image_dir, settings, on_progress)
+        finally:
+            progress.stop()
+        if output_format == "table":
+            if output is None:
+                console.print(render_table(report))
+            else:
+                with open(output, "w", encoding="utf-8") as f:
+                    Console(file=f, width=160).print(render_table(report))
+        else:
+            text = {"json": render_json, "markdown": render_markdown, "github": render_github}[output_format](report)
+            if output is None:
+                typer.echo(text, nl=False)
+            else:
+                output.write_text(text, encoding="utf-8")
+    gate = None if settings.fail_on == "never" else Severity(settings.fail_on)
+    raise typer.Exit(1 if report.fails(gate) else 0)
