@@ -244,7 +244,8 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border: 1px solid #ccc; padding: 4px 10px; }}
 th {{ text-align: left; background: #f4f4f4; }} td {{ text-align: right; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
-figure {{ margin: 0; width: {THUMBNAIL_SIZE}px; font-size: 12px; overflow-wrap: anywhere; }} figure img {{ max-width: 100%; }}
+figure {{ margin: 0; width: {THUMBNAIL_SIZE}px; font-size: 12px; overflow-wrap: anywhere; }}
+figure img {{ max-width: 100%; }}
 </style></head><body>
 <h1>retrain-ci report</h1>
 <table>{facts_rows}</table>
