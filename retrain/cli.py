@@ -19,7 +19,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from retrain.errors import RetrainError
-from retrain.export import check_writable
 
 DEMO_DATA = Path(__file__).parent / "demo_data" / "flower_photos"
 MISCLASSIFIED_SHOWN = 20
@@ -514,6 +513,7 @@ def evaluate(
     """Score an exported model on a fixed labeled folder (a golden set training never sees), and gate on it."""
     _import_tensorflow_quietly()
     from retrain.evaluation import evaluate_folder
+    from retrain.export import check_writable
     from retrain.gate import gate_failures
     from retrain.inference import load_exported_model
     from retrain.reports import write_report
