@@ -87,7 +87,7 @@ def _benchmark(image_dir: Path, scratch: Path) -> None:
         lambda: train_head(train_x, train_y, validation_x, validation_y, len(dataset.labels), TrainingConfig())
     )
     fast_test, reference_test = fast.split("testing")[0], reference.split("testing")[0]
-    same = int(np.sum(head.predict(fast_test) == head.predict(reference_test)))
+    same = int(np.sum(head.logits(fast_test).argmax(axis=1) == head.logits(reference_test).argmax(axis=1)))
     print(f"head trained on fast bottlenecks: same test prediction on fast and TF features {same}/{len(fast_test)}")
     print(f"training, 4000 steps: {training_seconds:.1f} s (load {_load()})")
 

@@ -308,6 +308,8 @@ def compute_bottlenecks(
     cached = cache.read(unique_keys, vectors)
     missing = [(row, paths[row]) for row in np.flatnonzero(~cached).tolist()]
     failures: dict[str, str] = {}
+    if on_progress:
+        on_progress(0, len(missing))  # also when nothing is missing: callers show or skip a bar for zero
     if missing:
         if runner is None:
             from retrain.modules.runners import feature_runner  # imports TensorFlow: only when there is work for it
@@ -342,8 +344,6 @@ def _compute(
 ) -> None:
     """Fill the missing rows of ``vectors``, saving a shard every ``cache.shard_rows`` rows; merge shards at the end."""
     done = 0
-    if on_progress:
-        on_progress(done, len(missing))
     unsaved: list[int] = []
     for rows, batch_failures in _run_batches(missing, vectors, runner):
         failures.update((keys[row], reason) for row, reason in batch_failures)

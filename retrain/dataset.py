@@ -66,33 +66,64 @@ def class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def list_dataset(root: Path, testing_percentage: float = 10, validation_percentage: float = 10) -> Dataset:
-    """List a folder with one subfolder of images per class and assign every image its split."""
+@dataclass(frozen=True)
+class ClassFolder:
+    folder: Path
+    label: str
+    images: tuple[Path, ...]
+    other_files: tuple[Path, ...]  # files training ignores: not an image extension
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    """What an image folder holds, as it is: empty classes and stray files included, nothing rejected."""
+
+    root: Path
+    classes: tuple[ClassFolder, ...]
+    stray_files: tuple[Path, ...]  # files directly in the root, which belong to no class
+
+
+def scan_folder(root: Path) -> FolderScan:
+    """List every class folder with its image and other files; the base of both training and the dataset audit.
+
+    Hidden files and folders (``.DS_Store``, ``.git``) are left out, as training leaves them out.
+    """
     if not root.exists():
         raise RetrainError(f"image folder {root} does not exist")
     if not root.is_dir():
         raise RetrainError(f"{root} is not a folder; give a folder with one subfolder of images per class")
+    classes = []
+    for folder in class_folders(root):
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        images = tuple(p for p in files if is_image_file(p))
+        others = tuple(p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS)
+        classes.append(ClassFolder(folder, label_name(folder.name), images, others))
+    stray = tuple(sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")))
+    return FolderScan(root, tuple(classes), stray)
+
+
+def list_dataset(root: Path, testing_percentage: float = 10, validation_percentage: float = 10) -> Dataset:
+    """List a folder with one subfolder of images per class and assign every image its split."""
+    scan = scan_folder(root)
     if not (
         testing_percentage >= 0 and validation_percentage >= 0 and testing_percentage + validation_percentage < 100
     ):
         raise RetrainError("testing and validation percentages must be >= 0 and add up to less than 100")
-    folders = class_folders(root)
-    if len(folders) < 2:
+    if len(scan.classes) < 2:
         raise RetrainError(
-            f"{root} has {len(folders)} class folder(s); retraining needs at least 2 "
+            f"{root} has {len(scan.classes)} class folder(s); retraining needs at least 2 "
             "(one subfolder of images per class)"
         )
-    labels = [label_name(folder.name) for folder in folders]
+    labels = [folder.label for folder in scan.classes]
     clashes = [label for label, n in Counter(labels).items() if n > 1]
     if clashes:
         raise RetrainError(f"several class folders normalise to the same label {clashes[0]!r}; rename one of them")
     images = []
-    for label_index, folder in enumerate(folders):
-        files = sorted(p for p in folder.rglob("*") if is_image_file(p))
-        if not files:
-            raise RetrainError(f"class folder {folder} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    for label_index, folder in enumerate(scan.classes):
+        if not folder.images:
+            raise RetrainError(f"class folder {folder.folder} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         images.extend(
-            LabeledImage(p, label_index, split_for(p, testing_percentage, validation_percentage)) for p in files
+            LabeledImage(p, label_index, split_for(p, testing_percentage, validation_percentage)) for p in folder.images
         )
     dataset = Dataset(root, tuple(labels), tuple(images))
     _require_usable_splits(dataset, testing_percentage, validation_percentage)
@@ -111,3 +142,12 @@ def _require_usable_splits(dataset: Dataset, testing_percentage: float, validati
             raise RetrainError(
                 f"no image falls in the {split} split at {flag} {percentage:g}; add images or raise {flag}"
             )
+
+
+def fingerprint(dataset: Dataset) -> str:
+    """SHA-1 over every image's class, relative path and content: changes whenever the data a model sees changes."""
+    digest = hashlib.sha1()
+    for image in sorted(dataset.images, key=lambda image: image.path):
+        digest.update(f"{dataset.labels[image.label_index]}\0{image.path.relative_to(dataset.root)}\0".encode())
+        digest.update(hashlib.sha1(image.path.read_bytes()).digest())
+    return digest.hexdigest()

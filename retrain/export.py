@@ -1,4 +1,4 @@
-"""Writing a run's outputs: the labels file and the classifier (backbone + new layer) as a SavedModel.
+"""Writing a run's outputs: labels file, SavedModel, frozen graph (for label_image.py) and TensorFlow Lite model.
 
 Every output is written to a temporary sibling and renamed into place, so a failed or killed run never leaves a
 half-written model or labels file where a user (or a serving system) would pick it up.
@@ -13,21 +13,30 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from retrain.errors import RetrainError
 from retrain.modules import ImageModule
 from retrain.training import SoftmaxHead
 
+# label_image.py and the tutorial feed the frozen graph through an op of this name.
+FROZEN_INPUT_NAME = "Placeholder"
 LABELS_ASSET = "labels.txt"
+QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 
 
 class Classifier(tf.Module):
     """Float images in [0, 1] -> class probabilities; the labels travel with it as an asset."""
 
-    def __init__(self, module: ImageModule, head: SoftmaxHead, labels_file: Path, final_tensor_name: str) -> None:
+    def __init__(self, module: ImageModule, head: SoftmaxHead, labels: tuple[str, ...], final_tensor_name: str) -> None:
         super().__init__()
         self.final_tensor_name = final_tensor_name
+        # The asset is copied into the SavedModel when it is saved; until then it lives in this scratch folder.
+        self._scratch = tempfile.TemporaryDirectory(prefix="retrain-ci-labels-")
+        labels_file = Path(self._scratch.name) / LABELS_ASSET
+        labels_file.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
         self.backbone = module.model
         self._module = module
         self.final_weights = tf.Variable(head.weights, name="final_weights")
@@ -59,24 +68,52 @@ def check_writable(path: Path, what: str, folder: bool) -> None:
 
 def write_labels(labels: list[str] | tuple[str, ...], path: Path) -> None:
     """One label per line, in class-index order (the tutorial's output_labels.txt)."""
-    with _staged(path) as staging:
+    with staged_output(path) as staging:
         staging.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
 
 
-def export_classifier(
-    module: ImageModule, head: SoftmaxHead, labels: tuple[str, ...], directory: Path, final_tensor_name: str
-) -> None:
-    """Save backbone + new layer as one SavedModel with a ``serving_default`` signature (images -> probabilities)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        labels_file = Path(scratch) / LABELS_ASSET
-        labels_file.write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-        classifier = Classifier(module, head, labels_file, final_tensor_name)
-        with _staged(directory) as staging:
-            tf.saved_model.save(classifier, str(staging), signatures={"serving_default": classifier.serve})
+def export_saved_model(classifier: Classifier, directory: Path) -> None:
+    """A SavedModel with a ``serving_default`` signature (``images`` -> ``probabilities``), as TF Serving expects."""
+    with staged_output(directory) as staging:
+        tf.saved_model.save(classifier, str(staging), signatures={"serving_default": classifier.serve})
+
+
+def frozen_graph(classifier: Classifier) -> tf.compat.v1.GraphDef:
+    """Backbone and new layer inlined as constants, fed through ``Placeholder``, read from the final tensor name."""
+    graph_def = convert_variables_to_constants_v2(classifier.__call__.get_concrete_function()).graph.as_graph_def()
+    (placeholder,) = [node for node in graph_def.node if node.op == "Placeholder"]
+    old_name = placeholder.name
+    placeholder.name = FROZEN_INPUT_NAME
+    for node in graph_def.node:
+        for i, name in enumerate(node.input):
+            if name.lstrip("^").split(":")[0] == old_name:
+                node.input[i] = name.replace(old_name, FROZEN_INPUT_NAME, 1)
+    return graph_def
+
+
+def export_frozen_graph(graph_def: tf.compat.v1.GraphDef, path: Path) -> None:
+    with staged_output(path) as staging:
+        staging.write_bytes(graph_def.SerializeToString())
+
+
+def export_tflite(classifier: Classifier, path: Path, quantize: str, calibration_images: list[np.ndarray]) -> None:
+    """TensorFlow Lite flatbuffer; ``int8`` quantization is calibrated on the given (training) images."""
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [classifier.__call__.get_concrete_function()], classifier
+    )
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        converter.representative_dataset = lambda: ([image[None]] for image in calibration_images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with staged_output(path) as staging:
+        staging.write_bytes(converter.convert())
 
 
 @contextmanager
-def _staged(target: Path) -> Iterator[Path]:
+def staged_output(target: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success, move it over ``target`` in one rename."""
     target = Path(target)
     try:

@@ -4,18 +4,38 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
+from retrain import __version__
 from retrain.bottlenecks import BottleneckCache, Bottlenecks, ProgressCallback, compute_bottlenecks
-from retrain.dataset import Dataset, list_dataset
+from retrain.dataset import Dataset, fingerprint, list_dataset
+from retrain.distortions import DistortedBottlenecks, Distortions
 from retrain.errors import RetrainError
-from retrain.export import check_writable, export_classifier, write_labels
+from retrain.evaluation import Evaluation
+from retrain.export import (
+    Classifier,
+    check_writable,
+    export_frozen_graph,
+    export_saved_model,
+    export_tflite,
+    frozen_graph,
+    write_labels,
+)
+from retrain.gate import GateOptions, gate_failures
+from retrain.images import load_image
+from retrain.inference import classify, load_exported_model
 from retrain.modules import ImageModule, load_image_module
 from retrain.modules.loading import DEFAULT_MODULE
-from retrain.training import EvalStep, SoftmaxHead, TrainingConfig, train_head
+from retrain.reports import Report, write_report
+from retrain.summaries import TrainingSummaries
+from retrain.training import EvalStep, SoftmaxHead, TrainingConfig, TrainingHooks, train_head
+
+# int8 quantization is calibrated on this many training images.
+CALIBRATION_IMAGES = 100
 
 
 @dataclass(frozen=True)
@@ -30,9 +50,18 @@ class RunOptions:
     validation_percentage: float = 10
     test_batch_size: int = -1
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    distortions: Distortions = field(default_factory=Distortions)
     saved_model_dir: Path = Path("/tmp/saved_models/1")
     output_labels: Path = Path("/tmp/output_labels.txt")
+    output_graph: Path = Path("/tmp/output_graph.pb")
     final_tensor_name: str = "final_result"
+    summaries_dir: Path = Path("/tmp/retrain_logs")
+    intermediate_store_frequency: int = 0
+    intermediate_output_graphs_dir: Path = Path("/tmp/intermediate_graph")
+    tflite: Path | None = None
+    quantize: str = "none"
+    report_dir: Path = Path("/tmp/retrain_report")
+    gate: GateOptions = field(default_factory=GateOptions)
 
 
 @dataclass(frozen=True)
@@ -41,15 +70,8 @@ class RunEvents:
 
     on_stage: Callable[[str], None] = lambda message: None
     on_bottleneck_progress: ProgressCallback | None = None
+    on_step: Callable[[int], None] | None = None
     on_eval: Callable[[EvalStep], None] | None = None
-
-
-@dataclass(frozen=True)
-class Misclassified:
-    path: Path
-    true_label: str
-    predicted_label: str
-    confidence: float
 
 
 @dataclass
@@ -58,18 +80,16 @@ class RunResult:
     module: ImageModule
     bottlenecks: Bottlenecks
     head: SoftmaxHead
-    test_accuracy: float
-    test_count: int
-    misclassified: list[Misclassified]
-    seconds: dict[str, float]
+    test: Evaluation
+    validation: Evaluation
+    report: Report
+    tflite_accuracy: float | None = None
 
 
 def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
-    """Run the tutorial's flow and write the labels file and the SavedModel; raise RetrainError on bad input."""
+    """Run the tutorial's flow and write every output; raise RetrainError on bad input."""
     started = time.perf_counter()
-    check_writable(options.output_labels, "labels file", folder=False)
-    check_writable(options.saved_model_dir, "SavedModel folder", folder=True)
-    check_writable(options.bottleneck_dir, "bottleneck cache", folder=True)
+    _check_outputs(options)
     dataset = list_dataset(Path(options.image_dir), options.testing_percentage, options.validation_percentage)
     events.on_stage(f"Loading module {options.tfhub_module}")
     module = load_image_module(options.tfhub_module, options.image_size)
@@ -77,48 +97,129 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
     bottleneck_start = time.perf_counter()
     cache = BottleneckCache(Path(options.bottleneck_dir), module.cache_key)
     bottlenecks = compute_bottlenecks(dataset.images, module, cache, events.on_bottleneck_progress)
-    train_x, train_y, _ = bottlenecks.split("training")
-    validation_x, validation_y, _ = bottlenecks.split("validation")
+    train_x, train_y, train_images = bottlenecks.split("training")
+    validation_x, validation_y, validation_images = bottlenecks.split("validation")
     test_x, test_y, test_images = bottlenecks.split("testing")
     for name, rows in (("training", train_x), ("validation", validation_x), ("testing", test_x)):
         if len(rows) == 0:
             raise RetrainError(f"no readable image is left in the {name} split; see the skipped files above")
 
     training_start = time.perf_counter()
+    distorted = None
+    if options.distortions.enabled:
+        events.on_stage(
+            "Distortions on: every training step decodes, distorts and runs its batch through the module "
+            "(the bottleneck cache serves only validation and test), so training is much slower"
+        )
+        distorted = DistortedBottlenecks(
+            [image.path for image in train_images], module, options.distortions, options.training.random_seed
+        )
+    summaries = TrainingSummaries(Path(options.summaries_dir))
+
+    def on_eval(step: EvalStep, head: SoftmaxHead) -> None:
+        summaries.write_eval(step, head)
+        if events.on_eval:
+            events.on_eval(step)
+
+    def on_snapshot(step: int, head: SoftmaxHead) -> None:
+        graph_def = frozen_graph(Classifier(module, head, dataset.labels, options.final_tensor_name))
+        export_frozen_graph(graph_def, Path(options.intermediate_output_graphs_dir) / f"intermediate_{step}.pb")
+
+    hooks = TrainingHooks(events.on_step, on_eval, options.intermediate_store_frequency, on_snapshot)
     head = train_head(
-        train_x, train_y, validation_x, validation_y, len(dataset.labels), options.training, events.on_eval
+        train_x, train_y, validation_x, validation_y, len(dataset.labels), options.training, hooks, distorted
     )
     training_end = time.perf_counter()
 
     if options.test_batch_size != -1:
         rows = np.random.default_rng(options.training.random_seed).integers(0, len(test_x), options.test_batch_size)
         test_x, test_y, test_images = test_x[rows], test_y[rows], [test_images[i] for i in rows]
-    probabilities = head.probabilities(test_x)
-    predicted = probabilities.argmax(axis=1)
-    misclassified = sorted(
-        (
-            Misclassified(image.path, dataset.labels[truth], dataset.labels[guess], float(p[guess]))
-            for image, truth, guess, p in zip(test_images, test_y, predicted, probabilities, strict=True)
-            if truth != guess
-        ),
-        key=lambda m: -m.confidence,
+    test = Evaluation(dataset.labels, [image.path for image in test_images], test_y, head.probabilities(test_x), [])
+    validation = Evaluation(
+        dataset.labels,
+        [image.path for image in validation_images],
+        validation_y,
+        head.probabilities(validation_x),
+        [],
     )
 
     events.on_stage("Exporting the model")
+    classifier = Classifier(module, head, dataset.labels, options.final_tensor_name)
     write_labels(dataset.labels, Path(options.output_labels))
-    export_classifier(module, head, dataset.labels, Path(options.saved_model_dir), options.final_tensor_name)
-    finished = time.perf_counter()
-    return RunResult(
-        dataset=dataset,
-        module=module,
-        bottlenecks=bottlenecks,
-        head=head,
-        test_accuracy=float(np.mean(predicted == test_y)),
-        test_count=len(test_y),
-        misclassified=misclassified,
-        seconds={
-            "bottlenecks": training_start - bottleneck_start,
-            "training": training_end - training_start,
-            "total": finished - started,
-        },
-    )
+    export_saved_model(classifier, Path(options.saved_model_dir))
+    graph_def = frozen_graph(classifier)
+    export_frozen_graph(graph_def, Path(options.output_graph))
+    summaries.write_graph(graph_def)
+    summaries.close()
+    tflite_accuracy = None
+    if options.tflite:
+        events.on_stage(f"Converting to TensorFlow Lite (quantization: {options.quantize})")
+        calibration = [load_image(image.path, module.image_size) for image in train_images[:CALIBRATION_IMAGES]]
+        export_tflite(classifier, Path(options.tflite), options.quantize, calibration)
+        tflite_model = load_exported_model(Path(options.tflite), Path(options.output_labels))
+        tflite_probabilities = classify(tflite_model, [image.path for image in test_images]).probabilities
+        tflite_accuracy = float(np.mean(tflite_probabilities.argmax(axis=1) == test_y))
+    seconds = {
+        "bottlenecks": training_start - bottleneck_start,
+        "training": training_end - training_start,
+        "total": time.perf_counter() - started,
+    }
+    run_info = _run_info(options, dataset, module, bottlenecks, validation, seconds)
+    if options.tflite:
+        run_info["tflite"] = {
+            "path": str(options.tflite),
+            "quantize": options.quantize,
+            "bytes": Path(options.tflite).stat().st_size,
+            "test_accuracy": tflite_accuracy,
+        }
+    gate = {
+        **options.gate.as_dict(),
+        "failures": gate_failures(test.accuracy, test.recall_by_class(), options.gate),
+    }
+    report = write_report(Path(options.report_dir), test, run_info, gate)
+    return RunResult(dataset, module, bottlenecks, head, test, validation, report, tflite_accuracy)
+
+
+def _run_info(
+    options: RunOptions,
+    dataset: Dataset,
+    module: ImageModule,
+    bottlenecks: Bottlenecks,
+    validation: Evaluation,
+    seconds: dict[str, float],
+) -> dict:
+    """What produced the numbers, so that a report says how to reproduce it."""
+    return {
+        "validation_accuracy": validation.accuracy,
+        "validation_images": len(validation.truths),
+        "module": options.tfhub_module,
+        "image_size": list(module.image_size),
+        "steps": options.training.how_many_training_steps,
+        "learning_rate": options.training.learning_rate,
+        "train_batch_size": options.training.train_batch_size,
+        "seed": options.training.random_seed,
+        "distortions": asdict(options.distortions),
+        "dataset": str(dataset.root),
+        "dataset_fingerprint": fingerprint(dataset),
+        "images": {
+            split: sum(1 for image in bottlenecks.images if image.split == split)
+            for split in ("training", "validation", "testing")
+        }
+        | {"skipped": len(bottlenecks.skipped)},
+        "durations_seconds": seconds,
+        "tool_version": __version__,
+        "tensorflow_version": tf.__version__,
+    }
+
+
+def _check_outputs(options: RunOptions) -> None:
+    check_writable(options.output_labels, "labels file", folder=False)
+    check_writable(options.saved_model_dir, "SavedModel folder", folder=True)
+    check_writable(options.output_graph, "frozen graph", folder=False)
+    check_writable(options.bottleneck_dir, "bottleneck cache", folder=True)
+    check_writable(options.summaries_dir, "summaries folder", folder=True)
+    if options.tflite:
+        check_writable(options.tflite, "TensorFlow Lite file", folder=False)
+    check_writable(options.report_dir, "report folder", folder=True)
+    if options.intermediate_store_frequency > 0:
+        check_writable(options.intermediate_output_graphs_dir, "intermediate graphs folder", folder=True)

@@ -1,4 +1,4 @@
-"""Training the new softmax layer on cached bottlenecks, as the tutorial does: SGD on random mini-batches."""
+"""Training the new softmax layer on bottlenecks, as the tutorial does: SGD on random mini-batches."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ class EvalStep:
     train_accuracy: float
     cross_entropy: float
     validation_accuracy: float
+    validation_cross_entropy: float
     validation_count: int
 
 
@@ -37,16 +38,30 @@ class SoftmaxHead:
     weights: np.ndarray
     biases: np.ndarray
 
-    def probabilities(self, bottlenecks: np.ndarray) -> np.ndarray:
-        return tf.nn.softmax(np.asarray(bottlenecks, np.float32) @ self.weights + self.biases).numpy()
+    def logits(self, bottlenecks: np.ndarray) -> np.ndarray:
+        return np.asarray(bottlenecks, np.float32) @ self.weights + self.biases
 
-    def predict(self, bottlenecks: np.ndarray) -> np.ndarray:
-        return np.argmax(bottlenecks @ self.weights + self.biases, axis=1)
+    def probabilities(self, bottlenecks: np.ndarray) -> np.ndarray:
+        return tf.nn.softmax(self.logits(bottlenecks)).numpy()
+
+
+@dataclass(frozen=True)
+class TrainingHooks:
+    """What the caller hears while the layer trains: progress, evaluations, and periodic snapshots of the layer."""
+
+    on_step: Callable[[int], None] | None = None
+    on_eval: Callable[[EvalStep, SoftmaxHead], None] | None = None
+    snapshot_interval: int = 0
+    on_snapshot: Callable[[int, SoftmaxHead], None] | None = None
 
 
 def _sample(rng: np.random.Generator, count: int, batch_size: int) -> np.ndarray:
     """Indices of a random batch drawn with replacement (the tutorial's sampling); -1 takes every row."""
     return np.arange(count) if batch_size == -1 else rng.integers(0, count, size=batch_size)
+
+
+def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)))
 
 
 def train_head(
@@ -56,21 +71,19 @@ def train_head(
     validation_labels: np.ndarray,
     class_count: int,
     config: TrainingConfig,
-    on_eval: Callable[[EvalStep], None] | None = None,
+    hooks: TrainingHooks = TrainingHooks(),
+    distorted_bottlenecks: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> SoftmaxHead:
-    """Train the softmax layer; ``on_eval`` hears train/validation accuracy every ``eval_step_interval`` steps."""
+    """Train the softmax layer on cached training bottlenecks, or on fresh distorted ones when given."""
     tf.random.set_seed(config.random_seed)
     train_rng = np.random.default_rng(config.random_seed)
     validation_rng = np.random.default_rng(config.random_seed + 1)
     feature_size = train_bottlenecks.shape[1]
     weights = tf.Variable(tf.random.truncated_normal([feature_size, class_count], stddev=0.001), name="final_weights")
     biases = tf.Variable(tf.zeros([class_count]), name="final_biases")
-    train_x = tf.constant(train_bottlenecks, tf.float32)
-    train_y = tf.constant(train_labels, tf.int64)
 
     @tf.function
-    def train_step(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        x, y = tf.gather(train_x, indices), tf.gather(train_y, indices)
+    def train_step(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             logits = tf.matmul(x, weights) + biases
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
@@ -80,12 +93,32 @@ def train_head(
         accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, axis=1), y), tf.float32))
         return accuracy, loss
 
-    for step in range(1, config.how_many_training_steps + 1):
-        indices = _sample(train_rng, len(train_bottlenecks), config.train_batch_size)
-        train_accuracy, cross_entropy = train_step(tf.constant(indices))
-        if on_eval and (step % config.eval_step_interval == 0 or step == config.how_many_training_steps):
-            head = SoftmaxHead(weights.numpy(), biases.numpy())
+    def current() -> SoftmaxHead:
+        return SoftmaxHead(weights.numpy(), biases.numpy())
+
+    last = config.how_many_training_steps
+    for step in range(1, last + 1):
+        rows = _sample(train_rng, len(train_bottlenecks), config.train_batch_size)
+        x = distorted_bottlenecks(rows) if distorted_bottlenecks else train_bottlenecks[rows]
+        train_accuracy, cross_entropy = train_step(tf.constant(x, tf.float32), tf.constant(train_labels[rows]))
+        if hooks.on_step:
+            hooks.on_step(step)
+        if hooks.on_eval and (step % config.eval_step_interval == 0 or step == last):
+            head = current()
             rows = _sample(validation_rng, len(validation_bottlenecks), config.validation_batch_size)
-            validation_accuracy = float(np.mean(head.predict(validation_bottlenecks[rows]) == validation_labels[rows]))
-            on_eval(EvalStep(step, float(train_accuracy), float(cross_entropy), validation_accuracy, len(rows)))
-    return SoftmaxHead(weights.numpy(), biases.numpy())
+            logits = head.logits(validation_bottlenecks[rows])
+            labels = validation_labels[rows]
+            hooks.on_eval(
+                EvalStep(
+                    step,
+                    float(train_accuracy),
+                    float(cross_entropy),
+                    float(np.mean(logits.argmax(axis=1) == labels)),
+                    _cross_entropy(logits, labels),
+                    len(rows),
+                ),
+                head,
+            )
+        if hooks.on_snapshot and hooks.snapshot_interval > 0 and step % hooks.snapshot_interval == 0 and step < last:
+            hooks.on_snapshot(step, current())
+    return current()

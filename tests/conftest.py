@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from retrain.cli import app
+from tests.defects import add_valid_unusual_files, build_defective_dataset
 
 DATA_ROOT = Path(os.environ.get("RETRAIN_CI_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 FLOWERS_SAMPLE = DATA_ROOT / "flowers-sample"
@@ -57,13 +58,16 @@ def run_cli(*args: str | Path) -> CliRun:
 @pytest.fixture(scope="session")
 def trained_run(flowers_sample: Path, bottleneck_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> CliRun:
     """``retrain-ci train`` on the 200-photo sample with the tutorial's defaults, shared by the tests that read it."""
+    output_dir = tmp_path_factory.mktemp("trained")
     run = run_cli(
         "train", flowers_sample,
         "--bottleneck-dir", bottleneck_dir,
-        "--output-dir", tmp_path_factory.mktemp("trained"),
+        "--output-dir", output_dir,
         "--random-seed", "7",
         "--eval-step-interval", "100",
         "--print-misclassified-test-images",
+        "--intermediate-store-frequency", "2000",
+        "--tflite", output_dir / "model.tflite",
     )  # fmt: skip
     assert run.exit_code == 0, run.stdout + run.stderr
     return run
@@ -80,3 +84,19 @@ def copy_dataset(root: Path, photos: dict[str, list[Path]]) -> Path:
 
 def sample_photos(flowers_sample: Path, label: str, count: int) -> list[Path]:
     return sorted((flowers_sample / label).glob("*.jpg"))[:count]
+
+
+@dataclass
+class DefectiveDataset:
+    root: Path
+    planted: dict[str, list[str]]  # check id -> paths it must report
+    unusual: list[str]  # valid but unusual files, which must raise nothing
+
+
+@pytest.fixture(scope="session")
+def defective_dataset(flowers_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> DefectiveDataset:
+    """One dataset with every defect the audit looks for, plus valid files in unusual formats, shared read-only."""
+    root = tmp_path_factory.mktemp("defective") / "photos"
+    planted = build_defective_dataset(flowers_sample, root)
+    unusual = add_valid_unusual_files(sorted((flowers_sample / "roses").glob("*.jpg"))[25:32], root / "roses")
+    return DefectiveDataset(root, planted, [path.relative_to(root).as_posix() for path in unusual])

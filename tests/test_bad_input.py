@@ -103,3 +103,12 @@ def test_corrupt_images_are_skipped_with_a_warning_each(
     ]
     assert "3 skipped" in run.stdout
     assert (tmp_path / "out" / "saved_model" / "saved_model.pb").is_file()
+
+
+def test_cli_starts_without_importing_tensorflow() -> None:
+    """`--help`, usage errors and the audit's cheap checks stay fast: TensorFlow loads only when a module is needed."""
+    import subprocess
+    import sys
+
+    code = "import sys, retrain.cli, datacheck.audit; assert 'tensorflow' not in sys.modules, 'imported'"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
-from retrain.dataset import label_name, list_dataset, split_for
+from retrain.dataset import label_name, list_dataset, scan_folder, split_for
+from retrain.errors import RetrainError
 
 
 def test_labels_are_normalised_like_the_tutorial() -> None:
@@ -53,3 +55,19 @@ def test_every_supported_extension_in_any_case_is_listed(tmp_path: Path) -> None
 
 def _format(extension: str) -> str:
     return {"jpg": "JPEG", "jpeg": "JPEG"}.get(extension.lower(), extension.upper())
+
+
+def test_scan_keeps_what_training_would_refuse_or_ignore(tmp_path: Path) -> None:
+    for name in ("roses/a.jpg", "roses/nested/b.PNG", "roses/notes.txt", "roses/.DS_Store", "tulips/readme.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "stray.jpg").write_bytes(b"")
+    (tmp_path / ".hidden").mkdir()
+    scan = scan_folder(tmp_path)
+    roses, tulips = scan.classes
+    assert [p.relative_to(tmp_path).as_posix() for p in roses.images] == ["roses/a.jpg", "roses/nested/b.PNG"]
+    assert [p.name for p in roses.other_files] == ["notes.txt"]
+    assert (tulips.label, tulips.images, [p.name for p in tulips.other_files]) == ("tulips", (), ["readme.md"])
+    assert [p.name for p in scan.stray_files] == ["stray.jpg"]
+    with pytest.raises(RetrainError, match="tulips has no images"):
+        list_dataset(tmp_path)

@@ -1,0 +1,71 @@
+"""Shortcut bias: when trivial image statistics already tell the classes apart, the model may learn those instead."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.metrics import recall_score
+
+from datacheck.findings import Finding, Severity
+from datacheck.models import out_of_fold
+from datacheck.registry import AuditData, Check, register
+
+# What a camera, a room or a scraper leaves in every photo of a class, without looking at the object.
+TRIVIAL_STATISTICS = {
+    "red": "mean red",
+    "green": "mean green",
+    "blue": "mean blue",
+    "brightness": "brightness",
+    "contrast": "contrast",
+    "width": "width",
+    "height": "height",
+    "bytes": "file size",
+}
+
+
+@register
+class ShortcutBias(Check):
+    """The tutorial's blue room and green room: a classifier on colour, brightness and size alone predicting the class.
+
+    Skill is the cross-validated balanced accuracy rescaled so that chance is 0 and perfect is 1; the flower photos,
+    whose colours do differ by class, score about 0.3.
+    """
+
+    id = "shortcut_bias"
+
+    def run(self, data: AuditData) -> list[Finding]:
+        images = data.readable()
+        features = images[list(TRIVIAL_STATISTICS)].to_numpy(dtype=float)
+        model = RandomForestClassifier(n_estimators=200, min_samples_leaf=2, random_state=0)
+        predictions = out_of_fold(model, features, images["label"].tolist(), data.config.cross_validation_folds)
+        if predictions is None:
+            return []
+        recalls = recall_score(
+            predictions.labels,
+            predictions.probabilities.argmax(axis=1),
+            labels=range(len(predictions.classes)),
+            average=None,
+            zero_division=0,
+        )
+        chance = 1 / len(predictions.classes)
+        skill = (recalls.mean() - chance) / (1 - chance)
+        if skill <= data.config.max_shortcut_skill:
+            return []
+        importances = model.fit(features[predictions.rows], predictions.labels).feature_importances_
+        telling = [list(TRIVIAL_STATISTICS.values())[i] for i in np.argsort(importances)[::-1][:2]]
+        folders = {folder.label: data.folder_path(folder) for folder in data.scan.classes}
+        by_recall = sorted(zip(predictions.classes, recalls, strict=True), key=lambda item: -item[1])
+        return [
+            self.finding(
+                Severity.WARNING,
+                [folders[label] for label, _ in by_recall],
+                f"mean colour, brightness and size alone tell the classes apart with {recalls.mean():.0%} balanced "
+                f"accuracy (chance {chance:.0%}), mostly by {' and '.join(telling)}: the model may learn the "
+                "background or the camera rather than the object; photograph every class in varied settings",
+                balanced_accuracy=round(float(recalls.mean()), 4),
+                chance=round(chance, 4),
+                skill=round(float(skill), 4),
+                recall_by_class={label: round(float(recall), 4) for label, recall in by_recall},
+                telling_statistics=telling,
+            )
+        ]

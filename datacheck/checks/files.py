@@ -1,0 +1,73 @@
+"""Files the audit cannot use as they are: corrupt images, files of other kinds, files outside any class."""
+
+from __future__ import annotations
+
+from datacheck.config import CONFIG_FILE, PYPROJECT
+from datacheck.findings import Finding, Severity
+from datacheck.registry import AuditData, Check, register
+from retrain.dataset import IMAGE_EXTENSIONS
+
+EXTENSIONS = ", ".join(sorted(IMAGE_EXTENSIONS))
+
+
+@register
+class CorruptImage(Check):
+    """Truncated, empty, undecodable or not an image at all: training skips it, so it silently shrinks the class."""
+
+    id = "corrupt_image"
+
+    def run(self, data: AuditData) -> list[Finding]:
+        broken = data.images[data.images["error"].notna()]
+        return [
+            self.finding(
+                Severity.ERROR,
+                [row.path],
+                f"{row.error}; training skips it: replace it with a good copy or delete it",
+                reason=row.error,
+            )
+            for row in broken.itertuples()
+        ]
+
+
+@register
+class NonImageFile(Check):
+    """A file in a class folder that training ignores: a photo in an unsupported format is lost without a word."""
+
+    id = "non_image_file"
+
+    def run(self, data: AuditData) -> list[Finding]:
+        return [
+            self.finding(
+                Severity.WARNING,
+                [path.relative_to(data.scan.root).as_posix()],
+                f"not an image file training reads ({EXTENSIONS}), so it is ignored: "
+                "convert it if it is a photo of this class, else move it out of the dataset",
+                extension=path.suffix.lower(),
+            )
+            for folder in data.scan.classes
+            for path in folder.other_files
+        ]
+
+
+@register
+class StrayFile(Check):
+    """Files directly in the dataset folder belong to no class; a photo there is most likely misfiled."""
+
+    id = "stray_file"
+
+    def run(self, data: AuditData) -> list[Finding]:
+        findings = []
+        for path in data.scan.stray_files:
+            if path.name in (CONFIG_FILE, PYPROJECT):
+                continue  # the audit's own settings
+            is_image = path.suffix.lower() in IMAGE_EXTENSIONS
+            findings.append(
+                self.finding(
+                    Severity.WARNING if is_image else Severity.INFO,
+                    [path.relative_to(data.scan.root).as_posix()],
+                    "an image outside every class folder, which training ignores: move it into its class folder"
+                    if is_image
+                    else "a file outside every class folder; training ignores it",
+                )
+            )
+        return findings

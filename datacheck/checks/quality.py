@@ -1,0 +1,146 @@
+"""Image quality, from the statistics of the one decoding pass; thresholds flag no normal photo of the flower set."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from datacheck.config import AuditConfig
+from datacheck.findings import Finding, Severity
+from datacheck.registry import AuditData, Check, register
+
+
+class QualityCheck(Check):
+    """One measured value per readable image against one threshold; subclasses say which and what to tell the user."""
+
+    severity: ClassVar[Severity] = Severity.INFO
+    measure: ClassVar[str]  # the value's name in the finding's details
+
+    def measured(self, images: pd.DataFrame) -> pd.Series:
+        return images[self.measure]
+
+    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
+        raise NotImplementedError
+
+    def message(self, value: float, config: AuditConfig) -> str:
+        raise NotImplementedError
+
+    def run(self, data: AuditData) -> list[Finding]:
+        images = data.readable()
+        values = self.measured(images).astype(float)
+        hits = self.flagged(values, data.config)
+        return [
+            self.finding(self.severity, [path], self.message(value, data.config), **{self.measure: round(value, 5)})
+            for path, value in zip(images["path"][hits], values[hits], strict=True)
+        ]
+
+
+@register
+class TinyImage(QualityCheck):
+    id = "tiny_image"
+    severity = Severity.WARNING
+    measure = "shorter_side"
+
+    def measured(self, images: pd.DataFrame) -> pd.Series:
+        return np.minimum(images["width"], images["height"])
+
+    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
+        return values < config.min_side
+
+    def message(self, value: float, config: AuditConfig) -> str:
+        return (
+            f"only {value:.0f} px on its shorter side (under {config.min_side}); the model sees 224x224 pixels, "
+            "so it sees an enlarged blur: use a larger original"
+        )
+
+
+@register
+class OddAspectRatio(QualityCheck):
+    id = "odd_aspect_ratio"
+    measure = "aspect_ratio"
+
+    def measured(self, images: pd.DataFrame) -> pd.Series:
+        return np.maximum(images["width"], images["height"]) / np.minimum(images["width"], images["height"])
+
+    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
+        return values > config.max_aspect_ratio
+
+    def message(self, value: float, config: AuditConfig) -> str:
+        return f"{value:.1f}:1; every photo is squeezed into a square, which distorts this one: crop it to the subject"
+
+
+@register
+class Dark(QualityCheck):
+    id = "dark"
+    measure = "highlights"
+
+    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
+        return values < config.dark_highlights
+
+    def message(self, value: float, config: AuditConfig) -> str:
+        return (
+            f"underexposed: even its brightest parts are dark (99th percentile of brightness {value:.2f}, "
+            f"under {config.dark_highlights:g}): check that the subject is visible"
+        )
+
+
+@register
+class Light(QualityCheck):
+    id = "light"
+    measure = "shadows"
+
+    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
+        return values > config.light_shadows
+
+    def message(self, value: float, config: AuditConfig) -> str:
+        return (
+            f"overexposed or washed out: even its darkest parts are light (1st percentile of brightness {value:.2f}, "
+            f"over {config.light_shadows:g}): check that the subject is visible"
+        )
+
+
+@register
+class Blurry(QualityCheck):
+    id = "blurry"
+    measure = "sharpness"
+
+    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
+        return values < config.blurry_sharpness
+
+    def message(self, value: float, config: AuditConfig) -> str:
+        return (
+            f"blurry (sharpness {value:.2g}, under {config.blurry_sharpness:g}; out of focus or enlarged from a "
+            "thumbnail): a sharp photo teaches the class better"
+        )
+
+
+@register
+class LowInformation(QualityCheck):
+    id = "low_information"
+    measure = "contrast"
+
+    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
+        return values < config.low_information_contrast
+
+    def message(self, value: float, config: AuditConfig) -> str:
+        return (
+            f"nearly uniform (brightness varies by {value:.3f}, under {config.low_information_contrast:g}): "
+            "a blank, placeholder or lens-cap image? delete it"
+        )
+
+
+@register
+class Grayscale(QualityCheck):
+    id = "grayscale"
+    measure = "colourfulness"
+
+    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
+        return values < config.grayscale_colourfulness
+
+    def message(self, value: float, config: AuditConfig) -> str:
+        return (
+            f"black and white (colourfulness {value:.3f}): fine if the model will see such photos, else colour is "
+            "a cue this photo lacks"
+        )

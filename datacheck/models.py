@@ -1,0 +1,35 @@
+"""Cross-validated predictions: every image is judged by a model that never saw it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import ClassifierMixin, clone
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+
+@dataclass(frozen=True)
+class OutOfFold:
+    """Out-of-fold probabilities for the rows whose class has enough images to be cross-validated."""
+
+    rows: np.ndarray  # indices into the inputs
+    classes: list[str]  # column order of ``probabilities``
+    labels: np.ndarray  # given class of each row, as a column index
+    probabilities: np.ndarray
+
+
+def out_of_fold(model: ClassifierMixin, features: np.ndarray, labels: Sequence[str], folds: int) -> OutOfFold | None:
+    """Cross-validate ``model``; classes with fewer than two rows are left out. None when under two classes are left."""
+    names, counts = np.unique(np.asarray(labels, dtype=object), return_counts=True)
+    classes = [str(name) for name, count in zip(names, counts, strict=True) if count >= 2]
+    if len(classes) < 2:
+        return None
+    label_array = np.asarray(labels, dtype=object)
+    rows = np.flatnonzero(np.isin(label_array, classes))
+    indices = np.array([classes.index(label) for label in label_array[rows]])
+    folds = min(folds, int(np.bincount(indices).min()))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+    probabilities = cross_val_predict(clone(model), features[rows], indices, cv=splitter, method="predict_proba")
+    return OutOfFold(rows, classes, indices, probabilities)

@@ -1,0 +1,213 @@
+"""pytest plugin: ``pytest --retrain-data DIR`` runs each dataset check as its own test, plus an accuracy gate.
+
+Registered through the ``pytest11`` entry point. Without ``--retrain-data`` (or ``retrain_data`` in the ini file) it
+adds nothing, and it never imports TensorFlow while collecting: only an item or fixture that needs it does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_STATE = pytest.StashKey[dict[str, Any]]()
+
+
+class DatasetFindingWarning(UserWarning):
+    """A dataset finding below the severity that fails its check."""
+
+
+class DatasetCheckFailed(Exception):
+    """A check found something at or above the fail-on severity; the message lists the findings."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("retrain-ci", "dataset checks and the accuracy gate of retrain-ci")
+    group.addoption("--retrain-data", metavar="DIR", help="image folder to audit; each dataset check becomes a test")
+    group.addoption(
+        "--retrain-min-accuracy",
+        type=float,
+        metavar="X",
+        help="also retrain on the dataset (reusing the bottleneck cache) and fail below this test accuracy",
+    )
+    group.addoption(
+        "--retrain-fail-on",
+        choices=("error", "warning", "never"),
+        help="severity at which a check's test fails (default: the audit settings' fail-on, error)",
+    )
+    parser.addini("retrain_data", "image folder to audit, as --retrain-data (relative to the ini file's folder)")
+    parser.addini("retrain_min_accuracy", "as --retrain-min-accuracy")
+
+
+def _data_dir(config: pytest.Config) -> Path | None:
+    if config.getoption("retrain_data"):
+        return Path(config.getoption("retrain_data"))
+    value = config.getini("retrain_data")
+    return config.rootpath / value if value else None
+
+
+def _min_accuracy(config: pytest.Config) -> float | None:
+    value = config.getoption("retrain_min_accuracy") or config.getini("retrain_min_accuracy")
+    return float(value) if value else None
+
+
+def _state(config: pytest.Config) -> dict[str, Any]:
+    """Per-session memo: settings, the audit and the trained run are each computed once."""
+    if _STATE not in config.stash:
+        config.stash[_STATE] = {}
+    return config.stash[_STATE]
+
+
+def _settings(config: pytest.Config):
+    """The same settings as ``retrain-ci check``: retrain-ci.toml or [tool.retrain-ci], in DIR then the rootdir."""
+    state = _state(config)
+    if "settings" not in state:
+        from datacheck.config import find_config_file, load_config
+
+        data = _data_dir(config)
+        settings = load_config(find_config_file(data, config.rootpath))
+        state["settings"] = settings.replace(fail_on=config.getoption("retrain_fail_on"))
+    return state["settings"]
+
+
+def _audit(config: pytest.Config):
+    state = _state(config)
+    if "audit" not in state:
+        from datacheck.audit import audit_dataset
+
+        state["audit"] = audit_dataset(_data_dir(config), _settings(config))
+    return state["audit"]
+
+
+def _trained_run(config: pytest.Config):
+    """Train once per session on the dataset, with the audit's splits, module and bottleneck cache."""
+    state = _state(config)
+    if "run" not in state:
+        from retrain.gate import GateOptions
+        from retrain.run import RunOptions, train
+        from retrain.training import TrainingConfig
+
+        settings = _settings(config)
+        output_dir = config.cache.mkdir("retrain-ci-run") if config.cache else Path(".retrain-ci-run")
+        state["run"] = train(
+            RunOptions(
+                _data_dir(config),
+                tfhub_module=settings.tfhub_module,
+                bottleneck_dir=settings.bottleneck_dir,
+                testing_percentage=settings.testing_percentage,
+                validation_percentage=settings.validation_percentage,
+                training=TrainingConfig(random_seed=0),
+                saved_model_dir=output_dir / "saved_model",
+                output_labels=output_dir / "output_labels.txt",
+                output_graph=output_dir / "output_graph.pb",
+                summaries_dir=output_dir / "retrain_logs",
+                report_dir=output_dir / "report",
+                gate=GateOptions(min_accuracy=_min_accuracy(config)),
+            )
+        )
+    return state["run"]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """Next to the test files, collect the dataset: its items then count, select (-k, -m) and report like tests."""
+    report = yield
+    if isinstance(collector, pytest.Session) and _data_dir(collector.config) is not None and report.passed:
+        report.result.append(DatasetCollector.from_parent(collector, name="datacheck", nodeid="datacheck"))
+    return report
+
+
+class DatasetCollector(pytest.Collector):
+    """``datacheck::<check id>`` for every selected check, and ``datacheck::min_accuracy`` when asked for."""
+
+    def collect(self) -> list[pytest.Item]:
+        from datacheck.registry import selected_checks
+
+        settings = _settings(self.config)
+        items: list[pytest.Item] = [
+            DatasetCheckItem.from_parent(self, name=check.id) for check in selected_checks(settings.only, settings.skip)
+        ]
+        if _min_accuracy(self.config) is not None:
+            items.append(AccuracyItem.from_parent(self, name="min_accuracy"))
+        return items
+
+
+class DatasetCheckItem(pytest.Item):
+    """One registered check: fails on findings at or above fail-on, warns about the others."""
+
+    def runtest(self) -> None:
+        from datacheck.findings import Severity
+
+        settings = _settings(self.config)
+        gate = None if settings.fail_on == "never" else Severity(settings.fail_on)
+        findings = [finding for finding in _audit(self.config).findings if finding.check == self.name]
+        failing = [f for f in findings if gate is not None and f.severity.rank >= gate.rank]
+        for finding in findings:
+            if finding not in failing:
+                warnings.warn(DatasetFindingWarning(_describe(finding)), stacklevel=1)
+        if failing:
+            raise DatasetCheckFailed("\n".join(_describe(finding) for finding in failing))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:
+        if isinstance(excinfo.value, DatasetCheckFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, self.nodeid
+
+
+class AccuracyItem(pytest.Item):
+    """Retrain on the dataset and fail when the test accuracy is below --retrain-min-accuracy."""
+
+    def runtest(self) -> None:
+        report = _trained_run(self.config).report
+        if not report.passed:
+            summary = (report.directory / "summary.md").read_text(encoding="utf-8")
+            raise DatasetCheckFailed(f"{'; '.join(report.metrics['gate']['failures'])}\n\n{summary}")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:
+        if isinstance(excinfo.value, DatasetCheckFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, self.nodeid
+
+
+def _describe(finding) -> str:
+    paths = ", ".join(finding.paths[:5]) + (f" and {len(finding.paths) - 5} more" if len(finding.paths) > 5 else "")
+    return f"{finding.severity.value}: {finding.message} [{paths}]"
+
+
+def _require_data(request: pytest.FixtureRequest) -> Path:
+    data = _data_dir(request.config)
+    if data is None:
+        pytest.skip("needs a dataset: pytest --retrain-data DIR (or retrain_data in the ini file)")
+    return data
+
+
+@pytest.fixture(scope="session")
+def retrain_dataset(request: pytest.FixtureRequest):
+    """The dataset under test, listed as training lists it, with every image's split."""
+    from retrain.dataset import list_dataset
+
+    data = _require_data(request)
+    settings = _settings(request.config)
+    return list_dataset(data, settings.testing_percentage, settings.validation_percentage)
+
+
+@pytest.fixture(scope="session")
+def retrain_audit(request: pytest.FixtureRequest):
+    """The audit of the dataset (datacheck.findings.AuditReport), shared with the check items."""
+    _require_data(request)
+    return _audit(request.config)
+
+
+@pytest.fixture(scope="session")
+def retrain_run(request: pytest.FixtureRequest):
+    """A run trained on the dataset (retrain.run.RunResult), shared with the accuracy item."""
+    _require_data(request)
+    return _trained_run(request.config)

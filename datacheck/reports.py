@@ -1,0 +1,119 @@
+"""Reporters: the same AuditReport as a rich table for people, JSON for machines, Markdown for pull requests, and
+GitHub workflow annotations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from datacheck.findings import AuditReport, Finding, Severity
+
+FORMATS = ("table", "json", "markdown", "github")
+# Findings shown per check in the table and the Markdown report; JSON always has all of them.
+EXAMPLES = 5
+STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
+NAMES = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
+ICONS = {Severity.ERROR: "🛑", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}
+
+
+def _by_check(report: AuditReport) -> Iterator[tuple[str, list[Finding]]]:
+    """Findings grouped by check, in report order (most severe first)."""
+    groups: dict[str, list[Finding]] = {}
+    for finding in report.findings:
+        groups.setdefault(finding.check, []).append(finding)
+    yield from groups.items()
+
+
+def _headline(report: AuditReport) -> str:
+    counts = report.counts()
+    found = ", ".join(_plural(counts[severity.value], name) for severity, name in NAMES.items())
+    where = f"{_plural(report.images, 'image')} in {_plural(len(report.classes), 'class')}"
+    return f"{where}: {found} ({report.seconds:.1f} s)"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}{'es' if noun.endswith('s') else 's'}"
+
+
+def render_table(report: AuditReport) -> RenderableType:
+    """A rich table grouped by check: severity and count, then the first findings with their paths."""
+    if not report.findings:
+        return Text(f"No findings. {_headline(report)}", style="green")
+    table = Table(title=f"retrain-ci check {escape(report.dataset)}", expand=False)
+    table.add_column("check", no_wrap=True)
+    table.add_column("count", justify="right")
+    table.add_column("severity", no_wrap=True)
+    table.add_column("path", overflow="fold")
+    table.add_column("what to do")
+    for check, findings in _by_check(report):
+        table.add_section()
+        for index, finding in enumerate(findings[:EXAMPLES]):
+            table.add_row(
+                check if index == 0 else "",
+                str(len(findings)) if index == 0 else "",
+                Text(finding.severity.value, style=STYLES[finding.severity]),
+                Text(
+                    "\n".join(finding.paths[:3])
+                    + (f"\n(+{len(finding.paths) - 3} more)" if len(finding.paths) > 3 else "")
+                ),
+                Text(finding.message),  # Text, not markup: paths and messages may hold brackets
+            )
+        if len(findings) > EXAMPLES:
+            table.add_row(
+                "", "", "", Text(f"+{len(findings) - EXAMPLES} more", style="dim"), "(--format json lists all)"
+            )
+    return Group(table, Text(_headline(report)))
+
+
+def render_json(report: AuditReport) -> str:
+    return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+def render_markdown(report: AuditReport) -> str:
+    """For a pull-request comment or ``$GITHUB_STEP_SUMMARY``: a summary table, then the findings of each check."""
+    lines = [f"## Dataset check: `{report.dataset}`", "", _headline(report), ""]
+    if not report.findings:
+        return "\n".join([*lines, "No findings."]) + "\n"
+    lines += ["| check | severity | findings |", "| --- | --- | ---: |"]
+    groups = list(_by_check(report))
+    lines += [f"| `{check}` | {ICONS[f[0].severity]} {f[0].severity.value} | {len(f)} |" for check, f in groups]
+    for check, findings in groups:
+        lines += ["", f"### `{check}` ({len(findings)})", ""]
+        shown = [_markdown_item(finding) for finding in findings]
+        lines += shown[:EXAMPLES]
+        if len(shown) > EXAMPLES:
+            lines += ["", f"<details><summary>{len(shown) - EXAMPLES} more</summary>", "", *shown[EXAMPLES:]]
+            lines += ["", "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_item(finding: Finding) -> str:
+    paths = ", ".join(f"`{path}`" for path in finding.paths)
+    return f"- {paths}: {finding.message}"
+
+
+def render_github(report: AuditReport) -> str:
+    """``::error file=...::`` workflow commands, one per finding, on its first path; notes become ``::notice``."""
+    lines = []
+    for finding in report.findings:
+        command = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}[finding.severity]
+        others = f" (also: {', '.join(finding.paths[1:])})" if len(finding.paths) > 1 else ""
+        properties = f"title={_escape_property(finding.check)}"
+        if finding.paths:
+            location = f"{report.dataset.rstrip('/')}/{finding.paths[0]}"
+            properties = f"file={_escape_property(location)},{properties}"
+        lines.append(f"::{command} {properties}::{_escape_data(finding.message + others)}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _escape_data(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")

@@ -1,0 +1,179 @@
+"""Classifying images with an exported model: SavedModel folder, frozen graph (.pb) or TensorFlow Lite (.tflite)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from retrain.dataset import is_image_file
+from retrain.errors import RetrainError
+from retrain.export import FROZEN_INPUT_NAME
+from retrain.images import ImageDecodeError, load_image
+
+BATCH_SIZE = 32
+# The file the train command writes next to its models; exported .pb and .tflite files find their labels there.
+LABELS_FILE_NAME = "output_labels.txt"
+
+
+@dataclass
+class ExportedModel:
+    """Any exported classifier, as: float images in [0, 1] of ``image_size`` -> probabilities over ``labels``."""
+
+    labels: tuple[str, ...]
+    image_size: tuple[int, int]
+    predict: Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Classified:
+    """Probabilities for the images that could be read, row-aligned with ``paths``; the rest in ``skipped``."""
+
+    paths: list[Path]
+    probabilities: np.ndarray
+    skipped: list[tuple[Path, str]]
+
+
+def load_exported_model(
+    path: Path,
+    labels_file: Path | None = None,
+    input_layer: str = FROZEN_INPUT_NAME,
+    output_layer: str = "final_result",
+    image_size: tuple[int | None, int | None] = (None, None),
+) -> ExportedModel:
+    """Load a model written by ``retrain-ci train`` (or any model of the same shape) and its labels."""
+    path = Path(path)
+    if not path.exists():
+        raise RetrainError(f"model {path} does not exist")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise RetrainError(f"{path} is not a SavedModel folder (no saved_model.pb in it)")
+        return _saved_model(path, labels_file)
+    labels = _read_labels(labels_file or _sibling_labels(path))
+    if path.suffix == ".tflite":
+        return _tflite(path, labels)
+    if path.suffix == ".pb":
+        return _frozen_graph(path, labels, input_layer, output_layer, image_size)
+    raise RetrainError(
+        f"{path}: expected a SavedModel folder, a frozen graph (.pb) or a TensorFlow Lite file (.tflite)"
+    )
+
+
+def image_files(inputs: Iterable[Path]) -> list[Path]:
+    """Image files named directly, plus every image file under the folders named."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files.extend(sorted(p for p in item.rglob("*") if is_image_file(p)))
+        elif item.exists():
+            files.append(item)
+        else:
+            raise RetrainError(f"{item} does not exist")
+    return files
+
+
+def classify(
+    model: ExportedModel, paths: list[Path], on_progress: Callable[[int, int], None] | None = None
+) -> Classified:
+    """Decode (EXIF orientation applied) and classify in batches; unreadable files are skipped, not fatal."""
+    kept: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    batches: list[np.ndarray] = []
+    for start in range(0, len(paths), BATCH_SIZE):
+        images = []
+        for path in paths[start : start + BATCH_SIZE]:
+            try:
+                images.append(load_image(path, model.image_size))
+                kept.append(path)
+            except ImageDecodeError as error:
+                skipped.append((path, str(error.__cause__ or error)))
+        if images:
+            batches.append(model.predict(np.stack(images)))
+        if on_progress:
+            on_progress(min(start + BATCH_SIZE, len(paths)), len(paths))
+    probabilities = np.concatenate(batches) if batches else np.zeros((0, len(model.labels)), np.float32)
+    return Classified(kept, probabilities, skipped)
+
+
+def _read_labels(path: Path) -> tuple[str, ...]:
+    try:
+        return tuple(line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
+    except OSError as error:
+        raise RetrainError(f"cannot read the labels file {path} ({error.strerror})") from None
+
+
+def _sibling_labels(model_path: Path) -> Path:
+    candidate = model_path.parent / LABELS_FILE_NAME
+    if not candidate.is_file():
+        raise RetrainError(f"no labels for {model_path}: pass --labels (no {LABELS_FILE_NAME} beside the model)")
+    return candidate
+
+
+def _saved_model(path: Path, labels_file: Path | None) -> ExportedModel:
+    model = tf.saved_model.load(str(path))
+    serve = model.signatures.get("serving_default")
+    if serve is None:
+        raise RetrainError(f"SavedModel {path} has no serving_default signature")
+    (input_name, spec), *_ = serve.structured_input_signature[1].items()
+    if labels_file is None:
+        if not hasattr(model, "labels_file"):
+            raise RetrainError(f"SavedModel {path} carries no labels; pass --labels")
+        labels_file = Path(model.labels_file.asset_path.numpy().decode())
+    labels = _read_labels(labels_file)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        outputs = serve(**{input_name: tf.constant(images)})
+        return (outputs["probabilities"] if "probabilities" in outputs else next(iter(outputs.values()))).numpy()
+
+    return ExportedModel(labels, (int(spec.shape[1]), int(spec.shape[2])), predict)
+
+
+def _frozen_graph(
+    path: Path, labels: tuple[str, ...], input_layer: str, output_layer: str, size: tuple[int | None, int | None]
+) -> ExportedModel:
+    graph_def = tf.compat.v1.GraphDef()
+    try:
+        graph_def.ParseFromString(path.read_bytes())
+    except Exception:
+        raise RetrainError(f"{path} is not a frozen TensorFlow graph") from None
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    try:
+        input_tensor = graph.get_tensor_by_name(f"{input_layer}:0")
+        output_tensor = graph.get_tensor_by_name(f"{output_layer}:0")
+    except KeyError as error:
+        raise RetrainError(f"{path}: {error.args[0]}; check --input-layer / --output-layer") from None
+    declared = input_tensor.shape
+    height = size[0] or (declared[1] if declared.rank == 4 else None)
+    width = size[1] or (declared[2] if declared.rank == 4 else None)
+    if height is None or width is None:
+        raise RetrainError(f"{path} does not declare its input size; pass --input-height and --input-width")
+    session = tf.compat.v1.Session(graph=graph)
+    return ExportedModel(
+        labels, (int(height), int(width)), lambda images: session.run(output_tensor, {input_tensor: images})
+    )
+
+
+def _tflite(path: Path, labels: tuple[str, ...]) -> ExportedModel:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice; it is what TF ships today
+        interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=2)
+    input_detail = interpreter.get_input_details()[0]
+    output_index = interpreter.get_output_details()[0]["index"]
+    _, height, width, _ = input_detail["shape"]
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        if interpreter.get_input_details()[0]["shape"][0] != len(images):
+            interpreter.resize_tensor_input(input_detail["index"], [len(images), height, width, 3])
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(input_detail["index"], images.astype(np.float32))
+        interpreter.invoke()
+        return interpreter.get_tensor(output_index).copy()
+
+    interpreter.allocate_tensors()
+    return ExportedModel(labels, (int(height), int(width)), predict)

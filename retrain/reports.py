@@ -1,0 +1,260 @@
+"""Evaluation reports of a run: metrics.json, confusion matrix (CSV + PNG), misclassified.csv, report.html, summary.md.
+
+Everything is derived from one table of predictions (``predictions.csv``), which is kept with the report, so
+``retrain-ci report`` can render the same files again later and every number agrees with every other.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are files, never windows
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image, ImageOps  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, top_k_accuracy_score  # noqa: E402
+
+from retrain.errors import RetrainError  # noqa: E402
+from retrain.evaluation import Evaluation  # noqa: E402
+from retrain.export import staged_output  # noqa: E402
+
+THUMBNAILS_SHOWN = 100
+THUMBNAIL_SIZE = 160
+
+
+@dataclass
+class Report:
+    """A rendered report: the metrics document, the confusion matrix and where the files are."""
+
+    directory: Path
+    metrics: dict
+    confusion: pd.DataFrame
+
+    @property
+    def passed(self) -> bool:
+        return not self.metrics["gate"]["failures"]
+
+    @property
+    def gated(self) -> bool:
+        """Whether any gate condition was asked for."""
+        gate = self.metrics["gate"]
+        return any(gate.get(key) is not None for key in ("min_accuracy", "min_class_recall", "baseline_accuracy"))
+
+    def top_confusions(self, count: int = 5) -> list[tuple[str, str, int]]:
+        """The most frequent (true, predicted) pairs among wrong predictions."""
+        pairs = [
+            (true, predicted, int(self.confusion.loc[true, predicted]))
+            for true in self.confusion.index
+            for predicted in self.confusion.columns
+            if true != predicted and self.confusion.loc[true, predicted] > 0
+        ]
+        return sorted(pairs, key=lambda pair: -pair[2])[:count]
+
+    def worst_classes(self, count: int = 3) -> list[tuple[str, float]]:
+        per_class = self.metrics["per_class"]
+        ranked = sorted(per_class, key=lambda label: per_class[label]["recall"])
+        return [(label, per_class[label]["recall"]) for label in ranked[:count]]
+
+
+def compute_metrics(evaluation: Evaluation, run_info: dict, gate: dict) -> dict:
+    """The metrics document: accuracy, per-class precision/recall/F1/support, and what produced them."""
+    metrics = {
+        "test_accuracy": evaluation.accuracy,
+        "test_images": len(evaluation.truths),
+        **run_info,
+        "per_class": {
+            str(row.Index): {
+                "precision": float(row.precision),
+                "recall": float(row.recall),
+                "f1": float(row.f1),
+                "support": int(row.images),
+            }
+            for row in evaluation.per_class(every_label=True).itertuples()
+        },
+        "gate": gate,
+    }
+    if len(evaluation.labels) > 5:
+        metrics["top5_accuracy"] = float(
+            top_k_accuracy_score(
+                evaluation.truths, evaluation.probabilities, k=5, labels=list(range(len(evaluation.labels)))
+            )
+        )
+    return metrics
+
+
+def write_report(directory: Path, evaluation: Evaluation, run_info: dict, gate: dict) -> Report:
+    """Write every report file into ``directory`` at once (the folder is replaced whole, never half-written)."""
+    metrics = compute_metrics(evaluation, run_info, gate)
+    confusion = pd.DataFrame(
+        confusion_matrix(evaluation.truths, evaluation.predictions, labels=list(range(len(evaluation.labels)))),
+        index=pd.Index(evaluation.labels, name="true"),
+        columns=pd.Index(evaluation.labels, name="predicted"),
+    )
+    report = Report(Path(directory), metrics, confusion)
+    with staged_output(Path(directory)) as staging:
+        staging.mkdir()
+        _predictions_table(evaluation).to_csv(staging / "predictions.csv", index=False)
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        confusion.to_csv(staging / "confusion_matrix.csv")
+        png = _confusion_png(confusion)
+        (staging / "confusion_matrix.png").write_bytes(png)
+        _misclassified_table(evaluation).to_csv(staging / "misclassified.csv", index=False)
+        (staging / "summary.md").write_text(summary_markdown(report), encoding="utf-8")
+        (staging / "report.html").write_text(_html(report, evaluation, png), encoding="utf-8")
+    return report
+
+
+def rerender(directory: Path) -> Report:
+    """Render an earlier run's report again from the predictions and run details it kept."""
+    directory = Path(directory)
+    if (directory / "report" / "metrics.json").is_file():
+        directory = directory / "report"
+    try:
+        metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
+        table = pd.read_csv(directory / "predictions.csv")
+    except (OSError, ValueError) as error:
+        raise RetrainError(f"{directory} holds no retrain-ci report (metrics.json and predictions.csv)") from error
+    labels = tuple(metrics["per_class"])
+    evaluation = Evaluation(
+        labels,
+        [Path(p) for p in table["path"]],
+        np.array([labels.index(label) for label in table["true_label"]], dtype=np.int64),
+        table[[f"p:{label}" for label in labels]].to_numpy(dtype=np.float64),
+        [],
+    )
+    derived = {"test_accuracy", "test_images", "per_class", "gate", "top5_accuracy"}
+    run_info = {key: value for key, value in metrics.items() if key not in derived}
+    return write_report(directory, evaluation, run_info, metrics["gate"])
+
+
+def summary_markdown(report: Report) -> str:
+    """A short summary for pull requests and GitHub step summaries."""
+    metrics = report.metrics
+    verdict = "passed" if report.passed else "FAILED: " + "; ".join(metrics["gate"]["failures"])
+    lines = [
+        "## retrain-ci report",
+        "",
+        f"**Test accuracy {metrics['test_accuracy']:.1%}** on {metrics['test_images']} images"
+        + (f" (validation {metrics['validation_accuracy']:.1%})" if "validation_accuracy" in metrics else "")
+        + f". Gate: {verdict}.",
+        "",
+        "| class | precision | recall | F1 | images |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, row in metrics["per_class"].items():
+        lines.append(f"| {label} | {row['precision']:.1%} | {row['recall']:.1%} | {row['f1']:.1%} | {row['support']} |")
+    worst = ", ".join(f"{label} ({recall:.1%} recall)" for label, recall in report.worst_classes())
+    lines += ["", f"Worst classes: {worst}."]
+    confusions = report.top_confusions()
+    if confusions:
+        listed = ", ".join(f"{true} → {predicted} ({count})" for true, predicted, count in confusions)
+        lines.append(f"Top confusions: {listed}.")
+    return "\n".join(lines) + "\n"
+
+
+def _predictions_table(evaluation: Evaluation) -> pd.DataFrame:
+    table = pd.DataFrame(
+        {
+            "path": [str(Path(p).resolve()) for p in evaluation.paths],
+            "true_label": [evaluation.labels[i] for i in evaluation.truths],
+            "predicted_label": [evaluation.labels[i] for i in evaluation.predictions],
+            "confidence": evaluation.probabilities.max(axis=1) if len(evaluation.paths) else [],
+        }
+    )
+    for index, label in enumerate(evaluation.labels):
+        table[f"p:{label}"] = evaluation.probabilities[:, index]
+    return table
+
+
+def _misclassified_table(evaluation: Evaluation) -> pd.DataFrame:
+    rows = [
+        (str(Path(m.path).resolve()), m.true_label, m.predicted_label, m.confidence) for m in evaluation.misclassified()
+    ]
+    return pd.DataFrame(rows, columns=["path", "true_label", "predicted_label", "confidence"])
+
+
+def _confusion_png(confusion: pd.DataFrame) -> bytes:
+    size = max(5.0, 0.6 * len(confusion) + 2)
+    figure, axes = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay(confusion.to_numpy(), display_labels=list(confusion.index)).plot(
+        ax=axes, cmap="Blues", colorbar=False, xticks_rotation=45
+    )
+    axes.set_title("Confusion matrix (test images)")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _thumbnail(path: Path) -> str | None:
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=80)
+            return _data_uri(buffer.getvalue(), "image/jpeg")
+    except OSError:
+        return None  # the photo moved or changed since the run; the row still shows its path
+
+
+def _html(report: Report, evaluation: Evaluation, confusion_png: bytes) -> str:
+    """One page with everything inlined (images as data URIs), so it opens anywhere, offline, as a lone file."""
+    metrics = report.metrics
+    per_class = pd.DataFrame(metrics["per_class"]).T
+    per_class["support"] = per_class["support"].astype(int)
+    facts = {
+        "test accuracy": f"{metrics['test_accuracy']:.2%} ({metrics['test_images']} images)",
+        "gate": "passed" if report.passed else "FAILED: " + "; ".join(metrics["gate"]["failures"]),
+    }
+    for key in ("validation_accuracy", "top5_accuracy"):
+        if key in metrics:
+            facts[key.replace("_", " ")] = f"{metrics[key]:.2%}"
+    for key in ("module", "image_size", "steps", "seed", "dataset", "dataset_fingerprint"):
+        if key in metrics:
+            facts[key.replace("_", " ")] = str(metrics[key])
+    cards = []
+    for item in evaluation.misclassified()[:THUMBNAILS_SHOWN]:
+        thumbnail = _thumbnail(item.path)
+        picture = f'<img src="{thumbnail}" alt="{html.escape(item.path.name)}">' if thumbnail else "(missing)"
+        cards.append(
+            f"<figure>{picture}<figcaption>{html.escape(item.path.name)}<br>true <b>{html.escape(item.true_label)}"
+            f"</b>, predicted <b>{html.escape(item.predicted_label)}</b> ({item.confidence:.0%})</figcaption></figure>"
+        )
+    facts_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
+    more = len(evaluation.misclassified()) - len(cards)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>retrain-ci report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border: 1px solid #ccc; padding: 4px 10px; }}
+th {{ text-align: left; background: #f4f4f4; }} td {{ text-align: right; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
+figure {{ margin: 0; width: {THUMBNAIL_SIZE}px; font-size: 12px; overflow-wrap: anywhere; }}
+figure img {{ max-width: 100%; }}
+</style></head><body>
+<h1>retrain-ci report</h1>
+<table>{facts_rows}</table>
+<h2>Confusion matrix</h2>
+<img src="{_data_uri(confusion_png, "image/png")}" alt="confusion matrix">
+<h2>Per class</h2>
+{per_class.to_html(float_format=lambda v: f"{v:.3f}", border=0)}
+<h2>Misclassified test images ({len(evaluation.misclassified())}, most confident first)</h2>
+<div class="grid">{"".join(cards) or "<p>None.</p>"}</div>
+{f"<p>... and {more} more in misclassified.csv</p>" if more > 0 else ""}
+</body></html>
+"""

@@ -1,0 +1,39 @@
+"""TensorBoard summaries of a run, laid out as the tutorial's: ``train/`` and ``validation/`` under one folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+
+from retrain.training import EvalStep, SoftmaxHead
+
+
+class TrainingSummaries:
+    """Scalars ``accuracy`` and ``cross_entropy`` for both splits at each evaluation, and the new layer's histograms."""
+
+    def __init__(self, directory: Path) -> None:
+        # Earlier runs' event files would interleave with this run's curves, so each run starts its folders afresh.
+        for split in ("train", "validation"):
+            shutil.rmtree(Path(directory) / split, ignore_errors=True)
+        self.train = tf.summary.create_file_writer(str(Path(directory) / "train"))
+        self.validation = tf.summary.create_file_writer(str(Path(directory) / "validation"))
+
+    def write_eval(self, step: EvalStep, head: SoftmaxHead) -> None:
+        with self.train.as_default(step=step.step):
+            tf.summary.scalar("accuracy", step.train_accuracy)
+            tf.summary.scalar("cross_entropy", step.cross_entropy)
+            tf.summary.histogram("final_layer/weights", head.weights)
+            tf.summary.histogram("final_layer/biases", head.biases)
+        with self.validation.as_default(step=step.step):
+            tf.summary.scalar("accuracy", step.validation_accuracy)
+            tf.summary.scalar("cross_entropy", step.validation_cross_entropy)
+
+    def write_graph(self, graph_def: tf.compat.v1.GraphDef) -> None:
+        with self.train.as_default():
+            tf.summary.graph(graph_def)
+
+    def close(self) -> None:
+        self.train.close()
+        self.validation.close()

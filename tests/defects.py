@@ -1,0 +1,157 @@
+"""Build defective datasets from real flower photos: one helper per defect, so each test says what it planted."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image, ImageEnhance, ImageFilter
+
+from retrain.dataset import split_for
+
+
+def copy_in_other_split(photo: Path, folder: Path, stem: str) -> Path:
+    """A byte-identical copy whose name puts it in another split than the original (default percentages)."""
+    original = split_for(photo, 10, 10)
+    name = next(f"{stem}-{i}.jpg" for i in range(1000) if split_for(f"{stem}-{i}.jpg", 10, 10) != original)
+    return Path(shutil.copy(photo, folder / name))
+
+
+def truncated(photo: Path, target: Path) -> Path:
+    target.write_bytes(photo.read_bytes()[: photo.stat().st_size // 2])
+    return target
+
+
+def edited(photo: Path, target: Path, edit: Callable[[Image.Image], Image.Image], **save_options) -> Path:
+    with Image.open(photo) as image:
+        edit(image.convert("RGB")).save(target, **save_options)
+    return target
+
+
+def resized(image: Image.Image) -> Image.Image:
+    return image.resize((image.width // 2, image.height // 2), Image.Resampling.LANCZOS)
+
+
+def darkened(image: Image.Image) -> Image.Image:
+    return ImageEnhance.Brightness(image).enhance(0.12)
+
+
+def washed_out(image: Image.Image) -> Image.Image:
+    return Image.blend(image, Image.new("RGB", image.size, "white"), 0.85)
+
+
+def blurred(image: Image.Image) -> Image.Image:
+    return image.filter(ImageFilter.GaussianBlur(5))
+
+
+def blank(image: Image.Image) -> Image.Image:
+    return Image.new("RGB", image.size, (128, 126, 130))
+
+
+def black_and_white(image: Image.Image) -> Image.Image:
+    return image.convert("L")
+
+
+def thumbnail(image: Image.Image) -> Image.Image:
+    return image.resize((48, 36))
+
+
+def strip(image: Image.Image) -> Image.Image:
+    return image.crop((0, 0, image.width, image.width // 5))
+
+
+def tinted(colour: tuple[int, int, int]) -> Callable[[Image.Image], Image.Image]:
+    """The blue room and the green room: a strong colour cast over the whole photo."""
+    return lambda image: Image.blend(image, Image.new("RGB", image.size, colour), 0.45)
+
+
+def exif_rotated(photo: Path, target: Path) -> Path:
+    """Stored landscape with EXIF orientation 6, so it is displayed (and must be read) as portrait."""
+    with Image.open(photo) as image:
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        image.convert("RGB").save(target, exif=exif)
+    return target
+
+
+def build_defective_dataset(flowers_sample: Path, root: Path) -> dict[str, list[str]]:
+    """Four classes of 25 photos, a tiny class, an empty class, and one instance of every defect the audit looks for.
+
+    Returns what was planted: check id -> paths (relative to ``root``) that check must report. Each edited photo is a
+    spare one not otherwise in the dataset, so that no defect is also an accidental near-duplicate of another photo.
+    """
+    spare = {label: sorted((flowers_sample / label).glob("*.jpg"))[25:] for label in ("daisy", "dandelion")}
+    for label in ("daisy", "dandelion", "roses", "sunflowers"):
+        (root / label).mkdir(parents=True)
+        for photo in sorted((flowers_sample / label).glob("*.jpg"))[:25]:
+            shutil.copy(photo, root / label / photo.name)
+    tulips = sorted((flowers_sample / "tulips").glob("*.jpg"))
+    (root / "tulips").mkdir()
+    names = (f"tulip-{i}.jpg" for i in range(1000) if split_for(f"tulip-{i}.jpg", 10, 10) == "training")
+    for photo, name in zip(tulips[:6], names, strict=False):  # 6 photos, all in the training split
+        shutil.copy(photo, root / "tulips" / name)
+    (root / "lilies").mkdir()
+    (root / "lilies" / "notes.txt").write_text("photos to come")
+    (root / "daisy" / "README.txt").write_text("daisies from the garden")
+    (root / "LICENSE.txt").write_text("CC-BY")
+    shutil.copy(spare["dandelion"][0], root / "stray.jpg")
+    daisy = sorted((root / "daisy").glob("*.jpg"))
+    near = shutil.copy(spare["daisy"][0], root / "daisy" / "original.jpg")
+    planted = {
+        "corrupt_image": [
+            truncated(spare["daisy"][1], root / "daisy" / "truncated.jpg"),
+            _written(root / "daisy" / "actually text.jpg", b"this is not a JPEG"),
+            _written(root / "dandelion" / "empty.jpg", b""),
+        ],
+        "non_image_file": [root / "daisy" / "README.txt", root / "lilies" / "notes.txt"],
+        "stray_file": [root / "stray.jpg", root / "LICENSE.txt"],
+        "empty_class": [root / "lilies"],
+        "too_few_images": [root / "tulips"],
+        "class_imbalance": [root / "tulips"],
+        "split_starved": [root / "tulips"],
+        "exact_duplicates": [daisy[0], copy_in_other_split(daisy[0], root / "daisy", "daisy-again")],
+        "conflicting_labels": [
+            daisy[1],
+            Path(shutil.copy(daisy[1], root / "dandelion" / daisy[1].name)),
+        ],
+        "near_duplicates": [
+            near,
+            edited(near, root / "daisy" / "original-resized.jpg", resized, quality=90),
+            edited(near, root / "daisy" / "original-reencoded.jpg", lambda image: image, quality=30),
+        ],
+        "tiny_image": [edited(spare["daisy"][2], root / "daisy" / "thumbnail.jpg", thumbnail)],
+        "odd_aspect_ratio": [edited(spare["daisy"][3], root / "daisy" / "strip.jpg", strip)],
+        "dark": [edited(spare["daisy"][4], root / "daisy" / "dark.jpg", darkened)],
+        "light": [edited(spare["daisy"][5], root / "daisy" / "washed out.jpg", washed_out)],
+        "blurry": [edited(spare["daisy"][6], root / "daisy" / "blurred.jpg", blurred)],
+        "low_information": [edited(spare["daisy"][7], root / "daisy" / "blank.jpg", blank)],
+        "grayscale": [edited(spare["daisy"][8], root / "daisy" / "black and white.jpg", black_and_white)],
+    }
+    planted["split_leakage"] = planted["exact_duplicates"]
+    return {check: [path.relative_to(root).as_posix() for path in paths] for check, paths in planted.items()}
+
+
+def add_valid_unusual_files(photos: list[Path], folder: Path) -> list[Path]:
+    """Files that are unusual but valid, which must load and raise nothing: one per source photo."""
+    cmyk, alpha, upper, webp, bmp, rotated, named = photos[:7]
+    return [
+        edited(cmyk, folder / "cmyk.jpg", lambda image: image.convert("CMYK"), quality=90),
+        edited(alpha, folder / "with alpha.png", _with_alpha),
+        Path(shutil.copy(upper, folder / "UPPER CASE.JPG")),
+        edited(webp, folder / "photo.webp", lambda image: image),
+        edited(bmp, folder / "photo.BMP", lambda image: image),
+        exif_rotated(rotated, folder / "rotated.jpg"),
+        Path(shutil.copy(named, folder / "fleur d'été №1 花.jpg")),
+    ]
+
+
+def _with_alpha(image: Image.Image) -> Image.Image:
+    image = image.convert("RGBA")
+    image.putalpha(Image.linear_gradient("L").resize(image.size))
+    return image
+
+
+def _written(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path

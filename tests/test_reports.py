@@ -1,0 +1,170 @@
+"""Reports after every run, and the CI gate: exit codes a build can rely on, numbers that agree everywhere."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from retrain.gate import GateOptions, gate_failures
+from tests.conftest import CliRun, copy_dataset, run_cli, sample_photos
+
+
+@pytest.fixture(scope="module")
+def report_dir(trained_run: CliRun) -> Path:
+    return trained_run.output_dir / "report"
+
+
+def test_report_files_agree_with_each_other(report_dir: Path, trained_run: CliRun) -> None:
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    confusion = pd.read_csv(report_dir / "confusion_matrix.csv", index_col=0)
+    misclassified = pd.read_csv(report_dir / "misclassified.csv")
+    total, correct = int(confusion.to_numpy().sum()), int(confusion.to_numpy().trace())
+    assert list(confusion.index) == list(confusion.columns) == list(metrics["per_class"])
+    assert total == metrics["test_images"] == sum(row["support"] for row in metrics["per_class"].values())
+    assert correct / total == pytest.approx(metrics["test_accuracy"])
+    assert len(misclassified) == total - correct
+    assert list(misclassified["confidence"]) == sorted(misclassified["confidence"], reverse=True)
+    for row in misclassified.itertuples():
+        assert Path(row.path).parent.name == row.true_label != row.predicted_label
+    for label, row in metrics["per_class"].items():
+        assert row["recall"] == pytest.approx(confusion.loc[label, label] / confusion.loc[label].sum())
+    printed = float(re.search(r"Final test accuracy = ([\d.]+)%", trained_run.stdout)[1]) / 100
+    assert printed == pytest.approx(metrics["test_accuracy"], abs=0.0006)
+    assert f"{metrics['test_accuracy']:.1%}" in (report_dir / "summary.md").read_text()
+
+
+def test_metrics_say_what_produced_them(report_dir: Path) -> None:
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    assert 0 <= metrics["validation_accuracy"] <= 1
+    assert metrics["module"] == "efficientnet_lite0" and metrics["image_size"] == [224, 224]
+    assert metrics["steps"] == 4000 and metrics["seed"] == 7
+    assert re.fullmatch(r"[0-9a-f]{40}", metrics["dataset_fingerprint"])
+    assert metrics["images"]["testing"] == metrics["test_images"]
+    assert set(metrics["durations_seconds"]) == {"bottlenecks", "training", "total"}
+    assert metrics["tool_version"] and metrics["tensorflow_version"]
+    assert "top5_accuracy" not in metrics  # five classes: top-5 would always be 100%
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attributes = dict(attrs)
+        if tag == "img":
+            self.sources.append(attributes["src"])
+        for key in ("href", "src"):
+            if key in attributes:
+                self.links.append(attributes[key])
+
+
+def test_html_report_is_self_contained_with_misclassified_thumbnails(report_dir: Path) -> None:
+    page = _Images()
+    page.feed((report_dir / "report.html").read_text())
+    assert all(link.startswith("data:") for link in page.links)  # nothing to fetch: opens offline, as one file
+    for source in page.sources:
+        with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as image:
+            image.verify()
+    misclassified = len(pd.read_csv(report_dir / "misclassified.csv"))
+    assert len(page.sources) == 1 + misclassified  # the confusion matrix and one thumbnail per mistake
+
+
+def test_report_command_rerenders_and_writes_step_summary(
+    trained_run: CliRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report_dir = trained_run.output_dir / "report"
+    before = json.loads((report_dir / "metrics.json").read_text())
+    (report_dir / "report.html").unlink()
+    step_summary = tmp_path / "step_summary.md"
+    step_summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
+    run = run_cli("report", trained_run.output_dir, "--github-step-summary", "--print-summary")
+    assert run.exit_code == 0, run.stderr
+    assert (report_dir / "report.html").is_file()
+    assert json.loads((report_dir / "metrics.json").read_text()) == before
+    summary = (report_dir / "summary.md").read_text()
+    assert run.stdout == summary
+    assert step_summary.read_text() == "earlier step\n" + summary
+
+
+def test_report_command_needs_a_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = run_cli("report", tmp_path)
+    assert run.exit_code == 2 and "holds no retrain-ci report" in run.stderr
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+def _train_with_gate(flowers_sample: Path, bottleneck_dir: Path, output_dir: Path, *gate: str | Path) -> CliRun:
+    return run_cli(
+        "train", flowers_sample, "--bottleneck-dir", bottleneck_dir, "--output-dir", output_dir,
+        "--how-many-training-steps", "300", "--random-seed", "7", *gate,
+    )  # fmt: skip
+
+
+def test_train_gate_fails_after_writing_every_output(
+    flowers_sample: Path, bottleneck_dir: Path, tmp_path: Path
+) -> None:
+    run = _train_with_gate(flowers_sample, bottleneck_dir, tmp_path, "--min-accuracy", "0.999")
+    assert run.exit_code == 1
+    (line,) = [line for line in run.stderr.splitlines() if line.startswith("FAILED")]
+    assert "below --min-accuracy 0.9990" in line
+    assert (tmp_path / "saved_model" / "saved_model.pb").is_file()
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["gate"]["failures"] and metrics["gate"]["min_accuracy"] == 0.999
+    assert "Gate: FAILED" in (tmp_path / "report" / "summary.md").read_text()
+
+    passing = _train_with_gate(flowers_sample, bottleneck_dir, tmp_path / "pass", "--min-accuracy", "0.5")
+    assert passing.exit_code == 0 and "Gate: passed" in passing.stdout
+
+
+def test_train_gate_against_a_baseline(flowers_sample: Path, bottleneck_dir: Path, tmp_path: Path) -> None:
+    first = _train_with_gate(flowers_sample, bottleneck_dir, tmp_path / "main")
+    accuracy = json.loads((tmp_path / "main" / "report" / "metrics.json").read_text())["test_accuracy"]
+    better = tmp_path / "better_metrics.json"
+    better.write_text(json.dumps({"test_accuracy": accuracy + 0.05}))
+    assert first.exit_code == 0
+    regressed = _train_with_gate(flowers_sample, bottleneck_dir, tmp_path / "pr", "--baseline", better)
+    assert regressed.exit_code == 1 and "from the baseline's" in regressed.stderr
+    tolerated = _train_with_gate(
+        flowers_sample, bottleneck_dir, tmp_path / "pr", "--baseline", better, "--max-regression", "0.1"
+    )
+    assert tolerated.exit_code == 0
+    missing = _train_with_gate(flowers_sample, bottleneck_dir, tmp_path / "pr", "--baseline", tmp_path / "nope.json")
+    assert missing.exit_code == 2 and "cannot read the baseline metrics" in missing.stderr
+
+
+def test_evaluate_takes_the_same_gate_and_writes_a_report(
+    trained_run: CliRun, flowers_sample: Path, tmp_path: Path
+) -> None:
+    # Sunflowers filed as daisies: the daisy class's recall collapses and the per-class gate must catch it.
+    golden = copy_dataset(
+        tmp_path / "golden",
+        {"daisy": sample_photos(flowers_sample, "sunflowers", 6), "tulips": sample_photos(flowers_sample, "tulips", 6)},
+    )
+    model = trained_run.output_dir / "saved_model"
+    run = run_cli("evaluate", model, golden, "--min-class-recall", "0.5", "--report-dir", tmp_path / "report")
+    assert run.exit_code == 1 and "recall below --min-class-recall 0.5000: daisy" in run.stderr
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["test_images"] == 12 and set(metrics["per_class"]) == {
+        "daisy", "dandelion", "roses", "sunflowers", "tulips",
+    }  # fmt: skip
+    assert run_cli("evaluate", model, golden, "--min-class-recall", "0").exit_code == 0
+
+
+def test_gate_rules() -> None:
+    recall = {"a": 0.95, "b": 0.7}
+    assert gate_failures(0.9, recall, GateOptions()) == []
+    assert gate_failures(0.9, recall, GateOptions(min_accuracy=0.9)) == []
+    (failure,) = gate_failures(0.9, recall, GateOptions(min_class_recall=0.8))
+    assert "b 0.7000" in failure and "a 0." not in failure
+    assert gate_failures(0.9, recall, GateOptions(baseline_accuracy=0.92, max_regression=0.02)) == []
+    assert len(gate_failures(0.9, recall, GateOptions(baseline_accuracy=0.93, max_regression=0.02))) == 1
