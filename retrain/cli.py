@@ -64,16 +64,11 @@ def _user_errors() -> Iterator[None]:
 
 def _import_tensorflow_quietly() -> None:
     """Import TensorFlow with stderr closed: its C++ layer logs CUDA and oneDNN notices before any setting applies."""
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
+    from retrain.quiet import stderr_closed
+
+    with stderr_closed():
         import tensorflow  # noqa: F401
         import tensorflow_hub  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _batch_size(value: int) -> int:

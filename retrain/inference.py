@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from retrain.dataset import is_image_file
 from retrain.errors import RetrainError
 from retrain.export import FROZEN_INPUT_NAME
 from retrain.images import ImageDecodeError, load_image
+from retrain.modules.runners import tflite_interpreter
 
 BATCH_SIZE = 32
 # The file the train command writes next to its models; exported .pb and .tflite files find their labels there.
@@ -160,9 +160,7 @@ def _frozen_graph(
 
 
 def _tflite(path: Path, labels: tuple[str, ...]) -> ExportedModel:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice; it is what TF ships today
-        interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=2)
+    interpreter = tflite_interpreter(path.read_bytes(), num_threads=2)
     input_detail = interpreter.get_input_details()[0]
     output_index = interpreter.get_output_details()[0]["index"]
     _, height, width, _ = input_detail["shape"]
@@ -175,5 +173,4 @@ def _tflite(path: Path, labels: tuple[str, ...]) -> ExportedModel:
         interpreter.invoke()
         return interpreter.get_tensor(output_index).copy()
 
-    interpreter.allocate_tensors()
     return ExportedModel(labels, (int(height), int(width)), predict)

@@ -103,7 +103,13 @@ def test_two_processes_filling_one_cache_at_once(photos: Path, module, tmp_path:
     again = _compute(photos, module, tmp_path / "cache")
     assert (again.computed, again.reused) == (0, 20)
     np.testing.assert_allclose(again.vectors, first, rtol=0, atol=1e-6)
-    assert len(BottleneckCache(tmp_path / "cache", module.cache_key).shards()) <= 3
+    # A writer skips merging while the other holds the merge lock, so a few extra shards may be left: bounded, and
+    # the next merge folds them in.
+    cache = BottleneckCache(tmp_path / "cache", module.cache_key, shard_rows=2, max_small_shards=2)
+    assert len(cache.shards()) <= 2 * 2 + 2
+    cache.compact()
+    assert len(cache.shards()) <= 3
+    assert _compute(photos, module, tmp_path / "cache").reused == 20
 
 
 def test_two_threads_filling_one_cache_at_once(photos: Path, module, tmp_path: Path) -> None:

@@ -7,12 +7,10 @@ each layer). The converted model takes uint8 pixels and divides by 255 itself, s
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import tempfile
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +18,7 @@ import tensorflow as tf
 
 from retrain.images import to_float
 from retrain.modules.loading import ImageModule, cache_root
+from retrain.quiet import stderr_closed
 
 ENGINES = ("auto", "tflite", "tensorflow")
 # Bump when the conversion changes, so stale converted modules in users' caches are not reused.
@@ -125,31 +124,23 @@ def _check_against_tensorflow(module: ImageModule, tflite_model: bytes) -> None:
         raise ValueError("the converted module's features differ from TensorFlow's")
 
 
-def _interpreters(tflite_model: bytes, count: int) -> queue.SimpleQueue:
-    """``count`` single-threaded interpreters, announcing XNNPACK on a closed stderr (not the user's business).
+def tflite_interpreter(model_content: bytes, num_threads: int) -> tf.lite.Interpreter:
+    """An allocated interpreter, announcing XNNPACK on a closed stderr (not the user's business).
 
     tf.lite.Interpreter is deprecated in favour of the ``ai-edge-litert`` package but still ships with TensorFlow 2.21;
     LiteRT's interpreter measured no faster here, so it is not a dependency; should TensorFlow drop it, modules run in
     TensorFlow.
     """
-    interpreters = queue.SimpleQueue()
-    with warnings.catch_warnings(), _stderr_closed():
+    with warnings.catch_warnings(), stderr_closed():
         warnings.simplefilter("ignore")  # tf.lite.Interpreter's notice that LiteRT will replace it
-        for _ in range(count):
-            interpreter = tf.lite.Interpreter(model_content=tflite_model, num_threads=1)
-            interpreter.allocate_tensors()
-            interpreters.put(interpreter)
+        interpreter = tf.lite.Interpreter(model_content=model_content, num_threads=num_threads)
+        interpreter.allocate_tensors()
+    return interpreter
+
+
+def _interpreters(tflite_model: bytes, count: int) -> queue.SimpleQueue:
+    """``count`` single-threaded interpreters: one per core measured faster than one with ``count`` threads."""
+    interpreters = queue.SimpleQueue()
+    for _ in range(count):
+        interpreters.put(tflite_interpreter(tflite_model, num_threads=1))
     return interpreters
-
-
-@contextlib.contextmanager
-def _stderr_closed() -> Iterator[None]:
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
