@@ -134,7 +134,19 @@ class DatasetCollector(pytest.Collector):
         return items
 
 
-class DatasetCheckItem(pytest.Item):
+class _DatasetItem(pytest.Item):
+    """An item whose failure is a list of findings (or a gate message), shown as is rather than as a traceback."""
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:
+        if isinstance(excinfo.value, DatasetCheckFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, self.nodeid
+
+
+class DatasetCheckItem(_DatasetItem):
     """One registered check: fails on findings at or above fail-on, warns about the others."""
 
     def runtest(self) -> None:
@@ -150,16 +162,8 @@ class DatasetCheckItem(pytest.Item):
         if failing:
             raise DatasetCheckFailed("\n".join(_describe(finding) for finding in failing))
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:
-        if isinstance(excinfo.value, DatasetCheckFailed):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
 
-    def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, self.nodeid
-
-
-class AccuracyItem(pytest.Item):
+class AccuracyItem(_DatasetItem):
     """Retrain on the dataset and fail when the test accuracy is below --retrain-min-accuracy."""
 
     def runtest(self) -> None:
@@ -167,14 +171,6 @@ class AccuracyItem(pytest.Item):
         if not report.passed:
             summary = (report.directory / "summary.md").read_text(encoding="utf-8")
             raise DatasetCheckFailed(f"{'; '.join(report.metrics['gate']['failures'])}\n\n{summary}")
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:
-        if isinstance(excinfo.value, DatasetCheckFailed):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
-
-    def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, self.nodeid
 
 
 def _describe(finding) -> str:

@@ -71,6 +71,12 @@ def _import_tensorflow_quietly() -> None:
         import tensorflow_hub  # noqa: F401
 
 
+def _warn_skipped(skipped: list[tuple[Path, str]]) -> None:
+    """One warning line per file that could not be read; the run goes on without it."""
+    for path, reason in skipped:
+        err_console.print(f"warning: skipped unreadable image {path}: {reason}", soft_wrap=True, markup=False)
+
+
 def _batch_size(value: int) -> int:
     if value != -1 and value < 1:
         raise typer.BadParameter("must be a positive number of images, or -1 for the whole set")
@@ -392,8 +398,7 @@ def _train_and_report(options, print_misclassified: bool) -> None:
 
 def _print_result(result, options, print_misclassified: bool) -> None:
     bottlenecks = result.bottlenecks
-    for path, reason in bottlenecks.skipped:
-        err_console.print(f"warning: skipped unreadable image {path}: {reason}", soft_wrap=True, markup=False)
+    _warn_skipped(bottlenecks.skipped)
     dataset = result.dataset
     seconds = result.report.metrics["durations_seconds"]
     console.print(
@@ -465,8 +470,7 @@ def label(
         exported = load_exported_model(model, labels, input_layer, output_layer, (input_height, input_width))
         files = image_files(images)
         classified = classify(exported, files)
-        for path, reason in classified.skipped:
-            err_console.print(f"warning: skipped unreadable image {path}: {reason}", soft_wrap=True, markup=False)
+        _warn_skipped(classified.skipped)
         if not classified.paths:
             raise RetrainError("no readable image to classify")
     ranked = [
@@ -523,8 +527,7 @@ def evaluate(
             evaluation = evaluate_folder(
                 exported, image_dir, lambda done, total: progress.update(task, completed=done, total=total)
             )
-    for path, reason in evaluation.skipped:
-        err_console.print(f"warning: skipped unreadable image {path}: {reason}", soft_wrap=True, markup=False)
+    _warn_skipped(evaluation.skipped)
     per_class = evaluation.per_class()
     misclassified = evaluation.misclassified()
     failures = gate_failures(evaluation.accuracy, evaluation.recall_by_class(), gate_options)
