@@ -571,6 +571,29 @@ def evaluate(
 
 
 @app.command()
+def modules(
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="table for people, json for machines.")] = (
+        OutputFormat.table
+    ),
+) -> None:
+    """List the modules --tfhub-module accepts by name: bundled backbones and well-known TF Hub modules."""
+    _import_tensorflow_quietly()
+    from retrain.modules.loading import module_catalogue
+
+    catalogue = module_catalogue()
+    if output_format is OutputFormat.json:
+        typer.echo(json.dumps([vars(info) for info in catalogue], indent=2))
+        return
+    table = Table("module", "source", "input size", "features", "available")
+    table.columns[0].overflow = "fold"
+    for info in catalogue:
+        size = f"{info.image_size}x{info.image_size}"
+        table.add_row(info.name, info.source, size, str(info.feature_size), info.available)
+    console.print(table)
+    console.print("Any other TF Hub handle or URL, or a local SavedModel folder, works as well.")
+
+
+@app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="An earlier run's --output-dir or --report-dir.")],
     print_summary: Annotated[bool, typer.Option("--print-summary", help="Print summary.md to stdout.")] = False,

