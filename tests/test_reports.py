@@ -168,3 +168,22 @@ def test_gate_rules() -> None:
     assert "b 0.7000" in failure and "a 0." not in failure
     assert gate_failures(0.9, recall, GateOptions(baseline_accuracy=0.92, max_regression=0.02)) == []
     assert len(gate_failures(0.9, recall, GateOptions(baseline_accuracy=0.93, max_regression=0.02))) == 1
+
+
+def test_top5_accuracy_is_reported_beyond_five_classes(tmp_path: Path) -> None:
+    import numpy as np
+
+    from retrain.evaluation import Evaluation
+    from retrain.reports import compute_metrics
+
+    labels = tuple(f"class{i}" for i in range(7))
+    truths = np.array([0, 1, 2, 3])
+    probabilities = np.full((4, 7), 0.01)
+    probabilities[0, 0] = 0.9  # right
+    probabilities[1, [0, 2, 3, 4, 1]] = [0.5, 0.4, 0.3, 0.2, 0.1]  # true class ranked 5th: in the top 5
+    probabilities[2, [0, 1, 3, 4, 5, 2]] = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]  # true class ranked 6th: not
+    probabilities[3, 3] = 0.9  # right
+    evaluation = Evaluation(labels, [tmp_path / f"{i}.jpg" for i in range(4)], truths, probabilities, [])
+    metrics = compute_metrics(evaluation, {}, {"failures": []})
+    assert metrics["test_accuracy"] == 0.5
+    assert metrics["top5_accuracy"] == 0.75
