@@ -125,10 +125,12 @@ def _exit_on_gate(report) -> None:
 
 
 def _print_report_summary(report) -> None:
+    from retrain.reports import class_scores
+
     metrics = report.metrics
     table = Table("class", "precision", "recall", "F1", "images", title="Test set, per class")
     for label, row in metrics["per_class"].items():
-        table.add_row(label, f"{row['precision']:.1%}", f"{row['recall']:.1%}", f"{row['f1']:.1%}", str(row["support"]))
+        table.add_row(label, *class_scores(row), str(row["support"]))
     console.print(table)
     confusions = report.top_confusions()
     if confusions:

@@ -60,7 +60,8 @@ class Report:
         return sorted(pairs, key=lambda pair: -pair[2])[:count]
 
     def worst_classes(self, count: int = 3) -> list[tuple[str, float]]:
-        per_class = self.metrics["per_class"]
+        """Lowest recall first, among classes with test images (a class without any has no recall to speak of)."""
+        per_class = {label: row for label, row in self.metrics["per_class"].items() if row["support"]}
         ranked = sorted(per_class, key=lambda label: per_class[label]["recall"])
         return [(label, per_class[label]["recall"]) for label in ranked[:count]]
 
@@ -151,7 +152,7 @@ def summary_markdown(report: Report) -> str:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for label, row in metrics["per_class"].items():
-        lines.append(f"| {label} | {row['precision']:.1%} | {row['recall']:.1%} | {row['f1']:.1%} | {row['support']} |")
+        lines.append(f"| {label} | {' | '.join(class_scores(row))} | {row['support']} |")
     worst = ", ".join(f"{label} ({recall:.1%} recall)" for label, recall in report.worst_classes())
     lines += ["", f"Worst classes: {worst}."]
     confusions = report.top_confusions()
@@ -159,6 +160,13 @@ def summary_markdown(report: Report) -> str:
         listed = ", ".join(f"{true} → {predicted} ({count})" for true, predicted, count in confusions)
         lines.append(f"Top confusions: {listed}.")
     return "\n".join(lines) + "\n"
+
+
+def class_scores(row: dict) -> list[str]:
+    """Precision, recall and F1 as percentages; "n/a" for a class without test images, rather than a false 0%."""
+    if not row["support"]:
+        return ["n/a"] * 3
+    return [f"{row[key]:.1%}" for key in ("precision", "recall", "f1")]
 
 
 def _predictions_table(evaluation: Evaluation) -> pd.DataFrame:

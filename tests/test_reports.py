@@ -187,3 +187,19 @@ def test_top5_accuracy_is_reported_beyond_five_classes(tmp_path: Path) -> None:
     metrics = compute_metrics(evaluation, {}, {"failures": []})
     assert metrics["test_accuracy"] == 0.5
     assert metrics["top5_accuracy"] == 0.75
+
+
+def test_a_class_without_test_images_is_not_reported_as_zero_recall(tmp_path: Path) -> None:
+    import numpy as np
+
+    from retrain.evaluation import Evaluation
+    from retrain.reports import write_report
+
+    probabilities = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1]])
+    evaluation = Evaluation(
+        ("a", "b", "c"), [tmp_path / f"{i}.jpg" for i in range(3)], np.array([0, 1, 1]), probabilities, []
+    )
+    report = write_report(tmp_path / "report", evaluation, {}, {"failures": []})
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "| c | n/a | n/a | n/a | 0 |" in summary
+    assert report.worst_classes() == [("b", 0.5), ("a", 1.0)]
