@@ -136,11 +136,8 @@ def _print_report_summary(report) -> None:
     if confusions:
         listed = ", ".join(f"{true} -> {predicted} ({count})" for true, predicted, count in confusions)
         console.print(f"Top confusions: {listed}", soft_wrap=True)
-    verdict = "passed" if report.passed else "FAILED"
-    if metrics["gate"] and any(
-        v is not None for k, v in metrics["gate"].items() if k not in ("failures", "max_regression")
-    ):
-        console.print(f"Gate: {verdict}")
+    if report.gated:
+        console.print(f"Gate: {'passed' if report.passed else 'FAILED'}")
     console.print(f"Report: {report.directory / 'report.html'}", soft_wrap=True, markup=False)
 
 

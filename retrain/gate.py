@@ -16,10 +16,6 @@ class GateOptions:
     baseline_accuracy: float | None = None
     max_regression: float = 0.02
 
-    @property
-    def active(self) -> bool:
-        return any(v is not None for v in (self.min_accuracy, self.min_class_recall, self.baseline_accuracy))
-
     def as_dict(self) -> dict:
         return {
             "min_accuracy": self.min_accuracy,

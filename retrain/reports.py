@@ -223,8 +223,11 @@ def _thumbnail(path: Path) -> str | None:
 def _html(report: Report, evaluation: Evaluation, confusion_png: bytes) -> str:
     """One page with everything inlined (images as data URIs), so it opens anywhere, offline, as a lone file."""
     metrics = report.metrics
-    per_class = pd.DataFrame(metrics["per_class"]).T
-    per_class["support"] = per_class["support"].astype(int)
+    per_class = pd.DataFrame(
+        [[*class_scores(row), row["support"]] for row in metrics["per_class"].values()],
+        index=list(metrics["per_class"]),
+        columns=["precision", "recall", "F1", "images"],
+    )
     facts = {
         "test accuracy": f"{metrics['test_accuracy']:.2%} ({metrics['test_images']} images)",
         "gate": "passed" if report.passed else "FAILED: " + "; ".join(metrics["gate"]["failures"]),
@@ -260,7 +263,7 @@ figure img {{ max-width: 100%; }}
 <h2>Confusion matrix</h2>
 <img src="{_data_uri(confusion_png, "image/png")}" alt="confusion matrix">
 <h2>Per class</h2>
-{per_class.to_html(float_format=lambda v: f"{v:.3f}", border=0)}
+{per_class.to_html(border=0)}
 <h2>Misclassified test images ({len(evaluation.misclassified())}, most confident first)</h2>
 <div class="grid">{"".join(cards) or "<p>None.</p>"}</div>
 {f"<p>... and {more} more in misclassified.csv</p>" if more > 0 else ""}
