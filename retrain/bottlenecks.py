@@ -270,6 +270,7 @@ class Bottlenecks:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     computed: int = 0
     reused: int = 0
+    content_keys: list[str] = field(default_factory=list)  # row-aligned with ``images``: SHA-1 of each file
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray, list[LabeledImage]]:
         """Vectors, label indices and images of one split."""
@@ -323,7 +324,8 @@ def compute_bottlenecks(
     if rows != list(range(len(vectors))):  # duplicates or failures: copy into image order
         vectors = vectors[rows]
     computed = len(missing) - len(failures)
-    return Bottlenecks([image for image, _ in kept], vectors, skipped, computed, int(cached.sum()))
+    content_keys = [unique_keys[row] for row in rows]
+    return Bottlenecks([image for image, _ in kept], vectors, skipped, computed, int(cached.sum()), content_keys)
 
 
 def _content_key_or_error(path: Path) -> str | OSError:

@@ -144,10 +144,12 @@ def _require_usable_splits(dataset: Dataset, testing_percentage: float, validati
             )
 
 
-def fingerprint(dataset: Dataset) -> str:
-    """SHA-1 over every image's class, relative path and content: changes whenever the data a model sees changes."""
+def fingerprint(dataset: Dataset, images: list[LabeledImage], content_keys: list[str]) -> str:
+    """SHA-1 over every image's class, relative path and content key: changes whenever the data a model sees changes.
+
+    The content keys are the ones the bottleneck cache already computed, so no file is read twice.
+    """
     digest = hashlib.sha1()
-    for image in sorted(dataset.images, key=lambda image: image.path):
-        digest.update(f"{dataset.labels[image.label_index]}\0{image.path.relative_to(dataset.root)}\0".encode())
-        digest.update(hashlib.sha1(image.path.read_bytes()).digest())
+    for image, key in sorted(zip(images, content_keys, strict=True), key=lambda pair: pair[0].path):
+        digest.update(f"{dataset.labels[image.label_index]}\0{image.path.relative_to(dataset.root)}\0{key}\0".encode())
     return digest.hexdigest()

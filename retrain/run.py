@@ -200,7 +200,7 @@ def _run_info(
         "seed": options.training.random_seed,
         "distortions": asdict(options.distortions),
         "dataset": str(dataset.root),
-        "dataset_fingerprint": fingerprint(dataset),
+        "dataset_fingerprint": fingerprint(dataset, bottlenecks.images, bottlenecks.content_keys),
         "images": {
             split: sum(1 for image in bottlenecks.images if image.split == split)
             for split in ("training", "validation", "testing")

@@ -177,3 +177,19 @@ def _writer(photos: Path, cache_dir: Path, vectors_file: Path, shard_rows: int, 
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_dataset_fingerprint_follows_content_from_the_cache_keys(photos: Path, module, tmp_path: Path) -> None:
+    from retrain.dataset import fingerprint
+
+    def current() -> str:
+        dataset = list_dataset(photos, 20, 20)
+        result = compute_bottlenecks(dataset.images, module, BottleneckCache(tmp_path / "cache", module.cache_key))
+        return fingerprint(dataset, result.images, result.content_keys)
+
+    first = current()
+    assert current() == first
+    daisy = sorted((photos / "daisy").glob("*.jpg"))[0]
+    with Image.open(daisy) as image:
+        image.rotate(90).save(daisy)
+    assert current() != first
