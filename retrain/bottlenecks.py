@@ -288,10 +288,12 @@ def compute_bottlenecks(
     cache: BottleneckCache,
     on_progress: ProgressCallback | None = None,
     runner: FeatureRunner | None = None,
+    mirrored: bool = False,
 ) -> Bottlenecks:
     """Bottlenecks for every image, from the cache where possible; unreadable images are skipped and reported.
 
     ``runner`` defaults to the fastest one for the module (``feature_runner``), created only if something is missing.
+    With ``mirrored``, they are the bottlenecks of the left-right mirrored images (keep them in a cache of their own).
     """
     skipped: list[tuple[Path, str]] = []
     with ThreadPoolExecutor() as pool:  # reading and hashing release the GIL
@@ -316,7 +318,7 @@ def compute_bottlenecks(
             from retrain.modules.runners import feature_runner  # imports TensorFlow: only when there is work for it
 
             runner = feature_runner(module)
-        _compute(missing, unique_keys, vectors, runner, cache, failures, on_progress)
+        _compute(missing, unique_keys, vectors, runner, cache, failures, on_progress, mirrored)
     kept = [(image, row_of[key]) for image, key in zip(images, keys, strict=True) if key in row_of]
     skipped.extend((image.path, failures[unique_keys[row]]) for image, row in kept if unique_keys[row] in failures)
     kept = [(image, row) for image, row in kept if unique_keys[row] not in failures]
@@ -343,11 +345,12 @@ def _compute(
     cache: BottleneckCache,
     failures: dict[str, str],
     on_progress: ProgressCallback | None,
+    mirrored: bool,
 ) -> None:
     """Fill the missing rows of ``vectors``, saving a shard every ``cache.shard_rows`` rows; merge shards at the end."""
     done = 0
     unsaved: list[int] = []
-    for rows, batch_failures in _run_batches(missing, vectors, runner):
+    for rows, batch_failures in _run_batches(missing, vectors, runner, mirrored):
         failures.update((keys[row], reason) for row, reason in batch_failures)
         unsaved.extend(rows)
         if len(unsaved) >= cache.shard_rows:
@@ -361,7 +364,7 @@ def _compute(
 
 
 def _run_batches(
-    missing: list[tuple[int, Path]], vectors: np.ndarray, runner: FeatureRunner
+    missing: list[tuple[int, Path]], vectors: np.ndarray, runner: FeatureRunner, mirrored: bool
 ) -> Iterator[tuple[list[int], list[tuple[int, str]]]]:
     """Fill ``vectors`` batch by batch; yield each batch's rows filled and rows that failed to decode.
 
@@ -373,14 +376,14 @@ def _run_batches(
         pending = deque()
         while batches or pending:
             while batches and len(pending) < 2 * runner.workers:
-                pending.append(pool.submit(_run_batch, batches.popleft(), runner))
+                pending.append(pool.submit(_run_batch, batches.popleft(), runner, mirrored))
             rows, features, batch_failures = pending.popleft().result()
             vectors[rows] = features
             yield rows, batch_failures
 
 
 def _run_batch(
-    batch: list[tuple[int, Path]], runner: FeatureRunner
+    batch: list[tuple[int, Path]], runner: FeatureRunner, mirrored: bool
 ) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
     size = runner.module.image_size
     pixels = np.empty((len(batch), *size, 3), np.uint8)
@@ -388,7 +391,8 @@ def _run_batch(
     failures: list[tuple[int, str]] = []
     for row, path in batch:
         try:
-            pixels[len(rows)] = load_pixels(path, size)
+            image = load_pixels(path, size)
+            pixels[len(rows)] = image[:, ::-1] if mirrored else image
         except ImageDecodeError as error:
             failures.append((row, str(error.__cause__ or error)))
         else:

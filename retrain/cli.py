@@ -7,7 +7,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -45,6 +45,11 @@ class Quantization(str, Enum):
     dynamic = "dynamic"
     float16 = "float16"
     int8 = "int8"
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    constant = "constant"
 
 
 class OutputFormat(str, Enum):
@@ -192,7 +197,27 @@ def train(
     how_many_training_steps: Annotated[
         int, typer.Option("--how-many-training-steps", help="Training steps.", min=1)
     ] = 4000,
-    learning_rate: Annotated[float, typer.Option("--learning-rate", help="SGD learning rate.", min=0.0)] = 0.01,
+    learning_rate: Annotated[
+        float, typer.Option("--learning-rate", help="SGD learning rate (the tutorial's: 0.01).", min=0.0)
+    ] = 0.1,
+    learning_rate_schedule: Annotated[
+        Schedule,
+        typer.Option("--learning-rate-schedule", help="cosine: decay to 0 over the steps; constant: the tutorial's."),
+    ] = Schedule.cosine,
+    mirror_training: Annotated[
+        bool,
+        typer.Option(
+            "--mirror-training/--no-mirror-training",
+            help="Also train on the cached bottleneck of each training image mirrored left-right.",
+        ),
+    ] = True,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta/--no-tta",
+            help="Average each prediction over the image and its mirror image (the exported model does too).",
+        ),
+    ] = True,
     testing_percentage: Annotated[
         float, typer.Option("--testing-percentage", help="Percentage of images in the test split.", min=0.0, max=100.0)
     ] = 10.0,
@@ -245,6 +270,32 @@ def train(
     random_seed: Annotated[
         int | None, typer.Option("--random-seed", help="Seed for a reproducible run.", min=0, show_default="random")
     ] = None,
+    fine_tune: Annotated[
+        bool,
+        typer.Option(
+            "--fine-tune",
+            help="After the new layer, also train the top of the (bundled) backbone on augmented images.",
+        ),
+    ] = False,
+    fine_tune_blocks: Annotated[
+        int, typer.Option("--fine-tune-blocks", help="Backbone blocks to train, counted from the top.", min=1)
+    ] = 5,
+    fine_tune_epochs: Annotated[
+        int, typer.Option("--fine-tune-epochs", help="Passes over the training images.", min=1)
+    ] = 8,
+    fine_tune_learning_rate: Annotated[
+        float,
+        typer.Option("--fine-tune-learning-rate", help="Peak learning rate (SGD, momentum 0.9, cosine).", min=0.0),
+    ] = 0.001,
+    fine_tune_image_size: Annotated[
+        int | None,
+        typer.Option(
+            "--fine-tune-image-size",
+            help="Input size of the fine-tuned model.",
+            min=32,
+            show_default="1.25x the backbone's: 280 for efficientnet_lite0",
+        ),
+    ] = None,
 ) -> None:
     """Retrain a new top layer on your images and export the classifier."""
     if image_dir_argument and image_dir and image_dir_argument != image_dir:
@@ -267,6 +318,7 @@ def train(
             training=dict(
                 how_many_training_steps=how_many_training_steps,
                 learning_rate=learning_rate,
+                learning_rate_schedule=learning_rate_schedule.value,
                 train_batch_size=train_batch_size,
                 eval_step_interval=eval_step_interval,
                 validation_batch_size=validation_batch_size,
@@ -289,6 +341,16 @@ def train(
             tflite=tflite,
             quantize=quantize.value,
             gate=_gate_options(min_accuracy, min_class_recall, baseline, max_regression),
+            tta=tta,
+            mirror_training=mirror_training,
+            fine_tune=dict(
+                blocks=fine_tune_blocks,
+                epochs=fine_tune_epochs,
+                learning_rate=fine_tune_learning_rate,
+                image_size=fine_tune_image_size,
+            )
+            if fine_tune
+            else None,
         )
         _train_and_report(options, print_misclassified_test_images)
 
@@ -328,6 +390,7 @@ def _run_options(
     """Tutorial defaults, then ``--output-dir``, then explicit output paths; a missing seed is drawn and shown."""
     _import_tensorflow_quietly()
     from retrain.distortions import Distortions
+    from retrain.finetuning import FineTuneConfig
     from retrain.run import RunOptions
     from retrain.training import TrainingConfig
 
@@ -345,6 +408,8 @@ def _run_options(
     if output_dir:
         outputs = {name: outputs.get(name) or output_dir / relative for name, relative in under_output_dir.items()}
     outputs = {name: path for name, path in outputs.items() if path is not None}
+    if kwargs.get("fine_tune"):
+        kwargs["fine_tune"] = FineTuneConfig(**kwargs["fine_tune"])
     return RunOptions(
         image_dir, training=TrainingConfig(**training), distortions=Distortions(**distortions), **outputs, **kwargs
     )
@@ -356,22 +421,34 @@ def _train_and_report(options, print_misclassified: bool) -> None:
     total_steps = options.training.how_many_training_steps
     progress = _progress()
 
-    def on_bottleneck_progress(done: int, total: int) -> None:
-        if not progress.tasks:
-            progress.start()
-            progress.add_task("Computing bottlenecks", total=total)
-        progress.update(progress.tasks[0].id, completed=done)
-        if done == total:
-            progress.stop()
+    def bar(description: str) -> Callable[[int, int], None]:
+        """A ``(done, total)`` callback showing one bar per pass of work, from its first call until done == total."""
+        task = None
 
-    def on_step(step: int) -> None:
-        """A training progress bar, for runs whose steps take visible time (distortions on)."""
-        if len(progress.tasks) < 2:
-            progress.add_task("Training", total=total_steps)
-            progress.start()
-        progress.update(progress.tasks[-1].id, completed=step)
-        if step == total_steps:
-            progress.stop()
+        def update(done: int, total: int) -> None:
+            nonlocal task
+            if task is None or done == 0:
+                progress.start()
+                task = progress.add_task(description, total=total)
+            progress.update(task, completed=done)
+            if done == total:
+                progress.stop()
+                task = None
+
+        return update
+
+    training_bar = bar("Training")
+
+    def on_fine_tune_epoch(epoch) -> None:
+        if epoch.epoch == 0:
+            console.print(f"Before fine-tuning: validation accuracy {epoch.validation_accuracy:.1%}")
+            return
+        console.print(
+            f"Fine-tuning epoch {epoch.epoch}/{options.fine_tune.epochs}: "
+            f"train accuracy {epoch.train_accuracy:.1%} (augmented), cross-entropy {epoch.train_cross_entropy:.3f}, "
+            f"validation accuracy {epoch.validation_accuracy:.1%}, {epoch.seconds:.0f} s",
+            soft_wrap=True,
+        )
 
     def on_eval(step) -> None:
         console.print(
@@ -383,8 +460,11 @@ def _train_and_report(options, print_misclassified: bool) -> None:
 
     events = RunEvents(
         on_stage=lambda message: console.print(message, soft_wrap=True),
-        on_bottleneck_progress=on_bottleneck_progress,
-        on_step=on_step if options.distortions.enabled else None,
+        on_bottleneck_progress=bar("Computing bottlenecks"),
+        # A bar only for runs whose steps take visible time (distortions on).
+        on_step=(lambda step: training_bar(step, total_steps)) if options.distortions.enabled else None,
+        on_fine_tune_progress=bar("Fine-tuning"),
+        on_fine_tune_epoch=on_fine_tune_epoch,
         on_eval=on_eval,
     )
     try:

@@ -25,11 +25,13 @@ from retrain.export import (
     frozen_graph,
     write_labels,
 )
+from retrain.finetuning import EpochResult, FineTuneConfig, FineTuned, fine_tune
 from retrain.gate import GateOptions, gate_failures
 from retrain.images import load_image
 from retrain.inference import classify, load_exported_model
 from retrain.modules import ImageModule, load_image_module
-from retrain.modules.loading import DEFAULT_MODULE
+from retrain.modules.efficientnet_lite import BUNDLED_BACKBONES, build_network
+from retrain.modules.loading import DEFAULT_MODULE, fine_tunable_backbone
 from retrain.reports import Report, write_report
 from retrain.summaries import TrainingSummaries
 from retrain.training import EvalStep, SoftmaxHead, TrainingConfig, TrainingHooks, train_head
@@ -62,6 +64,14 @@ class RunOptions:
     quantize: str = "none"
     report_dir: Path = Path("/tmp/retrain_report")
     gate: GateOptions = field(default_factory=GateOptions)
+    tta: bool = True
+    mirror_training: bool = True
+    fine_tune: FineTuneConfig | None = None
+
+    @property
+    def needs_mirrored(self) -> bool:
+        """Mirrored bottlenecks serve --tta, and --mirror-training unless distortions make fresh training ones."""
+        return self.tta or (self.mirror_training and not self.distortions.enabled)
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ class RunEvents:
     on_bottleneck_progress: ProgressCallback | None = None
     on_step: Callable[[int], None] | None = None
     on_eval: Callable[[EvalStep], None] | None = None
+    on_fine_tune_progress: ProgressCallback | None = None
+    on_fine_tune_epoch: Callable[[EpochResult], None] | None = None
 
 
 @dataclass
@@ -84,11 +96,14 @@ class RunResult:
     validation: Evaluation
     report: Report
     tflite_accuracy: float | None = None
+    fine_tuned: FineTuned | None = None
 
 
 def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
     """Run the tutorial's flow and write every output; raise RetrainError on bad input."""
     started = time.perf_counter()
+    # Same seed, same digits: TensorFlow may otherwise pick kernels whose float sums vary between runs.
+    tf.config.experimental.enable_op_determinism()
     _check_outputs(options)
     dataset = list_dataset(Path(options.image_dir), options.testing_percentage, options.validation_percentage)
     events.on_stage(f"Loading module {options.tfhub_module}")
@@ -97,12 +112,18 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
     bottleneck_start = time.perf_counter()
     cache = BottleneckCache(Path(options.bottleneck_dir), module.cache_key)
     bottlenecks = compute_bottlenecks(dataset.images, module, cache, events.on_bottleneck_progress)
+    mirrored = _mirrored_bottlenecks(options, module, bottlenecks, events)
     train_x, train_y, train_images = bottlenecks.split("training")
     validation_x, validation_y, validation_images = bottlenecks.split("validation")
     test_x, test_y, test_images = bottlenecks.split("testing")
     for name, rows in (("training", train_x), ("validation", validation_x), ("testing", test_x)):
         if len(rows) == 0:
             raise RetrainError(f"no readable image is left in the {name} split; see the skipped files above")
+    mirrored_validation_x = mirrored.split("validation")[0] if options.tta else None
+    mirrored_test_x = mirrored.split("testing")[0] if options.tta else None
+    if options.mirror_training and not options.distortions.enabled:
+        train_x = np.concatenate([train_x, mirrored.split("training")[0]])
+        train_y = np.concatenate([train_y, train_y])
 
     training_start = time.perf_counter()
     distorted = None
@@ -122,7 +143,7 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
             events.on_eval(step)
 
     def on_snapshot(step: int, head: SoftmaxHead) -> None:
-        graph_def = frozen_graph(Classifier(module, head, dataset.labels, options.final_tensor_name))
+        graph_def = frozen_graph(Classifier(module, head, dataset.labels, options.final_tensor_name, options.tta))
         export_frozen_graph(graph_def, Path(options.intermediate_output_graphs_dir) / f"intermediate_{step}.pb")
 
     hooks = TrainingHooks(events.on_step, on_eval, options.intermediate_store_frequency, on_snapshot)
@@ -130,21 +151,46 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
         train_x, train_y, validation_x, validation_y, len(dataset.labels), options.training, hooks, distorted
     )
     training_end = time.perf_counter()
+    fine_tuned = None
+    if options.fine_tune:
+        backbone = fine_tunable_backbone(options.tfhub_module)
+        size = options.fine_tune.input_size(backbone.image_size)
+        events.on_stage(
+            f"Fine-tuning the top {options.fine_tune.blocks} blocks of {options.tfhub_module} with the new layer "
+            f"for {options.fine_tune.epochs} epochs on augmented {size}x{size} training images"
+        )
+        fine_tuned = fine_tune(
+            module,
+            build_network(backbone, size),
+            head,
+            train_images,
+            validation_images,
+            options.fine_tune,
+            options.training.random_seed,
+            options.tta,
+            events.on_fine_tune_progress,
+            events.on_fine_tune_epoch,
+        )
+        module, head = fine_tuned.module, fine_tuned.head
+    fine_tune_end = time.perf_counter()
 
     if options.test_batch_size != -1:
         rows = np.random.default_rng(options.training.random_seed).integers(0, len(test_x), options.test_batch_size)
         test_x, test_y, test_images = test_x[rows], test_y[rows], [test_images[i] for i in rows]
-    test = Evaluation(dataset.labels, [image.path for image in test_images], test_y, head.probabilities(test_x), [])
-    validation = Evaluation(
-        dataset.labels,
-        [image.path for image in validation_images],
-        validation_y,
-        head.probabilities(validation_x),
-        [],
-    )
+        mirrored_test_x = None if mirrored_test_x is None else mirrored_test_x[rows]
+    test_paths = [image.path for image in test_images]
+    validation_paths = [image.path for image in validation_images]
+    if fine_tuned:  # the cached bottlenecks are the original backbone's
+        test_probabilities = fine_tuned.probabilities(test_paths)
+        validation_probabilities = fine_tuned.probabilities(validation_paths)
+    else:
+        test_probabilities = head.probabilities(test_x, mirrored_test_x)
+        validation_probabilities = head.probabilities(validation_x, mirrored_validation_x)
+    test = Evaluation(dataset.labels, test_paths, test_y, test_probabilities, [])
+    validation = Evaluation(dataset.labels, validation_paths, validation_y, validation_probabilities, [])
 
     events.on_stage("Exporting the model")
-    classifier = Classifier(module, head, dataset.labels, options.final_tensor_name)
+    classifier = Classifier(module, head, dataset.labels, options.final_tensor_name, options.tta)
     write_labels(dataset.labels, Path(options.output_labels))
     export_saved_model(classifier, Path(options.saved_model_dir))
     graph_def = frozen_graph(classifier)
@@ -162,9 +208,18 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
     seconds = {
         "bottlenecks": training_start - bottleneck_start,
         "training": training_end - training_start,
+        "fine_tuning": fine_tune_end - training_end,
         "total": time.perf_counter() - started,
     }
     run_info = _run_info(options, dataset, module, bottlenecks, validation, seconds)
+    if fine_tuned:
+        run_info["image_size"] = list(fine_tuned.module.image_size)
+        run_info["fine_tune"] = {
+            **asdict(options.fine_tune),
+            "image_size": fine_tuned.module.image_size[0],
+            "best_epoch": fine_tuned.best_epoch,
+            "epochs_run": [asdict(epoch) for epoch in fine_tuned.epochs],
+        }
     if options.tflite:
         run_info["tflite"] = {
             "path": str(options.tflite),
@@ -177,7 +232,22 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
         "failures": gate_failures(test.accuracy, test.recall_by_class(), options.gate),
     }
     report = write_report(Path(options.report_dir), test, run_info, gate)
-    return RunResult(dataset, module, bottlenecks, head, test, validation, report, tflite_accuracy)
+    return RunResult(dataset, module, bottlenecks, head, test, validation, report, tflite_accuracy, fine_tuned)
+
+
+def _mirrored_bottlenecks(
+    options: RunOptions, module: ImageModule, bottlenecks: Bottlenecks, events: RunEvents
+) -> Bottlenecks | None:
+    """Bottlenecks of the readable images mirrored left-right, in their own cache beside the plain ones."""
+    if not options.needs_mirrored:
+        return None
+    events.on_stage("Bottlenecks of the mirrored images (for --tta and --mirror-training)")
+    cache = BottleneckCache(Path(options.bottleneck_dir), module.cache_key + "-mirrored")
+    mirrored = compute_bottlenecks(bottlenecks.images, module, cache, events.on_bottleneck_progress, mirrored=True)
+    if mirrored.images != bottlenecks.images:
+        unreadable = ", ".join(str(path) for path, _ in mirrored.skipped)
+        raise RetrainError(f"images changed while the run read them: {unreadable}")
+    return mirrored
 
 
 def _run_info(
@@ -196,6 +266,9 @@ def _run_info(
         "image_size": list(module.image_size),
         "steps": options.training.how_many_training_steps,
         "learning_rate": options.training.learning_rate,
+        "learning_rate_schedule": options.training.learning_rate_schedule,
+        "mirror_training": options.mirror_training and not options.distortions.enabled,
+        "tta": options.tta,
         "train_batch_size": options.training.train_batch_size,
         "seed": options.training.random_seed,
         "distortions": asdict(options.distortions),
@@ -213,6 +286,11 @@ def _run_info(
 
 
 def _check_outputs(options: RunOptions) -> None:
+    if options.fine_tune and fine_tunable_backbone(options.tfhub_module) is None:
+        raise RetrainError(
+            f"--fine-tune trains the bundled backbones only ({', '.join(BUNDLED_BACKBONES)}), "
+            f"not {options.tfhub_module}"
+        )
     check_writable(options.output_labels, "labels file", folder=False)
     check_writable(options.saved_model_dir, "SavedModel folder", folder=True)
     check_writable(options.output_graph, "frozen graph", folder=False)

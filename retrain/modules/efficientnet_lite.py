@@ -128,22 +128,48 @@ class EfficientNetLite(tf.Module):
         return blocks
 
     def _forward(self, images: tf.Tensor) -> tf.Tensor:
-        x = (images - PIXEL_MEAN) / PIXEL_STD
-        x = tf.nn.relu6(tf.nn.conv2d(x, self.stem[0], 2, "SAME") + self.stem[1])
-        for block in self.blocks:
-            inputs = x
-            if block.expand is not None:
-                x = tf.nn.relu6(tf.nn.conv2d(x, block.expand[0], 1, "SAME") + block.expand[1])
-            strides = [1, block.stride, block.stride, 1]
-            x = tf.nn.relu6(tf.nn.depthwise_conv2d(x, block.depthwise[0], strides, "SAME") + block.depthwise[1])
-            x = tf.nn.conv2d(x, block.project[0], 1, "SAME") + block.project[1]
-            if block.residual:
-                x = x + inputs
-        x = tf.nn.relu6(tf.nn.conv2d(x, self.head[0], 1, "SAME") + self.head[1])
-        features = tf.reduce_mean(x, axis=[1, 2])
+        features = self.top(self.bottom(images, len(self.blocks)), len(self.blocks))
         if self.classifier is None:
             return features
         return tf.matmul(features, self.classifier[0]) + self.classifier[1]
+
+    def bottom(self, images: tf.Tensor, end: int) -> tf.Tensor:
+        """The stem and blocks ``[0, end)``: the part that fine-tuning leaves frozen."""
+        x = (images - PIXEL_MEAN) / PIXEL_STD
+        x = tf.nn.relu6(tf.nn.conv2d(x, self.stem[0], 2, "SAME") + self.stem[1])
+        for block in self.blocks[:end]:
+            x = _run_block(block, x)
+        return x
+
+    def top(self, x: tf.Tensor, start: int) -> tf.Tensor:
+        """Blocks ``[start, ...)``, the head convolution and the pooling: the part that fine-tuning trains."""
+        for block in self.blocks[start:]:
+            x = _run_block(block, x)
+        x = tf.nn.relu6(tf.nn.conv2d(x, self.head[0], 1, "SAME") + self.head[1])
+        return tf.reduce_mean(x, axis=[1, 2])
+
+    def top_variables(self, start: int) -> list[tf.Variable]:
+        """The variables of ``top(x, start)``."""
+        pairs = [pair for block in self.blocks[start:] for pair in (block.expand, block.depthwise, block.project)]
+        return [variable for pair in [*pairs, self.head] if pair is not None for variable in pair]
+
+
+def _run_block(block: _Block, x: tf.Tensor) -> tf.Tensor:
+    inputs = x
+    if block.expand is not None:
+        x = tf.nn.relu6(tf.nn.conv2d(x, block.expand[0], 1, "SAME") + block.expand[1])
+    strides = [1, block.stride, block.stride, 1]
+    x = tf.nn.relu6(tf.nn.depthwise_conv2d(x, block.depthwise[0], strides, "SAME") + block.depthwise[1])
+    x = tf.nn.conv2d(x, block.project[0], 1, "SAME") + block.project[1]
+    return x + inputs if block.residual else x
+
+
+def build_network(backbone: BundledBackbone, image_size: int) -> EfficientNetLite:
+    """The feature-vector network as a Python object whose blocks can be trained (``--fine-tune``).
+
+    Convolutions take any input size; ``image_size`` fixes the one its exported signature declares.
+    """
+    return EfficientNetLite(load_legacy_state_dict(backbone.weights_path()), image_size, classifier=False)
 
 
 def export_saved_model(weights_file: Path, image_size: int, classifier: bool, directory: Path) -> None:

@@ -18,7 +18,7 @@ import tensorflow_hub as hub
 
 from retrain.errors import RetrainError
 from retrain.images import DECODER_VERSION
-from retrain.modules.efficientnet_lite import BUNDLED_BACKBONES, export_saved_model
+from retrain.modules.efficientnet_lite import BUNDLED_BACKBONES, BundledBackbone, export_saved_model
 
 DEFAULT_MODULE = "efficientnet_lite0"
 CLASSIFICATION_SUFFIX = "/classification"
@@ -82,8 +82,10 @@ class ImageModule:
     model: Any
 
     def __call__(self, images: tf.Tensor | np.ndarray) -> tf.Tensor:
-        if callable(self.model):
-            return self.model(images)
+        # hasattr, not callable(): a tf.Module built in Python (a fine-tuned backbone) keeps its traced __call__ as an
+        # instance attribute, which callable() does not see.
+        if hasattr(self.model, "__call__"):  # noqa: B004
+            return self.model.__call__(images)
         signature = self.model.signatures["default"]
         (input_name,) = signature.structured_input_signature[1]
         outputs = signature(**{input_name: tf.convert_to_tensor(images)})
@@ -112,6 +114,11 @@ def load_image_module(spec: str, image_size: int | None = None) -> ImageModule:
     if size is None:
         raise RetrainError(f"module {spec} does not declare its input size; pass --image-size")
     return _with_feature_size(spec, size, f"{cache_key}-{size[0]}x{size[1]}", model)
+
+
+def fine_tunable_backbone(spec: str) -> BundledBackbone | None:
+    """The bundled feature-vector backbone ``spec`` names, if it does: the modules ``--fine-tune`` can train."""
+    return BUNDLED_BACKBONES.get(spec)
 
 
 def _bundled_name(spec: str) -> str | None:

@@ -1,0 +1,123 @@
+"""``--fine-tune``: the top blocks of the bundled backbone train with the new layer, and every export carries them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from retrain.export import (
+    Classifier,
+    export_frozen_graph,
+    export_saved_model,
+    export_tflite,
+    frozen_graph,
+    write_labels,
+)
+from retrain.images import load_image
+from retrain.inference import classify, load_exported_model
+from retrain.modules import ImageModule, load_image_module
+from retrain.modules.efficientnet_lite import BUNDLED_BACKBONES, build_network
+from retrain.training import SoftmaxHead
+from tests.conftest import CliRun, run_cli, sample_photos
+
+
+def _fine_tune(flowers_sample: Path, bottleneck_dir: Path, output_dir: Path) -> CliRun:
+    run = run_cli(
+        "train", flowers_sample,
+        "--bottleneck-dir", bottleneck_dir,
+        "--output-dir", output_dir,
+        "--random-seed", "5",
+        "--how-many-training-steps", "500",
+        "--eval-step-interval", "500",
+        "--fine-tune", "--fine-tune-epochs", "2", "--fine-tune-blocks", "2", "--fine-tune-learning-rate", "0.003",
+        "--tflite", output_dir / "model.tflite",
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stdout + run.stderr
+    return run
+
+
+@pytest.fixture(scope="module")
+def fine_tuned_run(flowers_sample: Path, bottleneck_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> CliRun:
+    return _fine_tune(flowers_sample, bottleneck_dir, tmp_path_factory.mktemp("fine-tuned"))
+
+
+def _reported_probabilities(run: CliRun) -> tuple[list[Path], np.ndarray]:
+    predictions = pd.read_csv(run.output_dir / "report" / "predictions.csv")
+    columns = [column for column in predictions.columns if column.startswith("p:")]
+    return [Path(path) for path in predictions["path"]], predictions[columns].to_numpy()
+
+
+def test_each_epoch_is_reported_with_a_progress_bar(fine_tuned_run: CliRun) -> None:
+    assert re.search(r"Before fine-tuning: validation accuracy [\d.]+%", fine_tuned_run.stdout)
+    epochs = re.findall(r"Fine-tuning epoch (\d)/2: train accuracy [\d.]+% \(augmented\)", fine_tuned_run.stdout)
+    assert epochs == ["1", "2"]
+    assert "Fine-tuning" in fine_tuned_run.stderr and "0:00:00" in fine_tuned_run.stderr  # bar with time left
+
+
+def test_best_epoch_is_kept_and_recorded(fine_tuned_run: CliRun) -> None:
+    metrics = json.loads((fine_tuned_run.output_dir / "report" / "metrics.json").read_text())
+    fine_tune = metrics["fine_tune"]
+    assert (fine_tune["blocks"], fine_tune["epochs"], fine_tune["learning_rate"]) == (2, 2, 0.003)
+    assert [epoch["epoch"] for epoch in fine_tune["epochs_run"]] == [0, 1, 2]
+    scores = [(epoch["validation_accuracy"], -epoch["validation_cross_entropy"]) for epoch in fine_tune["epochs_run"]]
+    assert fine_tune["best_epoch"] == int(np.argmax([score[0] * 1e6 + score[1] for score in scores]))
+    best = fine_tune["epochs_run"][fine_tune["best_epoch"]]
+    assert metrics["validation_accuracy"] == pytest.approx(best["validation_accuracy"])  # the kept weights
+
+
+@pytest.mark.parametrize("export", ["saved_model", "output_graph.pb", "model.tflite"])
+def test_every_export_scores_the_test_images_as_reported(fine_tuned_run: CliRun, export: str) -> None:
+    paths, reported = _reported_probabilities(fine_tuned_run)
+    model = load_exported_model(fine_tuned_run.output_dir / export, fine_tuned_run.output_dir / "output_labels.txt")
+    np.testing.assert_allclose(classify(model, paths).probabilities, reported, atol=2e-4)
+
+
+def test_same_seed_fine_tunes_to_the_same_digits(
+    fine_tuned_run: CliRun, flowers_sample: Path, bottleneck_dir: Path, tmp_path: Path
+) -> None:
+    again = _fine_tune(flowers_sample, bottleneck_dir, tmp_path)
+
+    def epoch_lines(run: CliRun) -> list[str]:
+        return [re.sub(r", \d+ s$", "", line) for line in run.stdout.splitlines() if "fine-tuning" in line.lower()]
+
+    assert epoch_lines(again) == epoch_lines(fine_tuned_run)
+    np.testing.assert_array_equal(_reported_probabilities(again)[1], _reported_probabilities(fine_tuned_run)[1])
+
+
+def test_exports_carry_trained_backbone_weights(flowers_sample: Path, tmp_path: Path) -> None:
+    """A backbone whose top blocks changed in Python exports as changed, in every format."""
+    network = build_network(BUNDLED_BACKBONES["efficientnet_lite0"], 224)
+    for variable in network.top_variables(len(network.blocks) - 2):
+        variable.assign(variable * 1.2)
+    original = load_image_module("efficientnet_lite0")
+    tuned = ImageModule("efficientnet_lite0", (224, 224), 1280, "tuned-for-test", network)
+    rng = np.random.default_rng(1)
+    head = SoftmaxHead(rng.normal(0, 0.05, (1280, 3)).astype(np.float32), np.zeros(3, np.float32))
+    photos = sample_photos(flowers_sample, "sunflowers", 4)
+    images = np.stack([load_image(path, (224, 224)) for path in photos])
+    expected = tf.nn.softmax(head.logits(tuned(images).numpy())).numpy()
+    assert np.abs(expected - tf.nn.softmax(head.logits(original(images).numpy())).numpy()).max() > 1e-2
+
+    classifier = Classifier(tuned, head, ("a", "b", "c"), "final_result")
+    write_labels(("a", "b", "c"), tmp_path / "output_labels.txt")
+    export_saved_model(classifier, tmp_path / "saved_model")
+    export_frozen_graph(frozen_graph(classifier), tmp_path / "output_graph.pb")
+    export_tflite(classifier, tmp_path / "model.tflite", "none", [])
+    for export in ("saved_model", "output_graph.pb", "model.tflite"):
+        model = load_exported_model(tmp_path / export, tmp_path / "output_labels.txt")
+        np.testing.assert_allclose(classify(model, photos).probabilities, expected, atol=2e-4, err_msg=export)
+
+
+@pytest.mark.parametrize("module", ["efficientnet_lite0/classification", "/nonexistent/saved_model"])
+def test_fine_tune_refuses_modules_it_cannot_train(module: str, flowers_sample: Path, tmp_path: Path) -> None:
+    run = run_cli("train", flowers_sample, "--output-dir", tmp_path, "--tfhub-module", module, "--fine-tune")
+    assert run.exit_code == 2
+    assert run.stderr.strip().startswith("error: --fine-tune trains the bundled backbones only")
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "saved_model").exists()
