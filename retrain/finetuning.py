@@ -41,8 +41,9 @@ class FineTuneConfig:
     image_size: int | None = None  # None: DEFAULT_SIZE_FACTOR times the backbone's, a multiple of 8
     label_smoothing: float = 0.1
     dropout: float = 0.2
+    # Crops from 62% to 100% of the image side (scale 60%, no fixed margin), so training also sees whole photos.
     augmentation: Distortions = field(
-        default_factory=lambda: Distortions(flip_left_right=True, random_crop=30, random_scale=30, random_brightness=30)
+        default_factory=lambda: Distortions(flip_left_right=True, random_crop=0, random_scale=60, random_brightness=30)
     )
 
     def input_size(self, backbone_size: int) -> int:

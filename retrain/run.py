@@ -152,6 +152,12 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
     )
     training_end = time.perf_counter()
     fine_tuned = None
+
+    def on_fine_tune_epoch(epoch: EpochResult) -> None:
+        summaries.write_fine_tune_epoch(epoch)
+        if events.on_fine_tune_epoch:
+            events.on_fine_tune_epoch(epoch)
+
     if options.fine_tune:
         backbone = fine_tunable_backbone(options.tfhub_module)
         size = options.fine_tune.input_size(backbone.image_size)
@@ -169,7 +175,7 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
             options.training.random_seed,
             options.tta,
             events.on_fine_tune_progress,
-            events.on_fine_tune_epoch,
+            on_fine_tune_epoch,
         )
         module, head = fine_tuned.module, fine_tuned.head
     fine_tune_end = time.perf_counter()
@@ -208,9 +214,10 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
     seconds = {
         "bottlenecks": training_start - bottleneck_start,
         "training": training_end - training_start,
-        "fine_tuning": fine_tune_end - training_end,
         "total": time.perf_counter() - started,
     }
+    if fine_tuned:
+        seconds["fine_tuning"] = fine_tune_end - training_end
     run_info = _run_info(options, dataset, module, bottlenecks, validation, seconds)
     if fine_tuned:
         run_info["image_size"] = list(fine_tuned.module.image_size)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from retrain.finetuning import EpochResult
 from retrain.training import EvalStep, SoftmaxHead
 
 
@@ -29,6 +30,16 @@ class TrainingSummaries:
         with self.validation.as_default(step=step.step):
             tf.summary.scalar("accuracy", step.validation_accuracy)
             tf.summary.scalar("cross_entropy", step.validation_cross_entropy)
+
+    def write_fine_tune_epoch(self, epoch: EpochResult) -> None:
+        """Per-epoch curves of ``--fine-tune`` (epoch 0: the new layer alone), beside the step curves."""
+        if epoch.epoch > 0:
+            with self.train.as_default(step=epoch.epoch):
+                tf.summary.scalar("fine_tune/accuracy", epoch.train_accuracy)
+                tf.summary.scalar("fine_tune/cross_entropy", epoch.train_cross_entropy)
+        with self.validation.as_default(step=epoch.epoch):
+            tf.summary.scalar("fine_tune/accuracy", epoch.validation_accuracy)
+            tf.summary.scalar("fine_tune/cross_entropy", epoch.validation_cross_entropy)
 
     def write_graph(self, graph_def: tf.compat.v1.GraphDef) -> None:
         with self.train.as_default():

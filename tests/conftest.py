@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import tensorflow as tf
 from typer.testing import CliRunner
 
 from retrain.cli import app
@@ -84,6 +85,18 @@ def copy_dataset(root: Path, photos: dict[str, list[Path]]) -> Path:
 
 def sample_photos(flowers_sample: Path, label: str, count: int) -> list[Path]:
     return sorted((flowers_sample / label).glob("*.jpg"))[:count]
+
+
+def tensorboard_events(folder: Path) -> dict[str, list[tuple[int, object]]]:
+    """Summaries in a TensorBoard log folder: tag -> [(step, value)], the graph under ``__graph__``."""
+    found: dict[str, list[tuple[int, object]]] = {}
+    for file in folder.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(file)):
+            if event.HasField("graph_def"):
+                found.setdefault("__graph__", []).append((event.step, event.graph_def))
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, value))
+    return found
 
 
 @dataclass

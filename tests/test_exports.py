@@ -12,7 +12,7 @@ import tensorflow as tf
 from PIL import Image
 
 from retrain.images import load_image
-from tests.conftest import CliRun, copy_dataset, run_cli, sample_photos
+from tests.conftest import CliRun, copy_dataset, run_cli, sample_photos, tensorboard_events
 
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 
@@ -73,20 +73,9 @@ def test_int8_tflite_is_smaller_and_close(
     assert (tmp_path / "int8.tflite").stat().st_size < 0.4 * (trained_run.output_dir / "model.tflite").stat().st_size
 
 
-def _events(folder: Path) -> dict[str, list[tuple[int, object]]]:
-    found: dict[str, list[tuple[int, object]]] = {}
-    for file in folder.glob("events.out.tfevents.*"):
-        for event in tf.compat.v1.train.summary_iterator(str(file)):
-            if event.HasField("graph_def"):
-                found.setdefault("__graph__", []).append((event.step, event.graph_def))
-            for value in event.summary.value:
-                found.setdefault(value.tag, []).append((event.step, value))
-    return found
-
-
 def test_tensorboard_summaries_are_written(trained_run: CliRun) -> None:
     logs = trained_run.output_dir / "retrain_logs"
-    train, validation = _events(logs / "train"), _events(logs / "validation")
+    train, validation = tensorboard_events(logs / "train"), tensorboard_events(logs / "validation")
     steps = list(range(100, 4001, 100))
     for events in (train, validation):
         assert sorted(step for step, _ in events["accuracy"]) == steps

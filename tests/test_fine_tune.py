@@ -24,7 +24,7 @@ from retrain.inference import classify, load_exported_model
 from retrain.modules import ImageModule, load_image_module
 from retrain.modules.efficientnet_lite import BUNDLED_BACKBONES, build_network
 from retrain.training import SoftmaxHead
-from tests.conftest import CliRun, run_cli, sample_photos
+from tests.conftest import CliRun, run_cli, sample_photos, tensorboard_events
 
 
 def _fine_tune(flowers_sample: Path, bottleneck_dir: Path, output_dir: Path) -> CliRun:
@@ -121,3 +121,13 @@ def test_fine_tune_refuses_modules_it_cannot_train(module: str, flowers_sample: 
     assert run.stderr.strip().startswith("error: --fine-tune trains the bundled backbones only")
     assert len(run.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "saved_model").exists()
+
+
+def test_tensorboard_shows_fine_tuning_epochs(fine_tuned_run: CliRun) -> None:
+    logs = fine_tuned_run.output_dir / "retrain_logs"
+    train, validation = tensorboard_events(logs / "train"), tensorboard_events(logs / "validation")
+    assert sorted(step for step, _ in train["fine_tune/accuracy"]) == [1, 2]
+    assert sorted(step for step, _ in validation["fine_tune/accuracy"]) == [0, 1, 2]
+    metrics = json.loads((fine_tuned_run.output_dir / "report" / "metrics.json").read_text())
+    logged = {step: float(tf.make_ndarray(value.tensor)) for step, value in validation["fine_tune/accuracy"]}
+    assert logged == pytest.approx({e["epoch"]: e["validation_accuracy"] for e in metrics["fine_tune"]["epochs_run"]})
