@@ -279,7 +279,7 @@ def train(
     ] = False,
     fine_tune_blocks: Annotated[
         int, typer.Option("--fine-tune-blocks", help="Backbone blocks to train, counted from the top.", min=1)
-    ] = 5,
+    ] = 3,
     fine_tune_epochs: Annotated[
         int, typer.Option("--fine-tune-epochs", help="Passes over the training images.", min=1)
     ] = 8,
