@@ -433,6 +433,7 @@ def _train_and_report(options, print_misclassified: bool) -> None:
             progress.update(task, completed=done)
             if done == total:
                 progress.stop()
+                progress.remove_task(task)  # it stays printed; the next pass's bar must not draw it again
                 task = None
 
         return update
