@@ -69,6 +69,7 @@ class FineTuned:
     epochs: list[EpochResult]  # epoch 0 is the layer trained on bottlenecks, before fine-tuning
     best_epoch: int
     tta: bool
+    validation_probabilities: np.ndarray  # of the validation images, in the order given, at the kept epoch
 
     def probabilities(self, paths: Sequence[Path]) -> np.ndarray:
         """Class probabilities of image files, as the exported model gives them."""
@@ -156,10 +157,12 @@ def fine_tune(
     def load_training_batch(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.stack([load_pixels(train_images[row].path, decode_size) for row in rows]), train_labels[rows]
 
+    validations: list[np.ndarray] = []  # validation probabilities, one array per epoch
     with ThreadPoolExecutor(max_workers=2) as pool:
 
         def validate(epoch: int, started: float, train_accuracy: float, train_loss: float) -> EpochResult:
             probabilities = predict(validation_paths, pool)
+            validations.append(probabilities)
             chosen = probabilities[np.arange(len(validation_labels)), validation_labels]
             return EpochResult(
                 epoch,
@@ -195,7 +198,8 @@ def fine_tune(
     best_epoch = max(epochs, key=_score).epoch
     key = _weights_key(module, best)
     tuned = ImageModule(module.name, size, module.feature_size, key, network)
-    return FineTuned(tuned, SoftmaxHead(weights.numpy(), biases.numpy()), epochs, best_epoch, tta)
+    tuned_head = SoftmaxHead(weights.numpy(), biases.numpy())
+    return FineTuned(tuned, tuned_head, epochs, best_epoch, tta, validations[best_epoch])
 
 
 def _score(result: EpochResult) -> tuple[float, int]:

@@ -188,7 +188,7 @@ def train(options: RunOptions, events: RunEvents = RunEvents()) -> RunResult:
     validation_paths = [image.path for image in validation_images]
     if fine_tuned:  # the cached bottlenecks are the original backbone's
         test_probabilities = fine_tuned.probabilities(test_paths)
-        validation_probabilities = fine_tuned.probabilities(validation_paths)
+        validation_probabilities = fine_tuned.validation_probabilities  # computed when its epoch was kept
     else:
         test_probabilities = head.probabilities(test_x, mirrored_test_x)
         validation_probabilities = head.probabilities(validation_x, mirrored_validation_x)
