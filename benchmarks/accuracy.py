@@ -2,8 +2,8 @@
 
     python benchmarks/accuracy.py [IMAGE_DIR] [--only NAME ...] [--seeds 0 1 2]
 
-Every run is ``retrain-ci train IMAGE_DIR --testing-percentage 25`` (about 460 test photos) in a subprocess, sharing
-one bottleneck cache, so the first run of each backbone also pays for its bottlenecks (its time is shown apart).
+Every run is ``retrain-ci train IMAGE_DIR --testing-percentage 25`` (431 test photos on flowers-dev) in a
+subprocess, sharing one bottleneck cache, so the first run of each backbone also pays for its bottlenecks.
 The tutorial's own layer runs first as the baseline that the defaults are measured against.
 """
 

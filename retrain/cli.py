@@ -279,14 +279,18 @@ def train(
     ] = False,
     fine_tune_blocks: Annotated[
         int, typer.Option("--fine-tune-blocks", help="Backbone blocks to train, counted from the top.", min=1)
-    ] = 3,
+    ] = 5,
     fine_tune_epochs: Annotated[
         int, typer.Option("--fine-tune-epochs", help="Passes over the training images.", min=1)
-    ] = 8,
+    ] = 12,
     fine_tune_learning_rate: Annotated[
         float,
-        typer.Option("--fine-tune-learning-rate", help="Peak learning rate (SGD, momentum 0.9, cosine).", min=0.0),
-    ] = 0.001,
+        typer.Option(
+            "--fine-tune-learning-rate",
+            help="Peak learning rate of the blocks (SGD, momentum 0.9, cosine); the new layer's is 10x.",
+            min=0.0,
+        ),
+    ] = 0.003,
     fine_tune_image_size: Annotated[
         int | None,
         typer.Option(

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from retrain.dataset import LabeledImage
+from retrain.distortions import Distortions
 from retrain.export import (
     Classifier,
     export_frozen_graph,
@@ -19,6 +21,7 @@ from retrain.export import (
     frozen_graph,
     write_labels,
 )
+from retrain.finetuning import FineTuneConfig, fine_tune
 from retrain.images import load_image
 from retrain.inference import classify, load_exported_model
 from retrain.modules import ImageModule, load_image_module
@@ -64,6 +67,7 @@ def test_best_epoch_is_kept_and_recorded(fine_tuned_run: CliRun) -> None:
     metrics = json.loads((fine_tuned_run.output_dir / "report" / "metrics.json").read_text())
     fine_tune = metrics["fine_tune"]
     assert (fine_tune["blocks"], fine_tune["epochs"], fine_tune["learning_rate"]) == (2, 2, 0.003)
+    assert fine_tune["layer_learning_rate_factor"] == FineTuneConfig().layer_learning_rate_factor
     assert [epoch["epoch"] for epoch in fine_tune["epochs_run"]] == [0, 1, 2]
     accuracies = [epoch["validation_accuracy"] for epoch in fine_tune["epochs_run"]]
     assert fine_tune["best_epoch"] == max(range(len(accuracies)), key=lambda epoch: (accuracies[epoch], epoch))
@@ -131,3 +135,31 @@ def test_tensorboard_shows_fine_tuning_epochs(fine_tuned_run: CliRun) -> None:
     metrics = json.loads((fine_tuned_run.output_dir / "report" / "metrics.json").read_text())
     logged = {step: float(tf.make_ndarray(value.tensor)) for step, value in validation["fine_tune/accuracy"]}
     assert logged == pytest.approx({e["epoch"]: e["validation_accuracy"] for e in metrics["fine_tune"]["epochs_run"]})
+
+
+@pytest.mark.parametrize("factor", [0.0, 10.0])
+def test_the_new_layer_learns_at_its_own_rate(factor: float, flowers_sample: Path) -> None:
+    """One step on 32 photos: the blocks always move; the layer moves only when its rate factor is not zero."""
+    labels = ("daisy", "dandelion", "roses", "sunflowers")
+    images = [
+        LabeledImage(path, index, "training")
+        for index, label in enumerate(labels)
+        for path in sample_photos(flowers_sample, label, 8)
+    ]
+    rng = np.random.default_rng(0)
+    # Everything is called "tulips" (class 4, no photos here) before fine-tuning: validation accuracy starts at 0,
+    # so the epoch after the step is always the one kept.
+    head = SoftmaxHead(rng.normal(0, 0.05, (1280, 5)).astype(np.float32), np.array([0, 0, 0, 0, 20], np.float32))
+    network = build_network(BUNDLED_BACKBONES["efficientnet_lite0"], 224)
+    top_block = [variable.numpy() for variable in network.top_variables(len(network.blocks) - 1)]
+    config = FineTuneConfig(
+        blocks=1, epochs=1, image_size=224, layer_learning_rate_factor=factor, augmentation=Distortions()
+    )
+
+    tuned = fine_tune(load_image_module("efficientnet_lite0"), network, head, images, images, config, 0, tta=False)
+
+    assert tuned.best_epoch == 1
+    moved = [variable.numpy() for variable in network.top_variables(len(network.blocks) - 1)]
+    assert any(not np.array_equal(before, after) for before, after in zip(top_block, moved, strict=True))
+    layer_moved = not np.array_equal(tuned.head.weights, head.weights)
+    assert layer_moved == (factor > 0)
