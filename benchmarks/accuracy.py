@@ -56,7 +56,12 @@ def main() -> None:
     baseline = None
     with tempfile.TemporaryDirectory() as scratch:
         for name in arguments.only:
-            results = [run(arguments.image_dir, Path(scratch), name, seed) for seed in arguments.seeds]
+            results = []
+            for seed in arguments.seeds:  # a run can take minutes: say each one as it ends, the table row comes after
+                results.append(run(arguments.image_dir, Path(scratch), name, seed))
+                wall, metrics = results[-1]
+                accuracy = metrics["test_accuracy"]
+                print(f"  {name}, seed {seed}: {accuracy:.4f} in {wall:.0f} s", file=sys.stderr, flush=True)
             accuracies = [metrics["test_accuracy"] for _, metrics in results]
             seconds = [f"{wall:.0f}" for wall, _ in results]
             test_images = results[0][1]["test_images"]
