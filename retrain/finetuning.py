@@ -125,15 +125,15 @@ def fine_tune(
     start = max(0, len(network.blocks) - config.blocks)
     weights = tf.Variable(head.weights, name="final_weights")
     biases = tf.Variable(head.biases, name="final_biases")
-    blocks = network.top_variables(start)
-    trainable = [*blocks, weights, biases]
+    backbone_variables = network.top_variables(start)  # the top blocks and the head convolution
+    trainable = [*backbone_variables, weights, biases]
     steps_per_epoch = max(1, len(train_images) // BATCH_SIZE)
     total_steps = steps_per_epoch * config.epochs
 
     def optimizer(peak: float) -> tf.keras.optimizers.Optimizer:
         return tf.keras.optimizers.SGD(tf.keras.optimizers.schedules.CosineDecay(peak, total_steps), momentum=0.9)
 
-    blocks_optimizer = optimizer(config.learning_rate)
+    backbone_optimizer = optimizer(config.learning_rate)
     layer_optimizer = optimizer(config.learning_rate * config.layer_learning_rate_factor)
     size = (network.image_size, network.image_size)
     class_count = head.biases.shape[0]
@@ -151,8 +151,9 @@ def fine_tune(
             targets = tf.one_hot(labels, class_count) * (1 - smoothing) + smoothing / class_count
             loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(targets, logits))
         gradients = tape.gradient(loss, trainable)
-        blocks_optimizer.apply_gradients(zip(gradients[: len(blocks)], blocks, strict=True))
-        layer_optimizer.apply_gradients(zip(gradients[len(blocks) :], [weights, biases], strict=True))
+        backbone_gradients, layer_gradients = gradients[: len(backbone_variables)], gradients[len(backbone_variables) :]
+        backbone_optimizer.apply_gradients(zip(backbone_gradients, backbone_variables, strict=True))
+        layer_optimizer.apply_gradients(zip(layer_gradients, [weights, biases], strict=True))
         correct = tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels)
         accuracy = tf.reduce_mean(tf.cast(correct, tf.float32))
         return accuracy, loss
