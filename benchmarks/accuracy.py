@@ -27,6 +27,7 @@ CONFIGURATIONS = {
     "lite2 tutorial head": ["--tfhub-module", "efficientnet_lite2", *TUTORIAL_HEAD],
     "lite2 default head": ["--tfhub-module", "efficientnet_lite2"],
     "lite0 --fine-tune": ["--tfhub-module", "efficientnet_lite0", "--fine-tune"],
+    "lite1 --fine-tune": ["--tfhub-module", "efficientnet_lite1", "--fine-tune"],
 }
 
 
