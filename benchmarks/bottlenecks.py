@@ -45,11 +45,13 @@ def _benchmark(image_dir: Path, scratch: Path) -> None:
     warnings.simplefilter("ignore")
     import tensorflow as tf
 
-    from retrain.bottlenecks import BottleneckCache, compute_bottlenecks
-    from retrain.dataset import list_dataset
-    from retrain.modules import load_image_module
-    from retrain.modules.runners import cpu_count, feature_runner
-    from retrain.training import TrainingConfig, train_head
+    from retrain.core.bottleneck_cache import BottleneckCache
+    from retrain.core.dataset import list_dataset
+    from retrain.core.settings import TrainingSettings
+    from retrain.training.bottlenecks import compute_bottlenecks
+    from retrain.training.head import LabeledVectors, train_head
+    from retrain.training.modules import load_image_module
+    from retrain.training.modules.runners import cpu_count, feature_runner
 
     print(f"data: {image_dir}; {cpu_count()} cores; TensorFlow {tf.__version__}; load average at start {_load()}")
     module = load_image_module("efficientnet_lite0")
@@ -84,7 +86,12 @@ def _benchmark(image_dir: Path, scratch: Path) -> None:
     train_x, train_y, _ = fast.split("training")
     validation_x, validation_y, _ = fast.split("validation")
     head, training_seconds = _timed(
-        lambda: train_head(train_x, train_y, validation_x, validation_y, len(dataset.labels), TrainingConfig())
+        lambda: train_head(
+            LabeledVectors(train_x, train_y),
+            LabeledVectors(validation_x, validation_y),
+            class_count=len(dataset.labels),
+            settings=TrainingSettings(),
+        )
     )
     fast_test, reference_test = fast.split("testing")[0], reference.split("testing")[0]
     same = int(np.sum(head.logits(fast_test).argmax(axis=1) == head.logits(reference_test).argmax(axis=1)))
@@ -135,7 +142,7 @@ def _keras_pipeline(image_dir: Path, module) -> None:
 
 def _synthetic_cache(root: Path, feature_size: int):
     """100,000 random entries written as runs write them: 512-row shards."""
-    from retrain.bottlenecks import BottleneckCache
+    from retrain.core.bottleneck_cache import BottleneckCache
 
     cache = BottleneckCache(root, "synthetic")
     rng = np.random.default_rng(0)
@@ -153,7 +160,7 @@ LOADER = """
 import sys, time
 from pathlib import Path
 import numpy as np
-from retrain.bottlenecks import BottleneckCache
+from retrain.core.bottleneck_cache import BottleneckCache
 root, entries, width = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 keys = [f"{i:040x}" for i in np.random.default_rng(1).permutation(100_000)[:entries]]
 status = lambda field: int(Path("/proc/self/status").read_text().split(field + ":")[1].split()[0])

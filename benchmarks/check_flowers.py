@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from datacheck.audit import audit_dataset
-from datacheck.config import AuditConfig
+from retrain.core.settings import AuditSettings, ModuleSettings
+from retrain.training.bottlenecks import bottleneck_source
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers-dev"
 
@@ -49,8 +50,9 @@ def planted_mislabels(image_dir: Path, bottleneck_dir: Path, planted: int, seed:
             wrong = rng.choice([label for label in classes if label != photo.parent.name])
             (root / photo.parent.name / photo.name).rename(root / wrong / photo.name)
             moved.add(f"{wrong}/{photo.name}")
-        config = AuditConfig(bottleneck_dir=bottleneck_dir, only=("suspected_mislabel",))
-        flagged = {path for finding in audit_dataset(root, config).findings for path in finding.paths}
+        settings = AuditSettings(module=ModuleSettings(bottleneck_dir=bottleneck_dir), only=("suspected_mislabel",))
+        report = audit_dataset(root, settings, bottlenecks=bottleneck_source(settings.module))
+        flagged = {path for finding in report.findings for path in finding.paths}
     return len(flagged & moved) / planted, len(flagged - moved) / (len(photos) - planted)
 
 

@@ -3,28 +3,32 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from datacheck.config import AuditConfig
 from datacheck.findings import AuditReport
 from datacheck.properties import image_properties
 from datacheck.registry import AuditData, selected_checks
-from retrain.bottlenecks import BottleneckCache, compute_bottlenecks
-from retrain.dataset import LabeledImage, scan_folder
+from retrain.core.bottleneck_cache import BottleneckSource
+from retrain.core.dataset import LabeledImage, scan_folder
+from retrain.core.errors import InputError
+from retrain.core.hooks import Hooks
+from retrain.core.settings import AuditSettings
 
-# (what is being done, done, total): the CLI draws progress bars from it.
-StageProgress = Callable[[str, int, int], None]
 
+def audit_dataset(
+    root: Path, settings: AuditSettings, *, hooks: Hooks = Hooks(), bottlenecks: BottleneckSource | None = None
+) -> AuditReport:
+    """Audit an image folder; raises InputError only for input it cannot audit at all (a missing folder).
 
-def audit_dataset(root: Path, config: AuditConfig, on_progress: StageProgress | None = None) -> AuditReport:
-    """Audit an image folder; raises RetrainError only for input it cannot audit at all (a missing folder)."""
+    ``bottlenecks`` computes them for the checks that need them (the training engine's ``bottleneck_source``).
+    """
     started = time.perf_counter()
-    checks = selected_checks(config.only, config.skip)
-    data = audit_data(root, config, any(check.needs_bottlenecks for check in checks), on_progress)
+    checks = selected_checks(settings.only, settings.skip)
+    needed = bottlenecks if any(check.needs_bottlenecks for check in checks) else None
+    data = audit_data(root, settings, hooks=hooks, bottlenecks=needed)
     findings = [finding for check in checks for finding in check().run(data)]
     findings.sort(key=lambda finding: -finding.severity.rank)  # stable: check order within a severity
     return AuditReport(
@@ -39,44 +43,32 @@ def audit_dataset(root: Path, config: AuditConfig, on_progress: StageProgress | 
 
 
 def audit_data(
-    root: Path, config: AuditConfig, with_bottlenecks: bool, on_progress: StageProgress | None = None
+    root: Path, settings: AuditSettings, *, hooks: Hooks = Hooks(), bottlenecks: BottleneckSource | None = None
 ) -> AuditData:
-    """Scan the folder and decode every image once; bottlenecks too when a check needs them."""
+    """Scan the folder and decode every image once; bottlenecks too when a source for them is given."""
     scan = scan_folder(root)
-    images = image_properties(
-        scan, config.testing_percentage, config.validation_percentage, _stage(on_progress, "Reading images")
-    )
-    data = AuditData(scan, images, config)
-    if with_bottlenecks:
-        data.bottlenecks, data.bottleneck_counts = bottlenecks_for(
-            root, images, config, _stage(on_progress, "Computing bottlenecks")
-        )
+    images = image_properties(scan, settings.split, hooks.progress("Reading images"))
+    data = AuditData(scan, images, settings)
+    if bottlenecks is not None:
+        data.bottlenecks, data.bottleneck_counts = _bottleneck_matrix(root, images, bottlenecks, hooks)
     return data
 
 
-def bottlenecks_for(
-    root: Path, images: pd.DataFrame, config: AuditConfig, on_progress: Callable[[int, int], None] | None = None
+def _bottleneck_matrix(
+    root: Path, images: pd.DataFrame, bottlenecks: BottleneckSource, hooks: Hooks
 ) -> tuple[np.ndarray, dict[str, int]]:
-    """Bottlenecks of the readable images through training's module and cache, one row per row of ``images``."""
-    from retrain.modules import load_image_module  # imports TensorFlow: only when a check needs bottlenecks
-
-    module = load_image_module(config.tfhub_module)
-    cache = BottleneckCache(config.bottleneck_dir, module.cache_key)
+    """Bottlenecks of the readable images, one row per row of ``images`` (NaN where it has none)."""
     readable = images[images["error"].isna()]
     labels = sorted(images["label"].unique())
     wanted = [
         LabeledImage(root / path, labels.index(label), split)
         for path, label, split in zip(readable["path"], readable["label"], readable["split"], strict=True)
     ]
-    result = compute_bottlenecks(wanted, module, cache, on_progress)
+    result = bottlenecks(wanted, hooks)
+    if not len(result.vectors) and wanted:
+        raise InputError("no bottleneck could be computed for any readable image")
     row_of = {root / path: row for row, path in enumerate(images["path"])}
-    matrix = np.full((len(images), module.feature_size), np.nan, dtype=np.float32)
+    matrix = np.full((len(images), result.vectors.shape[1] if len(result.vectors) else 0), np.nan, np.float32)
     for image, vector in zip(result.images, result.vectors, strict=True):
         matrix[row_of[image.path]] = vector
     return matrix, {"computed": result.computed, "reused": result.reused}
-
-
-def _stage(on_progress: StageProgress | None, stage: str) -> Callable[[int, int], None] | None:
-    if on_progress is None:
-        return None
-    return lambda done, total: on_progress(stage, done, total)

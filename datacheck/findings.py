@@ -18,6 +18,11 @@ class Severity(str, Enum):
     def rank(self) -> int:
         return list(Severity).index(self)
 
+    @classmethod
+    def threshold(cls, fail_on: str) -> Severity | None:
+        """The lowest severity that fails a gate set to ``fail_on`` (error, warning or never: None)."""
+        return None if fail_on == "never" else cls(fail_on)
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -29,6 +34,11 @@ class Finding:
     paths: tuple[str, ...]
     message: str
     details: dict[str, Any] = field(default_factory=dict)
+
+    def fails(self, fail_on: str) -> bool:
+        """Whether this finding fails a gate set to ``fail_on``."""
+        threshold = Severity.threshold(fail_on)
+        return threshold is not None and self.severity.rank >= threshold.rank
 
 
 @dataclass
@@ -55,9 +65,9 @@ class AuditReport:
             counts[finding.check] = counts.get(finding.check, 0) + 1
         return counts
 
-    def fails(self, fail_on: Severity | None) -> bool:
-        """Whether the CI gate fails: any finding at or above ``fail_on`` (None: never)."""
-        return fail_on is not None and any(f.severity.rank >= fail_on.rank for f in self.findings)
+    def fails(self, fail_on: str) -> bool:
+        """Whether the CI gate fails: any finding at or above ``fail_on`` (error, warning; never)."""
+        return any(finding.fails(fail_on) for finding in self.findings)
 
     def summary(self) -> dict[str, Any]:
         return {

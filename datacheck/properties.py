@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from retrain.bottlenecks import content_key
-from retrain.dataset import FolderScan, split_for
-from retrain.images import ImageDecodeError, decode_image
+from retrain.core.bottleneck_cache import content_key
+from retrain.core.dataset import FolderScan, split_for
+from retrain.core.images import ImageDecodeError, decode_image
+from retrain.core.settings import SplitSettings
 
 # Pixel statistics are measured at this size, so that sharpness and detail compare across photos of any size.
 MEASURE_SIZE = (256, 256)
@@ -22,10 +23,7 @@ ProgressCallback = Callable[[int, int], None]
 
 
 def image_properties(
-    scan: FolderScan,
-    testing_percentage: float,
-    validation_percentage: float,
-    on_progress: ProgressCallback | None = None,
+    scan: FolderScan, split: SplitSettings, on_progress: ProgressCallback | None = None
 ) -> pd.DataFrame:
     """One row per image file of every class, in scan order: where it is, its split, its content and pixel statistics.
 
@@ -43,7 +41,9 @@ def image_properties(
     table = pd.DataFrame(rows, columns=list(_COLUMNS))
     table.insert(0, "path", [path.relative_to(scan.root).as_posix() for _, path in files])
     table.insert(1, "label", [label for label, _ in files])
-    table.insert(2, "split", [split_for(path, testing_percentage, validation_percentage) for _, path in files])
+    table.insert(
+        2, "split", [split_for(path, split.testing_percentage, split.validation_percentage) for _, path in files]
+    )
     return table
 
 

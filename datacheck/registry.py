@@ -9,10 +9,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from datacheck.config import AuditConfig
 from datacheck.findings import Finding, Severity
-from retrain.dataset import ClassFolder, FolderScan
-from retrain.errors import RetrainError
+from retrain.core.dataset import ClassFolder, FolderScan
+from retrain.core.errors import InputError
+from retrain.core.settings import AuditSettings
 
 
 @dataclass
@@ -21,7 +21,7 @@ class AuditData:
 
     scan: FolderScan
     images: pd.DataFrame  # datacheck.properties.image_properties: one row per image file
-    config: AuditConfig
+    settings: AuditSettings
     # One row per row of ``images``; NaN where the image has none (unreadable). None when no selected check needs them.
     bottlenecks: np.ndarray | None = None
     bottleneck_counts: dict[str, int] | None = None  # computed / reused from the cache
@@ -66,5 +66,5 @@ def selected_checks(only: Iterable[str] = (), skip: Iterable[str] = ()) -> list[
     only, skip = list(only), list(skip)
     unknown = [check_id for check_id in only + skip if check_id not in CHECKS]
     if unknown:
-        raise RetrainError(f"unknown check id {unknown[0]!r}; known checks: {', '.join(CHECKS)}")
+        raise InputError(f"unknown check id {unknown[0]!r}; known checks: {', '.join(CHECKS)}")
     return [check for check_id, check in CHECKS.items() if (not only or check_id in only) and check_id not in skip]

@@ -23,9 +23,10 @@ import pandas as pd  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, top_k_accuracy_score  # noqa: E402
 
-from retrain.errors import RetrainError  # noqa: E402
-from retrain.evaluation import Evaluation  # noqa: E402
-from retrain.export import staged_output  # noqa: E402
+from retrain.core.errors import InputError  # noqa: E402
+from retrain.core.gate import GateResult  # noqa: E402
+from retrain.core.outputs import staged_output  # noqa: E402
+from retrain.core.results import Evaluation  # noqa: E402
 
 THUMBNAILS_SHOWN = 100
 THUMBNAIL_SIZE = 160
@@ -40,14 +41,17 @@ class Report:
     confusion: pd.DataFrame
 
     @property
+    def gate(self) -> GateResult:
+        return GateResult.from_dict(self.metrics["gate"])
+
+    @property
     def passed(self) -> bool:
-        return not self.metrics["gate"]["failures"]
+        return self.gate.passed
 
     @property
     def gated(self) -> bool:
         """Whether any gate condition was asked for."""
-        gate = self.metrics["gate"]
-        return any(gate.get(key) is not None for key in ("min_accuracy", "min_class_recall", "baseline_accuracy"))
+        return self.gate.settings.asked
 
     def top_confusions(self, count: int = 5) -> list[tuple[str, str, int]]:
         """The most frequent (true, predicted) pairs among wrong predictions."""
@@ -66,7 +70,7 @@ class Report:
         return [(label, per_class[label]["recall"]) for label in ranked[:count]]
 
 
-def compute_metrics(evaluation: Evaluation, run_info: dict, gate: dict) -> dict:
+def compute_metrics(evaluation: Evaluation, run_info: dict, gate: GateResult) -> dict:
     """The metrics document: accuracy, per-class precision/recall/F1/support, and what produced them."""
     metrics = {
         "test_accuracy": evaluation.accuracy,
@@ -81,7 +85,7 @@ def compute_metrics(evaluation: Evaluation, run_info: dict, gate: dict) -> dict:
             }
             for row in evaluation.per_class(every_label=True).itertuples()
         },
-        "gate": gate,
+        "gate": gate.to_dict(),
     }
     if len(evaluation.labels) > 5:
         metrics["top5_accuracy"] = float(
@@ -92,7 +96,7 @@ def compute_metrics(evaluation: Evaluation, run_info: dict, gate: dict) -> dict:
     return metrics
 
 
-def write_report(directory: Path, evaluation: Evaluation, run_info: dict, gate: dict) -> Report:
+def write_report(directory: Path, evaluation: Evaluation, run_info: dict, gate: GateResult) -> Report:
     """Write every report file into ``directory`` at once (the folder is replaced whole, never half-written)."""
     metrics = compute_metrics(evaluation, run_info, gate)
     confusion = pd.DataFrame(
@@ -123,7 +127,7 @@ def rerender(directory: Path) -> Report:
         metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
         table = pd.read_csv(directory / "predictions.csv")
     except (OSError, ValueError) as error:
-        raise RetrainError(f"{directory} holds no retrain-ci report (metrics.json and predictions.csv)") from error
+        raise InputError(f"{directory} holds no retrain-ci report (metrics.json and predictions.csv)") from error
     labels = tuple(metrics["per_class"])
     evaluation = Evaluation(
         labels,
@@ -134,13 +138,13 @@ def rerender(directory: Path) -> Report:
     )
     derived = {"test_accuracy", "test_images", "per_class", "gate", "top5_accuracy"}
     run_info = {key: value for key, value in metrics.items() if key not in derived}
-    return write_report(directory, evaluation, run_info, metrics["gate"])
+    return write_report(directory, evaluation, run_info, GateResult.from_dict(metrics["gate"]))
 
 
 def summary_markdown(report: Report) -> str:
     """A short summary for pull requests and GitHub step summaries."""
     metrics = report.metrics
-    verdict = "passed" if report.passed else "FAILED: " + "; ".join(metrics["gate"]["failures"])
+    verdict = report.gate.verdict
     lines = [
         "## retrain-ci report",
         "",
@@ -230,7 +234,7 @@ def _html(report: Report, evaluation: Evaluation, confusion_png: bytes) -> str:
     )
     facts = {
         "test accuracy": f"{metrics['test_accuracy']:.2%} ({metrics['test_images']} images)",
-        "gate": "passed" if report.passed else "FAILED: " + "; ".join(metrics["gate"]["failures"]),
+        "gate": report.gate.verdict,
     }
     for key in ("validation_accuracy", "top5_accuracy"):
         if key in metrics:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageFilter
 
-from retrain.dataset import split_for
+from retrain.core.dataset import split_for
 
 
 def copy_in_other_split(photo: Path, folder: Path, stem: str) -> Path:

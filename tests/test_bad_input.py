@@ -112,3 +112,41 @@ def test_cli_starts_without_importing_tensorflow() -> None:
 
     code = "import sys, retrain.cli, datacheck.audit; assert 'tensorflow' not in sys.modules, 'imported'"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["retrain.cli", "retrain.reports", "retrain.pytest_plugin", "retrain.core", "datacheck.audit", "datacheck.checks"],
+)
+def test_the_shell_the_reports_and_the_audit_import_without_tensorflow(module: str) -> None:
+    """The core, the report renderer, the audit's checks and the shell leave TensorFlow out until a module is needed."""
+    import subprocess
+    import sys
+
+    code = f"import sys, importlib, pkgutil; importlib.import_module({module!r}); print('tensorflow' in sys.modules)"
+    if module == "retrain.core":  # every module of the core, not just the package
+        code = (
+            "import sys, importlib, pkgutil, retrain.core as core; "
+            "[importlib.import_module(m.name) for m in pkgutil.iter_modules(core.__path__, 'retrain.core.')]; "
+            "print('tensorflow' in sys.modules)"
+        )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_pixel_checks_and_reports_run_without_tensorflow(flowers_sample: Path, tmp_path: Path) -> None:
+    """`report` and a pixel-only `check` never import TensorFlow: no oneDNN notice, and sys.modules says so."""
+    import subprocess
+    import sys
+
+    photos = copy_dataset(tmp_path / "photos", {c: sample_photos(flowers_sample, c, 3) for c in ("daisy", "roses")})
+    code = (
+        "import sys; from typer.testing import CliRunner; from retrain.cli import app; "
+        f"r = CliRunner().invoke(app, ['check', {str(photos)!r}, '--only', "
+        "'corrupt_image,exact_duplicates,class_imbalance,dark', '--fail-on', 'never']); "
+        f"q = CliRunner().invoke(app, ['report', {str(tmp_path / 'nope')!r}]); "
+        "print(r.exit_code, q.exit_code, 'tensorflow' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["0", "2", "False"], result.stdout + result.stderr

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retrain.bottlenecks import BottleneckCache, compute_bottlenecks
-from retrain.dataset import list_dataset
-from retrain.modules import load_image_module
+from retrain.core.bottleneck_cache import BottleneckCache
+from retrain.core.dataset import list_dataset
+from retrain.core.settings import SplitSettings
+from retrain.training.bottlenecks import compute_bottlenecks
+from retrain.training.modules import load_image_module
 from tests.conftest import copy_dataset, sample_photos
 
 
@@ -31,7 +33,7 @@ def photos(flowers_sample: Path, tmp_path: Path) -> Path:
 
 
 def _compute(photos: Path, module, cache_dir: Path):
-    dataset = list_dataset(photos, 20, 20)
+    dataset = list_dataset(photos, SplitSettings(20, 20))
     return compute_bottlenecks(dataset.images, module, BottleneckCache(cache_dir, module.cache_key))
 
 
@@ -82,7 +84,7 @@ def test_run_killed_while_filling_the_cache_loses_at_most_its_last_shard(
         time.sleep(0.005)
     writer.send_signal(signal.SIGKILL)
     writer.wait()
-    dataset = list_dataset(flowers_sample, 20, 20)
+    dataset = list_dataset(flowers_sample, SplitSettings(20, 20))
     again = compute_bottlenecks(dataset.images, module, BottleneckCache(cache_dir, module.cache_key))
     assert again.reused >= 24 and again.reused % 8 == 0
     assert again.reused + again.computed == 200
@@ -155,14 +157,16 @@ from pathlib import Path
 
 import numpy as np
 
-from retrain.bottlenecks import BottleneckCache, compute_bottlenecks
-from retrain.dataset import list_dataset
-from retrain.modules import load_image_module
+from retrain.core.bottleneck_cache import BottleneckCache
+from retrain.training.bottlenecks import compute_bottlenecks
+from retrain.core.dataset import list_dataset
+from retrain.core.settings import SplitSettings
+from retrain.training.modules import load_image_module
 
 photos, cache_dir, vectors_file, shard_rows, max_small_shards = sys.argv[1:]
 module = load_image_module("efficientnet_lite0")
 cache = BottleneckCache(Path(cache_dir), module.cache_key, int(shard_rows), int(max_small_shards))
-result = compute_bottlenecks(list_dataset(Path(photos), 20, 20).images, module, cache)
+result = compute_bottlenecks(list_dataset(Path(photos), SplitSettings(20, 20)).images, module, cache)
 np.save(vectors_file, result.vectors)
 """
 
@@ -180,10 +184,10 @@ def _writer(photos: Path, cache_dir: Path, vectors_file: Path, shard_rows: int, 
 
 
 def test_dataset_fingerprint_follows_content_from_the_cache_keys(photos: Path, module, tmp_path: Path) -> None:
-    from retrain.dataset import fingerprint
+    from retrain.core.dataset import fingerprint
 
     def current() -> str:
-        dataset = list_dataset(photos, 20, 20)
+        dataset = list_dataset(photos, SplitSettings(20, 20))
         result = compute_bottlenecks(dataset.images, module, BottleneckCache(tmp_path / "cache", module.cache_key))
         return fingerprint(dataset, result.images, result.content_keys)
 

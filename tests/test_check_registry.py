@@ -10,9 +10,10 @@ import pytest
 
 import datacheck.checks  # noqa: F401  (registers every check)
 from datacheck.audit import audit_data
-from datacheck.config import AuditConfig
 from datacheck.findings import Severity
 from datacheck.registry import CHECKS, AuditData
+from retrain.core.settings import AuditSettings, ModuleSettings
+from retrain.training.bottlenecks import bottleneck_source
 from tests.conftest import DefectiveDataset
 from tests.defects import truncated
 
@@ -31,8 +32,9 @@ def audits(
     (single / "daisy").mkdir(parents=True)
     for photo in sorted((flowers_sample / "daisy").glob("*.jpg"))[:12]:
         shutil.copy(photo, single / "daisy" / photo.name)
-    config = AuditConfig(bottleneck_dir=bottleneck_dir)
-    return [audit_data(root, config, with_bottlenecks=True) for root in (defective_dataset.root, broken, single)]
+    settings = AuditSettings(module=ModuleSettings(bottleneck_dir=bottleneck_dir))
+    source = bottleneck_source(settings.module)
+    return [audit_data(root, settings, bottlenecks=source) for root in (defective_dataset.root, broken, single)]
 
 
 def test_every_check_of_the_issue_is_registered() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from retrain.dataset import label_name, list_dataset, scan_folder, split_for
-from retrain.errors import RetrainError
+from retrain.core.dataset import label_name, list_dataset, scan_folder, split_for
+from retrain.core.errors import InputError
 
 
 def test_labels_are_normalised_like_the_tutorial() -> None:
@@ -69,5 +69,5 @@ def test_scan_keeps_what_training_would_refuse_or_ignore(tmp_path: Path) -> None
     assert [p.name for p in roses.other_files] == ["notes.txt"]
     assert (tulips.label, tulips.images, [p.name for p in tulips.other_files]) == ("tulips", (), ["readme.md"])
     assert [p.name for p in scan.stray_files] == ["stray.jpg"]
-    with pytest.raises(RetrainError, match="tulips has no images"):
+    with pytest.raises(InputError, match="tulips has no images"):
         list_dataset(tmp_path)

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from retrain.images import load_image
+from retrain.core.images import load_image
 from tests.conftest import CliRun, copy_dataset, run_cli, sample_photos, tensorboard_events
 
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
@@ -175,17 +175,18 @@ def test_distortions_recompute_training_bottlenecks(flowers_sample: Path, bottle
 
 
 def test_distortions_transform_images_as_asked() -> None:
-    from retrain.distortions import Distortions
+    from retrain.core.settings import Distortions
+    from retrain.training.distortions import distort
 
     generator = tf.random.Generator.from_seed(1)
     images = tf.random.stateless_uniform([16, 40, 40, 3], seed=[1, 2])
-    flipped = Distortions(flip_left_right=True).apply(images, (40, 40), generator).numpy()
+    flipped = distort(Distortions(flip_left_right=True), images, (40, 40), generator).numpy()
     for original, result in zip(images.numpy(), flipped, strict=True):
         assert np.allclose(result, original, atol=1e-5) or np.allclose(result, original[:, ::-1], atol=1e-5)
     assert not np.allclose(flipped, images.numpy(), atol=1e-5)  # some of 16 were mirrored
-    cropped = Distortions(random_crop=20, random_scale=20).apply(images, (32, 32), generator).numpy()
+    cropped = distort(Distortions(random_crop=20, random_scale=20), images, (32, 32), generator).numpy()
     assert cropped.shape == (16, 32, 32, 3)
-    bright = Distortions(random_brightness=50).apply(tf.fill([200, 2, 2, 3], 0.5), (2, 2), generator).numpy()
+    bright = distort(Distortions(random_brightness=50), tf.fill([200, 2, 2, 3], 0.5), (2, 2), generator).numpy()
     assert 0.25 <= bright.min() < 0.35 and 0.65 < bright.max() <= 0.75
 
 

@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from retrain.dataset import LabeledImage
-from retrain.distortions import Distortions
-from retrain.export import (
+from retrain.core.dataset import LabeledImage
+from retrain.core.images import load_image
+from retrain.core.results import SoftmaxHead
+from retrain.core.settings import Distortions, FineTuneSettings
+from retrain.training.export import (
     Classifier,
     export_frozen_graph,
     export_saved_model,
@@ -21,12 +23,10 @@ from retrain.export import (
     frozen_graph,
     write_labels,
 )
-from retrain.finetuning import FineTuneConfig, fine_tune
-from retrain.images import load_image
-from retrain.inference import classify, load_exported_model
-from retrain.modules import ImageModule, load_image_module
-from retrain.modules.efficientnet_lite import BUNDLED_BACKBONES, build_network
-from retrain.training import SoftmaxHead
+from retrain.training.fine_tune import fine_tune
+from retrain.training.inference import classify, load_exported_model
+from retrain.training.modules import ImageModule, load_image_module
+from retrain.training.modules.efficientnet_lite import BUNDLED_BACKBONES, build_network
 from tests.conftest import CliRun, run_cli, sample_photos, tensorboard_events
 
 
@@ -67,7 +67,7 @@ def test_best_epoch_is_kept_and_recorded(fine_tuned_run: CliRun) -> None:
     metrics = json.loads((fine_tuned_run.output_dir / "report" / "metrics.json").read_text())
     fine_tune = metrics["fine_tune"]
     assert (fine_tune["blocks"], fine_tune["epochs"], fine_tune["learning_rate"]) == (2, 2, 0.003)
-    assert fine_tune["layer_learning_rate_factor"] == FineTuneConfig().layer_learning_rate_factor
+    assert fine_tune["layer_learning_rate_factor"] == FineTuneSettings().layer_learning_rate_factor
     assert [epoch["epoch"] for epoch in fine_tune["epochs_run"]] == [0, 1, 2]
     accuracies = [epoch["validation_accuracy"] for epoch in fine_tune["epochs_run"]]
     assert fine_tune["best_epoch"] == max(range(len(accuracies)), key=lambda epoch: (accuracies[epoch], epoch))
@@ -152,11 +152,12 @@ def test_the_new_layer_learns_at_its_own_rate(factor: float, flowers_sample: Pat
     head = SoftmaxHead(rng.normal(0, 0.05, (1280, 5)).astype(np.float32), np.array([0, 0, 0, 0, 20], np.float32))
     network = build_network(BUNDLED_BACKBONES["efficientnet_lite0"], 224)
     top_block = [variable.numpy() for variable in network.top_variables(len(network.blocks) - 1)]
-    config = FineTuneConfig(
+    config = FineTuneSettings(
         blocks=1, epochs=1, image_size=224, layer_learning_rate_factor=factor, augmentation=Distortions()
     )
 
-    tuned = fine_tune(load_image_module("efficientnet_lite0"), network, head, images, images, config, 0, tta=False)
+    module = load_image_module("efficientnet_lite0")
+    tuned = fine_tune(module, network, head, training=images, validation=images, settings=config, seed=0, tta=False)
 
     assert tuned.best_epoch == 1
     moved = [variable.numpy() for variable in network.top_variables(len(network.blocks) - 1)]

@@ -11,25 +11,28 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from retrain.bottlenecks import BottleneckCache, compute_bottlenecks
-from retrain.dataset import LabeledImage
-from retrain.export import Classifier
-from retrain.images import load_image, load_pixels
-from retrain.inference import classify, load_exported_model
-from retrain.modules import load_image_module
-from retrain.modules.runners import feature_runner
-from retrain.training import SoftmaxHead, TrainingConfig, learning_rate_at
+from retrain.core.bottleneck_cache import BottleneckCache
+from retrain.core.dataset import LabeledImage
+from retrain.core.images import load_image, load_pixels
+from retrain.core.results import SoftmaxHead
+from retrain.core.settings import TrainingSettings
+from retrain.training.bottlenecks import compute_bottlenecks
+from retrain.training.export import Classifier
+from retrain.training.head import learning_rate_at
+from retrain.training.inference import classify, load_exported_model
+from retrain.training.modules import load_image_module
+from retrain.training.modules.runners import feature_runner
 from tests.conftest import CliRun, run_cli, sample_photos
 
 
 def test_cosine_schedule_decays_from_the_rate_to_zero_and_constant_is_the_tutorials() -> None:
-    cosine = TrainingConfig(how_many_training_steps=100, learning_rate=0.1)
+    cosine = TrainingSettings(how_many_training_steps=100, learning_rate=0.1)
     rates = [learning_rate_at(cosine, step) for step in range(1, 101)]
     assert rates[0] == pytest.approx(0.1)
     assert rates[50] == pytest.approx(0.05, abs=1e-3)
     assert 0 < rates[-1] < 1e-4
     assert all(later < earlier for earlier, later in zip(rates, rates[1:], strict=False))
-    constant = TrainingConfig(learning_rate=0.01, learning_rate_schedule="constant")
+    constant = TrainingSettings(learning_rate=0.01, learning_rate_schedule="constant")
     assert {learning_rate_at(constant, step) for step in (1, 2000, 4000)} == {0.01}
 
 

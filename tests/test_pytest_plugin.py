@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from retrain.errors import RetrainError  # noqa: F401  (the plugin's package must import without TensorFlow)
+from retrain.core.errors import InputError  # noqa: F401  (the plugin's package must import without TensorFlow)
 
 pytest_plugins = ["pytester"]
 

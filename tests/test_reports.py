@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from retrain.gate import GateOptions, gate_failures
+from retrain.core.gate import GateResult, judge
+from retrain.core.settings import GateSettings
 from tests.conftest import CliRun, copy_dataset, run_cli, sample_photos
 
 
@@ -162,18 +163,18 @@ def test_evaluate_takes_the_same_gate_and_writes_a_report(
 
 def test_gate_rules() -> None:
     recall = {"a": 0.95, "b": 0.7}
-    assert gate_failures(0.9, recall, GateOptions()) == []
-    assert gate_failures(0.9, recall, GateOptions(min_accuracy=0.9)) == []
-    (failure,) = gate_failures(0.9, recall, GateOptions(min_class_recall=0.8))
+    assert judge(0.9, recall, GateSettings()).failures == ()
+    assert judge(0.9, recall, GateSettings(min_accuracy=0.9)).failures == ()
+    (failure,) = judge(0.9, recall, GateSettings(min_class_recall=0.8)).failures
     assert "b 0.7000" in failure and "a 0." not in failure
-    assert gate_failures(0.9, recall, GateOptions(baseline_accuracy=0.92, max_regression=0.02)) == []
-    assert len(gate_failures(0.9, recall, GateOptions(baseline_accuracy=0.93, max_regression=0.02))) == 1
+    assert judge(0.9, recall, GateSettings(baseline_accuracy=0.92, max_regression=0.02)).failures == ()
+    assert len(judge(0.9, recall, GateSettings(baseline_accuracy=0.93, max_regression=0.02)).failures) == 1
 
 
 def test_top5_accuracy_is_reported_beyond_five_classes(tmp_path: Path) -> None:
     import numpy as np
 
-    from retrain.evaluation import Evaluation
+    from retrain.core.results import Evaluation
     from retrain.reports import compute_metrics
 
     labels = tuple(f"class{i}" for i in range(7))
@@ -184,7 +185,7 @@ def test_top5_accuracy_is_reported_beyond_five_classes(tmp_path: Path) -> None:
     probabilities[2, [0, 1, 3, 4, 5, 2]] = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]  # true class ranked 6th: not
     probabilities[3, 3] = 0.9  # right
     evaluation = Evaluation(labels, [tmp_path / f"{i}.jpg" for i in range(4)], truths, probabilities, [])
-    metrics = compute_metrics(evaluation, {}, {"failures": []})
+    metrics = compute_metrics(evaluation, {}, GateResult(GateSettings()))
     assert metrics["test_accuracy"] == 0.5
     assert metrics["top5_accuracy"] == 0.75
 
@@ -192,14 +193,14 @@ def test_top5_accuracy_is_reported_beyond_five_classes(tmp_path: Path) -> None:
 def test_a_class_without_test_images_is_not_reported_as_zero_recall(tmp_path: Path) -> None:
     import numpy as np
 
-    from retrain.evaluation import Evaluation
+    from retrain.core.results import Evaluation
     from retrain.reports import write_report
 
     probabilities = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1]])
     evaluation = Evaluation(
         ("a", "b", "c"), [tmp_path / f"{i}.jpg" for i in range(3)], np.array([0, 1, 1]), probabilities, []
     )
-    report = write_report(tmp_path / "report", evaluation, {}, {"failures": []})
+    report = write_report(tmp_path / "report", evaluation, {}, GateResult(GateSettings()))
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "| c | n/a | n/a | n/a | 0 |" in summary
     assert report.worst_classes() == [("b", 0.5), ("a", 1.0)]

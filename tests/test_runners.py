@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from retrain.bottlenecks import BottleneckCache, compute_bottlenecks
-from retrain.dataset import list_dataset
-from retrain.images import load_pixels, to_float
-from retrain.modules import load_image_module
-from retrain.modules.runners import feature_runner
-from retrain.training import TrainingConfig, train_head
+from retrain.core.bottleneck_cache import BottleneckCache
+from retrain.core.dataset import list_dataset
+from retrain.core.images import load_pixels, to_float
+from retrain.core.settings import TrainingSettings
+from retrain.training.bottlenecks import compute_bottlenecks
+from retrain.training.head import LabeledVectors, train_head
+from retrain.training.modules import load_image_module
+from retrain.training.modules.runners import feature_runner
 from tests.conftest import copy_dataset, sample_photos
 
 # Features are means of ReLU6 activations (0 to 6). TFLite and TensorFlow sum in different orders and XNNPACK uses
@@ -48,7 +50,12 @@ def test_head_trained_on_fast_bottlenecks_predicts_as_one_trained_on_tensorflow_
         train_x, train_y, _ = bottlenecks.split("training")
         validation_x, validation_y, _ = bottlenecks.split("validation")
         heads.append(
-            train_head(train_x, train_y, validation_x, validation_y, 5, TrainingConfig(how_many_training_steps=1000))
+            train_head(
+                LabeledVectors(train_x, train_y),
+                LabeledVectors(validation_x, validation_y),
+                class_count=5,
+                settings=TrainingSettings(how_many_training_steps=1000),
+            )
         )
         test_sets.append(bottlenecks.split("testing")[0])
     fast_head, reference_head = heads

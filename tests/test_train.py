@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from retrain.images import load_image
+from retrain.core.images import load_image
 from tests.conftest import CliRun, run_cli
 
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]

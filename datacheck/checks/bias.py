@@ -37,7 +37,7 @@ class ShortcutBias(Check):
         images = data.readable()
         features = images[list(TRIVIAL_STATISTICS)].to_numpy(dtype=float)
         model = RandomForestClassifier(n_estimators=200, min_samples_leaf=2, random_state=0)
-        predictions = out_of_fold(model, features, images["label"].tolist(), data.config.cross_validation_folds)
+        predictions = out_of_fold(model, features, images["label"].tolist(), data.settings.cross_validation_folds)
         if predictions is None:
             return []
         recalls = recall_score(
@@ -49,7 +49,7 @@ class ShortcutBias(Check):
         )
         chance = 1 / len(predictions.classes)
         skill = (recalls.mean() - chance) / (1 - chance)
-        if skill <= data.config.max_shortcut_skill:
+        if skill <= data.settings.max_shortcut_skill:
             return []
         importances = model.fit(features[predictions.rows], predictions.labels).feature_importances_
         telling = [list(TRIVIAL_STATISTICS.values())[i] for i in np.argsort(importances)[::-1][:2]]

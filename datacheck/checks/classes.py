@@ -77,25 +77,25 @@ class TooFewImages(Check):
     id = "too_few_images"
 
     def run(self, data: AuditData) -> list[Finding]:
-        config = data.config
+        settings = data.settings
         counts = data.readable()["label"].value_counts()
         findings = []
         for folder in data.scan.classes:
             count = int(counts.get(folder.label, 0))
-            if not folder.images or count >= config.recommended_images:
+            if not folder.images or count >= settings.recommended_images:
                 continue  # an empty folder is empty_class's finding
-            too_few = count < config.min_images
-            needed = f"at least {config.min_images} are needed and " if too_few else ""
+            too_few = count < settings.min_images
+            needed = f"at least {settings.min_images} are needed and " if too_few else ""
             findings.append(
                 self.finding(
                     Severity.ERROR if too_few else Severity.WARNING,
                     [data.folder_path(folder)],
                     f"class {folder.label!r} has {count} readable image(s); {needed}"
-                    f"{config.recommended_images} or more are recommended: add photos",
+                    f"{settings.recommended_images} or more are recommended: add photos",
                     label=folder.label,
                     images=count,
-                    min_images=config.min_images,
-                    recommended_images=config.recommended_images,
+                    min_images=settings.min_images,
+                    recommended_images=settings.recommended_images,
                 )
             )
         return findings
@@ -112,7 +112,7 @@ class ClassImbalance(Check):
         if len(counts) < 2:
             return []
         largest, largest_count = str(counts.index[0]), int(counts.iloc[0])
-        ratio_limit = data.config.max_imbalance
+        ratio_limit = data.settings.max_imbalance
         return [
             self.finding(
                 Severity.WARNING,
@@ -138,14 +138,17 @@ class SplitStarved(Check):
     id = "split_starved"
 
     def run(self, data: AuditData) -> list[Finding]:
-        config = data.config
+        settings = data.settings
         readable = data.readable()
         findings = []
         for folder in data.scan.classes:
             splits = readable.loc[readable["label"] == folder.label, "split"].value_counts()
             if splits.empty:
                 continue  # no readable image at all: empty_class or corrupt_image say so
-            percentages = {"validation": config.validation_percentage, "testing": config.testing_percentage}
+            percentages = {
+                "validation": settings.split.validation_percentage,
+                "testing": settings.split.testing_percentage,
+            }
             missing = [split for split, percentage in percentages.items() if percentage > 0 and split not in splits]
             if "training" not in splits:
                 findings.append(

@@ -92,7 +92,7 @@ class NearDuplicates(Check):
 
     def run(self, data: AuditData) -> list[Finding]:
         findings = []
-        for group in picture_groups(data.readable(), data.config.near_duplicate_bits):
+        for group in picture_groups(data.readable(), data.settings.near_duplicate_bits):
             if group["sha1"].nunique() < 2:
                 continue  # byte-identical copies only: exact_duplicates or conflicting_labels
             classes = _classes(group)
@@ -126,6 +126,6 @@ class SplitLeakage(Check):
                 "(e.g. `rose7_nohash_1.jpg`, `rose7_nohash_2.jpg`) so they always share a split",
                 splits=dict(zip(group["path"], group["split"], strict=True)),
             )
-            for group in picture_groups(data.readable(), data.config.near_duplicate_bits)
+            for group in picture_groups(data.readable(), data.settings.near_duplicate_bits)
             if group["split"].nunique() > 1
         ]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datacheck.config import CONFIG_FILE, PYPROJECT
 from datacheck.findings import Finding, Severity
 from datacheck.registry import AuditData, Check, register
-from retrain.dataset import IMAGE_EXTENSIONS
+from retrain.core.dataset import IMAGE_EXTENSIONS
+from retrain.core.settings_file import CONFIG_FILE, PYPROJECT
 
 EXTENSIONS = ", ".join(sorted(IMAGE_EXTENSIONS))
 

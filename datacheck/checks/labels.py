@@ -32,11 +32,13 @@ class SuspectedMislabel(Check):
         if data.bottlenecks is None:
             return []
         counts = data.images["label"].map(data.readable()["label"].value_counts()).fillna(0)
-        usable = np.flatnonzero(~np.isnan(data.bottlenecks).any(axis=1) & (counts >= data.config.min_images).to_numpy())
+        usable = np.flatnonzero(
+            ~np.isnan(data.bottlenecks).any(axis=1) & (counts >= data.settings.min_images).to_numpy()
+        )
         images = data.images.iloc[usable]
         model = make_pipeline(Normalizer(), LogisticRegression(C=10, max_iter=1000))
         predictions = out_of_fold(
-            model, data.bottlenecks[usable], images["label"].tolist(), data.config.cross_validation_folds
+            model, data.bottlenecks[usable], images["label"].tolist(), data.settings.cross_validation_folds
         )
         if predictions is None:
             return []

@@ -7,9 +7,9 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from datacheck.config import AuditConfig
 from datacheck.findings import Finding, Severity
 from datacheck.registry import AuditData, Check, register
+from retrain.core.settings import AuditSettings
 
 
 class QualityCheck(Check):
@@ -21,18 +21,18 @@ class QualityCheck(Check):
     def measured(self, images: pd.DataFrame) -> pd.Series:
         return images[self.measure]
 
-    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
+    def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:
         raise NotImplementedError
 
-    def message(self, value: float, config: AuditConfig) -> str:
+    def message(self, value: float, settings: AuditSettings) -> str:
         raise NotImplementedError
 
     def run(self, data: AuditData) -> list[Finding]:
         images = data.readable()
         values = self.measured(images).astype(float)
-        hits = self.flagged(values, data.config)
+        hits = self.flagged(values, data.settings)
         return [
-            self.finding(self.severity, [path], self.message(value, data.config), **{self.measure: round(value, 5)})
+            self.finding(self.severity, [path], self.message(value, data.settings), **{self.measure: round(value, 5)})
             for path, value in zip(images["path"][hits], values[hits], strict=True)
         ]
 
@@ -46,12 +46,12 @@ class TinyImage(QualityCheck):
     def measured(self, images: pd.DataFrame) -> pd.Series:
         return np.minimum(images["width"], images["height"])
 
-    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
-        return values < config.min_side
+    def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:
+        return values < settings.min_side
 
-    def message(self, value: float, config: AuditConfig) -> str:
+    def message(self, value: float, settings: AuditSettings) -> str:
         return (
-            f"only {value:.0f} px on its shorter side (under {config.min_side}); the model sees 224x224 pixels, "
+            f"only {value:.0f} px on its shorter side (under {settings.min_side}); the model sees 224x224 pixels, "
             "so it sees an enlarged blur: use a larger original"
         )
 
@@ -64,10 +64,10 @@ class OddAspectRatio(QualityCheck):
     def measured(self, images: pd.DataFrame) -> pd.Series:
         return np.maximum(images["width"], images["height"]) / np.minimum(images["width"], images["height"])
 
-    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
-        return values > config.max_aspect_ratio
+    def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:
+        return values > settings.max_aspect_ratio
 
-    def message(self, value: float, config: AuditConfig) -> str:
+    def message(self, value: float, settings: AuditSettings) -> str:
         return f"{value:.1f}:1; every photo is squeezed into a square, which distorts this one: crop it to the subject"
 
 
@@ -76,13 +76,13 @@ class Dark(QualityCheck):
     id = "dark"
     measure = "highlights"
 
-    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
-        return values < config.dark_highlights
+    def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:
+        return values < settings.dark_highlights
 
-    def message(self, value: float, config: AuditConfig) -> str:
+    def message(self, value: float, settings: AuditSettings) -> str:
         return (
             f"underexposed: even its brightest parts are dark (99th percentile of brightness {value:.2f}, "
-            f"under {config.dark_highlights:g}): check that the subject is visible"
+            f"under {settings.dark_highlights:g}): check that the subject is visible"
         )
 
 
@@ -91,13 +91,13 @@ class Light(QualityCheck):
     id = "light"
     measure = "shadows"
 
-    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
-        return values > config.light_shadows
+    def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:
+        return values > settings.light_shadows
 
-    def message(self, value: float, config: AuditConfig) -> str:
+    def message(self, value: float, settings: AuditSettings) -> str:
         return (
             f"overexposed or washed out: even its darkest parts are light (1st percentile of brightness {value:.2f}, "
-            f"over {config.light_shadows:g}): check that the subject is visible"
+            f"over {settings.light_shadows:g}): check that the subject is visible"
         )
 
 
@@ -106,12 +106,12 @@ class Blurry(QualityCheck):
     id = "blurry"
     measure = "sharpness"
 
-    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
-        return values < config.blurry_sharpness
+    def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:
+        return values < settings.blurry_sharpness
 
-    def message(self, value: float, config: AuditConfig) -> str:
+    def message(self, value: float, settings: AuditSettings) -> str:
         return (
-            f"blurry (sharpness {value:.2g}, under {config.blurry_sharpness:g}; out of focus or enlarged from a "
+            f"blurry (sharpness {value:.2g}, under {settings.blurry_sharpness:g}; out of focus or enlarged from a "
             "thumbnail): a sharp photo teaches the class better"
         )
 
@@ -121,12 +121,12 @@ class LowInformation(QualityCheck):
     id = "low_information"
     measure = "contrast"
 
-    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
-        return values < config.low_information_contrast
+    def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:
+        return values < settings.low_information_contrast
 
-    def message(self, value: float, config: AuditConfig) -> str:
+    def message(self, value: float, settings: AuditSettings) -> str:
         return (
-            f"nearly uniform (brightness varies by {value:.3f}, under {config.low_information_contrast:g}): "
+            f"nearly uniform (brightness varies by {value:.3f}, under {settings.low_information_contrast:g}): "
             "a blank, placeholder or lens-cap image? delete it"
         )
 
@@ -136,10 +136,10 @@ class Grayscale(QualityCheck):
     id = "grayscale"
     measure = "colourfulness"
 
-    def flagged(self, values: pd.Series, config: AuditConfig) -> pd.Series:
-        return values < config.grayscale_colourfulness
+    def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:
+        return values < settings.grayscale_colourfulness
 
-    def message(self, value: float, config: AuditConfig) -> str:
+    def message(self, value: float, settings: AuditSettings) -> str:
         return (
             f"black and white (colourfulness {value:.3f}): fine if the model will see such photos, else colour is "
             "a cue this photo lacks"

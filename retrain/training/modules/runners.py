@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from retrain.images import to_float
-from retrain.modules.loading import ImageModule, cache_root
-from retrain.quiet import stderr_closed
+from retrain.core.images import to_float
+from retrain.training.modules.loading import ImageModule, cache_root
+from retrain.training.quiet import stderr_closed
 
 ENGINES = ("auto", "tflite", "tensorflow")
 # Bump when the conversion changes, so stale converted modules in users' caches are not reused.

@@ -1,4 +1,4 @@
-"""Bottlenecks: each image's feature vector under a module, computed in batches and cached on disk by content.
+"""The bottleneck cache: each image's feature vector under a module, stored on disk by the content of the file.
 
 Entries are keyed by the SHA-1 of the image file's bytes, so a renamed or moved photo is reused and an edited one is
 recomputed. The store is append-only shard files, one folder per module, merged as they accumulate.
@@ -13,22 +13,16 @@ import os
 import tempfile
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 
-from retrain.dataset import LabeledImage
-from retrain.errors import RetrainError
-from retrain.images import ImageDecodeError, load_pixels
-
-if TYPE_CHECKING:  # the cache itself needs no TensorFlow, so the dataset audit can use it without importing it
-    from retrain.modules import ImageModule
-    from retrain.modules.runners import FeatureRunner
+from retrain.core.dataset import LabeledImage
+from retrain.core.errors import InputError
+from retrain.core.hooks import Hooks
 
 # Rows per shard written while computing: a killed run loses at most this many computed bottlenecks.
 SHARD_ROWS = 512
@@ -156,7 +150,7 @@ class BottleneckCache:
                     raise
             os.replace(f.name, self.directory / name)
         except OSError as error:
-            raise RetrainError(f"cannot write bottlenecks to {self.directory} ({error.strerror})") from None
+            raise InputError(f"cannot write bottlenecks to {self.directory} ({error.strerror})") from None
 
     @contextlib.contextmanager
     def _compaction_lock(self) -> Iterator[bool]:
@@ -279,123 +273,5 @@ class Bottlenecks:
         return self.vectors[rows], labels, [self.images[i] for i in rows]
 
 
-ProgressCallback = Callable[[int, int], None]
-
-
-def compute_bottlenecks(
-    images: Sequence[LabeledImage],
-    module: ImageModule,
-    cache: BottleneckCache,
-    on_progress: ProgressCallback | None = None,
-    runner: FeatureRunner | None = None,
-    mirrored: bool = False,
-) -> Bottlenecks:
-    """Bottlenecks for every image, from the cache where possible; unreadable images are skipped and reported.
-
-    ``runner`` defaults to the fastest one for the module (``feature_runner``), created only if something is missing.
-    With ``mirrored``, they are the bottlenecks of the left-right mirrored images (keep them in a cache of their own).
-    """
-    skipped: list[tuple[Path, str]] = []
-    with ThreadPoolExecutor() as pool:  # reading and hashing release the GIL
-        keys = list(pool.map(_content_key_or_error, (image.path for image in images)))
-    row_of: dict[str, int] = {}
-    paths: list[Path] = []
-    for image, key in zip(images, keys, strict=True):
-        if isinstance(key, OSError):
-            skipped.append((image.path, key.strerror or str(key)))
-        elif key not in row_of:
-            row_of[key] = len(paths)
-            paths.append(image.path)
-    unique_keys = list(row_of)
-    vectors = np.empty((len(unique_keys), module.feature_size), VECTOR_DTYPE)
-    cached = cache.read(unique_keys, vectors)
-    missing = [(row, paths[row]) for row in np.flatnonzero(~cached).tolist()]
-    failures: dict[str, str] = {}
-    if on_progress:
-        on_progress(0, len(missing))  # also when nothing is missing: callers show or skip a bar for zero
-    if missing:
-        if runner is None:
-            from retrain.modules.runners import feature_runner  # imports TensorFlow: only when there is work for it
-
-            runner = feature_runner(module)
-        _compute(missing, unique_keys, vectors, runner, cache, failures, on_progress, mirrored)
-    kept = [(image, row_of[key]) for image, key in zip(images, keys, strict=True) if key in row_of]
-    skipped.extend((image.path, failures[unique_keys[row]]) for image, row in kept if unique_keys[row] in failures)
-    kept = [(image, row) for image, row in kept if unique_keys[row] not in failures]
-    rows = [row for _, row in kept]
-    if rows != list(range(len(vectors))):  # duplicates or failures: copy into image order
-        vectors = vectors[rows]
-    computed = len(missing) - len(failures)
-    content_keys = [unique_keys[row] for row in rows]
-    return Bottlenecks([image for image, _ in kept], vectors, skipped, computed, int(cached.sum()), content_keys)
-
-
-def _content_key_or_error(path: Path) -> str | OSError:
-    try:
-        return content_key(path)
-    except OSError as error:
-        return error
-
-
-def _compute(
-    missing: list[tuple[int, Path]],
-    keys: list[str],
-    vectors: np.ndarray,
-    runner: FeatureRunner,
-    cache: BottleneckCache,
-    failures: dict[str, str],
-    on_progress: ProgressCallback | None,
-    mirrored: bool,
-) -> None:
-    """Fill the missing rows of ``vectors``, saving a shard every ``cache.shard_rows`` rows; merge shards at the end."""
-    done = 0
-    unsaved: list[int] = []
-    for rows, batch_failures in _run_batches(missing, vectors, runner, mirrored):
-        failures.update((keys[row], reason) for row, reason in batch_failures)
-        unsaved.extend(rows)
-        if len(unsaved) >= cache.shard_rows:
-            cache.add([keys[row] for row in unsaved], vectors[unsaved])
-            unsaved = []
-        done += len(rows) + len(batch_failures)
-        if on_progress:
-            on_progress(done, len(missing))
-    cache.add([keys[row] for row in unsaved], vectors[unsaved])
-    cache.compact()
-
-
-def _run_batches(
-    missing: list[tuple[int, Path]], vectors: np.ndarray, runner: FeatureRunner, mirrored: bool
-) -> Iterator[tuple[list[int], list[tuple[int, str]]]]:
-    """Fill ``vectors`` batch by batch; yield each batch's rows filled and rows that failed to decode.
-
-    Each worker thread decodes a batch and runs it, so one core decodes while the other runs the module, with no
-    hand-off between threads; at most two batches per worker are in memory, never the whole dataset.
-    """
-    batches = deque(missing[i : i + runner.batch_size] for i in range(0, len(missing), runner.batch_size))
-    with ThreadPoolExecutor(runner.workers) as pool:
-        pending = deque()
-        while batches or pending:
-            while batches and len(pending) < 2 * runner.workers:
-                pending.append(pool.submit(_run_batch, batches.popleft(), runner, mirrored))
-            rows, features, batch_failures = pending.popleft().result()
-            vectors[rows] = features
-            yield rows, batch_failures
-
-
-def _run_batch(
-    batch: list[tuple[int, Path]], runner: FeatureRunner, mirrored: bool
-) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
-    size = runner.module.image_size
-    pixels = np.empty((len(batch), *size, 3), np.uint8)
-    rows: list[int] = []
-    failures: list[tuple[int, str]] = []
-    for row, path in batch:
-        try:
-            image = load_pixels(path, size)
-            pixels[len(rows)] = image[:, ::-1] if mirrored else image
-        except ImageDecodeError as error:
-            failures.append((row, str(error.__cause__ or error)))
-        else:
-            rows.append(row)
-    features = runner(pixels[: len(rows)]) if rows else np.zeros((0, runner.module.feature_size), VECTOR_DTYPE)
-    return rows, features, failures
+# (images, hooks) -> their bottlenecks: how the audit asks the training engine for them without importing it.
+BottleneckSource = Callable[[Sequence[LabeledImage], Hooks], Bottlenecks]

@@ -1,30 +1,22 @@
-"""Writing a run's outputs: labels file, SavedModel, frozen graph (for label_image.py) and TensorFlow Lite model.
-
-Every output is written to a temporary sibling and renamed into place, so a failed or killed run never leaves a
-half-written model or labels file where a user (or a serving system) would pick it up.
-"""
+"""Writing a run's outputs: labels file, SavedModel, frozen graph (for label_image.py) and TensorFlow Lite model,
+each staged and renamed into place (``retrain.core.outputs``)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from retrain.errors import RetrainError
-from retrain.modules import ImageModule
-from retrain.training import SoftmaxHead
+from retrain.core.outputs import staged_output
+from retrain.core.results import SoftmaxHead
+from retrain.training.modules import ImageModule
 
 # label_image.py and the tutorial feed the frozen graph through an op of this name.
 FROZEN_INPUT_NAME = "Placeholder"
 LABELS_ASSET = "labels.txt"
-QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 
 
 class Classifier(tf.Module):
@@ -61,6 +53,10 @@ class Classifier(tf.Module):
             lambda images: {"probabilities": self._probabilities(images)}, input_signature=[signature]
         )
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self._module.image_size
+
     def _probabilities(self, images: tf.Tensor) -> tf.Tensor:
         if not self.tta:
             return tf.nn.softmax(self._logits(images), name=self.final_tensor_name)
@@ -70,18 +66,6 @@ class Classifier(tf.Module):
 
     def _logits(self, images: tf.Tensor) -> tf.Tensor:
         return tf.matmul(self._module(images), self.final_weights) + self.final_biases
-
-
-def check_writable(path: Path, what: str, folder: bool) -> None:
-    """Fail before any work is done when an output (a file, or a folder if ``folder``) could not be written later."""
-    path = Path(path)
-    if path.exists() and path.is_dir() != folder:
-        raise RetrainError(f"cannot write the {what} {path}: it exists and is {'a file' if folder else 'a folder'}")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise RetrainError(f"cannot write the {what} {path}: {parent} is not a writable folder")
 
 
 def write_labels(labels: list[str] | tuple[str, ...], path: Path) -> None:
@@ -128,33 +112,3 @@ def export_tflite(classifier: Classifier, path: Path, quantize: str, calibration
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     with staged_output(path) as staging:
         staging.write_bytes(converter.convert())
-
-
-@contextmanager
-def staged_output(target: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; on success, move it over ``target`` in one rename."""
-    target = Path(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise RetrainError(f"cannot create {target.parent} ({error.strerror})") from None
-    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        yield staging
-    except BaseException:
-        _remove(staging)
-        raise
-    if target.is_dir() and staging.is_dir():
-        retired = target.with_name(f".{target.name}.{os.getpid()}.old")
-        os.rename(target, retired)
-        os.rename(staging, target)
-        shutil.rmtree(retired)
-    else:
-        os.replace(staging, target)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()

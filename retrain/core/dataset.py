@@ -8,7 +8,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrain.errors import RetrainError
+from retrain.core.errors import InputError
+from retrain.core.settings import SplitSettings
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 # The tutorial hashes into this many buckets; keeping the constant keeps every split identical to retrain.py's.
@@ -89,9 +90,9 @@ def scan_folder(root: Path) -> FolderScan:
     Hidden files and folders (``.DS_Store``, ``.git``) are left out, as training leaves them out.
     """
     if not root.exists():
-        raise RetrainError(f"image folder {root} does not exist")
+        raise InputError(f"image folder {root} does not exist")
     if not root.is_dir():
-        raise RetrainError(f"{root} is not a folder; give a folder with one subfolder of images per class")
+        raise InputError(f"{root} is not a folder; give a folder with one subfolder of images per class")
     classes = []
     for folder in class_folders(root):
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -102,44 +103,41 @@ def scan_folder(root: Path) -> FolderScan:
     return FolderScan(root, tuple(classes), stray)
 
 
-def list_dataset(root: Path, testing_percentage: float = 10, validation_percentage: float = 10) -> Dataset:
+def list_dataset(root: Path, split: SplitSettings = SplitSettings()) -> Dataset:
     """List a folder with one subfolder of images per class and assign every image its split."""
     scan = scan_folder(root)
-    if not (
-        testing_percentage >= 0 and validation_percentage >= 0 and testing_percentage + validation_percentage < 100
-    ):
-        raise RetrainError("testing and validation percentages must be >= 0 and add up to less than 100")
     if len(scan.classes) < 2:
-        raise RetrainError(
+        raise InputError(
             f"{root} has {len(scan.classes)} class folder(s); retraining needs at least 2 "
             "(one subfolder of images per class)"
         )
     labels = [folder.label for folder in scan.classes]
     clashes = [label for label, n in Counter(labels).items() if n > 1]
     if clashes:
-        raise RetrainError(f"several class folders normalise to the same label {clashes[0]!r}; rename one of them")
+        raise InputError(f"several class folders normalise to the same label {clashes[0]!r}; rename one of them")
     images = []
     for label_index, folder in enumerate(scan.classes):
         if not folder.images:
-            raise RetrainError(f"class folder {folder.folder} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            raise InputError(f"class folder {folder.folder} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         images.extend(
-            LabeledImage(p, label_index, split_for(p, testing_percentage, validation_percentage)) for p in folder.images
+            LabeledImage(p, label_index, split_for(p, split.testing_percentage, split.validation_percentage))
+            for p in folder.images
         )
     dataset = Dataset(root, tuple(labels), tuple(images))
-    _require_usable_splits(dataset, testing_percentage, validation_percentage)
+    _require_usable_splits(dataset, split)
     return dataset
 
 
-def _require_usable_splits(dataset: Dataset, testing_percentage: float, validation_percentage: float) -> None:
+def _require_usable_splits(dataset: Dataset, settings: SplitSettings) -> None:
     for label_index, label in enumerate(dataset.labels):
         if dataset.count("training", label_index) == 0:
-            raise RetrainError(f"class {label!r} has no training images under the current split; add images")
+            raise InputError(f"class {label!r} has no training images under the current split; add images")
     for split, percentage, flag in (
-        ("validation", validation_percentage, "--validation-percentage"),
-        ("testing", testing_percentage, "--testing-percentage"),
+        ("validation", settings.validation_percentage, "--validation-percentage"),
+        ("testing", settings.testing_percentage, "--testing-percentage"),
     ):
         if not dataset.split(split):
-            raise RetrainError(
+            raise InputError(
                 f"no image falls in the {split} split at {flag} {percentage:g}; add images or raise {flag}"
             )
 

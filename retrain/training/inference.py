@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from retrain.dataset import is_image_file
-from retrain.errors import RetrainError
-from retrain.export import FROZEN_INPUT_NAME
-from retrain.images import ImageDecodeError, load_image
-from retrain.modules.runners import tflite_interpreter
+from retrain.core.dataset import is_image_file
+from retrain.core.errors import InputError
+from retrain.core.images import ImageDecodeError, load_image
+from retrain.training.export import FROZEN_INPUT_NAME
+from retrain.training.modules.runners import tflite_interpreter
 
 BATCH_SIZE = 32
 # The file the train command writes next to its models; exported .pb and .tflite files find their labels there.
@@ -24,6 +24,7 @@ LABELS_FILE_NAME = "output_labels.txt"
 class ExportedModel:
     """Any exported classifier, as: float images in [0, 1] of ``image_size`` -> probabilities over ``labels``."""
 
+    path: Path
     labels: tuple[str, ...]
     image_size: tuple[int, int]
     predict: Callable[[np.ndarray], np.ndarray]
@@ -48,19 +49,17 @@ def load_exported_model(
     """Load a model written by ``retrain-ci train`` (or any model of the same shape) and its labels."""
     path = Path(path)
     if not path.exists():
-        raise RetrainError(f"model {path} does not exist")
+        raise InputError(f"model {path} does not exist")
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
-            raise RetrainError(f"{path} is not a SavedModel folder (no saved_model.pb in it)")
+            raise InputError(f"{path} is not a SavedModel folder (no saved_model.pb in it)")
         return _saved_model(path, labels_file)
     labels = _read_labels(labels_file or _sibling_labels(path))
     if path.suffix == ".tflite":
         return _tflite(path, labels)
     if path.suffix == ".pb":
         return _frozen_graph(path, labels, input_layer, output_layer, image_size)
-    raise RetrainError(
-        f"{path}: expected a SavedModel folder, a frozen graph (.pb) or a TensorFlow Lite file (.tflite)"
-    )
+    raise InputError(f"{path}: expected a SavedModel folder, a frozen graph (.pb) or a TensorFlow Lite file (.tflite)")
 
 
 def image_files(inputs: Iterable[Path]) -> list[Path]:
@@ -72,7 +71,7 @@ def image_files(inputs: Iterable[Path]) -> list[Path]:
         elif item.exists():
             files.append(item)
         else:
-            raise RetrainError(f"{item} does not exist")
+            raise InputError(f"{item} does not exist")
     return files
 
 
@@ -103,13 +102,13 @@ def _read_labels(path: Path) -> tuple[str, ...]:
     try:
         return tuple(line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
     except OSError as error:
-        raise RetrainError(f"cannot read the labels file {path} ({error.strerror})") from None
+        raise InputError(f"cannot read the labels file {path} ({error.strerror})") from None
 
 
 def _sibling_labels(model_path: Path) -> Path:
     candidate = model_path.parent / LABELS_FILE_NAME
     if not candidate.is_file():
-        raise RetrainError(f"no labels for {model_path}: pass --labels (no {LABELS_FILE_NAME} beside the model)")
+        raise InputError(f"no labels for {model_path}: pass --labels (no {LABELS_FILE_NAME} beside the model)")
     return candidate
 
 
@@ -117,11 +116,11 @@ def _saved_model(path: Path, labels_file: Path | None) -> ExportedModel:
     model = tf.saved_model.load(str(path))
     serve = model.signatures.get("serving_default")
     if serve is None:
-        raise RetrainError(f"SavedModel {path} has no serving_default signature")
+        raise InputError(f"SavedModel {path} has no serving_default signature")
     (input_name, spec), *_ = serve.structured_input_signature[1].items()
     if labels_file is None:
         if not hasattr(model, "labels_file"):
-            raise RetrainError(f"SavedModel {path} carries no labels; pass --labels")
+            raise InputError(f"SavedModel {path} carries no labels; pass --labels")
         labels_file = Path(model.labels_file.asset_path.numpy().decode())
     labels = _read_labels(labels_file)
 
@@ -129,7 +128,7 @@ def _saved_model(path: Path, labels_file: Path | None) -> ExportedModel:
         outputs = serve(**{input_name: tf.constant(images)})
         return (outputs["probabilities"] if "probabilities" in outputs else next(iter(outputs.values()))).numpy()
 
-    return ExportedModel(labels, (int(spec.shape[1]), int(spec.shape[2])), predict)
+    return ExportedModel(path, labels, (int(spec.shape[1]), int(spec.shape[2])), predict)
 
 
 def _frozen_graph(
@@ -139,7 +138,7 @@ def _frozen_graph(
     try:
         graph_def.ParseFromString(path.read_bytes())
     except Exception:
-        raise RetrainError(f"{path} is not a frozen TensorFlow graph") from None
+        raise InputError(f"{path} is not a frozen TensorFlow graph") from None
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.import_graph_def(graph_def, name="")
@@ -147,15 +146,15 @@ def _frozen_graph(
         input_tensor = graph.get_tensor_by_name(f"{input_layer}:0")
         output_tensor = graph.get_tensor_by_name(f"{output_layer}:0")
     except KeyError as error:
-        raise RetrainError(f"{path}: {error.args[0]}; check --input-layer / --output-layer") from None
+        raise InputError(f"{path}: {error.args[0]}; check --input-layer / --output-layer") from None
     declared = input_tensor.shape
     height = size[0] or (declared[1] if declared.rank == 4 else None)
     width = size[1] or (declared[2] if declared.rank == 4 else None)
     if height is None or width is None:
-        raise RetrainError(f"{path} does not declare its input size; pass --input-height and --input-width")
+        raise InputError(f"{path} does not declare its input size; pass --input-height and --input-width")
     session = tf.compat.v1.Session(graph=graph)
     return ExportedModel(
-        labels, (int(height), int(width)), lambda images: session.run(output_tensor, {input_tensor: images})
+        path, labels, (int(height), int(width)), lambda images: session.run(output_tensor, {input_tensor: images})
     )
 
 
@@ -173,4 +172,4 @@ def _tflite(path: Path, labels: tuple[str, ...]) -> ExportedModel:
         interpreter.invoke()
         return interpreter.get_tensor(output_index).copy()
 
-    return ExportedModel(labels, (int(height), int(width)), predict)
+    return ExportedModel(path, labels, (int(height), int(width)), predict)

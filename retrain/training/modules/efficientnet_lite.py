@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from retrain.modules.torch_weights import load_legacy_state_dict
+from retrain.training.modules.torch_weights import load_legacy_state_dict
 
 BN_EPSILON = 1e-3
 # EfficientNet-Lite was trained on pixels normalised as (p - 127) / 128.

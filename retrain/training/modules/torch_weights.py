@@ -61,7 +61,9 @@ class _StorageType:
         self.dtype = _STORAGE_DTYPES[name]
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+def _rebuild_tensor_v2(  # noqa: PLR0913 (the checkpoint format calls it with these arguments)
+    storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+):
     return _TensorRef(storage, storage_offset, tuple(size), tuple(stride))
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import tensorflow as tf
 
-from retrain.finetuning import EpochResult
-from retrain.training import EvalStep, SoftmaxHead
+from retrain.core.hooks import Hooks
+from retrain.core.results import EpochResult, EvalStep
 
 
 class TrainingSummaries:
@@ -21,12 +22,25 @@ class TrainingSummaries:
         self.train = tf.summary.create_file_writer(str(Path(directory) / "train"))
         self.validation = tf.summary.create_file_writer(str(Path(directory) / "validation"))
 
-    def write_eval(self, step: EvalStep, head: SoftmaxHead) -> None:
+    def recording(self, hooks: Hooks) -> Hooks:
+        """``hooks`` that also write each evaluation and each fine-tuning epoch here."""
+
+        def on_eval(step: EvalStep) -> None:
+            self.write_eval(step)
+            hooks.on_eval(step)
+
+        def on_epoch(epoch: EpochResult) -> None:
+            self.write_fine_tune_epoch(epoch)
+            hooks.on_epoch(epoch)
+
+        return dataclasses.replace(hooks, on_eval=on_eval, on_epoch=on_epoch)
+
+    def write_eval(self, step: EvalStep) -> None:
         with self.train.as_default(step=step.step):
             tf.summary.scalar("accuracy", step.train_accuracy)
             tf.summary.scalar("cross_entropy", step.cross_entropy)
-            tf.summary.histogram("final_layer/weights", head.weights)
-            tf.summary.histogram("final_layer/biases", head.biases)
+            tf.summary.histogram("final_layer/weights", step.layer.weights)
+            tf.summary.histogram("final_layer/biases", step.layer.biases)
         with self.validation.as_default(step=step.step):
             tf.summary.scalar("accuracy", step.validation_accuracy)
             tf.summary.scalar("cross_entropy", step.validation_cross_entropy)

@@ -64,10 +64,10 @@ def _settings(config: pytest.Config):
     """The same settings as ``retrain-ci check``: retrain-ci.toml or [tool.retrain-ci], in DIR then the rootdir."""
     state = _state(config)
     if "settings" not in state:
-        from datacheck.config import find_config_file, load_config
+        from retrain.core.settings_file import find_config_file, load_settings
 
         data = _data_dir(config)
-        settings = load_config(find_config_file(data, config.rootpath))
+        settings = load_settings(find_config_file(data, config.rootpath))
         state["settings"] = settings.replace(fail_on=config.getoption("retrain_fail_on"))
     return state["settings"]
 
@@ -76,8 +76,15 @@ def _audit(config: pytest.Config):
     state = _state(config)
     if "audit" not in state:
         from datacheck.audit import audit_dataset
+        from datacheck.registry import selected_checks
 
-        state["audit"] = audit_dataset(_data_dir(config), _settings(config))
+        settings = _settings(config)
+        source = None
+        if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
+            from retrain.training.bottlenecks import bottleneck_source
+
+            source = bottleneck_source(settings.module)
+        state["audit"] = audit_dataset(_data_dir(config), settings, bottlenecks=source)
     return state["audit"]
 
 
@@ -85,26 +92,18 @@ def _trained_run(config: pytest.Config):
     """Train once per session on the dataset, with the audit's splits, module and bottleneck cache."""
     state = _state(config)
     if "run" not in state:
-        from retrain.gate import GateOptions
-        from retrain.run import RunOptions, train
-        from retrain.training import TrainingConfig
+        from retrain.core.settings import GateSettings, OutputPaths, RunSettings
+        from retrain.training.run import train
 
         settings = _settings(config)
         output_dir = config.cache.mkdir("retrain-ci-run") if config.cache else Path(".retrain-ci-run")
         state["run"] = train(
-            RunOptions(
+            RunSettings(
                 _data_dir(config),
-                tfhub_module=settings.tfhub_module,
-                bottleneck_dir=settings.bottleneck_dir,
-                testing_percentage=settings.testing_percentage,
-                validation_percentage=settings.validation_percentage,
-                training=TrainingConfig(random_seed=0),
-                saved_model_dir=output_dir / "saved_model",
-                output_labels=output_dir / "output_labels.txt",
-                output_graph=output_dir / "output_graph.pb",
-                summaries_dir=output_dir / "retrain_logs",
-                report_dir=output_dir / "report",
-                gate=GateOptions(min_accuracy=_min_accuracy(config)),
+                module=settings.module,
+                split=settings.split,
+                outputs=OutputPaths.under(output_dir),
+                gate=GateSettings(min_accuracy=_min_accuracy(config)),
             )
         )
     return state["run"]
@@ -150,12 +149,9 @@ class DatasetCheckItem(_DatasetItem):
     """One registered check: fails on findings at or above fail-on, warns about the others."""
 
     def runtest(self) -> None:
-        from datacheck.findings import Severity
-
-        settings = _settings(self.config)
-        gate = None if settings.fail_on == "never" else Severity(settings.fail_on)
+        fail_on = _settings(self.config).fail_on
         findings = [finding for finding in _audit(self.config).findings if finding.check == self.name]
-        failing = [f for f in findings if gate is not None and f.severity.rank >= gate.rank]
+        failing = [finding for finding in findings if finding.fails(fail_on)]
         for finding in findings:
             if finding not in failing:
                 warnings.warn(DatasetFindingWarning(_describe(finding)), stacklevel=1)
@@ -170,7 +166,7 @@ class AccuracyItem(_DatasetItem):
         report = _trained_run(self.config).report
         if not report.passed:
             summary = (report.directory / "summary.md").read_text(encoding="utf-8")
-            raise DatasetCheckFailed(f"{'; '.join(report.metrics['gate']['failures'])}\n\n{summary}")
+            raise DatasetCheckFailed(f"{report.gate.verdict}\n\n{summary}")
 
 
 def _describe(finding) -> str:
@@ -188,11 +184,11 @@ def _require_data(request: pytest.FixtureRequest) -> Path:
 @pytest.fixture(scope="session")
 def retrain_dataset(request: pytest.FixtureRequest):
     """The dataset under test, listed as training lists it, with every image's split."""
-    from retrain.dataset import list_dataset
+    from retrain.core.dataset import list_dataset
 
     data = _require_data(request)
     settings = _settings(request.config)
-    return list_dataset(data, settings.testing_percentage, settings.validation_percentage)
+    return list_dataset(data, settings.split)
 
 
 @pytest.fixture(scope="session")
@@ -204,6 +200,6 @@ def retrain_audit(request: pytest.FixtureRequest):
 
 @pytest.fixture(scope="session")
 def retrain_run(request: pytest.FixtureRequest):
-    """A run trained on the dataset (retrain.run.RunResult), shared with the accuracy item."""
+    """A run trained on the dataset (retrain.training.run.RunResult), shared with the accuracy item."""
     _require_data(request)
     return _trained_run(request.config)

@@ -1,18 +1,57 @@
-"""Scoring predictions against true labels: accuracy, per-class recall and the misclassified images."""
+"""Result values: what training and evaluation hand back, plain data that reports and the shell render."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.special import softmax
 from sklearn.metrics import precision_recall_fscore_support
 
-from retrain.dataset import class_folders, is_image_file, label_name
-from retrain.errors import RetrainError
-from retrain.inference import ExportedModel, classify
+
+@dataclass
+class SoftmaxHead:
+    """The new layer: logits = bottleneck @ weights + biases."""
+
+    weights: np.ndarray
+    biases: np.ndarray
+
+    def logits(self, bottlenecks: np.ndarray) -> np.ndarray:
+        return np.asarray(bottlenecks, np.float32) @ self.weights + self.biases
+
+    def probabilities(self, bottlenecks: np.ndarray, mirrored: np.ndarray | None = None) -> np.ndarray:
+        """Class probabilities; with the mirrored images' bottlenecks, the mean over both views (``--tta``)."""
+        probabilities = softmax(self.logits(bottlenecks), axis=1)
+        if mirrored is None:
+            return probabilities
+        return (probabilities + softmax(self.logits(mirrored), axis=1)) / 2
+
+
+@dataclass(frozen=True)
+class EvalStep:
+    """One of the new layer's evaluations during training (the tutorial's step lines), with the layer as it was."""
+
+    step: int
+    train_accuracy: float
+    cross_entropy: float
+    validation_accuracy: float
+    validation_cross_entropy: float
+    validation_count: int
+    layer: SoftmaxHead = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """One epoch of ``--fine-tune``; epoch 0 is the new layer alone, before fine-tuning."""
+
+    epoch: int
+    train_accuracy: float
+    train_cross_entropy: float
+    validation_accuracy: float
+    validation_cross_entropy: float
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -64,31 +103,3 @@ class Evaluation:
             if truth != p.argmax()
         ]
         return sorted(wrong, key=lambda m: -m.confidence)
-
-
-def evaluate_folder(
-    model: ExportedModel, image_dir: Path, on_progress: Callable[[int, int], None] | None = None
-) -> Evaluation:
-    """Classify every image of a labeled folder (one subfolder per class, no split) with an exported model."""
-    image_dir = Path(image_dir)
-    if not image_dir.is_dir():
-        raise RetrainError(f"image folder {image_dir} does not exist or is not a folder")
-    paths, truths = [], []
-    for folder in class_folders(image_dir):
-        label = label_name(folder.name)
-        if label not in model.labels:
-            raise RetrainError(f"class folder {folder.name!r} is not a label of the model ({', '.join(model.labels)})")
-        files = sorted(p for p in folder.rglob("*") if is_image_file(p))
-        paths.extend(files)
-        truths.extend([model.labels.index(label)] * len(files))
-    if not paths:
-        raise RetrainError(f"{image_dir} has no images in class subfolders")
-    classified = classify(model, paths, on_progress)
-    truth_of = dict(zip(paths, truths, strict=True))
-    return Evaluation(
-        model.labels,
-        classified.paths,
-        np.array([truth_of[path] for path in classified.paths], dtype=np.int64),
-        classified.probabilities,
-        classified.skipped,
-    )

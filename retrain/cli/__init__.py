@@ -1,0 +1,29 @@
+"""The ``retrain-ci`` command line: one module per command, each parsing options and calling the library."""
+
+from __future__ import annotations
+
+import typer
+
+from retrain.cli.check import check
+from retrain.cli.demo import demo
+from retrain.cli.evaluate import evaluate
+from retrain.cli.label import label
+from retrain.cli.modules import modules
+from retrain.cli.report import report
+from retrain.cli.train import train
+
+
+def _tutorial_spelling(token: str) -> str:
+    """Accept the tutorial's snake_case flags (``--how_many_training_steps``) as the kebab-case ones."""
+    return token.replace("_", "-")
+
+
+app = typer.Typer(
+    help="Retrain an image classifier on your own categories (the TensorFlow retraining tutorial), and gate CI on it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"token_normalize_func": _tutorial_spelling},
+)
+for command in (train, demo, label, evaluate, modules, report, check):
+    app.command()(command)

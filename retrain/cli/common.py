@@ -1,0 +1,134 @@
+"""What every command shares: consoles, the one-line error rule, progress bars from hooks, and the gate's options."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from retrain.core.errors import InputError
+from retrain.core.gate import GateResult, baseline_accuracy
+from retrain.core.hooks import Hooks
+from retrain.core.settings import GateSettings
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+GATE = GateSettings()
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Bad input is one line on stderr and exit code 2, never a traceback."""
+    try:
+        yield
+    except InputError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with stderr closed: its C++ layer logs CUDA and oneDNN notices before any setting applies."""
+    from retrain.training.quiet import stderr_closed
+
+    with stderr_closed():
+        import tensorflow  # noqa: F401
+        import tensorflow_hub  # noqa: F401
+
+
+def warn_skipped(skipped: list[tuple[Path, str]]) -> None:
+    """One warning line per file that could not be read; the run goes on without it."""
+    for path, reason in skipped:
+        err_console.print(f"warning: skipped unreadable image {path}: {reason}", soft_wrap=True, markup=False)
+
+
+class ProgressBars:
+    """Hooks' progress as rich bars on stderr: one bar per pass of a stage, none for a pass with nothing to do."""
+
+    def __init__(self, hidden_stages: tuple[str, ...] = ()) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+        )
+        self.hidden_stages = hidden_stages
+        self.tasks: dict[str, int] = {}
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if stage in self.hidden_stages:
+            return
+        if stage not in self.tasks or done == 0:
+            if total == 0:
+                return  # e.g. every bottleneck already cached: no bar for nothing
+            self.progress.start()
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+        self.progress.update(self.tasks[stage], completed=done)
+        if done == total:
+            self.progress.stop()
+            self.progress.remove_task(self.tasks.pop(stage))  # it stays printed; a later pass draws a bar of its own
+
+    def hooks(self, **others) -> Hooks:
+        return Hooks(on_progress=self.update, **others)
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+MinAccuracyOption = Annotated[
+    float | None, typer.Option("--min-accuracy", help="Gate: exit 1 when accuracy is below this.", min=0.0, max=1.0)
+]
+MinClassRecallOption = Annotated[
+    float | None,
+    typer.Option("--min-class-recall", help="Gate: exit 1 when any class's recall is below this.", min=0.0, max=1.0),
+]
+BaselineOption = Annotated[
+    Path | None, typer.Option("--baseline", help="Gate: an earlier run's metrics.json (e.g. the main branch's).")
+]
+MaxRegressionOption = Annotated[
+    float, typer.Option("--max-regression", help="Gate: largest accuracy drop allowed against --baseline.", min=0.0)
+]
+
+
+def gate_settings(
+    min_accuracy: float | None, min_class_recall: float | None, baseline: Path | None, max_regression: float
+) -> GateSettings:
+    accuracy = baseline_accuracy(baseline) if baseline else None
+    return GateSettings(min_accuracy, min_class_recall, accuracy, max_regression)
+
+
+def exit_on_gate(gate: GateResult) -> None:
+    """After every output is written: exit 1 with one line when the gate failed."""
+    if not gate.passed:
+        typer.echo(gate.verdict, err=True)
+        raise typer.Exit(1)
+
+
+def print_report_summary(report) -> None:
+    """Per-class table, top confusions, the gate's verdict and where the report is."""
+    from retrain.reports import class_scores
+
+    table = Table("class", "precision", "recall", "F1", "images", title="Test set, per class")
+    for label, row in report.metrics["per_class"].items():
+        table.add_row(label, *class_scores(row), str(row["support"]))
+    console.print(table)
+    confusions = report.top_confusions()
+    if confusions:
+        listed = ", ".join(f"{true} -> {predicted} ({count})" for true, predicted, count in confusions)
+        console.print(f"Top confusions: {listed}", soft_wrap=True)
+    if report.gated:
+        console.print(f"Gate: {'passed' if report.passed else 'FAILED'}")
+    console.print(f"Report: {report.directory / 'report.html'}", soft_wrap=True, markup=False)

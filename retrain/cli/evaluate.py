@@ -1,0 +1,87 @@
+"""``retrain-ci evaluate``: score an exported model on a golden folder, and gate on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from retrain.cli.common import (
+    GATE,
+    BaselineOption,
+    MaxRegressionOption,
+    MinAccuracyOption,
+    MinClassRecallOption,
+    OutputFormat,
+    ProgressBars,
+    console,
+    err_console,
+    exit_on_gate,
+    gate_settings,
+    import_tensorflow_quietly,
+    user_errors,
+    warn_skipped,
+)
+from retrain.cli.label import InputLayerOption, LabelsOption, OutputLayerOption
+
+MISCLASSIFIED_SHOWN = 20
+
+
+def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
+    model: Annotated[Path, typer.Argument(help="SavedModel folder, frozen .pb or .tflite.")],
+    image_dir: Annotated[Path, typer.Argument(help="Labeled folder: one subfolder per class; every image is used.")],
+    labels: LabelsOption = None,
+    input_layer: InputLayerOption = "Placeholder",
+    output_layer: OutputLayerOption = "final_result",
+    min_accuracy: MinAccuracyOption = None,
+    min_class_recall: MinClassRecallOption = None,
+    baseline: BaselineOption = None,
+    max_regression: MaxRegressionOption = GATE.max_regression,
+    report_dir: Annotated[
+        Path | None, typer.Option("--report-dir", help="Also write a report (HTML, metrics.json, ...) here.")
+    ] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="table for people, json for machines.")] = (
+        OutputFormat.table
+    ),
+) -> None:
+    """Score an exported model on a fixed labeled folder (a golden set training never sees), and gate on it."""
+    import_tensorflow_quietly()
+    from retrain.training.evaluation import evaluate_model
+    from retrain.training.inference import load_exported_model
+
+    bars = ProgressBars()
+    with user_errors():
+        gate = gate_settings(min_accuracy, min_class_recall, baseline, max_regression)
+        exported = load_exported_model(model, labels, input_layer, output_layer)
+        try:
+            result = evaluate_model(exported, image_dir, gate=gate, report_dir=report_dir, hooks=bars.hooks())
+        finally:
+            bars.stop()
+    warn_skipped(result.evaluation.skipped)
+    if output_format is OutputFormat.json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_tables(result.evaluation)
+    if result.report:
+        err_console.print(f"Report: {result.report.directory / 'report.html'}", soft_wrap=True, markup=False)
+    exit_on_gate(result.gate)
+
+
+def _print_tables(evaluation) -> None:
+    table = Table("class", "images", "recall")
+    for row in evaluation.per_class().itertuples():
+        table.add_row(row.Index, str(row.images), f"{row.recall:.1%}")
+    console.print(table)
+    misclassified = evaluation.misclassified()
+    if misclassified:
+        wrong = Table("misclassified image (most confident first)", "true", "predicted", "confidence")
+        wrong.columns[0].overflow = "fold"
+        for m in misclassified[:MISCLASSIFIED_SHOWN]:
+            wrong.add_row(str(m.path), m.true_label, m.predicted_label, f"{m.confidence:.0%}")
+        console.print(wrong)
+        if len(misclassified) > MISCLASSIFIED_SHOWN:
+            console.print(f"... and {len(misclassified) - MISCLASSIFIED_SHOWN} more (--format json lists all)")
+    console.print(f"Accuracy = {evaluation.accuracy:.1%} (N={len(evaluation.paths)})")

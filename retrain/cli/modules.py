@@ -1,0 +1,33 @@
+"""``retrain-ci modules``: the modules ``--tfhub-module`` accepts by name."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from retrain.cli.common import OutputFormat, console, import_tensorflow_quietly
+
+
+def modules(
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="table for people, json for machines.")] = (
+        OutputFormat.table
+    ),
+) -> None:
+    """List the modules --tfhub-module accepts by name: bundled backbones and well-known TF Hub modules."""
+    import_tensorflow_quietly()
+    from retrain.training.modules.loading import module_catalogue
+
+    catalogue = module_catalogue()
+    if output_format is OutputFormat.json:
+        typer.echo(json.dumps([vars(info) for info in catalogue], indent=2))
+        return
+    table = Table("module", "source", "input size", "features", "available")
+    table.columns[0].overflow = "fold"
+    for info in catalogue:
+        size = f"{info.image_size}x{info.image_size}"
+        table.add_row(info.name, info.source, size, str(info.feature_size), info.available)
+    console.print(table)
+    console.print("Any other TF Hub handle or URL, or a local SavedModel folder, works as well.")

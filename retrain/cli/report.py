@@ -1,0 +1,37 @@
+"""``retrain-ci report``: render an earlier run's report again, for people or a GitHub step summary."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from retrain.cli.common import print_report_summary, user_errors
+from retrain.core.errors import InputError
+
+
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="An earlier run's --output-dir or --report-dir.")],
+    print_summary: Annotated[bool, typer.Option("--print-summary", help="Print summary.md to stdout.")] = False,
+    github_step_summary: Annotated[
+        bool, typer.Option("--github-step-summary", help="Append summary.md to the file $GITHUB_STEP_SUMMARY names.")
+    ] = False,
+) -> None:
+    """Render an earlier run's report again (HTML, Markdown, CSV, PNG) from the predictions it kept."""
+    from retrain.reports import rerender
+
+    with user_errors():
+        rendered = rerender(run_dir)
+        summary = (rendered.directory / "summary.md").read_text(encoding="utf-8")
+        if github_step_summary:
+            target = os.environ.get("GITHUB_STEP_SUMMARY")
+            if not target:
+                raise InputError("--github-step-summary: GITHUB_STEP_SUMMARY is not set (it is, inside GitHub Actions)")
+            with open(target, "a", encoding="utf-8") as f:
+                f.write(summary)
+    if print_summary:
+        typer.echo(summary, nl=False)
+    else:
+        print_report_summary(rendered)

@@ -1,0 +1,346 @@
+"""``retrain-ci train``: the tutorial's retraining, with reports and the CI gate."""
+
+from __future__ import annotations
+
+import secrets
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from retrain.cli.common import (
+    GATE,
+    BaselineOption,
+    MaxRegressionOption,
+    MinAccuracyOption,
+    MinClassRecallOption,
+    ProgressBars,
+    console,
+    exit_on_gate,
+    gate_settings,
+    import_tensorflow_quietly,
+    print_report_summary,
+    user_errors,
+    warn_skipped,
+)
+from retrain.core.settings import (
+    QUANTIZATIONS,
+    SCHEDULES,
+    Distortions,
+    ExportSettings,
+    FineTuneSettings,
+    ModuleSettings,
+    OutputPaths,
+    RunSettings,
+    SplitSettings,
+    TrainingSettings,
+)
+
+RUN = RunSettings(Path())
+MODULE, SPLIT, TRAINING, DISTORTIONS, EXPORT, OUTPUTS = (
+    RUN.module,
+    RUN.split,
+    RUN.training,
+    RUN.distortions,
+    RUN.export,
+    RUN.outputs,
+)
+FINE_TUNE = FineTuneSettings()
+Quantization = Enum("Quantization", {name: name for name in QUANTIZATIONS}, type=str)
+Schedule = Enum("Schedule", {name: name for name in SCHEDULES}, type=str)
+
+
+def _batch_size(value: int) -> int:
+    if value != -1 and value < 1:
+        raise typer.BadParameter("must be a positive number of images, or -1 for the whole set")
+    return value
+
+
+def drawn_seed(seed: int | None) -> int:
+    """The seed given, or a new one, shown so that the run can be repeated."""
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+        console.print(f"Random seed {seed} (pass --random-seed to repeat this run)")
+    return seed
+
+
+def train(  # noqa: PLR0913 (a Typer command declares its options)
+    image_dir_argument: Annotated[
+        Path | None, typer.Argument(metavar="IMAGE_DIR", help="Folder with one subfolder of images per class.")
+    ] = None,
+    image_dir: Annotated[Path | None, typer.Option("--image-dir", help="Same as IMAGE_DIR.")] = None,
+    tfhub_module: Annotated[
+        str, typer.Option("--tfhub-module", help="Bundled module name, local SavedModel folder, or TF Hub handle/URL.")
+    ] = MODULE.tfhub_module,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", help="Input size for modules that do not declare one.", min=1)
+    ] = None,
+    bottleneck_dir: Annotated[
+        Path, typer.Option("--bottleneck-dir", help="Cache of bottleneck values.")
+    ] = MODULE.bottleneck_dir,
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", help="Put every output of the run under this folder.")
+    ] = None,
+    output_labels: Annotated[
+        Path | None, typer.Option("--output-labels", help="Labels file.", show_default=str(OUTPUTS.output_labels))
+    ] = None,
+    saved_model_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--saved-model-dir", help="SavedModel of the classifier.", show_default=str(OUTPUTS.saved_model_dir)
+        ),
+    ] = None,
+    output_graph: Annotated[
+        Path | None,
+        typer.Option("--output-graph", help="Frozen graph for label_image.py.", show_default=str(OUTPUTS.output_graph)),
+    ] = None,
+    summaries_dir: Annotated[
+        Path | None, typer.Option("--summaries-dir", help="TensorBoard logs.", show_default=str(OUTPUTS.summaries_dir))
+    ] = None,
+    intermediate_store_frequency: Annotated[
+        int, typer.Option("--intermediate-store-frequency", help="Save a frozen graph every N steps (0: never).", min=0)
+    ] = EXPORT.intermediate_store_frequency,
+    intermediate_output_graphs_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--intermediate-output-graphs-dir",
+            help="Where intermediate graphs go.",
+            show_default=str(OUTPUTS.intermediate_output_graphs_dir),
+        ),
+    ] = None,
+    tflite: Annotated[Path | None, typer.Option("--tflite", help="Also write a TensorFlow Lite model here.")] = None,
+    quantize: Annotated[
+        Quantization,
+        typer.Option("--quantize", help="TensorFlow Lite quantization (int8: calibrated on training images)."),
+    ] = Quantization(EXPORT.quantize),
+    how_many_training_steps: Annotated[
+        int, typer.Option("--how-many-training-steps", help="Training steps.", min=1)
+    ] = TRAINING.how_many_training_steps,
+    learning_rate: Annotated[
+        float, typer.Option("--learning-rate", help="SGD learning rate (the tutorial's: 0.01).", min=0.0)
+    ] = TRAINING.learning_rate,
+    learning_rate_schedule: Annotated[
+        Schedule,
+        typer.Option("--learning-rate-schedule", help="cosine: decay to 0 over the steps; constant: the tutorial's."),
+    ] = Schedule(TRAINING.learning_rate_schedule),
+    mirror_training: Annotated[
+        bool,
+        typer.Option(
+            "--mirror-training/--no-mirror-training",
+            help="Also train on the cached bottleneck of each training image mirrored left-right.",
+        ),
+    ] = RUN.mirror_training,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta/--no-tta",
+            help="Average each prediction over the image and its mirror image (the exported model does too).",
+        ),
+    ] = RUN.tta,
+    testing_percentage: Annotated[
+        float, typer.Option("--testing-percentage", help="Percentage of images in the test split.", min=0.0, max=100.0)
+    ] = SPLIT.testing_percentage,
+    validation_percentage: Annotated[
+        float,
+        typer.Option(
+            "--validation-percentage", help="Percentage of images in the validation split.", min=0.0, max=100.0
+        ),
+    ] = SPLIT.validation_percentage,
+    eval_step_interval: Annotated[
+        int, typer.Option("--eval-step-interval", help="Steps between accuracy lines.", min=1)
+    ] = TRAINING.eval_step_interval,
+    train_batch_size: Annotated[
+        int, typer.Option("--train-batch-size", help="Images per training step (-1: all).", callback=_batch_size)
+    ] = TRAINING.train_batch_size,
+    validation_batch_size: Annotated[
+        int, typer.Option("--validation-batch-size", help="Images per validation (-1: all).", callback=_batch_size)
+    ] = TRAINING.validation_batch_size,
+    test_batch_size: Annotated[
+        int, typer.Option("--test-batch-size", help="Images in the final test (-1: all).", callback=_batch_size)
+    ] = RUN.test_batch_size,
+    flip_left_right: Annotated[
+        bool, typer.Option("--flip-left-right", help="Randomly mirror training images.")
+    ] = DISTORTIONS.flip_left_right,
+    random_crop: Annotated[
+        float, typer.Option("--random-crop", help="Percentage of margin to randomly crop off.", min=0.0)
+    ] = DISTORTIONS.random_crop,
+    random_scale: Annotated[
+        float, typer.Option("--random-scale", help="Percentage to randomly scale up by.", min=0.0)
+    ] = DISTORTIONS.random_scale,
+    random_brightness: Annotated[
+        float, typer.Option("--random-brightness", help="Percentage to randomly change brightness by.", min=0.0)
+    ] = DISTORTIONS.random_brightness,
+    final_tensor_name: Annotated[
+        str, typer.Option("--final-tensor-name", help="Name of the output op.")
+    ] = EXPORT.final_tensor_name,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--report-dir", help="Evaluation report (HTML, metrics.json, ...).", show_default=str(OUTPUTS.report_dir)
+        ),
+    ] = None,
+    min_accuracy: MinAccuracyOption = None,
+    min_class_recall: MinClassRecallOption = None,
+    baseline: BaselineOption = None,
+    max_regression: MaxRegressionOption = GATE.max_regression,
+    print_misclassified_test_images: Annotated[
+        bool, typer.Option("--print-misclassified-test-images", help="List the test images the model gets wrong.")
+    ] = False,
+    random_seed: Annotated[
+        int | None, typer.Option("--random-seed", help="Seed for a reproducible run.", min=0, show_default="random")
+    ] = None,
+    fine_tune: Annotated[
+        bool,
+        typer.Option(
+            "--fine-tune",
+            help="After the new layer, also train the top of the (bundled) backbone on augmented images.",
+        ),
+    ] = False,
+    fine_tune_blocks: Annotated[
+        int, typer.Option("--fine-tune-blocks", help="Backbone blocks to train, counted from the top.", min=1)
+    ] = FINE_TUNE.blocks,
+    fine_tune_epochs: Annotated[
+        int, typer.Option("--fine-tune-epochs", help="Passes over the training images.", min=1)
+    ] = FINE_TUNE.epochs,
+    fine_tune_learning_rate: Annotated[
+        float,
+        typer.Option(
+            "--fine-tune-learning-rate",
+            help="Peak learning rate of the blocks (SGD, momentum 0.9, cosine); the new layer's is 10x.",
+            min=0.0,
+        ),
+    ] = FINE_TUNE.learning_rate,
+    fine_tune_image_size: Annotated[
+        int | None,
+        typer.Option(
+            "--fine-tune-image-size",
+            help="Input size of the fine-tuned model.",
+            min=32,
+            show_default="1.25x the backbone's: 280 for efficientnet_lite0",
+        ),
+    ] = None,
+) -> None:
+    """Retrain a new top layer on your images and export the classifier."""
+    if image_dir_argument and image_dir and image_dir_argument != image_dir:
+        raise typer.BadParameter("give the image folder once, as IMAGE_DIR or --image-dir")
+    folder = image_dir_argument or image_dir
+    if folder is None:
+        raise typer.BadParameter("missing the image folder: retrain-ci train IMAGE_DIR")
+    with user_errors():
+        settings = RunSettings(
+            folder,
+            module=ModuleSettings(tfhub_module, image_size, bottleneck_dir),
+            split=SplitSettings(testing_percentage, validation_percentage),
+            training=TrainingSettings(
+                how_many_training_steps=how_many_training_steps,
+                learning_rate=learning_rate,
+                learning_rate_schedule=learning_rate_schedule.value,
+                train_batch_size=train_batch_size,
+                eval_step_interval=eval_step_interval,
+                validation_batch_size=validation_batch_size,
+                random_seed=drawn_seed(random_seed),
+            ),
+            distortions=Distortions(flip_left_right, random_crop, random_scale, random_brightness),
+            fine_tune=FineTuneSettings(
+                blocks=fine_tune_blocks,
+                epochs=fine_tune_epochs,
+                learning_rate=fine_tune_learning_rate,
+                image_size=fine_tune_image_size,
+            )
+            if fine_tune
+            else None,
+            export=ExportSettings(final_tensor_name, tflite, quantize.value, intermediate_store_frequency),
+            outputs=OutputPaths.under(
+                output_dir,
+                output_labels=output_labels,
+                saved_model_dir=saved_model_dir,
+                output_graph=output_graph,
+                summaries_dir=summaries_dir,
+                intermediate_output_graphs_dir=intermediate_output_graphs_dir,
+                report_dir=report_dir,
+            ),
+            gate=gate_settings(min_accuracy, min_class_recall, baseline, max_regression),
+            test_batch_size=test_batch_size,
+            tta=tta,
+            mirror_training=mirror_training,
+        )
+        train_and_report(settings, print_misclassified_test_images)
+
+
+def train_and_report(settings: RunSettings, print_misclassified: bool) -> None:
+    """Run the flow with progress bars and step lines, print what it produced, then apply the gate."""
+    import_tensorflow_quietly()
+    from retrain.training.run import train as run_training
+
+    total_steps = settings.training.how_many_training_steps
+    epochs = settings.fine_tune.epochs if settings.fine_tune else 0
+
+    def on_eval(step) -> None:
+        console.print(
+            f"Step {step.step}/{total_steps}: train accuracy {step.train_accuracy:.1%}, "
+            f"cross-entropy {step.cross_entropy:.3f}, "
+            f"validation accuracy {step.validation_accuracy:.1%} (N={step.validation_count})",
+            soft_wrap=True,
+        )
+
+    def on_epoch(epoch) -> None:
+        if epoch.epoch == 0:
+            console.print(f"Before fine-tuning: validation accuracy {epoch.validation_accuracy:.1%}")
+            return
+        console.print(
+            f"Fine-tuning epoch {epoch.epoch}/{epochs}: "
+            f"train accuracy {epoch.train_accuracy:.1%} (augmented), cross-entropy {epoch.train_cross_entropy:.3f}, "
+            f"validation accuracy {epoch.validation_accuracy:.1%}, {epoch.seconds:.0f} s",
+            soft_wrap=True,
+        )
+
+    # A training bar only for runs whose steps take visible time (distortions on).
+    bars = ProgressBars(hidden_stages=() if settings.distortions.enabled else ("Training",))
+    hooks = bars.hooks(
+        on_stage=lambda message: console.print(message, soft_wrap=True), on_eval=on_eval, on_epoch=on_epoch
+    )
+    try:
+        result = run_training(settings, hooks)
+    finally:
+        bars.stop()
+    _print_result(result, settings, print_misclassified)
+    exit_on_gate(result.report.gate)
+
+
+def _print_result(result, settings: RunSettings, print_misclassified: bool) -> None:
+    bottlenecks = result.bottlenecks
+    warn_skipped(bottlenecks.skipped)
+    dataset = result.dataset
+    seconds = result.report.metrics["durations_seconds"]
+    console.print(
+        f"{len(dataset.images)} images in {len(dataset.labels)} classes; bottlenecks: "
+        f"{bottlenecks.computed} computed, {bottlenecks.reused} from cache, {len(bottlenecks.skipped)} skipped "
+        f"({seconds['bottlenecks']:.1f} s); training {seconds['training']:.1f} s",
+        soft_wrap=True,
+    )
+    if print_misclassified:
+        console.print("=== MISCLASSIFIED TEST IMAGES ===")
+        for item in result.test.misclassified():
+            console.print(
+                f"{item.path}  {item.true_label} -> {item.predicted_label} ({item.confidence:.0%})",
+                soft_wrap=True,
+                markup=False,
+            )
+    console.print(f"Final test accuracy = {result.test.accuracy:.1%} (N={len(result.test.truths)})")
+    outputs = settings.outputs
+    shown = [
+        ("Saved model", outputs.saved_model_dir),
+        ("Frozen graph", outputs.output_graph),
+        ("Labels", outputs.output_labels),
+        ("TensorBoard logs", outputs.summaries_dir),
+    ]
+    tflite = settings.export.tflite
+    if tflite:
+        size = Path(tflite).stat().st_size / 1e6
+        quantize = settings.export.quantize
+        console.print(f"TensorFlow Lite test accuracy = {result.tflite_accuracy:.1%} ({quantize}, {size:.1f} MB)")
+        shown.append(("TensorFlow Lite model", tflite))
+    for what, path in shown:
+        console.print(f"{what}: {path}", soft_wrap=True, markup=False)
+    print_report_summary(result.report)

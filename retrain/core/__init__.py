@@ -1,0 +1,1 @@
+"""The core: datasets and splits, decoding, the bottleneck cache, settings, results and errors. No TensorFlow here."""

@@ -1,0 +1,248 @@
+"""Every setting of retrain-ci: one frozen dataclass per concern, each default written once (``--help`` reads them).
+
+Training and the audit share ``SplitSettings`` and ``ModuleSettings``, so both see the same splits, backbone and
+bottleneck cache. Invalid combinations raise InputError when the settings are built, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retrain.core.errors import InputError
+
+SCHEDULES = ("cosine", "constant")
+QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
+FAIL_ON = ("error", "warning", "never")
+# Fine-tuned networks see images this much larger than the backbone's own input size: finer detail, measured better.
+FINE_TUNE_SIZE_FACTOR = 1.25
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """The tutorial's stable split: a hash of each file name puts it in training, validation or testing."""
+
+    testing_percentage: float = 10.0
+    validation_percentage: float = 10.0
+
+    def __post_init__(self) -> None:
+        testing, validation = self.testing_percentage, self.validation_percentage
+        if not (testing >= 0 and validation >= 0 and testing + validation < 100):
+            raise InputError("testing and validation percentages must be >= 0 and add up to less than 100")
+
+
+@dataclass(frozen=True)
+class ModuleSettings:
+    """Which module computes the bottlenecks and where they are cached (by content, shared by train and check)."""
+
+    tfhub_module: str = "efficientnet_lite0"
+    image_size: int | None = None  # for modules that do not declare their input size
+    bottleneck_dir: Path = Path("/tmp/bottleneck")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The new layer's training: the tutorial's flags. A batch size of -1 means the whole set.
+
+    The defaults differ from the tutorial's where flowers-dev measured better: a learning rate of 0.1 decayed along a
+    cosine instead of a constant 0.01 (``--learning-rate 0.01 --learning-rate-schedule constant`` is the tutorial's).
+    """
+
+    how_many_training_steps: int = 4000
+    learning_rate: float = 0.1
+    learning_rate_schedule: str = "cosine"
+    train_batch_size: int = 100
+    eval_step_interval: int = 10
+    validation_batch_size: int = 100
+    random_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.learning_rate_schedule not in SCHEDULES:
+            raise InputError(f"learning rate schedule must be one of {', '.join(SCHEDULES)}")
+
+
+@dataclass(frozen=True)
+class Distortions:
+    """The tutorial's image distortions, as percentages; ``flip_left_right`` mirrors half the images."""
+
+    flip_left_right: bool = False
+    random_crop: float = 0.0
+    random_scale: float = 0.0
+    random_brightness: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.flip_left_right or self.random_crop > 0 or self.random_scale > 0 or self.random_brightness > 0
+
+    def decode_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Decode large enough that the smallest crop still covers the module's input size."""
+        factor = (1 + self.random_crop / 100) * (1 + self.random_scale / 100)
+        return math.ceil(size[0] * factor), math.ceil(size[1] * factor)
+
+
+@dataclass(frozen=True)
+class FineTuneSettings:
+    """``--fine-tune-*``; the defaults are what measured best on flowers-dev (``benchmarks/accuracy.py``)."""
+
+    blocks: int = 5
+    epochs: int = 12
+    learning_rate: float = 0.003
+    # The new layer learns this many times faster than the blocks: its inputs move as the blocks adapt (and from the
+    # bottlenecks' input size to the fine-tuning one), while the blocks only need a nudge from ImageNet's weights.
+    layer_learning_rate_factor: float = 10.0
+    image_size: int | None = None  # None: FINE_TUNE_SIZE_FACTOR times the backbone's, a multiple of 8
+    label_smoothing: float = 0.1
+    dropout: float = 0.2
+    # Crops from 62% to 100% of the image side (scale 60%, no fixed margin), so training also sees whole photos.
+    augmentation: Distortions = field(
+        default_factory=lambda: Distortions(flip_left_right=True, random_crop=0, random_scale=60, random_brightness=30)
+    )
+
+    def input_size(self, backbone_size: int) -> int:
+        return self.image_size or round(backbone_size * FINE_TUNE_SIZE_FACTOR / 8) * 8
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """What is exported besides the SavedModel, frozen graph and labels."""
+
+    final_tensor_name: str = "final_result"
+    tflite: Path | None = None
+    quantize: str = "none"  # TensorFlow Lite quantization; int8 is calibrated on training images
+    intermediate_store_frequency: int = 0  # a frozen graph every N steps (0: never)
+
+    def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZATIONS:
+            raise InputError(f"quantization must be one of {', '.join(QUANTIZATIONS)}")
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """Where a run writes: the tutorial's paths under /tmp, or one folder (``--output-dir``) laid out as LAYOUT."""
+
+    output_labels: Path = Path("/tmp/output_labels.txt")
+    saved_model_dir: Path = Path("/tmp/saved_models/1")
+    output_graph: Path = Path("/tmp/output_graph.pb")
+    summaries_dir: Path = Path("/tmp/retrain_logs")
+    intermediate_output_graphs_dir: Path = Path("/tmp/intermediate_graph")
+    report_dir: Path = Path("/tmp/retrain_report")
+
+    LAYOUT = {
+        "output_labels": "output_labels.txt",
+        "saved_model_dir": "saved_model",
+        "output_graph": "output_graph.pb",
+        "summaries_dir": "retrain_logs",
+        "intermediate_output_graphs_dir": "intermediate_graph",
+        "report_dir": "report",
+    }
+
+    @classmethod
+    def under(cls, output_dir: Path | None, **explicit: Path | None) -> OutputPaths:
+        """Defaults, then everything under ``output_dir`` (if given), then each path given explicitly."""
+        paths = {name: output_dir / relative for name, relative in cls.LAYOUT.items()} if output_dir else {}
+        paths.update({name: Path(path) for name, path in explicit.items() if path is not None})
+        return cls(**paths)
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The CI gate on test accuracy: absolute, per class, and against a baseline run's accuracy."""
+
+    min_accuracy: float | None = None
+    min_class_recall: float | None = None
+    baseline_accuracy: float | None = None
+    max_regression: float = 0.02
+
+    @property
+    def asked(self) -> bool:
+        """Whether any condition was asked for."""
+        return any(value is not None for value in (self.min_accuracy, self.min_class_recall, self.baseline_accuracy))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything ``retrain-ci train`` needs; the defaults are the tutorial's where it had one."""
+
+    image_dir: Path
+    module: ModuleSettings = field(default_factory=ModuleSettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    distortions: Distortions = field(default_factory=Distortions)
+    fine_tune: FineTuneSettings | None = None
+    export: ExportSettings = field(default_factory=ExportSettings)
+    outputs: OutputPaths = field(default_factory=OutputPaths)
+    gate: GateSettings = field(default_factory=GateSettings)
+    test_batch_size: int = -1  # images in the final test, drawn with replacement (-1: the whole test split)
+    tta: bool = True  # average each prediction over the image and its mirror image
+    mirror_training: bool = True  # also train on the mirrored training images' bottlenecks
+
+    @property
+    def mirrors_training(self) -> bool:
+        """Mirrored training bottlenecks are used unless distortions make fresh training ones."""
+        return self.mirror_training and not self.distortions.enabled
+
+    @property
+    def needs_mirrored(self) -> bool:
+        """Mirrored bottlenecks serve --tta and --mirror-training."""
+        return self.tta or self.mirrors_training
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Every setting of the audit; the defaults are tuned on the tutorial's flower photos to flag no normal photo."""
+
+    # Shared with `retrain-ci train`, so the audit sees the splits and the bottleneck cache that training uses.
+    split: SplitSettings = field(default_factory=SplitSettings)
+    module: ModuleSettings = field(default_factory=ModuleSettings)
+    # Classes: the tutorial asks for at least a hundred photos per class; fewer than 20 rarely trains at all.
+    min_images: int = 20
+    recommended_images: int = 100
+    max_imbalance: float = 3.0
+    # Duplicates: perceptual hashes at most this many bits apart (of 64) are the same picture re-encoded or resized.
+    near_duplicate_bits: int = 4
+    # Image quality, measured on the image scaled to fit 256x256.
+    min_side: int = 100
+    max_aspect_ratio: float = 3.0
+    dark_highlights: float = 0.25
+    light_shadows: float = 0.75
+    blurry_sharpness: float = 0.0001
+    low_information_contrast: float = 0.03
+    grayscale_colourfulness: float = 0.06
+    # Labels and shortcuts, from cross-validated classifiers.
+    cross_validation_folds: int = 5
+    max_shortcut_skill: float = 0.6  # balanced accuracy rescaled so chance is 0 and perfect is 1
+    # Which checks run and what fails the gate.
+    only: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+    fail_on: str = "error"
+
+    def __post_init__(self) -> None:
+        if self.fail_on not in FAIL_ON:
+            raise InputError(f"fail-on must be one of {', '.join(FAIL_ON)}, not {self.fail_on!r}")
+        if self.cross_validation_folds < 2:
+            raise InputError("cross-validation-folds must be at least 2")
+
+    def replace(self, **changes: Any) -> AuditSettings:
+        """A copy with the given settings changed, by flat name (``testing_percentage`` too); None leaves one as is."""
+        changes = {name: value for name, value in changes.items() if value is not None}
+        nested = {}
+        for section in ("split", "module"):
+            current = getattr(self, section)
+            names = {f.name for f in dataclasses.fields(current)}
+            moved = {name: changes.pop(name) for name in list(changes) if name in names}
+            nested[section] = dataclasses.replace(current, **moved)
+        return dataclasses.replace(self, **nested, **changes)
+
+
+def flat_fields(settings: type) -> dict[str, dataclasses.Field]:
+    """Settings by flat name, nested sections' fields included: the names the settings file and options use."""
+    fields = {}
+    for f in dataclasses.fields(settings):
+        if isinstance(f.default_factory, type) and dataclasses.is_dataclass(f.default_factory):
+            fields.update({inner.name: inner for inner in dataclasses.fields(f.default_factory)})
+        else:
+            fields[f.name] = f
+    return fields

@@ -1,0 +1,145 @@
+"""Computing bottlenecks: each image's feature vector under a module, in batches, through the content-keyed cache."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from retrain.core.bottleneck_cache import VECTOR_DTYPE, BottleneckCache, Bottlenecks, BottleneckSource, content_key
+from retrain.core.dataset import LabeledImage
+from retrain.core.hooks import Hooks
+from retrain.core.images import ImageDecodeError, load_pixels
+from retrain.core.settings import ModuleSettings
+from retrain.training.modules import ImageModule, load_image_module
+from retrain.training.modules.runners import FeatureRunner, feature_runner
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def compute_bottlenecks(
+    images: Sequence[LabeledImage],
+    module: ImageModule,
+    cache: BottleneckCache,
+    *,
+    hooks: Hooks = Hooks(),
+    runner: FeatureRunner | None = None,
+    mirrored: bool = False,
+) -> Bottlenecks:
+    """Bottlenecks for every image, from the cache where possible; unreadable images are skipped and reported.
+
+    ``runner`` defaults to the fastest one for the module (``feature_runner``), created only if something is missing.
+    With ``mirrored``, they are the bottlenecks of the left-right mirrored images (keep them in a cache of their own).
+    """
+    skipped: list[tuple[Path, str]] = []
+    with ThreadPoolExecutor() as pool:  # reading and hashing release the GIL
+        keys = list(pool.map(_content_key_or_error, (image.path for image in images)))
+    row_of: dict[str, int] = {}
+    paths: list[Path] = []
+    for image, key in zip(images, keys, strict=True):
+        if isinstance(key, OSError):
+            skipped.append((image.path, key.strerror or str(key)))
+        elif key not in row_of:
+            row_of[key] = len(paths)
+            paths.append(image.path)
+    unique_keys = list(row_of)
+    vectors = np.empty((len(unique_keys), module.feature_size), VECTOR_DTYPE)
+    cached = cache.read(unique_keys, vectors)
+    missing = [(row, paths[row]) for row in np.flatnonzero(~cached).tolist()]
+    on_progress = hooks.progress("Computing bottlenecks")
+    on_progress(0, len(missing))  # also when nothing is missing: callers show or skip a bar for zero
+    failures: dict[str, str] = {}
+    if missing:
+        work = _Work(missing, unique_keys, runner or feature_runner(module), mirrored)
+        failures = work.fill(vectors, cache, on_progress)
+    kept = [(image, row_of[key]) for image, key in zip(images, keys, strict=True) if key in row_of]
+    skipped.extend((image.path, failures[unique_keys[row]]) for image, row in kept if unique_keys[row] in failures)
+    kept = [(image, row) for image, row in kept if unique_keys[row] not in failures]
+    rows = [row for _, row in kept]
+    if rows != list(range(len(vectors))):  # duplicates or failures: copy into image order
+        vectors = vectors[rows]
+    computed = len(missing) - len(failures)
+    content_keys = [unique_keys[row] for row in rows]
+    return Bottlenecks([image for image, _ in kept], vectors, skipped, computed, int(cached.sum()), content_keys)
+
+
+def bottleneck_source(settings: ModuleSettings) -> BottleneckSource:
+    """Bottlenecks under the module and cache the settings name, for the audit (the module loads on first use)."""
+
+    def bottlenecks(images: Sequence[LabeledImage], hooks: Hooks) -> Bottlenecks:
+        module = load_image_module(settings.tfhub_module, settings.image_size)
+        cache = BottleneckCache(settings.bottleneck_dir, module.cache_key)
+        return compute_bottlenecks(images, module, cache, hooks=hooks)
+
+    return bottlenecks
+
+
+def _content_key_or_error(path: Path) -> str | OSError:
+    try:
+        return content_key(path)
+    except OSError as error:
+        return error
+
+
+class _Work:
+    """The rows the cache lacks: (row, path) pairs, computed batch by batch and saved as they complete."""
+
+    def __init__(self, missing: list[tuple[int, Path]], keys: list[str], runner: FeatureRunner, mirrored: bool):
+        self.missing = missing
+        self.keys = keys
+        self.runner = runner
+        self.mirrored = mirrored
+
+    def fill(self, vectors: np.ndarray, cache: BottleneckCache, on_progress: ProgressCallback) -> dict[str, str]:
+        """Fill the missing rows of ``vectors``, saving a shard every ``cache.shard_rows`` rows; merge shards at the
+        end. Returns the reason each undecodable image (by content key) failed."""
+        failures: dict[str, str] = {}
+        done = 0
+        unsaved: list[int] = []
+        for rows, features, batch_failures in self._batches():
+            vectors[rows] = features
+            failures.update((self.keys[row], reason) for row, reason in batch_failures)
+            unsaved.extend(rows)
+            if len(unsaved) >= cache.shard_rows:
+                cache.add([self.keys[row] for row in unsaved], vectors[unsaved])
+                unsaved = []
+            done += len(rows) + len(batch_failures)
+            on_progress(done, len(self.missing))
+        cache.add([self.keys[row] for row in unsaved], vectors[unsaved])
+        cache.compact()
+        return failures
+
+    def _batches(self) -> Iterator[tuple[list[int], np.ndarray, list[tuple[int, str]]]]:
+        """Each batch's rows computed, their features, and the rows that failed to decode.
+
+        Each worker thread decodes a batch and runs it, so one core decodes while the other runs the module, with no
+        hand-off between threads; at most two batches per worker are in memory, never the whole dataset.
+        """
+        size = self.runner.batch_size
+        batches = deque(self.missing[i : i + size] for i in range(0, len(self.missing), size))
+        with ThreadPoolExecutor(self.runner.workers) as pool:
+            pending = deque()
+            while batches or pending:
+                while batches and len(pending) < 2 * self.runner.workers:
+                    pending.append(pool.submit(self._run_batch, batches.popleft()))
+                yield pending.popleft().result()
+
+    def _run_batch(self, batch: list[tuple[int, Path]]) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
+        size = self.runner.module.image_size
+        pixels = np.empty((len(batch), *size, 3), np.uint8)
+        rows: list[int] = []
+        failures: list[tuple[int, str]] = []
+        for row, path in batch:
+            try:
+                image = load_pixels(path, size)
+                pixels[len(rows)] = image[:, ::-1] if self.mirrored else image
+            except ImageDecodeError as error:
+                failures.append((row, str(error.__cause__ or error)))
+            else:
+                rows.append(row)
+        if not rows:
+            return rows, np.zeros((0, self.runner.module.feature_size), VECTOR_DTYPE), failures
+        return rows, self.runner(pixels[: len(rows)]), failures

@@ -1,0 +1,330 @@
+"""The retraining flow, end to end: image folder -> bottlenecks (cached) -> new layer -> test accuracy -> exports.
+
+``train`` is a sequence of stages; each takes values and returns values, so a reader can follow the data down the page.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from retrain import __version__
+from retrain.core.bottleneck_cache import BottleneckCache, Bottlenecks
+from retrain.core.dataset import Dataset, LabeledImage, fingerprint, list_dataset
+from retrain.core.errors import InputError
+from retrain.core.gate import judge
+from retrain.core.hooks import Hooks
+from retrain.core.images import load_image
+from retrain.core.outputs import check_writable
+from retrain.core.results import EvalStep, Evaluation, SoftmaxHead
+from retrain.core.settings import RunSettings
+from retrain.reports import Report, write_report
+from retrain.training.bottlenecks import compute_bottlenecks
+from retrain.training.distortions import DistortedBottlenecks
+from retrain.training.export import (
+    Classifier,
+    export_frozen_graph,
+    export_saved_model,
+    export_tflite,
+    frozen_graph,
+    write_labels,
+)
+from retrain.training.fine_tune import FineTuned, fine_tune
+from retrain.training.head import LabeledVectors, TrainingExamples, train_head
+from retrain.training.inference import classify, load_exported_model
+from retrain.training.modules import ImageModule, load_image_module
+from retrain.training.modules.efficientnet_lite import BUNDLED_BACKBONES, build_network
+from retrain.training.modules.loading import fine_tunable_backbone
+from retrain.training.summaries import TrainingSummaries
+
+# int8 quantization is calibrated on this many training images.
+CALIBRATION_IMAGES = 100
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """One split's readable images with their bottlenecks, label indices and (when computed) mirrored bottlenecks."""
+
+    images: list[LabeledImage]
+    vectors: np.ndarray
+    labels: np.ndarray
+    mirrored: np.ndarray | None
+
+    @property
+    def paths(self) -> list[Path]:
+        return [image.path for image in self.images]
+
+    def rows(self, rows: np.ndarray) -> SplitData:
+        mirrored = None if self.mirrored is None else self.mirrored[rows]
+        return SplitData([self.images[i] for i in rows], self.vectors[rows], self.labels[rows], mirrored)
+
+
+@dataclass
+class RunResult:
+    dataset: Dataset
+    module: ImageModule
+    bottlenecks: Bottlenecks
+    head: SoftmaxHead
+    test: Evaluation
+    validation: Evaluation
+    report: Report
+    tflite_accuracy: float | None = None
+    fine_tuned: FineTuned | None = None
+
+
+def train(settings: RunSettings, hooks: Hooks = Hooks()) -> RunResult:
+    """Run the tutorial's flow and write every output; raise InputError on bad input."""
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    # Same seed, same digits: TensorFlow may otherwise pick kernels whose float sums vary between runs.
+    tf.config.experimental.enable_op_determinism()
+    _check_outputs(settings)
+    dataset = list_dataset(Path(settings.image_dir), settings.split)
+    hooks.on_stage(f"Loading module {settings.module.tfhub_module}")
+    module = load_image_module(settings.module.tfhub_module, settings.module.image_size)
+    bottlenecks, splits = _bottlenecks(settings, dataset, module, hooks)
+    seconds["bottlenecks"] = time.perf_counter() - started
+    summaries = TrainingSummaries(Path(settings.outputs.summaries_dir))
+    recorded = summaries.recording(hooks)
+    head = _train_layer(settings, dataset.labels, module, splits, recorded)
+    seconds["training"] = time.perf_counter() - started - seconds["bottlenecks"]
+    tuned = None
+    if settings.fine_tune:
+        tuned = _fine_tune(settings, module, head, splits, recorded)
+        module, head = tuned.module, tuned.head
+        seconds["fine_tuning"] = time.perf_counter() - started - seconds["bottlenecks"] - seconds["training"]
+    splits["testing"] = _test_sample(settings, splits["testing"])
+    test, validation = _evaluate(settings, dataset.labels, splits, head, tuned)
+
+    classifier = Classifier(module, head, dataset.labels, settings.export.final_tensor_name, settings.tta)
+    _export(settings, classifier, dataset.labels, summaries, hooks)
+    tflite = _export_tflite(settings, classifier, splits, hooks)
+    seconds["total"] = time.perf_counter() - started
+    run_info = {**_run_info(settings, dataset, module, bottlenecks, validation), "durations_seconds": seconds}
+    run_info.update(_fine_tune_info(settings, tuned) | ({"tflite": tflite} if tflite else {}))
+    gate = judge(test.accuracy, test.recall_by_class(), settings.gate)
+    report = write_report(Path(settings.outputs.report_dir), test, run_info, gate)
+    tflite_accuracy = tflite["test_accuracy"] if tflite else None
+    return RunResult(dataset, module, bottlenecks, head, test, validation, report, tflite_accuracy, tuned)
+
+
+def _bottlenecks(
+    settings: RunSettings, dataset: Dataset, module: ImageModule, hooks: Hooks
+) -> tuple[Bottlenecks, dict[str, SplitData]]:
+    """Every readable image's bottleneck (and its mirror image's, when needed), grouped by split."""
+    cache = BottleneckCache(Path(settings.module.bottleneck_dir), module.cache_key)
+    bottlenecks = compute_bottlenecks(dataset.images, module, cache, hooks=hooks)
+    mirrored = None
+    if settings.needs_mirrored:
+        hooks.on_stage("Bottlenecks of the mirrored images (for --tta and --mirror-training)")
+        mirrored_cache = BottleneckCache(Path(settings.module.bottleneck_dir), module.cache_key + "-mirrored")
+        mirrored = compute_bottlenecks(bottlenecks.images, module, mirrored_cache, hooks=hooks, mirrored=True)
+        if mirrored.images != bottlenecks.images:
+            unreadable = ", ".join(str(path) for path, _ in mirrored.skipped)
+            raise InputError(f"images changed while the run read them: {unreadable}")
+    splits = {}
+    for name in ("training", "validation", "testing"):
+        vectors, labels, images = bottlenecks.split(name)
+        if len(vectors) == 0:
+            raise InputError(f"no readable image is left in the {name} split; see the skipped files above")
+        splits[name] = SplitData(images, vectors, labels, mirrored.split(name)[0] if mirrored else None)
+    return bottlenecks, splits
+
+
+def _training_examples(settings: RunSettings, module: ImageModule, training: SplitData, hooks: Hooks):
+    """Cached bottlenecks (with their mirror images' under --mirror-training), or fresh distorted ones."""
+    if settings.distortions.enabled:
+        hooks.on_stage(
+            "Distortions on: every training step decodes, distorts and runs its batch through the module "
+            "(the bottleneck cache serves only validation and test), so training is much slower"
+        )
+        seed = settings.training.random_seed
+        return DistortedBottlenecks(
+            training.paths, training.labels, module, distortions=settings.distortions, seed=seed
+        )
+    if settings.mirrors_training:
+        both = np.concatenate([training.vectors, training.mirrored])
+        return LabeledVectors(both, np.concatenate([training.labels, training.labels]))
+    return LabeledVectors(training.vectors, training.labels)
+
+
+def _train_layer(
+    settings: RunSettings, labels: tuple[str, ...], module: ImageModule, splits: dict[str, SplitData], hooks: Hooks
+) -> SoftmaxHead:
+    """The new layer, and the intermediate graphs asked for (``--intermediate-store-frequency``)."""
+    snapshot_every = settings.export.intermediate_store_frequency
+    last = settings.training.how_many_training_steps
+
+    def on_eval(step: EvalStep) -> None:
+        if snapshot_every and step.step % snapshot_every == 0 and step.step < last:
+            classifier = Classifier(module, step.layer, labels, settings.export.final_tensor_name, settings.tta)
+            folder = Path(settings.outputs.intermediate_output_graphs_dir)
+            export_frozen_graph(frozen_graph(classifier), folder / f"intermediate_{step.step}.pb")
+        hooks.on_eval(step)
+
+    validation = splits["validation"]
+    examples: TrainingExamples = _training_examples(settings, module, splits["training"], hooks)
+    return train_head(
+        examples,
+        LabeledVectors(validation.vectors, validation.labels),
+        class_count=len(labels),
+        settings=settings.training,
+        hooks=Hooks(on_progress=hooks.on_progress, on_eval=on_eval),
+        snapshot_every=snapshot_every,
+    )
+
+
+def _fine_tune(
+    settings: RunSettings, module: ImageModule, head: SoftmaxHead, splits: dict[str, SplitData], hooks: Hooks
+) -> FineTuned:
+    backbone = fine_tunable_backbone(settings.module.tfhub_module)
+    size = settings.fine_tune.input_size(backbone.image_size)
+    hooks.on_stage(
+        f"Fine-tuning the top {settings.fine_tune.blocks} blocks of {settings.module.tfhub_module} with the new "
+        f"layer for {settings.fine_tune.epochs} epochs on augmented {size}x{size} training images"
+    )
+    return fine_tune(
+        module,
+        build_network(backbone, size),
+        head,
+        training=splits["training"].images,
+        validation=splits["validation"].images,
+        settings=settings.fine_tune,
+        seed=settings.training.random_seed,
+        tta=settings.tta,
+        hooks=hooks,
+    )
+
+
+def _test_sample(settings: RunSettings, testing: SplitData) -> SplitData:
+    """The whole test split, or ``--test-batch-size`` rows of it drawn with replacement (the tutorial's)."""
+    if settings.test_batch_size == -1:
+        return testing
+    rng = np.random.default_rng(settings.training.random_seed)
+    return testing.rows(rng.integers(0, len(testing.images), settings.test_batch_size))
+
+
+def _evaluate(
+    settings: RunSettings,
+    labels: tuple[str, ...],
+    splits: dict[str, SplitData],
+    head: SoftmaxHead,
+    tuned: FineTuned | None,
+) -> tuple[Evaluation, Evaluation]:
+    """Test and validation predictions, as the exported model makes them (with --tta: image and mirror image)."""
+    test, validation = splits["testing"], splits["validation"]
+    if tuned:  # the cached bottlenecks are the original backbone's
+        test_probabilities = tuned.probabilities(test.paths)
+        validation_probabilities = tuned.validation_probabilities  # computed when its epoch was kept
+    else:
+        test_probabilities = head.probabilities(test.vectors, test.mirrored if settings.tta else None)
+        validation_probabilities = head.probabilities(validation.vectors, validation.mirrored if settings.tta else None)
+    return (
+        Evaluation(labels, test.paths, test.labels, test_probabilities, []),
+        Evaluation(labels, validation.paths, validation.labels, validation_probabilities, []),
+    )
+
+
+def _export(
+    settings: RunSettings,
+    classifier: Classifier,
+    labels: tuple[str, ...],
+    summaries: TrainingSummaries,
+    hooks: Hooks,
+) -> None:
+    """Labels, SavedModel and frozen graph, each staged and renamed into place; the graph also goes to TensorBoard."""
+    hooks.on_stage("Exporting the model")
+    outputs = settings.outputs
+    write_labels(labels, Path(outputs.output_labels))
+    export_saved_model(classifier, Path(outputs.saved_model_dir))
+    graph_def = frozen_graph(classifier)
+    export_frozen_graph(graph_def, Path(outputs.output_graph))
+    summaries.write_graph(graph_def)
+    summaries.close()
+
+
+def _export_tflite(
+    settings: RunSettings, classifier: Classifier, splits: dict[str, SplitData], hooks: Hooks
+) -> dict | None:
+    """The TensorFlow Lite model when asked for, scored on the test images again (quantization costs accuracy)."""
+    export = settings.export
+    if not export.tflite:
+        return None
+    hooks.on_stage(f"Converting to TensorFlow Lite (quantization: {export.quantize})")
+    size = classifier.image_size
+    calibration = [load_image(path, size) for path in splits["training"].paths[:CALIBRATION_IMAGES]]
+    test = splits["testing"]
+    export_tflite(classifier, Path(export.tflite), export.quantize, calibration)
+    tflite_model = load_exported_model(Path(export.tflite), Path(settings.outputs.output_labels))
+    probabilities = classify(tflite_model, test.paths).probabilities
+    return {
+        "path": str(export.tflite),
+        "quantize": export.quantize,
+        "bytes": Path(export.tflite).stat().st_size,
+        "test_accuracy": float(np.mean(probabilities.argmax(axis=1) == test.labels)),
+    }
+
+
+def _run_info(
+    settings: RunSettings, dataset: Dataset, module: ImageModule, bottlenecks: Bottlenecks, validation: Evaluation
+) -> dict:
+    """What produced the numbers, so that a report says how to reproduce it."""
+    training = settings.training
+    return {
+        "validation_accuracy": validation.accuracy,
+        "validation_images": len(validation.truths),
+        "module": settings.module.tfhub_module,
+        "image_size": list(module.image_size),
+        "steps": training.how_many_training_steps,
+        "learning_rate": training.learning_rate,
+        "learning_rate_schedule": training.learning_rate_schedule,
+        "mirror_training": settings.mirrors_training,
+        "tta": settings.tta,
+        "train_batch_size": training.train_batch_size,
+        "seed": training.random_seed,
+        "distortions": asdict(settings.distortions),
+        "dataset": str(dataset.root),
+        "dataset_fingerprint": fingerprint(dataset, bottlenecks.images, bottlenecks.content_keys),
+        "images": {
+            split: sum(1 for image in bottlenecks.images if image.split == split)
+            for split in ("training", "validation", "testing")
+        }
+        | {"skipped": len(bottlenecks.skipped)},
+        "tool_version": __version__,
+        "tensorflow_version": tf.__version__,
+    }
+
+
+def _fine_tune_info(settings: RunSettings, tuned: FineTuned | None) -> dict:
+    if tuned is None:
+        return {}
+    return {
+        "fine_tune": {
+            **asdict(settings.fine_tune),
+            "image_size": tuned.module.image_size[0],
+            "best_epoch": tuned.best_epoch,
+            "epochs_run": [asdict(epoch) for epoch in tuned.epochs],
+        }
+    }
+
+
+def _check_outputs(settings: RunSettings) -> None:
+    """Before any work: fine-tuning needs a bundled backbone, and every output must be writable."""
+    spec = settings.module.tfhub_module
+    if settings.fine_tune and fine_tunable_backbone(spec) is None:
+        raise InputError(f"--fine-tune trains the bundled backbones only ({', '.join(BUNDLED_BACKBONES)}), not {spec}")
+    outputs, export = settings.outputs, settings.export
+    check_writable(outputs.output_labels, "labels file", folder=False)
+    check_writable(outputs.saved_model_dir, "SavedModel folder", folder=True)
+    check_writable(outputs.output_graph, "frozen graph", folder=False)
+    check_writable(settings.module.bottleneck_dir, "bottleneck cache", folder=True)
+    check_writable(outputs.summaries_dir, "summaries folder", folder=True)
+    if export.tflite:
+        check_writable(export.tflite, "TensorFlow Lite file", folder=False)
+    check_writable(outputs.report_dir, "report folder", folder=True)
+    if export.intermediate_store_frequency > 0:
+        check_writable(outputs.intermediate_output_graphs_dir, "intermediate graphs folder", folder=True)
