@@ -27,7 +27,7 @@ from retrain.training.fine_tune import fine_tune
 from retrain.training.inference import classify, load_exported_model
 from retrain.training.modules import ImageModule, load_image_module
 from retrain.training.modules.efficientnet_lite import BUNDLED_BACKBONES, build_network
-from tests.conftest import CliRun, run_cli, sample_photos, tensorboard_events
+from tests.conftest import CliRun, copy_dataset, run_cli, sample_photos, tensorboard_events
 
 
 def _fine_tune(flowers_sample: Path, bottleneck_dir: Path, output_dir: Path) -> CliRun:
@@ -36,6 +36,7 @@ def _fine_tune(flowers_sample: Path, bottleneck_dir: Path, output_dir: Path) -> 
         "--bottleneck-dir", bottleneck_dir,
         "--output-dir", output_dir,
         "--random-seed", "5",
+        "--tfhub-module", "efficientnet_lite0",  # named, so Lite1 (the --fine-tune default) is not used
         "--how-many-training-steps", "500",
         "--eval-step-interval", "500",
         "--fine-tune", "--fine-tune-epochs", "2", "--fine-tune-blocks", "2", "--fine-tune-learning-rate", "0.003",
@@ -116,6 +117,33 @@ def test_exports_carry_trained_backbone_weights(flowers_sample: Path, tmp_path: 
     for export in ("saved_model", "output_graph.pb", "model.tflite"):
         model = load_exported_model(tmp_path / export, tmp_path / "output_labels.txt")
         np.testing.assert_allclose(classify(model, photos).probabilities, expected, atol=2e-4, err_msg=export)
+
+
+def test_an_explicit_module_is_the_one_fine_tuned(fine_tuned_run: CliRun) -> None:
+    metrics = json.loads((fine_tuned_run.output_dir / "report" / "metrics.json").read_text())
+    assert metrics["module"] == "efficientnet_lite0"
+    assert metrics["image_size"] == [280, 280]  # 1.25x Lite0's 224
+    assert "Fine-tuning the top 2 blocks of efficientnet_lite0" in fine_tuned_run.stdout
+
+
+def test_fine_tune_without_a_module_trains_lite1(flowers_sample: Path, bottleneck_dir: Path, tmp_path: Path) -> None:
+    """No --tfhub-module: --fine-tune uses Lite1 at its fine-tuning size, and metrics.json says so (tiny settings)."""
+    photos = copy_dataset(tmp_path / "photos", {c: sample_photos(flowers_sample, c, 12) for c in ("daisy", "roses")})
+    run = run_cli(
+        "train", photos, "--bottleneck-dir", bottleneck_dir, "--output-dir", tmp_path / "out", "--random-seed", "1",
+        "--how-many-training-steps", "20", "--validation-percentage", "25", "--testing-percentage", "25",
+        "--fine-tune", "--fine-tune-epochs", "1", "--fine-tune-blocks", "1",
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stdout + run.stderr
+    metrics = json.loads((tmp_path / "out" / "report" / "metrics.json").read_text())
+    assert metrics["module"] == "efficientnet_lite1"
+    assert metrics["image_size"] == [304, 304] and metrics["fine_tune"]["image_size"] == 304
+    assert "Fine-tuning the top 1 blocks of efficientnet_lite1" in run.stdout
+    layer_only = run_cli("train", photos, "--bottleneck-dir", bottleneck_dir, "--output-dir", tmp_path / "layer",
+                         "--random-seed", "1", "--how-many-training-steps", "20",
+                         "--validation-percentage", "25", "--testing-percentage", "25")  # fmt: skip
+    assert layer_only.exit_code == 0, layer_only.stderr
+    assert json.loads((tmp_path / "layer" / "report" / "metrics.json").read_text())["module"] == "efficientnet_lite0"
 
 
 @pytest.mark.parametrize("module", ["efficientnet_lite0/classification", "/nonexistent/saved_model"])

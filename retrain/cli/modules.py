@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from retrain.cli.common import OutputFormat, console, import_tensorflow_quietly
+from retrain.core.settings import FINE_TUNE_MODULE, ModuleSettings
 
 
 def modules(
@@ -30,4 +31,8 @@ def modules(
         size = f"{info.image_size}x{info.image_size}"
         table.add_row(info.name, info.source, size, str(info.feature_size), info.available)
     console.print(table)
-    console.print("Any other TF Hub handle or URL, or a local SavedModel folder, works as well.")
+    console.print(
+        f"Defaults: {ModuleSettings().tfhub_module} for the new layer alone, {FINE_TUNE_MODULE} with --fine-tune. "
+        "Any other TF Hub handle or URL, or a local SavedModel folder, works as well.",
+        soft_wrap=True,
+    )

@@ -25,6 +25,7 @@ from retrain.cli.common import (
     warn_skipped,
 )
 from retrain.core.settings import (
+    FINE_TUNE_MODULE,
     QUANTIZATIONS,
     SCHEDULES,
     Distortions,
@@ -71,8 +72,13 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
     ] = None,
     image_dir: Annotated[Path | None, typer.Option("--image-dir", help="Same as IMAGE_DIR.")] = None,
     tfhub_module: Annotated[
-        str, typer.Option("--tfhub-module", help="Bundled module name, local SavedModel folder, or TF Hub handle/URL.")
-    ] = MODULE.tfhub_module,
+        str | None,
+        typer.Option(
+            "--tfhub-module",
+            help="Bundled module name, local SavedModel folder, or TF Hub handle/URL.",
+            show_default=f"{MODULE.tfhub_module}; {FINE_TUNE_MODULE} with --fine-tune",
+        ),
+    ] = None,
     image_size: Annotated[
         int | None, typer.Option("--image-size", help="Input size for modules that do not declare one.", min=1)
     ] = None,
@@ -194,7 +200,8 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
         bool,
         typer.Option(
             "--fine-tune",
-            help="After the new layer, also train the top of the (bundled) backbone on augmented images.",
+            help=f"After the new layer, also train the top of the (bundled) backbone on augmented images; "
+            f"the backbone is {FINE_TUNE_MODULE} unless --tfhub-module names another.",
         ),
     ] = False,
     fine_tune_blocks: Annotated[
@@ -217,7 +224,7 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
             "--fine-tune-image-size",
             help="Input size of the fine-tuned model.",
             min=32,
-            show_default="1.25x the backbone's: 280 for efficientnet_lite0",
+            show_default="1.25x the backbone's: 304 for efficientnet_lite1, 280 for efficientnet_lite0",
         ),
     ] = None,
 ) -> None:
@@ -230,7 +237,9 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
     with user_errors():
         settings = RunSettings(
             folder,
-            module=ModuleSettings(tfhub_module, image_size, bottleneck_dir),
+            module=ModuleSettings.for_mode(
+                tfhub_module, fine_tune=fine_tune, image_size=image_size, bottleneck_dir=bottleneck_dir
+            ),
             split=SplitSettings(testing_percentage, validation_percentage),
             training=TrainingSettings(
                 how_many_training_steps=how_many_training_steps,

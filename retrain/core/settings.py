@@ -17,6 +17,8 @@ from retrain.core.errors import InputError
 SCHEDULES = ("cosine", "constant")
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 FAIL_ON = ("error", "warning", "never")
+# The backbone --fine-tune trains when no module is named.
+FINE_TUNE_MODULE = "efficientnet_lite1"
 # Fine-tuned networks see images this much larger than the backbone's own input size: finer detail, measured better.
 FINE_TUNE_SIZE_FACTOR = 1.25
 
@@ -38,9 +40,18 @@ class SplitSettings:
 class ModuleSettings:
     """Which module computes the bottlenecks and where they are cached (by content, shared by train and check)."""
 
-    tfhub_module: str = "efficientnet_lite0"
+    tfhub_module: str = "efficientnet_lite0"  # the fast path: the new layer alone; --fine-tune's is FINE_TUNE_MODULE
     image_size: int | None = None  # for modules that do not declare their input size
     bottleneck_dir: Path = Path("/tmp/bottleneck")
+
+    @classmethod
+    def for_mode(cls, tfhub_module: str | None, *, fine_tune: bool, **others: Any) -> ModuleSettings:
+        """The module named, else the mode's default: Lite0 for the new layer alone, Lite1 for ``--fine-tune``.
+
+        Lite1 fine-tuned scored 94.8% on 1,833 unseen flower photos against Lite0's 92.7% (README, Accuracy).
+        """
+        default = FINE_TUNE_MODULE if fine_tune else cls.tfhub_module
+        return cls(tfhub_module or default, **others)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,14 @@ case "${1:-}" in
       --bottleneck-dir "$bottlenecks" --format github --fail-on "${INPUT_FAIL_ON:-error}"
     ;;
   train)
-    args=(train "$INPUT_DATA" --tfhub-module "${INPUT_MODULE:-efficientnet_lite0}" --bottleneck-dir "$bottlenecks"
-      --output-dir "$output_dir" --random-seed 0)
+    # No module named: the mode's default (efficientnet_lite0, or efficientnet_lite1 with fine-tune).
+    args=(train "$INPUT_DATA" --bottleneck-dir "$bottlenecks" --output-dir "$output_dir" --random-seed 0)
+    if [[ -n "${INPUT_MODULE:-}" ]]; then
+      args+=(--tfhub-module "$INPUT_MODULE")
+    fi
+    if [[ "${INPUT_FINE_TUNE:-false}" == "true" ]]; then
+      args+=(--fine-tune)
+    fi
     if [[ -n "${INPUT_MIN_ACCURACY:-}" ]]; then
       args+=(--min-accuracy "$INPUT_MIN_ACCURACY")
     fi

