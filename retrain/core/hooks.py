@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from retrain.core.results import EpochResult, EvalStep
+if TYPE_CHECKING:  # for annotations only: the shell imports hooks before any result exists, and results need pandas
+    from retrain.core.results import EpochResult, EvalStep
 
 
 def _ignore(*_: Any) -> None:
