@@ -4,6 +4,7 @@ GitHub workflow annotations."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 from rich.console import Group, RenderableType
@@ -12,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from datacheck.findings import AuditReport, Finding, Severity
+from retrain.core.display import printable
 
 FORMATS = ("table", "json", "markdown", "github")
 # Findings shown per check in the table and the Markdown report; JSON always has all of them.
@@ -44,7 +46,7 @@ def render_table(report: AuditReport) -> RenderableType:
     """A rich table grouped by check: severity and count, then the first findings with their paths."""
     if not report.findings:
         return Text(f"No findings. {_headline(report)}", style="green")
-    table = Table(title=f"retrain-ci check {escape(report.dataset)}", expand=False)
+    table = Table(title=f"retrain-ci check {escape(printable(report.dataset))}", expand=False)
     table.add_column("check", no_wrap=True)
     table.add_column("count", justify="right")
     table.add_column("severity", no_wrap=True)
@@ -58,10 +60,10 @@ def render_table(report: AuditReport) -> RenderableType:
                 str(len(findings)) if index == 0 else "",
                 Text(finding.severity.value, style=STYLES[finding.severity]),
                 Text(
-                    "\n".join(finding.paths[:3])
+                    "\n".join(printable(path) for path in finding.paths[:3])
                     + (f"\n(+{len(finding.paths) - 3} more)" if len(finding.paths) > 3 else "")
                 ),
-                Text(finding.message),  # Text, not markup: paths and messages may hold brackets
+                Text(printable(finding.message)),  # Text, not markup: paths and messages may hold brackets
             )
         if len(findings) > EXAMPLES:
             table.add_row(
@@ -71,12 +73,15 @@ def render_table(report: AuditReport) -> RenderableType:
 
 
 def render_json(report: AuditReport) -> str:
-    return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    """Paths as they are, in JSON's own escapes; a byte of a name that is not valid UTF-8 as its \\udcXX escape,
+    which Python's ``json`` and ``os.fsencode`` turn back into the byte."""
+    text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    return re.sub("[\ud800-\udfff]", lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def render_markdown(report: AuditReport) -> str:
     """For a pull-request comment or ``$GITHUB_STEP_SUMMARY``: a summary table, then the findings of each check."""
-    lines = [f"## Dataset check: `{report.dataset}`", "", _headline(report), ""]
+    lines = [f"## Dataset check: {_code(report.dataset)}", "", _headline(report), ""]
     if not report.findings:
         return "\n".join([*lines, "No findings."]) + "\n"
     lines += ["| check | severity | findings |", "| --- | --- | ---: |"]
@@ -93,8 +98,22 @@ def render_markdown(report: AuditReport) -> str:
 
 
 def _markdown_item(finding: Finding) -> str:
-    paths = ", ".join(f"`{path}`" for path in finding.paths)
-    return f"- {paths}: {finding.message}"
+    paths = ", ".join(_code(path) for path in finding.paths)
+    return f"- {paths}: {_markdown_text(finding.message)}"
+
+
+def _code(text: str) -> str:
+    """A code span no name can break out of: one line, fenced by more backticks than any run inside it."""
+    shown = printable(text)
+    fence = "`" * (max((len(run) for run in re.findall("`+", shown)), default=0) + 1)
+    pad = " " if shown[:1] in ("`", " ") or shown[-1:] in ("`", " ") else ""
+    return f"{fence}{pad}{shown}{pad}{fence}"
+
+
+def _markdown_text(text: str) -> str:
+    """Plain text on one line: Markdown and HTML characters escaped, so that it renders as written."""
+    shown = re.sub(r"([\\`*_\[\]|#])", r"\\\1", printable(text))
+    return shown.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def render_github(report: AuditReport) -> str:
@@ -106,12 +125,13 @@ def render_github(report: AuditReport) -> str:
         properties = f"title={_escape_property(finding.check)}"
         if finding.paths:
             location = f"{report.dataset.rstrip('/')}/{finding.paths[0]}"
-            properties = f"file={_escape_property(location)},{properties}"
-        lines.append(f"::{command} {properties}::{_escape_data(finding.message + others)}")
+            properties = f"file={_escape_property(printable(location))},{properties}"
+        lines.append(f"::{command} {properties}::{_escape_data(printable(finding.message + others))}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 
 def _escape_data(text: str) -> str:
+    """The runner's own escapes: with no line break left, no part of a name can start a workflow command."""
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 

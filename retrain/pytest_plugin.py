@@ -170,8 +170,10 @@ class AccuracyItem(_DatasetItem):
 
 
 def _describe(finding) -> str:
-    paths = ", ".join(finding.paths[:5]) + (f" and {len(finding.paths) - 5} more" if len(finding.paths) > 5 else "")
-    return f"{finding.severity.value}: {finding.message} [{paths}]"
+    from retrain.core.display import printable
+
+    shown = ", ".join(finding.paths[:5]) + (f" and {len(finding.paths) - 5} more" if len(finding.paths) > 5 else "")
+    return printable(f"{finding.severity.value}: {finding.message} [{shown}]")
 
 
 def _require_data(request: pytest.FixtureRequest) -> Path:

@@ -23,6 +23,7 @@ import pandas as pd  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, top_k_accuracy_score  # noqa: E402
 
+from retrain.core.display import printable  # noqa: E402
 from retrain.core.errors import InputError  # noqa: E402
 from retrain.core.gate import GateResult  # noqa: E402
 from retrain.core.outputs import staged_output  # noqa: E402
@@ -30,6 +31,8 @@ from retrain.core.results import Evaluation  # noqa: E402
 
 THUMBNAILS_SHOWN = 100
 THUMBNAIL_SIZE = 160
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass
@@ -107,12 +110,12 @@ def write_report(directory: Path, evaluation: Evaluation, run_info: dict, gate: 
     report = Report(Path(directory), metrics, confusion)
     with staged_output(Path(directory)) as staging:
         staging.mkdir()
-        _predictions_table(evaluation).to_csv(staging / "predictions.csv", index=False)
+        _write_csv(_predictions_table(evaluation), staging / "predictions.csv", index=False)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        confusion.to_csv(staging / "confusion_matrix.csv")
+        _write_csv(confusion, staging / "confusion_matrix.csv")
         png = _confusion_png(confusion)
         (staging / "confusion_matrix.png").write_bytes(png)
-        _misclassified_table(evaluation).to_csv(staging / "misclassified.csv", index=False)
+        _write_csv(_misclassified_table(evaluation), staging / "misclassified.csv", index=False)
         (staging / "summary.md").write_text(summary_markdown(report), encoding="utf-8")
         (staging / "report.html").write_text(_html(report, evaluation, png), encoding="utf-8")
     return report
@@ -125,7 +128,7 @@ def rerender(directory: Path) -> Report:
         directory = directory / "report"
     try:
         metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
-        table = pd.read_csv(directory / "predictions.csv")
+        table = read_predictions(directory / "predictions.csv")
     except (OSError, ValueError) as error:
         raise InputError(f"{directory} holds no retrain-ci report (metrics.json and predictions.csv)") from error
     labels = tuple(metrics["per_class"])
@@ -133,12 +136,41 @@ def rerender(directory: Path) -> Report:
         labels,
         [Path(p) for p in table["path"]],
         np.array([labels.index(label) for label in table["true_label"]], dtype=np.int64),
-        table[[f"p:{label}" for label in labels]].to_numpy(dtype=np.float64),
+        table[[f"p:{label}" for label in labels]].to_numpy(),
         [],
     )
     derived = {"test_accuracy", "test_images", "per_class", "gate", "top5_accuracy"}
     run_info = {key: value for key, value in metrics.items() if key not in derived}
     return write_report(directory, evaluation, run_info, GateResult.from_dict(metrics["gate"]))
+
+
+def read_predictions(path: Path) -> pd.DataFrame:
+    """predictions.csv as written: every label a string (``0``, ``NaN`` and ``true`` are class names, not values)."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    numeric = [column for column in table.columns if column == "confidence" or column.startswith("p:")]
+    text = [column for column in table.columns if column not in numeric]
+    table[text] = table[text].map(_from_csv_cell)
+    table[numeric] = table[numeric].astype(np.float64)
+    return table
+
+
+def _csv_cell(value: object) -> object:
+    """A text cell a spreadsheet cannot run: a leading quote before a formula character, as OWASP advises."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def _from_csv_cell(value: str) -> str:
+    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_STARTS) else value
+
+
+def _write_csv(table: pd.DataFrame, path: Path, index: bool = True) -> None:
+    safe = table.copy()
+    for column in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[column]):
+            safe[column] = safe[column].map(_csv_cell)
+    safe.index = safe.index.map(_csv_cell)
+    safe.columns = safe.columns.map(_csv_cell)
+    safe.to_csv(path, index=index)
 
 
 def summary_markdown(report: Report) -> str:
@@ -224,12 +256,16 @@ def _thumbnail(path: Path) -> str | None:
         return None  # the photo moved or changed since the run; the row still shows its path
 
 
+def _html_text(text: str) -> str:
+    return html.escape(printable(text))
+
+
 def _html(report: Report, evaluation: Evaluation, confusion_png: bytes) -> str:
     """One page with everything inlined (images as data URIs), so it opens anywhere, offline, as a lone file."""
     metrics = report.metrics
     per_class = pd.DataFrame(
         [[*class_scores(row), row["support"]] for row in metrics["per_class"].values()],
-        index=list(metrics["per_class"]),
+        index=[printable(label) for label in metrics["per_class"]],  # to_html escapes HTML, not control characters
         columns=["precision", "recall", "F1", "images"],
     )
     facts = {
@@ -245,12 +281,13 @@ def _html(report: Report, evaluation: Evaluation, confusion_png: bytes) -> str:
     cards = []
     for item in evaluation.misclassified()[:THUMBNAILS_SHOWN]:
         thumbnail = _thumbnail(item.path)
-        picture = f'<img src="{thumbnail}" alt="{html.escape(item.path.name)}">' if thumbnail else "(missing)"
+        name = _html_text(item.path.name)
+        picture = f'<img src="{thumbnail}" alt="{name}">' if thumbnail else "(missing)"
         cards.append(
-            f"<figure>{picture}<figcaption>{html.escape(item.path.name)}<br>true <b>{html.escape(item.true_label)}"
-            f"</b>, predicted <b>{html.escape(item.predicted_label)}</b> ({item.confidence:.0%})</figcaption></figure>"
+            f"<figure>{picture}<figcaption>{name}<br>true <b>{_html_text(item.true_label)}</b>, "
+            f"predicted <b>{_html_text(item.predicted_label)}</b> ({item.confidence:.0%})</figcaption></figure>"
         )
-    facts_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts.items())
+    facts_rows = "".join(f"<tr><th>{_html_text(k)}</th><td>{_html_text(v)}</td></tr>" for k, v in facts.items())
     more = len(evaluation.misclassified()) - len(cards)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>retrain-ci report</title>

@@ -30,6 +30,25 @@ class TooFewClasses(Check):
 
 
 @register
+class EmptyLabel(Check):
+    """Labels keep only letters and digits of the folder name, so a folder named ``!!!`` would have an empty one."""
+
+    id = "empty_label"
+
+    def run(self, data: AuditData) -> list[Finding]:
+        return [
+            self.finding(
+                Severity.ERROR,
+                [data.folder_path(folder)],
+                "the folder name has no letter or digit, so its label would be empty and training refuses it: "
+                "rename it",
+            )
+            for folder in data.scan.classes
+            if not folder.label
+        ]
+
+
+@register
 class LabelClash(Check):
     """Labels are folder names normalised like the tutorial's, so ``Roses`` and ``roses_`` would be one label."""
 
@@ -45,7 +64,7 @@ class LabelClash(Check):
                 label=label,
             )
             for label, count in counts.items()
-            if count > 1
+            if count > 1 and label  # empty labels are empty_label's finding
         ]
 
 

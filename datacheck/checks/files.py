@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datacheck.findings import Finding, Severity
 from datacheck.registry import AuditData, Check, register
-from retrain.core.dataset import IMAGE_EXTENSIONS
+from retrain.core.dataset import IMAGE_EXTENSIONS, UNDECODABLE_REASON
+from retrain.core.display import is_undecodable
 from retrain.core.settings_file import CONFIG_FILE, PYPROJECT
 
 EXTENSIONS = ", ".join(sorted(IMAGE_EXTENSIONS))
@@ -27,6 +28,36 @@ class CorruptImage(Check):
             )
             for row in broken.itertuples()
         ]
+
+
+@register
+class UndecodableName(Check):
+    """A name that is not valid UTF-8 cannot be shown as it is in a report or a CI log, so training skips the file
+    (and refuses a class folder so named); the audit names them, escaped, instead of failing on them."""
+
+    id = "undecodable_name"
+
+    def run(self, data: AuditData) -> list[Finding]:
+        folders = [
+            self.finding(
+                Severity.ERROR,
+                [data.folder_path(folder)],
+                "the class folder's name is not valid UTF-8 (shown with backslash escapes), so training refuses "
+                "the class: rename it",
+            )
+            for folder in data.scan.classes
+            if is_undecodable(folder.folder.name)
+        ]
+        files = [
+            self.finding(
+                Severity.ERROR,
+                [path.relative_to(data.scan.root).as_posix()],
+                f"training skips it: {UNDECODABLE_REASON}",
+            )
+            for folder in data.scan.classes
+            for path in folder.undecodable
+        ]
+        return folders + files
 
 
 @register

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from retrain.core.display import printable
 from retrain.core.errors import InputError
 from retrain.core.gate import GateResult, baseline_accuracy
 from retrain.core.hooks import Hooks
@@ -30,11 +31,11 @@ class OutputFormat(str, Enum):
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Bad input is one line on stderr and exit code 2, never a traceback."""
+    """Bad input is one line on stderr and exit code 2, never a traceback (names in it escaped, so one line)."""
     try:
         yield
     except InputError as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {printable(error)}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -50,7 +51,9 @@ def import_tensorflow_quietly() -> None:
 def warn_skipped(skipped: list[tuple[Path, str]]) -> None:
     """One warning line per file that could not be read; the run goes on without it."""
     for path, reason in skipped:
-        err_console.print(f"warning: skipped unreadable image {path}: {reason}", soft_wrap=True, markup=False)
+        err_console.print(
+            f"warning: skipped unreadable image {printable(path)}: {printable(reason)}", soft_wrap=True, markup=False
+        )
 
 
 class ProgressBars:
@@ -131,4 +134,4 @@ def print_report_summary(report) -> None:
         console.print(f"Top confusions: {listed}", soft_wrap=True)
     if report.gated:
         console.print(f"Gate: {'passed' if report.passed else 'FAILED'}")
-    console.print(f"Report: {report.directory / 'report.html'}", soft_wrap=True, markup=False)
+    console.print(f"Report: {printable(report.directory / 'report.html')}", soft_wrap=True, markup=False)

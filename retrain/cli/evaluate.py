@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from retrain.cli.common import (
     GATE,
@@ -26,6 +27,7 @@ from retrain.cli.common import (
     warn_skipped,
 )
 from retrain.cli.label import InputLayerOption, LabelsOption, OutputLayerOption
+from retrain.core.display import printable
 
 MISCLASSIFIED_SHOWN = 20
 
@@ -80,7 +82,7 @@ def _print_tables(evaluation) -> None:
         wrong = Table("misclassified image (most confident first)", "true", "predicted", "confidence")
         wrong.columns[0].overflow = "fold"
         for m in misclassified[:MISCLASSIFIED_SHOWN]:
-            wrong.add_row(str(m.path), m.true_label, m.predicted_label, f"{m.confidence:.0%}")
+            wrong.add_row(Text(printable(m.path)), m.true_label, m.predicted_label, f"{m.confidence:.0%}")
         console.print(wrong)
         if len(misclassified) > MISCLASSIFIED_SHOWN:
             console.print(f"... and {len(misclassified) - MISCLASSIFIED_SHOWN} more (--format json lists all)")

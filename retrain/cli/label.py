@@ -8,8 +8,10 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from retrain.cli.common import OutputFormat, console, import_tensorflow_quietly, user_errors, warn_skipped
+from retrain.core.display import printable
 from retrain.core.errors import InputError
 
 ModelOption = Annotated[Path, typer.Option("--model", "--graph", help="SavedModel folder, frozen .pb or .tflite.")]
@@ -65,5 +67,5 @@ def label(  # noqa: PLR0913 (a Typer command declares its options)
     table = Table("image", *(f"#{rank}" for rank in range(1, min(top_k, len(exported.labels)) + 1)))
     table.columns[0].overflow = "fold"
     for path, top in ranked:
-        table.add_row(str(path), *(f"{name} {score:.3f}" for name, score in top))
+        table.add_row(Text(printable(path)), *(f"{name} {score:.3f}" for name, score in top))
     console.print(table)

@@ -24,6 +24,7 @@ from retrain.cli.common import (
     user_errors,
     warn_skipped,
 )
+from retrain.core.display import printable
 from retrain.core.settings import (
     FINE_TUNE_MODULE,
     QUANTIZATIONS,
@@ -319,12 +320,13 @@ def train_and_report(settings: RunSettings, print_misclassified: bool) -> None:
 
 def _print_result(result, settings: RunSettings, print_misclassified: bool) -> None:
     bottlenecks = result.bottlenecks
-    warn_skipped(bottlenecks.skipped)
     dataset = result.dataset
+    skipped = [*dataset.skipped, *bottlenecks.skipped]
+    warn_skipped(skipped)
     seconds = result.report.metrics["durations_seconds"]
     console.print(
         f"{len(dataset.images)} images in {len(dataset.labels)} classes; bottlenecks: "
-        f"{bottlenecks.computed} computed, {bottlenecks.reused} from cache, {len(bottlenecks.skipped)} skipped "
+        f"{bottlenecks.computed} computed, {bottlenecks.reused} from cache, {len(skipped)} skipped "
         f"({seconds['bottlenecks']:.1f} s); training {seconds['training']:.1f} s",
         soft_wrap=True,
     )
@@ -332,7 +334,7 @@ def _print_result(result, settings: RunSettings, print_misclassified: bool) -> N
         console.print("=== MISCLASSIFIED TEST IMAGES ===")
         for item in result.test.misclassified():
             console.print(
-                f"{item.path}  {item.true_label} -> {item.predicted_label} ({item.confidence:.0%})",
+                f"{printable(item.path)}  {item.true_label} -> {item.predicted_label} ({item.confidence:.0%})",
                 soft_wrap=True,
                 markup=False,
             )
@@ -351,5 +353,5 @@ def _print_result(result, settings: RunSettings, print_misclassified: bool) -> N
         console.print(f"TensorFlow Lite test accuracy = {result.tflite_accuracy:.1%} ({quantize}, {size:.1f} MB)")
         shown.append(("TensorFlow Lite model", tflite))
     for what, path in shown:
-        console.print(f"{what}: {path}", soft_wrap=True, markup=False)
+        console.print(f"{what}: {printable(path)}", soft_wrap=True, markup=False)
     print_report_summary(result.report)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from retrain.core.display import is_undecodable
 from retrain.core.errors import InputError
 from retrain.core.settings import SplitSettings
 
@@ -29,6 +32,7 @@ class Dataset:
     root: Path
     labels: tuple[str, ...]
     images: tuple[LabeledImage, ...]
+    skipped: tuple[tuple[Path, str], ...] = ()  # files left out before any is read, with the reason
 
     def split(self, name: str) -> list[LabeledImage]:
         return [image for image in self.images if image.split == name]
@@ -38,8 +42,14 @@ class Dataset:
 
 
 def label_name(folder_name: str) -> str:
-    """The tutorial's label normalisation: lower case, each run of non-alphanumerics becomes one space."""
-    return re.sub(r"[^a-z0-9]+", " ", folder_name.lower()).strip()
+    """The tutorial's label normalisation, for every script: lower case, each run of characters other than letters,
+    marks and digits becomes one space (``Sun--Flowers`` -> ``sun flowers``, ``Тюльпаны`` -> ``тюльпаны``).
+
+    NFC first, so that ``café`` is one label whether the file system stores the accent composed (Linux) or not (macOS).
+    """
+    name = unicodedata.normalize("NFC", folder_name)
+    kept = (char if unicodedata.category(char)[0] in "LMN" else " " for char in name)
+    return " ".join("".join(kept).lower().split())
 
 
 def split_for(path: Path | str, testing_percentage: float, validation_percentage: float) -> str:
@@ -49,7 +59,8 @@ def split_for(path: Path | str, testing_percentage: float, validation_percentage
     land in the same split and the model cannot score by recognising the subject rather than the class.
     """
     hash_name = re.sub(r"_nohash_.*$", "", Path(path).name)
-    hashed = int(hashlib.sha1(hash_name.encode("utf-8")).hexdigest(), 16)
+    # The name's bytes: UTF-8 for every valid name (the tutorial's hash), the raw bytes for one that is not.
+    hashed = int(hashlib.sha1(os.fsencode(hash_name)).hexdigest(), 16)
     percentage_hash = (hashed % (MAX_NUM_IMAGES_PER_CLASS + 1)) * (100.0 / MAX_NUM_IMAGES_PER_CLASS)
     if percentage_hash < validation_percentage:
         return "validation"
@@ -73,6 +84,7 @@ class ClassFolder:
     label: str
     images: tuple[Path, ...]
     other_files: tuple[Path, ...]  # files training ignores: not an image extension
+    undecodable: tuple[Path, ...] = ()  # files training skips: the name is not valid UTF-8, so no report could show it
 
 
 @dataclass(frozen=True)
@@ -96,9 +108,11 @@ def scan_folder(root: Path) -> FolderScan:
     classes = []
     for folder in class_folders(root):
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        undecodable = {p for p in files if is_undecodable(str(p.relative_to(folder)))}
+        files = [p for p in files if p not in undecodable]
         images = tuple(p for p in files if is_image_file(p))
         others = tuple(p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS)
-        classes.append(ClassFolder(folder, label_name(folder.name), images, others))
+        classes.append(ClassFolder(folder, label_name(folder.name), images, others, tuple(sorted(undecodable))))
     stray = tuple(sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")))
     return FolderScan(root, tuple(classes), stray)
 
@@ -111,10 +125,7 @@ def list_dataset(root: Path, split: SplitSettings = SplitSettings()) -> Dataset:
             f"{root} has {len(scan.classes)} class folder(s); retraining needs at least 2 "
             "(one subfolder of images per class)"
         )
-    labels = [folder.label for folder in scan.classes]
-    clashes = [label for label, n in Counter(labels).items() if n > 1]
-    if clashes:
-        raise InputError(f"several class folders normalise to the same label {clashes[0]!r}; rename one of them")
+    labels = _labels(scan)
     images = []
     for label_index, folder in enumerate(scan.classes):
         if not folder.images:
@@ -123,9 +134,30 @@ def list_dataset(root: Path, split: SplitSettings = SplitSettings()) -> Dataset:
             LabeledImage(p, label_index, split_for(p, split.testing_percentage, split.validation_percentage))
             for p in folder.images
         )
-    dataset = Dataset(root, tuple(labels), tuple(images))
+    skipped = tuple((p, UNDECODABLE_REASON) for folder in scan.classes for p in folder.undecodable)
+    dataset = Dataset(root, labels, tuple(images), skipped)
     _require_usable_splits(dataset, split)
     return dataset
+
+
+UNDECODABLE_REASON = "its name is not valid UTF-8 (shown with backslash escapes): rename it"
+
+
+def _labels(scan: FolderScan) -> tuple[str, ...]:
+    """One distinct, non-empty label per class folder, or the InputError that says which folder to rename."""
+    for folder in scan.classes:
+        if is_undecodable(folder.folder.name):
+            raise InputError(f"the name of class folder {folder.folder} is not valid UTF-8; rename it")
+        if not folder.label:
+            raise InputError(
+                f"class folder {folder.folder} has no letter or digit in its name, so its label would be empty; "
+                "rename it"
+            )
+    labels = [folder.label for folder in scan.classes]
+    clashes = [label for label, n in Counter(labels).items() if n > 1]
+    if clashes:
+        raise InputError(f"several class folders normalise to the same label {clashes[0]!r}; rename one of them")
+    return tuple(labels)
 
 
 def _require_usable_splits(dataset: Dataset, settings: SplitSettings) -> None:

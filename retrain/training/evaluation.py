@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from retrain.core.dataset import class_folders, is_image_file, label_name
+from retrain.core.dataset import UNDECODABLE_REASON, class_folders, is_image_file, label_name
+from retrain.core.display import is_undecodable
 from retrain.core.errors import InputError
 from retrain.core.gate import GateResult, judge
 from retrain.core.hooks import Hooks
@@ -74,12 +75,14 @@ def evaluate_folder(
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise InputError(f"image folder {image_dir} does not exist or is not a folder")
-    paths, truths = [], []
+    paths, truths, undecodable = [], [], []
     for folder in class_folders(image_dir):
         label = label_name(folder.name)
         if label not in model.labels:
             raise InputError(f"class folder {folder.name!r} is not a label of the model ({', '.join(model.labels)})")
         files = sorted(p for p in folder.rglob("*") if is_image_file(p))
+        undecodable += [(p, UNDECODABLE_REASON) for p in files if is_undecodable(str(p.relative_to(image_dir)))]
+        files = [p for p in files if not is_undecodable(str(p.relative_to(image_dir)))]
         paths.extend(files)
         truths.extend([model.labels.index(label)] * len(files))
     if not paths:
@@ -91,5 +94,5 @@ def evaluate_folder(
         classified.paths,
         np.array([truth_of[path] for path in classified.paths], dtype=np.int64),
         classified.probabilities,
-        classified.skipped,
+        [*undecodable, *classified.skipped],
     )
