@@ -8,6 +8,7 @@ a crafted size, stride or offset would otherwise read past the buffer.
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 from collections import OrderedDict
@@ -163,7 +164,7 @@ def load_legacy_state_dict(path: Path) -> dict[str, np.ndarray]:
             raise UnsafeCheckpointError(f"{path} uses an unknown legacy protocol version")
         _safe_load(f)  # system info: endianness and type sizes; the data is little-endian on every known writer
         state = _RestrictedUnpickler(f, storages).load()
-        _read_storages(f, storages, _safe_load(f), file_size=path.stat().st_size)
+        _read_storages(f, storages, _safe_load(f), file_size=os.fstat(f.fileno()).st_size)
     if not isinstance(state, dict):
         raise UnsafeCheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
     return {name: value.to_numpy() for name, value in state.items() if isinstance(value, _TensorRef)}
