@@ -64,7 +64,7 @@ class _TensorRef:
         elements = int(np.prod(self.size, dtype=object))
         # The last element the view reaches; an empty tensor reaches none.
         end = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride, strict=True)) + 1
-        if elements and (end > len(data) or elements > len(data)) or self.offset > len(data):
+        if self.offset > len(data) or (elements and (end > len(data) or elements > len(data))):
             raise UnsafeCheckpointError(
                 f"a tensor of size {self.size}, stride {self.stride} at offset {self.offset} lies outside its "
                 f"storage of {len(data)} elements"
@@ -115,11 +115,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafeCheckpointError(f"checkpoint refers to {module}.{name}, which is not allowed in a state dict")
 
     def persistent_load(self, saved_id):
-        kind, *data = saved_id
-        if kind != "storage":
-            raise UnsafeCheckpointError(f"unexpected persistent object {kind!r} in checkpoint")
-        if len(data) != 5:
-            raise UnsafeCheckpointError("malformed storage reference in checkpoint")
+        if not (isinstance(saved_id, tuple) and len(saved_id) == 6 and saved_id[0] == "storage"):
+            raise UnsafeCheckpointError(f"unexpected persistent object {saved_id!r:.80} in checkpoint")
+        _kind, *data = saved_id
         storage_type, key, _location, numel, view_metadata = data
         if view_metadata is not None:
             raise UnsafeCheckpointError("storage views are not supported")
@@ -138,7 +136,7 @@ def _safe_load(file) -> object:
 
 def _read_storages(file, storages: dict[str, _StorageRef], keys: object, *, file_size: int) -> None:
     """Each storage's data, in the order the checkpoint lists them; each must hold exactly the elements it declared."""
-    if not isinstance(keys, list) or sorted(keys) != sorted(storages):
+    if not (isinstance(keys, list) and all(isinstance(key, str) for key in keys) and sorted(keys) == sorted(storages)):
         raise UnsafeCheckpointError("the checkpoint's storage list does not match the storages its tensors use")
     for key in keys:
         ref = storages[key]
