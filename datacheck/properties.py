@@ -13,7 +13,7 @@ from PIL import Image
 
 from retrain.core.bottleneck_cache import content_key
 from retrain.core.dataset import FolderScan, split_for
-from retrain.core.images import ImageDecodeError, decode_image
+from retrain.core.images import ImageDecodeError, LfsPointerError, OversizedImageError, decode_image
 from retrain.core.settings import SplitSettings
 
 # Pixel statistics are measured at this size, so that sharpness and detail compare across photos of any size.
@@ -52,6 +52,7 @@ _COLUMNS = {
     "bytes": "file size",
     "sha1": "content key, as the bottleneck cache keys it",
     "error": "why the file could not be decoded, else None (and no statistics)",
+    "error_kind": "what kind of reason `error` is: corrupt, oversized (too many pixels to decode) or lfs_pointer",
     "width": "pixels, as displayed (after EXIF orientation)",
     "height": "pixels, as displayed (after EXIF orientation)",
     "mode": "the file's own colour mode: RGB, L, CMYK, RGBA, P, ...",
@@ -69,6 +70,9 @@ _COLUMNS = {
 }
 
 
+_KINDS = {OversizedImageError: "oversized", LfsPointerError: "lfs_pointer"}
+
+
 def _measure(path: Path) -> dict:
     row: dict = dict.fromkeys(_COLUMNS)
     try:
@@ -76,12 +80,15 @@ def _measure(path: Path) -> dict:
         row["sha1"] = content_key(path)
         decoded = decode_image(path, MEASURE_SIZE)
     except OSError as error:
-        row["error"] = error.strerror or str(error)
+        row.update(error=error.strerror or str(error), error_kind="corrupt")
+        return row
+    except (OversizedImageError, LfsPointerError) as error:
+        row.update(error=str(error), error_kind=_KINDS[type(error)])
         return row
     except ImageDecodeError as error:
-        row["error"] = _reason(row["bytes"], error.__cause__ or error)
+        row.update(error=_reason(row["bytes"], error.__cause__ or error), error_kind="corrupt")
         return row
-    pixels = decoded.pixels.copy()
+    pixels = decoded.pixels  # measured in place: a copy of a large image would double the pass's memory
     pixels.thumbnail(MEASURE_SIZE, Image.Resampling.BILINEAR)
     red, green, blue = (channel for channel in np.asarray(pixels, dtype=np.float32).transpose(2, 0, 1) / 255.0)
     luminance = 0.299 * red + 0.587 * green + 0.114 * blue

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import datacheck.checks  # noqa: F401  (registers every check)
 from datacheck.audit import audit_data
@@ -22,12 +23,15 @@ from tests.defects import truncated
 def audits(
     defective_dataset: DefectiveDataset, flowers_sample: Path, bottleneck_dir: Path, tmp_path_factory
 ) -> list[AuditData]:
-    """The defective dataset, one where every image is corrupt, and one with a single class."""
+    """The defective dataset, one where every image is corrupt, oversized or an LFS pointer, and one with a single
+    class."""
     broken = tmp_path_factory.mktemp("broken") / "photos"
     for label in ("daisy", "roses"):
         (broken / label).mkdir(parents=True)
         truncated(next((flowers_sample / label).glob("*.jpg")), broken / label / "half.jpg")
         (broken / label / "text.png").write_text("not a PNG")
+        (broken / label / "pointer.jpg").write_text("version https://git-lfs.github.com/spec/v1\nsize 12345\n")
+        Image.new("1", (5000, 5000)).save(broken / label / "huge.png")  # over the decoding budget
     single = tmp_path_factory.mktemp("single") / "photos"
     (single / "daisy").mkdir(parents=True)
     for photo in sorted((flowers_sample / "daisy").glob("*.jpg"))[:12]:
@@ -41,7 +45,8 @@ def test_every_check_of_the_issue_is_registered() -> None:
     issue_4 = """corrupt_image non_image_file stray_file empty_class too_few_images class_imbalance split_starved
         exact_duplicates conflicting_labels near_duplicates split_leakage tiny_image odd_aspect_ratio dark light blurry
         low_information grayscale suspected_mislabel shortcut_bias"""
-    assert set(issue_4.split()) <= set(CHECKS)
+    issue_15 = "oversized_image lfs_pointer unreadable_folder"
+    assert set(issue_4.split()) | set(issue_15.split()) <= set(CHECKS)
 
 
 @pytest.mark.parametrize("check_id", sorted(CHECKS))

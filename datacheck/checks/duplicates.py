@@ -19,14 +19,17 @@ def exact_groups(images: pd.DataFrame) -> list[pd.DataFrame]:
 
 
 def picture_groups(images: pd.DataFrame, max_bits: int) -> list[pd.DataFrame]:
-    """Images of one picture: perceptual hashes at most ``max_bits`` apart (identical files have identical hashes)."""
+    """Images of one picture: perceptual hashes at most ``max_bits`` apart (identical files have identical hashes).
+
+    Rows sharing a hash are one picture without comparing them, so only distinct hashes are compared: thousands of
+    images of one hash (blank frames, copies) cost one row of the distance matrix, not thousands squared.
+    """
     if images.empty:
         return []
-    signs = np.array(
-        [np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8)) for h in images["phash"]], dtype=np.float32
-    )
+    hash_of_row, hashes = pd.factorize(images["phash"])
+    signs = np.array([np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8)) for h in hashes], dtype=np.float32)
     signs = 2 * signs - 1  # +-1 per bit, so a dot product counts agreeing minus disagreeing bits
-    parent = list(range(len(images)))
+    parent = list(range(len(hashes)))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -34,11 +37,11 @@ def picture_groups(images: pd.DataFrame, max_bits: int) -> list[pd.DataFrame]:
             i = parent[i]
         return i
 
-    for start in range(0, len(images), BLOCK_ROWS):
+    for start in range(0, len(hashes), BLOCK_ROWS):
         distances = (HASH_BITS - signs[start : start + BLOCK_ROWS] @ signs.T) / 2
         for i, j in zip(*np.nonzero(distances <= max_bits), strict=True):
             parent[root(start + i)] = root(j)
-    roots = pd.Series([root(i) for i in range(len(images))], index=images.index)
+    roots = pd.Series([root(h) for h in hash_of_row], index=images.index)
     return [images.loc[group.index] for _, group in roots.groupby(roots) if len(group) > 1]
 
 

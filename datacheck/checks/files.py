@@ -1,4 +1,5 @@
-"""Files the audit cannot use as they are: corrupt images, files of other kinds, files outside any class."""
+"""Files the audit cannot use as they are: corrupt, oversized or LFS-pointer images, unreadable folders, files of
+other kinds, files outside any class."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class CorruptImage(Check):
     id = "corrupt_image"
 
     def run(self, data: AuditData) -> list[Finding]:
-        broken = data.images[data.images["error"].notna()]
+        broken = data.images[data.images["error_kind"] == "corrupt"]
         return [
             self.finding(
                 Severity.ERROR,
@@ -58,6 +59,50 @@ class UndecodableName(Check):
             for path in folder.undecodable
         ]
         return folders + files
+
+
+@register
+class OversizedImage(Check):
+    """Too many pixels to decode within the memory budget: training skips it rather than exhaust the machine."""
+
+    id = "oversized_image"
+
+    def run(self, data: AuditData) -> list[Finding]:
+        oversized = data.images[data.images["error_kind"] == "oversized"]
+        return [
+            self.finding(Severity.ERROR, [row.path], f"{row.error}; training skips it", reason=row.error)
+            for row in oversized.itertuples()
+        ]
+
+
+@register
+class LfsPointer(Check):
+    """A Git LFS pointer where a photo should be: the checkout lacks the LFS content, so none of these can train."""
+
+    id = "lfs_pointer"
+
+    def run(self, data: AuditData) -> list[Finding]:
+        pointers = data.images[data.images["error_kind"] == "lfs_pointer"]
+        return [self.finding(Severity.ERROR, [row.path], row.error) for row in pointers.itertuples()]
+
+
+@register
+class UnreadableFolder(Check):
+    """A folder inside a class that cannot be listed: its images are missing from the audit and from training."""
+
+    id = "unreadable_folder"
+
+    def run(self, data: AuditData) -> list[Finding]:
+        return [
+            self.finding(
+                Severity.ERROR,
+                [folder.relative_to(data.scan.root).as_posix()],
+                f"cannot be read ({reason}), so its images are left out and training refuses the dataset: "
+                "fix its permissions (e.g. `chmod -R a+rX`) or move it out of the dataset",
+                reason=reason,
+            )
+            for folder, reason in data.scan.unreadable_folders
+        ]
 
 
 @register

@@ -94,32 +94,60 @@ class FolderScan:
     root: Path
     classes: tuple[ClassFolder, ...]
     stray_files: tuple[Path, ...]  # files directly in the root, which belong to no class
+    unreadable_folders: tuple[tuple[Path, str], ...] = ()  # class folders or subfolders that cannot be listed, and why
+
+    def require_readable(self) -> None:
+        """Refuse a dataset with a folder that cannot be listed: a gate must not silently train on less data."""
+        if self.unreadable_folders:
+            folder, reason = self.unreadable_folders[0]
+            more = f" (and {len(self.unreadable_folders) - 1} more)" if len(self.unreadable_folders) > 1 else ""
+            raise InputError(
+                f"cannot read folder {folder}{more}: {reason}; its images would be left out: fix its permissions "
+                "(e.g. chmod -R a+rX) or move it out of the dataset"
+            )
 
 
 def scan_folder(root: Path) -> FolderScan:
     """List every class folder with its image and other files; the base of both training and the dataset audit.
 
-    Hidden files and folders (``.DS_Store``, ``.git``) are left out, as training leaves them out.
+    Hidden files and folders (``.DS_Store``, ``.git``) are left out, as training leaves them out. Folders that cannot
+    be listed are named in ``unreadable_folders`` rather than skipped without a word.
     """
     if not root.exists():
         raise InputError(f"image folder {root} does not exist")
     if not root.is_dir():
         raise InputError(f"{root} is not a folder; give a folder with one subfolder of images per class")
+    try:
+        folders = class_folders(root)
+        stray = tuple(sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")))
+    except OSError as error:
+        raise InputError(f"cannot read image folder {root}: {error.strerror or error}") from error
     classes = []
-    for folder in class_folders(root):
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    unreadable: list[tuple[Path, str]] = []
+    for folder in folders:
+        files = _files_under(folder, unreadable)
         undecodable = {p for p in files if is_undecodable(str(p.relative_to(folder)))}
         files = [p for p in files if p not in undecodable]
         images = tuple(p for p in files if is_image_file(p))
         others = tuple(p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS)
         classes.append(ClassFolder(folder, label_name(folder.name), images, others, tuple(sorted(undecodable))))
-    stray = tuple(sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")))
-    return FolderScan(root, tuple(classes), stray)
+    return FolderScan(root, tuple(classes), stray, tuple(unreadable))
+
+
+def _files_under(folder: Path, unreadable: list[tuple[Path, str]]) -> list[Path]:
+    """Every file under ``folder`` not itself hidden, sorted; folders that cannot be listed go to ``unreadable``."""
+
+    def on_error(error: OSError) -> None:
+        unreadable.append((Path(error.filename), error.strerror or str(error)))
+
+    files = [Path(parent) / name for parent, _, names in os.walk(folder, onerror=on_error) for name in names]
+    return sorted(p for p in files if not p.name.startswith(".") and p.is_file())
 
 
 def list_dataset(root: Path, split: SplitSettings = SplitSettings()) -> Dataset:
     """List a folder with one subfolder of images per class and assign every image its split."""
     scan = scan_folder(root)
+    scan.require_readable()
     if len(scan.classes) < 2:
         raise InputError(
             f"{root} has {len(scan.classes)} class folder(s); retraining needs at least 2 "

@@ -18,7 +18,7 @@ from retrain.core.dataset import Dataset, LabeledImage, fingerprint, list_datase
 from retrain.core.errors import InputError
 from retrain.core.gate import judge
 from retrain.core.hooks import Hooks
-from retrain.core.images import load_image
+from retrain.core.images import is_lfs_pointer, load_image
 from retrain.core.outputs import check_writable
 from retrain.core.results import EvalStep, Evaluation, SoftmaxHead
 from retrain.core.settings import RunSettings
@@ -84,6 +84,7 @@ def train(settings: RunSettings, hooks: Hooks = Hooks()) -> RunResult:
     tf.config.experimental.enable_op_determinism()
     _check_outputs(settings)
     dataset = list_dataset(Path(settings.image_dir), settings.split)
+    _refuse_lfs_pointers(dataset)
     hooks.on_stage(f"Loading module {settings.module.tfhub_module}")
     module = load_image_module(settings.module.tfhub_module, settings.module.image_size)
     bottlenecks, splits = _bottlenecks(settings, dataset, module, hooks)
@@ -110,6 +111,17 @@ def train(settings: RunSettings, hooks: Hooks = Hooks()) -> RunResult:
     report = write_report(Path(settings.outputs.report_dir), test, run_info, gate)
     tflite_accuracy = tflite["test_accuracy"] if tflite else None
     return RunResult(dataset, module, bottlenecks, head, test, validation, report, tflite_accuracy, tuned)
+
+
+def _refuse_lfs_pointers(dataset: Dataset) -> None:
+    """A checkout without its LFS content holds pointer files where the photos should be: say that, not "corrupt"."""
+    pointers = [image.path for image in dataset.images if is_lfs_pointer(image.path)]
+    if pointers:
+        raise InputError(
+            f"{len(pointers)} of {len(dataset.images)} images are Git LFS pointers, not images (e.g. {pointers[0]}): "
+            "the dataset was checked out without its LFS content; fetch it (`git lfs pull`, or `lfs: true` on "
+            "actions/checkout)"
+        )
 
 
 def _bottlenecks(

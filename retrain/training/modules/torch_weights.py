@@ -2,10 +2,13 @@
 
 The bundled backbone's weights ship as such a file. Unpickling it with plain ``pickle`` would let the file run any
 code it names, so the unpickler below resolves only the handful of globals a state dict needs and refuses the rest.
+Every storage must hold the bytes it claims and every tensor must lie inside its storage before any view is made:
+a crafted size, stride or offset would otherwise read past the buffer.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 from collections import OrderedDict
@@ -31,7 +34,12 @@ _STORAGE_DTYPES = {
 
 
 class UnsafeCheckpointError(ValueError):
-    """The checkpoint names a global outside the allow-list, or is not in the legacy format."""
+    """The checkpoint names a global outside the allow-list, is not in the legacy format, or is inconsistent."""
+
+
+def _is_count(value: object) -> bool:
+    """A non-negative Python int (not a bool, not a float): the only valid size, stride, offset or element count."""
+    return type(value) is int and value >= 0
 
 
 @dataclass
@@ -49,10 +57,22 @@ class _TensorRef:
     stride: tuple[int, ...]
 
     def to_numpy(self) -> np.ndarray:
-        assert self.storage.data is not None
-        flat = self.storage.data[self.offset :]
-        itemsize = flat.dtype.itemsize
-        view = np.lib.stride_tricks.as_strided(flat, shape=self.size, strides=tuple(s * itemsize for s in self.stride))
+        """A copy of the tensor's elements, once the view is known to lie inside the storage's data."""
+        data = self.storage.data
+        if data is None:
+            raise UnsafeCheckpointError("a tensor refers to a storage the checkpoint does not hold")
+        elements = int(np.prod(self.size, dtype=object))
+        # The last element the view reaches; an empty tensor reaches none.
+        end = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride, strict=True)) + 1
+        if self.offset > len(data) or (elements and (end > len(data) or elements > len(data))):
+            raise UnsafeCheckpointError(
+                f"a tensor of size {self.size}, stride {self.stride} at offset {self.offset} lies outside its "
+                f"storage of {len(data)} elements"
+            )
+        itemsize = data.dtype.itemsize
+        view = np.lib.stride_tricks.as_strided(
+            data[self.offset :], shape=self.size, strides=tuple(s * itemsize for s in self.stride)
+        )
         return np.array(view, copy=True)
 
 
@@ -64,10 +84,17 @@ class _StorageType:
 def _rebuild_tensor_v2(  # noqa: PLR0913 (the checkpoint format calls it with these arguments)
     storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
 ):
-    return _TensorRef(storage, storage_offset, tuple(size), tuple(stride))
+    return _rebuild_tensor(storage, storage_offset, size, stride)
 
 
-def _rebuild_tensor(storage, storage_offset, size, stride):
+def _rebuild_tensor(storage, storage_offset, size, stride) -> _TensorRef:
+    """A tensor of counts only: sizes, strides and offset must be non-negative ints, one stride per dimension."""
+    if not isinstance(storage, _StorageRef):
+        raise UnsafeCheckpointError(f"a tensor is built on a {type(storage).__name__}, not a storage")
+    if not (isinstance(size, tuple | list) and isinstance(stride, tuple | list) and len(size) == len(stride)):
+        raise UnsafeCheckpointError("a tensor's size and stride are not sequences of one length")
+    if not all(_is_count(value) for value in (storage_offset, *size, *stride)):
+        raise UnsafeCheckpointError(f"a tensor has a negative or non-integer size {size}, stride {stride} or offset")
     return _TensorRef(storage, storage_offset, tuple(size), tuple(stride))
 
 
@@ -88,19 +115,41 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafeCheckpointError(f"checkpoint refers to {module}.{name}, which is not allowed in a state dict")
 
     def persistent_load(self, saved_id):
-        kind, *data = saved_id
-        if kind != "storage":
-            raise UnsafeCheckpointError(f"unexpected persistent object {kind!r} in checkpoint")
+        if not (isinstance(saved_id, tuple) and len(saved_id) == 6 and saved_id[0] == "storage"):
+            raise UnsafeCheckpointError(f"unexpected persistent object {saved_id!r:.80} in checkpoint")
+        _kind, *data = saved_id
         storage_type, key, _location, numel, view_metadata = data
         if view_metadata is not None:
             raise UnsafeCheckpointError("storage views are not supported")
+        if not (isinstance(storage_type, _StorageType) and isinstance(key, str) and _is_count(numel)):
+            raise UnsafeCheckpointError("malformed storage reference in checkpoint")
         if key not in self._storages:
             self._storages[key] = _StorageRef(storage_type.dtype, numel)
+        elif (self._storages[key].dtype, self._storages[key].numel) != (storage_type.dtype, numel):
+            raise UnsafeCheckpointError(f"storage {key} is referred to with two different types or sizes")
         return self._storages[key]
 
 
 def _safe_load(file) -> object:
     return _RestrictedUnpickler(file, {}).load()
+
+
+def _read_storages(file, storages: dict[str, _StorageRef], keys: object, *, file_size: int) -> None:
+    """Each storage's data, in the order the checkpoint lists them; each must hold exactly the elements it declared."""
+    if not (isinstance(keys, list) and all(isinstance(key, str) for key in keys) and sorted(keys) == sorted(storages)):
+        raise UnsafeCheckpointError("the checkpoint's storage list does not match the storages its tensors use")
+    for key in keys:
+        ref = storages[key]
+        header = file.read(8)
+        if len(header) != 8:
+            raise UnsafeCheckpointError(f"the checkpoint ends before storage {key}")
+        (numel,) = struct.unpack("<q", header)
+        size = numel * np.dtype(ref.dtype).itemsize
+        if numel != ref.numel or size > file_size - file.tell():
+            raise UnsafeCheckpointError(
+                f"storage {key} holds {numel} elements where {ref.numel} were declared, or ends past the file"
+            )
+        ref.data = np.frombuffer(file.read(size), dtype=ref.dtype)
 
 
 def load_legacy_state_dict(path: Path) -> dict[str, np.ndarray]:
@@ -113,11 +162,7 @@ def load_legacy_state_dict(path: Path) -> dict[str, np.ndarray]:
             raise UnsafeCheckpointError(f"{path} uses an unknown legacy protocol version")
         _safe_load(f)  # system info: endianness and type sizes; the data is little-endian on every known writer
         state = _RestrictedUnpickler(f, storages).load()
-        storage_keys = _safe_load(f)
-        for key in storage_keys:
-            ref = storages[key]
-            (numel,) = struct.unpack("<q", f.read(8))
-            ref.data = np.frombuffer(f.read(numel * np.dtype(ref.dtype).itemsize), dtype=ref.dtype)
+        _read_storages(f, storages, _safe_load(f), file_size=os.fstat(f.fileno()).st_size)
     if not isinstance(state, dict):
         raise UnsafeCheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
     return {name: value.to_numpy() for name, value in state.items() if isinstance(value, _TensorRef)}
