@@ -167,7 +167,7 @@ status = lambda field: int(Path("/proc/self/status").read_text().split(field + "
 before = status("VmRSS")
 started = time.perf_counter()
 out = np.empty((entries, width), np.float32)
-found = BottleneckCache(root, "synthetic").read(keys, out)
+found = BottleneckCache(root, "synthetic").read(keys, out).found
 seconds = time.perf_counter() - started
 print(found.sum(), f"{seconds:.2f}", (status("VmHWM") - before) // 1024, out.nbytes // 2**20)
 """
