@@ -257,8 +257,8 @@ def _read_layout(f: BinaryIO) -> _Layout:
         version = np.lib.format.read_magic(f)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran_order, dtype = read_header(f)
-    except (EOFError, ValueError, SyntaxError, TypeError) as error:
-        raise DamagedShard(f"unreadable header: {error}") from None
+    except (EOFError, ValueError, SyntaxError, TypeError):
+        raise DamagedShard("unreadable header") from None
     if keys.dtype != KEY_DTYPE or dtype != VECTOR_DTYPE or fortran_order or len(shape) != 2 or shape[0] != len(keys):
         raise DamagedShard("not a bottleneck shard")
     offset = f.tell()
