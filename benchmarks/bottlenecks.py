@@ -1,6 +1,7 @@
 """Bottleneck speed, cache loading and memory, with every comparison measured in the same run.
 
     python benchmarks/bottlenecks.py [IMAGE_DIR]      (default: ../shared/data/flowers-dev)
+    python benchmarks/bottlenecks.py --cache-load     (only: loading 100,000 cached bottlenecks, no TensorFlow)
 
 Pipelines, all on the same files with the same backbone (EfficientNet-Lite0), each timed from files on disk:
   1. retrain-ci's default (fast) path: hashing, decoding, TFLite features, cached in shards;
@@ -32,10 +33,12 @@ SYNTHETIC_ENTRIES = 100_000
 
 
 def main() -> None:
-    image_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else DATA / "flowers-dev"
     scratch = Path(tempfile.mkdtemp(prefix="retrain-ci-bench-"))
     try:
-        _benchmark(image_dir, scratch)
+        if sys.argv[1:] == ["--cache-load"]:
+            _cache_load(scratch, feature_size=1280)  # EfficientNet-Lite0's
+        else:
+            _benchmark(Path(sys.argv[1]) if len(sys.argv) > 1 else DATA / "flowers-dev", scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -102,15 +105,20 @@ def _benchmark(image_dir: Path, scratch: Path) -> None:
     assert warm.reused == len(warm.images)
     print(f"warm cache, compute_bottlenecks on {count} images (hash files + load): {warm_seconds:.2f} s")
 
-    synthetic = _synthetic_cache(scratch / "synthetic", module.feature_size)
+    _cache_load(scratch, module.feature_size)
+
+    for name, folder in (("cold", image_dir), ("warm", image_dir), ("cold, flowers-sample", DATA / "flowers-sample")):
+        print(_train_run(name, folder, scratch))
+
+
+def _cache_load(scratch: Path, feature_size: int) -> None:
+    """Loading 100,000 cached bottlenecks (every shard's checksum verified), from 512-row shards and once merged."""
+    synthetic = _synthetic_cache(scratch / "synthetic", feature_size)
     print(_load_in_subprocess(synthetic, SYNTHETIC_ENTRIES, f"from {len(synthetic.shards())} shards"))
     _, merge_seconds = _timed(synthetic.compact)
     print(f"merged into {len(synthetic.shards())} shard(s) in {merge_seconds:.1f} s")
     for entries in (SYNTHETIC_ENTRIES // 10, SYNTHETIC_ENTRIES):
         print(_load_in_subprocess(synthetic, entries, "after merging"))
-
-    for name, folder in (("cold", image_dir), ("warm", image_dir), ("cold, flowers-sample", DATA / "flowers-sample")):
-        print(_train_run(name, folder, scratch))
 
 
 def _tutorial_loop(dataset, module, scratch: Path) -> None:
@@ -167,7 +175,7 @@ status = lambda field: int(Path("/proc/self/status").read_text().split(field + "
 before = status("VmRSS")
 started = time.perf_counter()
 out = np.empty((entries, width), np.float32)
-found = BottleneckCache(root, "synthetic").read(keys, out)
+found = BottleneckCache(root, "synthetic").read(keys, out).found
 seconds = time.perf_counter() - started
 print(found.sum(), f"{seconds:.2f}", (status("VmHWM") - before) // 1024, out.nbytes // 2**20)
 """

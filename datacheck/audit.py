@@ -39,6 +39,7 @@ def audit_dataset(
         checks_run=[check.id for check in checks],
         seconds=time.perf_counter() - started,
         bottlenecks=data.bottleneck_counts,
+        warnings=data.bottleneck_warnings,
     )
 
 
@@ -50,14 +51,16 @@ def audit_data(
     images = image_properties(scan, settings.split, hooks.progress("Reading images"))
     data = AuditData(scan, images, settings)
     if bottlenecks is not None:
-        data.bottlenecks, data.bottleneck_counts = _bottleneck_matrix(root, images, bottlenecks, hooks)
+        data.bottlenecks, data.bottleneck_counts, data.bottleneck_warnings = _bottleneck_matrix(
+            root, images, bottlenecks, hooks
+        )
     return data
 
 
 def _bottleneck_matrix(
     root: Path, images: pd.DataFrame, bottlenecks: BottleneckSource, hooks: Hooks
-) -> tuple[np.ndarray, dict[str, int]]:
-    """Bottlenecks of the readable images, one row per row of ``images`` (NaN where it has none)."""
+) -> tuple[np.ndarray, dict[str, int], list[str]]:
+    """Bottlenecks of the readable images, one row per row of ``images`` (NaN where it has none), and warnings."""
     readable = images[images["error"].isna()]
     labels = sorted(images["label"].unique())
     wanted = [
@@ -71,4 +74,4 @@ def _bottleneck_matrix(
     matrix = np.full((len(images), result.vectors.shape[1] if len(result.vectors) else 0), np.nan, np.float32)
     for image, vector in zip(result.images, result.vectors, strict=True):
         matrix[row_of[image.path]] = vector
-    return matrix, {"computed": result.computed, "reused": result.reused}
+    return matrix, {"computed": result.computed, "reused": result.reused}, result.warnings

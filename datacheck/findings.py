@@ -50,6 +50,7 @@ class AuditReport:
     checks_run: list[str]
     seconds: float
     bottlenecks: dict[str, int] | None = None  # computed / reused, when a check needed them
+    warnings: list[str] = field(default_factory=list)  # about the run, not the dataset (a damaged cache shard)
 
     def counts(self) -> dict[str, int]:
         """Findings per severity, every severity present."""

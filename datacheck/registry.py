@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,6 +25,7 @@ class AuditData:
     # One row per row of ``images``; NaN where the image has none (unreadable). None when no selected check needs them.
     bottlenecks: np.ndarray | None = None
     bottleneck_counts: dict[str, int] | None = None  # computed / reused from the cache
+    bottleneck_warnings: list[str] = field(default_factory=list)  # e.g. a damaged cache shard, for the shell to show
 
     def readable(self) -> pd.DataFrame:
         """The images that decoded."""

@@ -146,7 +146,7 @@ def test_many_small_shards_are_merged_into_one_that_reads_back_the_same(tmp_path
     assert len(cache.shards()) == 1
     wanted = [*keys[::-1], "f" * 40]
     out = np.zeros((len(wanted), 16), np.float32)
-    found = cache.read(wanted, out)
+    found = cache.read(wanted, out).found
     assert found.tolist() == [True] * 100 + [False]
     np.testing.assert_array_equal(out[:100], vectors[::-1])
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from retrain.cli.common import ProgressBars, console, import_tensorflow_quietly, user_errors
+from retrain.cli.common import ProgressBars, console, import_tensorflow_quietly, user_errors, warn
 from retrain.core.errors import InputError
 from retrain.core.outputs import check_writable, staged_output
 from retrain.core.settings import AuditSettings
@@ -137,6 +137,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
                 raise InputError(f"cannot write the report to {output}: folder {output.parent} does not exist")
             check_writable(output, "report", folder=False)
         report = _audit(image_dir, settings)
+        warn(report.warnings)
         _write(report, output_format, output)
     raise typer.Exit(1 if report.fails(settings.fail_on) else 0)
 

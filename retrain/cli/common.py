@@ -48,6 +48,12 @@ def import_tensorflow_quietly() -> None:
         import tensorflow_hub  # noqa: F401
 
 
+def warn(lines: list[str]) -> None:
+    """The library's warnings (e.g. a damaged cache shard it ignored), one ``warning:`` line each on stderr."""
+    for line in lines:
+        err_console.print(f"warning: {printable(line)}", soft_wrap=True, markup=False)
+
+
 def warn_skipped(skipped: list[tuple[Path, str]]) -> None:
     """One warning line per file that could not be read; the run goes on without it."""
     for path, reason in skipped:

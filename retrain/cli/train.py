@@ -22,6 +22,7 @@ from retrain.cli.common import (
     import_tensorflow_quietly,
     print_report_summary,
     user_errors,
+    warn,
     warn_skipped,
 )
 from retrain.core.display import printable
@@ -320,6 +321,7 @@ def train_and_report(settings: RunSettings, print_misclassified: bool) -> None:
 
 def _print_result(result, settings: RunSettings, print_misclassified: bool) -> None:
     bottlenecks = result.bottlenecks
+    warn(bottlenecks.warnings)
     dataset = result.dataset
     skipped = [*dataset.skipped, *bottlenecks.skipped]
     warn_skipped(skipped)

@@ -1,7 +1,8 @@
 """The bottleneck cache: each image's feature vector under a module, stored on disk by the content of the file.
 
 Entries are keyed by the SHA-1 of the image file's bytes, so a renamed or moved photo is reused and an edited one is
-recomputed. The store is append-only shard files, one folder per module, merged as they accumulate.
+recomputed. The store is append-only shard files, one folder per module, merged as they accumulate. Each shard ends with
+a SHA-256 of everything before it, checked on every read: a damaged shard is never trusted, only recomputed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ SHARD_ROWS = 512
 KEY_DTYPE = np.dtype("S40")
 VECTOR_DTYPE = np.dtype("<f4")
 SHARD_SUFFIX = ".shard"
+# The trailer of a shard: this format's marker, then the SHA-256 of the bytes before it. Shards of the first format
+# (no trailer) are ignored, so a cache filled by an older retrain-ci is recomputed, never misread.
+SHARD_MAGIC = b"RCIBNv2\n"
+TRAILER_BYTES = len(SHARD_MAGIC) + hashlib.sha256().digest_size
 # Shards smaller than this are merged once there are more than MAX_SMALL_SHARDS of them, so a cache filled by many
 # runs is still a few large files; large shards are left alone, so no entry is rewritten more than a few times.
 SMALL_SHARD_BYTES = 64 << 20
@@ -51,9 +56,10 @@ def content_key(path: Path) -> str:
 class BottleneckCache:
     """Shard files ``<time>-<pid>-<random>.shard`` under ``<root>/<module cache key>/``.
 
-    A shard is two numpy arrays in one file: the keys (an index of a few bytes per entry, read first), then the vectors
-    (read only for the rows asked for). Each shard is written to a temporary file and renamed into place, so a killed
-    writer leaves at most a stray temporary file, and two runs writing at once each add their own shards.
+    A shard is two numpy arrays in one file, the keys (an index of a few bytes per entry, read first) then the vectors,
+    and a trailer with the checksum of both. Each shard is written to a temporary file and renamed into place, so a
+    killed writer leaves at most a stray temporary file, and two runs writing at once each add their own shards.
+    Reading a shard hashes all of it (about 1 GB/s), so damage on disk is found before any of its rows is used.
     """
 
     def __init__(
@@ -63,11 +69,16 @@ class BottleneckCache:
         self.shard_rows = shard_rows
         self.max_small_shards = max_small_shards
 
-    def read(self, keys: Sequence[str], out: np.ndarray) -> np.ndarray:
-        """Fill ``out[i]`` with the cached vector of ``keys[i]`` (keys unique); return the mask of rows filled."""
+    def read(self, keys: Sequence[str], out: np.ndarray) -> CacheRead:
+        """Fill ``out[i]`` with the cached vector of ``keys[i]`` (keys unique); return the rows filled.
+
+        Rows not found may have been overwritten; the caller computes them. A damaged shard is removed (its entries are
+        recomputed and stored again) and reported, so it is reported once.
+        """
         found = np.zeros(len(keys), dtype=bool)
+        damaged: list[tuple[Path, str]] = []
         if not len(keys):
-            return found
+            return CacheRead(found, damaged)
         wanted = np.asarray(keys, dtype=KEY_DTYPE)
         order = np.argsort(wanted)
         index = _KeyIndex(wanted[order], order)
@@ -85,16 +96,22 @@ class BottleneckCache:
                         _read_shard(f, index, found, out)
                 except FileNotFoundError:
                     vanished = True
+                except DamagedShard as error:
+                    damaged.append((shard, str(error)))
+                    with contextlib.suppress(OSError):
+                        shard.unlink()
                 except (OSError, ValueError):
-                    continue  # unreadable shard: its entries are simply recomputed
+                    continue  # unreadable or of the older format: its entries are simply recomputed
             if not vanished:
                 break
-        return found
+        return CacheRead(found, damaged)
 
     def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
-        """Store one shard atomically."""
+        """Store one shard atomically; ValueError for a non-finite vector (a NaN must be recomputed, never reused)."""
         if not len(keys):
             return
+        if not np.isfinite(vectors).all():
+            raise ValueError("a bottleneck vector is not finite (NaN or infinity); it must not be cached")
         self._write_shard(lambda f: _write_arrays(f, np.asarray(keys, KEY_DTYPE), np.asarray(vectors, VECTOR_DTYPE)))
 
     def shards(self) -> list[Path]:
@@ -118,13 +135,16 @@ class BottleneckCache:
             for shard in small:
                 try:
                     with open(shard, "rb") as f:
-                        sources.append((shard, *_read_header(f)))
+                        layout = _read_layout(f)
+                        for _block in _verified_blocks(f, layout):
+                            pass  # a damaged source must not be merged into a shard with a valid checksum
+                    sources.append((shard, layout))
                 except ValueError:
-                    shard.unlink()  # damaged outside retrain-ci (its own writes are atomic): nothing to keep
+                    shard.unlink()  # damaged outside retrain-ci (its own writes are atomic), or the older format
                 except OSError:
                     continue
             self._write_shard(lambda f: _merge(sources, f))
-            for shard, *_ in sources:
+            for shard, _ in sources:
                 with contextlib.suppress(FileNotFoundError):
                     shard.unlink()
 
@@ -142,7 +162,9 @@ class BottleneckCache:
             name = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SHARD_SUFFIX}"
             with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".", suffix=".tmp", delete=False) as f:
                 try:
-                    write(f)
+                    hashing = _HashingWriter(f)
+                    write(hashing)
+                    f.write(SHARD_MAGIC + hashing.digest.digest())
                     f.flush()
                     os.fsync(f.fileno())
                 except BaseException:
@@ -183,6 +205,44 @@ class _KeyIndex:
         return hits, self.rows[position[hits]]
 
 
+class DamagedShard(ValueError):
+    """A shard of the current format whose bytes are not the ones written: cut short, or changed on disk."""
+
+
+@dataclass
+class CacheRead:
+    """What a read found: the rows filled, and each damaged shard it ignored (and removed) with the reason."""
+
+    found: np.ndarray
+    damaged: list[tuple[Path, str]]
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where a shard's parts are: its keys, its vectors (rows x width from ``offset``), the checksum it ends with."""
+
+    keys: np.ndarray
+    width: int
+    offset: int
+    checksum: bytes
+
+    @property
+    def rows(self) -> int:
+        return len(self.keys)
+
+
+class _HashingWriter:
+    """A file that hashes what is written to it: the shard's checksum, computed in the same pass as the write."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.file = f
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.file.write(data)
+
+
 def _write_arrays(f: BinaryIO, keys: np.ndarray, vectors: np.ndarray) -> None:
     if vectors.ndim != 2 or len(vectors) != len(keys):
         raise ValueError(f"{len(keys)} keys for vectors of shape {vectors.shape}")
@@ -190,67 +250,88 @@ def _write_arrays(f: BinaryIO, keys: np.ndarray, vectors: np.ndarray) -> None:
     np.save(f, vectors)
 
 
-def _read_header(f: BinaryIO) -> tuple[np.ndarray, int, int]:
-    """The shard's keys, its vector size and the file offset of its vectors; ValueError if it is incomplete."""
+def _read_layout(f: BinaryIO) -> _Layout:
+    """The shard's layout; DamagedShard if it is cut or malformed, ValueError if it has the older format."""
     try:
         keys = np.load(f)
-    except EOFError:
-        raise ValueError("empty bottleneck shard") from None
-    version = np.lib.format.read_magic(f)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran_order, dtype = read_header(f)
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(f)
+    except (EOFError, ValueError, SyntaxError, TypeError):
+        raise DamagedShard("unreadable header") from None
     if keys.dtype != KEY_DTYPE or dtype != VECTOR_DTYPE or fortran_order or len(shape) != 2 or shape[0] != len(keys):
-        raise ValueError("not a bottleneck shard")
+        raise DamagedShard("not a bottleneck shard")
     offset = f.tell()
-    if os.fstat(f.fileno()).st_size != offset + shape[0] * shape[1] * VECTOR_DTYPE.itemsize:
-        raise ValueError("truncated bottleneck shard")
-    return keys, shape[1], offset
+    end = offset + shape[0] * shape[1] * VECTOR_DTYPE.itemsize
+    size = os.fstat(f.fileno()).st_size
+    if size == end:
+        raise ValueError("bottleneck shard of the older format, without a checksum")
+    if size != end + TRAILER_BYTES:
+        raise DamagedShard(f"{size - end - TRAILER_BYTES:+d} bytes")
+    f.seek(end)
+    trailer = f.read(TRAILER_BYTES)
+    if not trailer.startswith(SHARD_MAGIC):
+        raise DamagedShard("no checksum")
+    return _Layout(keys, shape[1], offset, trailer[len(SHARD_MAGIC) :])
 
 
 def _read_shard(f: BinaryIO, index: _KeyIndex, found: np.ndarray, out: np.ndarray) -> None:
-    keys, width, offset = _read_header(f)
-    if width != out.shape[1]:
+    layout = _read_layout(f)
+    if layout.width != out.shape[1]:
         raise ValueError("bottleneck shard of another width")
-    positions, rows = index.rows_of(keys)
+    positions, rows = index.rows_of(layout.keys)
     new = ~found[rows]
     positions, rows = positions[new], rows[new]
-    for chunk, first in _chunks(f, positions, width, offset):
+    if not len(rows):
+        return  # nothing wanted from this shard: no need to read (or verify) its vectors
+    # Rows are copied before the checksum is known: they count as found only once the whole shard has verified.
+    for chunk, first in _verified_blocks(f, layout):
         selected = (positions >= first) & (positions < first + len(chunk))
         out[rows[selected]] = chunk[positions[selected] - first]
     found[rows] = True
 
 
-def _chunks(f: BinaryIO, positions: np.ndarray, width: int, offset: int) -> Iterator[tuple[np.ndarray, int]]:
+def _verified_blocks(f: BinaryIO, layout: _Layout) -> Iterator[tuple[np.ndarray, int]]:
+    """Every block of the shard's vectors, hashed as read; DamagedShard after the last if the checksum differs."""
+    f.seek(0)
+    digest = hashlib.sha256(f.read(layout.offset))
+    for chunk, first in _blocks(f, layout, np.arange(0, layout.rows, READ_CHUNK_ROWS)):
+        digest.update(chunk)
+        yield chunk, first
+    if digest.digest() != layout.checksum:
+        raise DamagedShard("checksum mismatch")
+
+
+def _blocks(f: BinaryIO, layout: _Layout, positions: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
     """The blocks of a shard's vectors that hold ``positions`` (sorted), each with the row it starts at."""
-    row_count = (os.fstat(f.fileno()).st_size - offset) // (width * VECTOR_DTYPE.itemsize)
-    buffer = np.empty((min(READ_CHUNK_ROWS, row_count), width), VECTOR_DTYPE)
+    buffer = np.empty((min(READ_CHUNK_ROWS, layout.rows), layout.width), VECTOR_DTYPE)
     for block in np.unique(positions // READ_CHUNK_ROWS):
         first = int(block) * READ_CHUNK_ROWS
-        chunk = buffer[: min(READ_CHUNK_ROWS, row_count - first)]
-        f.seek(offset + first * width * VECTOR_DTYPE.itemsize)
+        chunk = buffer[: min(READ_CHUNK_ROWS, layout.rows - first)]
+        f.seek(layout.offset + first * layout.width * VECTOR_DTYPE.itemsize)
         if f.readinto(chunk) != chunk.nbytes:
-            raise ValueError("truncated bottleneck shard")
+            raise DamagedShard("cut short")
         yield chunk, first
 
 
-def _merge(sources: list[tuple[Path, np.ndarray, int, int]], f: BinaryIO) -> None:
-    """Write the union of the source shards (first copy of each key) as one shard, a block at a time."""
-    widths = {width for _, _, width, _ in sources}
+def _merge(sources: list[tuple[Path, _Layout]], f: BinaryIO) -> None:
+    """Write the union of the (verified) source shards, first copy of each key, as one shard, a block at a time."""
+    widths = {layout.width for _, layout in sources}
     if len(widths) != 1:
         raise ValueError("bottleneck shards of different widths in one folder")
     (width,) = widths
     seen: set[bytes] = set()
     kept = []
-    for _, keys, _, _ in sources:
-        fresh = np.array([key not in seen for key in keys.tolist()], dtype=bool)
-        seen.update(keys[fresh].tolist())
+    for _, layout in sources:
+        fresh = np.array([key not in seen for key in layout.keys.tolist()], dtype=bool)
+        seen.update(layout.keys[fresh].tolist())
         kept.append(np.flatnonzero(fresh))
-    np.save(f, np.concatenate([keys[rows] for (_, keys, _, _), rows in zip(sources, kept, strict=True)]))
+    np.save(f, np.concatenate([layout.keys[rows] for (_, layout), rows in zip(sources, kept, strict=True)]))
     header = {"descr": VECTOR_DTYPE.str, "fortran_order": False, "shape": (len(seen), width)}
     np.lib.format.write_array_header_1_0(f, header)
-    for (shard, _, _, offset), rows in zip(sources, kept, strict=True):
+    for (shard, layout), rows in zip(sources, kept, strict=True):
         with open(shard, "rb") as source:
-            for chunk, first in _chunks(source, rows, width, offset):
+            for chunk, first in _blocks(source, layout, rows):
                 selected = rows[(rows >= first) & (rows < first + len(chunk))]
                 f.write(chunk[selected - first].tobytes())
 
@@ -265,6 +346,7 @@ class Bottlenecks:
     computed: int = 0
     reused: int = 0
     content_keys: list[str] = field(default_factory=list)  # row-aligned with ``images``: SHA-1 of each file
+    warnings: list[str] = field(default_factory=list)  # one line each, for the shell to show (a damaged cache shard)
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray, list[LabeledImage]]:
         """Vectors, label indices and images of one split."""

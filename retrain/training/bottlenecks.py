@@ -18,6 +18,7 @@ from retrain.training.modules import ImageModule, load_image_module
 from retrain.training.modules.runners import FeatureRunner, feature_runner
 
 ProgressCallback = Callable[[int, int], None]
+NON_FINITE = "the module returned NaN or infinite features for it"
 
 
 def compute_bottlenecks(
@@ -47,7 +48,8 @@ def compute_bottlenecks(
             paths.append(image.path)
     unique_keys = list(row_of)
     vectors = np.empty((len(unique_keys), module.feature_size), VECTOR_DTYPE)
-    cached = cache.read(unique_keys, vectors)
+    read = cache.read(unique_keys, vectors)
+    cached = read.found
     missing = [(row, paths[row]) for row in np.flatnonzero(~cached).tolist()]
     on_progress = hooks.progress("Computing bottlenecks")
     on_progress(0, len(missing))  # also when nothing is missing: callers show or skip a bar for zero
@@ -63,7 +65,13 @@ def compute_bottlenecks(
         vectors = vectors[rows]
     computed = len(missing) - len(failures)
     content_keys = [unique_keys[row] for row in rows]
-    return Bottlenecks([image for image, _ in kept], vectors, skipped, computed, int(cached.sum()), content_keys)
+    warnings = [
+        f"ignored damaged bottleneck shard {shard} ({reason}); its entries were recomputed"
+        for shard, reason in read.damaged
+    ]
+    return Bottlenecks(
+        [image for image, _ in kept], vectors, skipped, computed, int(cached.sum()), content_keys, warnings
+    )
 
 
 def bottleneck_source(settings: ModuleSettings) -> BottleneckSource:
@@ -95,7 +103,7 @@ class _Work:
 
     def fill(self, vectors: np.ndarray, cache: BottleneckCache, on_progress: ProgressCallback) -> dict[str, str]:
         """Fill the missing rows of ``vectors``, saving a shard every ``cache.shard_rows`` rows; merge shards at the
-        end. Returns the reason each undecodable image (by content key) failed."""
+        end. Returns the reason each image (by content key) failed: undecodable, or NaN features (never cached)."""
         failures: dict[str, str] = {}
         done = 0
         unsaved: list[int] = []
@@ -142,4 +150,7 @@ class _Work:
                 rows.append(row)
         if not rows:
             return rows, np.zeros((0, self.runner.module.feature_size), VECTOR_DTYPE), failures
-        return rows, self.runner(pixels[: len(rows)]), failures
+        features = self.runner(pixels[: len(rows)])
+        finite = np.isfinite(features).all(axis=1)
+        failures.extend((row, NON_FINITE) for row, ok in zip(rows, finite.tolist(), strict=True) if not ok)
+        return [row for row, ok in zip(rows, finite.tolist(), strict=True) if ok], features[finite], failures

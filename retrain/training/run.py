@@ -138,6 +138,7 @@ def _bottlenecks(
         if mirrored.images != bottlenecks.images:
             unreadable = ", ".join(str(path) for path, _ in mirrored.skipped)
             raise InputError(f"images changed while the run read them: {unreadable}")
+        bottlenecks.warnings.extend(mirrored.warnings)
     splits = {}
     for name in ("training", "validation", "testing"):
         vectors, labels, images = bottlenecks.split(name)

@@ -19,6 +19,7 @@ import tensorflow_hub as hub
 from retrain.core.errors import InputError
 from retrain.core.images import DECODER_VERSION
 from retrain.core.settings import ModuleSettings
+from retrain.training.modules.cache import discard_tree, intact_tree, record_tree_digest
 from retrain.training.modules.efficientnet_lite import BUNDLED_BACKBONES, BundledBackbone, export_saved_model
 
 CLASSIFICATION_SUFFIX = "/classification"
@@ -137,7 +138,7 @@ def _load_bundled(spec: str) -> ImageModule:
         ) from None
     variant = "classification" if classifier else "feature_vector"
     directory = cache_root() / "modules" / f"{backbone.name}-v{CONVERTER_VERSION}" / variant
-    if not (directory / "saved_model.pb").exists():
+    if not intact_tree(directory):  # not converted yet, damaged, or converted before digests were recorded
         _convert_atomically(weights, backbone.image_size, classifier, directory)
     size = (backbone.image_size, backbone.image_size)
     key = f"{backbone.name}-{variant}-v{CONVERTER_VERSION}-{size[0]}x{size[1]}"
@@ -145,7 +146,10 @@ def _load_bundled(spec: str) -> ImageModule:
 
 
 def _convert_atomically(weights: Path, image_size: int, classifier: bool, directory: Path) -> None:
-    """Convert into a temporary sibling and rename it into place, so a killed or concurrent run never sees half."""
+    """Convert into a temporary sibling and rename it into place, so a killed or concurrent run never sees half.
+
+    A damaged conversion already in place is removed first, unless a concurrent run has just replaced it.
+    """
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=directory.parent))
@@ -155,9 +159,12 @@ def _convert_atomically(weights: Path, image_size: int, classifier: bool, direct
         ) from None
     try:
         export_saved_model(weights, image_size, classifier, staging)
+        record_tree_digest(staging)
+        if directory.exists() and not intact_tree(directory):
+            discard_tree(directory)
         os.rename(staging, directory)
     except OSError:
-        if not (directory / "saved_model.pb").exists():
+        if not intact_tree(directory):
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -7,9 +7,9 @@ each layer). The converted model takes uint8 pixels and divides by 255 itself, s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
-import tempfile
 import warnings
 from dataclasses import dataclass
 
@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from retrain.core.images import to_float
+from retrain.training.modules.cache import read_verified, write_with_digest
 from retrain.training.modules.loading import ImageModule, cache_root
 from retrain.training.quiet import stderr_closed
 
@@ -87,19 +88,18 @@ def feature_runner(module: ImageModule, engine: str = "auto") -> FeatureRunner:
 
 
 def _converted(module: ImageModule) -> bytes:
-    """The module as a TFLite flatbuffer, converted and checked once, then read from the module cache."""
+    """The module as a TFLite flatbuffer, converted and checked once, then read from the module cache.
+
+    The cached file is used only if its bytes match the digest recorded at conversion; otherwise it is converted again.
+    """
     path = cache_root() / "tflite" / f"{module.cache_key}-t{TFLITE_VERSION}.tflite"
-    if path.is_file():
-        return path.read_bytes()
+    cached = read_verified(path)
+    if cached is not None:
+        return cached
     tflite_model = _convert(module)
     _check_against_tensorflow(module, tflite_model)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".", suffix=".tmp", delete=False) as f:
-            f.write(tflite_model)
-        os.replace(f.name, path)
-    except OSError:
-        pass  # an unwritable cache only costs converting again next run
+    with contextlib.suppress(OSError):  # an unwritable cache only costs converting again next run
+        write_with_digest(path, tflite_model)
     return tflite_model
 
 
