@@ -42,6 +42,14 @@ RENAME_EXCHANGE = 2
 AT_FDCWD = -100
 
 
+class WriteFailed(InputError):
+    """An output could not be written; ``reason`` says why (a full disk), for an enclosing staging to restate."""
+
+    def __init__(self, what: str, target: Path, reason: str) -> None:
+        super().__init__(f"cannot write the {what} {target} ({reason})")
+        self.reason = reason
+
+
 def check_writable(path: Path, what: str, folder: bool) -> None:
     """Fail before any work is done when an output (a file, or a folder if ``folder``) could not be written later."""
     path = Path(path)
@@ -169,9 +177,10 @@ def _staging_errors(staging: Path, target: Path, what: str) -> Iterator[None]:
     """Remove the staging path on any failure; a failed write is one line naming the output and why."""
     try:
         yield
-    except OSError as error:
+    except (OSError, WriteFailed) as error:
         _remove(staging)
-        raise InputError(f"cannot write the {what} {target} ({error.strerror or error})") from None
+        reason = error.reason if isinstance(error, WriteFailed) else error.strerror or str(error)
+        raise WriteFailed(what, target, reason) from None
     except BaseException:
         _remove(staging)
         raise
