@@ -375,3 +375,16 @@ def test_report_refuses_predictions_from_another_run(finished, tmp_path: Path) -
     _assert_one_line_error(run_cli("report", report_dir), f"has {2 * len(table)} rows for {len(table)} test images")
     table.to_csv(report_dir / "predictions.csv", index=False)
     assert run_cli("report", report_dir).exit_code == 0
+
+
+def test_full_disk_for_the_tensorboard_logs_is_one_line(
+    small_disk, datasets: dict[str, Path], bottleneck_dir: Path, tmp_path: Path
+) -> None:
+    logs = small_disk("1m") / "logs"
+    _fill(logs.parent, leave=0)
+    run = run_cli(
+        "train", datasets["new"], "--output-dir", tmp_path / "out", "--summaries-dir", logs,
+        "--bottleneck-dir", bottleneck_dir, "--how-many-training-steps", "20",
+    )  # fmt: skip
+    _assert_one_line_error(run, f"cannot write the TensorBoard logs {logs} (No space left on device)")
+    assert not (tmp_path / "out" / "saved_model").exists()

@@ -130,8 +130,14 @@ class OutputSet:
         with staged_output(journal, "commit journal") as staging:
             staging.write_text(json.dumps(moves), encoding="utf-8")
         self._committing = True
-        _apply(moves)
-        journal.unlink()
+        try:
+            _apply(moves)
+            journal.unlink()
+        except OSError as error:
+            raise InputError(
+                f"cannot move the outputs of {self.labels_file} into place ({error.strerror}); "
+                "the next run on them completes the move"
+            ) from None
         self._staged.clear()
         self._committing = False
 

@@ -168,4 +168,10 @@ def _write_errors() -> Iterator[None]:
     try:
         yield
     except tf.errors.OpError as error:
-        raise OSError(re.sub(r" \[Op:\w+\]$", "", error.message.rsplit("; ", 1)[-1])) from None
+        raise OSError(failed_write_reason(error)) from None
+
+
+def failed_write_reason(error: tf.errors.OpError) -> str:
+    """The operating system's words in TensorFlow's message ("...; No space left on device [Op:SaveV2]")."""
+    first_line = error.message.strip().splitlines()[0]
+    return re.sub(r"\s*\[Op:\w+\]$", "", first_line.rsplit("; ", 1)[-1])
