@@ -132,6 +132,7 @@ def rerender(directory: Path) -> Report:
     except (OSError, ValueError) as error:
         raise InputError(f"{directory} holds no retrain-ci report (metrics.json and predictions.csv)") from error
     labels = tuple(metrics["per_class"])
+    _check_predictions(directory, table, labels, metrics.get("test_images"))
     evaluation = Evaluation(
         labels,
         [Path(p) for p in table["path"]],
@@ -171,6 +172,22 @@ def _write_csv(table: pd.DataFrame, path: Path, index: bool = True) -> None:
     safe.index = safe.index.map(_csv_cell)
     safe.columns = safe.columns.map(_csv_cell)
     safe.to_csv(path, index=index)
+
+
+def _check_predictions(directory: Path, table: pd.DataFrame, labels: tuple[str, ...], images: int | None) -> None:
+    """predictions.csv must be the table metrics.json was computed from: a copy from another run renders wrong names."""
+    columns = ["path", "true_label", "predicted_label", "confidence", *(f"p:{label}" for label in labels)]
+    named = set(table.get("true_label", pd.Series(dtype=str)).astype(str))
+    named |= set(table.get("predicted_label", pd.Series(dtype=str)).astype(str))
+    problem = None
+    if list(table.columns) != columns:
+        problem = f"its columns are {', '.join(map(str, table.columns))}, not {', '.join(columns)}"
+    elif not named <= set(labels):
+        problem = f"it names classes metrics.json does not have ({', '.join(sorted(named - set(labels)))})"
+    elif images is not None and len(table) != images:
+        problem = f"it has {len(table)} rows for {images} test images"
+    if problem:
+        raise InputError(f"{directory / 'predictions.csv'} does not match {directory / 'metrics.json'}: {problem}")
 
 
 def summary_markdown(report: Report) -> str:

@@ -132,10 +132,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             bottleneck_dir=bottleneck_dir,
             tfhub_module=tfhub_module,
         )
-        if output is not None:
-            if not output.parent.is_dir():
-                raise InputError(f"cannot write the report to {output}: folder {output.parent} does not exist")
-            check_writable(output, "report", folder=False)
+        _check_outputs(settings, output)
         report = _audit(image_dir, settings)
         warn(report.warnings)
         _write(report, output_format, output)
@@ -145,6 +142,18 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
 def _ids(values: list[str] | None) -> tuple[str, ...] | None:
     """Check ids from repeated and comma-separated options; None when none were given."""
     return tuple(i for value in values or () for i in value.split(",")) or None
+
+
+def _check_outputs(settings: AuditSettings, output: Path | None) -> None:
+    """Before any image is decoded: the report file and, when a check needs bottlenecks, their cache are writable."""
+    from datacheck.registry import selected_checks
+
+    if output is not None:
+        if not output.parent.is_dir():
+            raise InputError(f"cannot write the report to {output}: folder {output.parent} does not exist")
+        check_writable(output, "report", folder=False)
+    if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
+        check_writable(settings.module.bottleneck_dir, "bottleneck cache", folder=True)
 
 
 def _audit(image_dir: Path, settings: AuditSettings):
@@ -181,8 +190,5 @@ def _write(report, output_format: str, output: Path | None) -> None:
     if output is None:
         typer.echo(text, nl=False)
         return
-    try:
-        with staged_output(output) as staging:
-            staging.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise InputError(f"cannot write the report to {output} ({error.strerror})") from None
+    with staged_output(output, "report") as staging:
+        staging.write_text(text, encoding="utf-8")

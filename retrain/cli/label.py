@@ -17,7 +17,11 @@ from retrain.core.errors import InputError
 ModelOption = Annotated[Path, typer.Option("--model", "--graph", help="SavedModel folder, frozen .pb or .tflite.")]
 LabelsOption = Annotated[
     Path | None,
-    typer.Option("--labels", help="Labels file [default: inside a SavedModel; output_labels.txt beside .pb/.tflite]."),
+    typer.Option(
+        "--labels",
+        help="Labels file, checked against the model's own [default: the model's; output_labels.txt beside a .pb or "
+        ".tflite exported elsewhere].",
+    ),
 ]
 InputLayerOption = Annotated[str, typer.Option("--input-layer", help="Input op of a frozen graph.")]
 OutputLayerOption = Annotated[str, typer.Option("--output-layer", help="Output op of a frozen graph.")]

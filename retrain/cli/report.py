@@ -29,8 +29,11 @@ def report(
             target = os.environ.get("GITHUB_STEP_SUMMARY")
             if not target:
                 raise InputError("--github-step-summary: GITHUB_STEP_SUMMARY is not set (it is, inside GitHub Actions)")
-            with open(target, "a", encoding="utf-8") as f:
-                f.write(summary)
+            try:
+                with open(target, "a", encoding="utf-8") as f:
+                    f.write(summary)
+            except OSError as error:
+                raise InputError(f"cannot append to $GITHUB_STEP_SUMMARY {target} ({error.strerror})") from None
     if print_summary:
         typer.echo(summary, nl=False)
     else:

@@ -1,15 +1,53 @@
 """Writing outputs safely: check every destination before the work starts, then stage each output and rename it
-into place, so a failed or killed run never leaves a half-written file where a user (or a serving system) looks."""
+into place, so a failed or killed run never leaves a half-written file where a user (or a serving system) looks.
+
+One output (a report, an audit file) is staged next to its target and renamed over it: a reader sees the old one or
+the new one, whole. A training run's outputs (labels file, SavedModel, frozen graph, TensorFlow Lite model, report)
+must also agree with *each other*, and they may sit in different folders (the tutorial's /tmp paths), where no single
+rename swaps them all. So a run writes them as one ``OutputSet``:
+
+- Before any work it takes a lock beside the labels file (``.output_labels.txt.lock``, an flock the kernel drops if
+  the run dies). A second run on the same outputs stops at once with one line naming the holder.
+- Every output is staged next to its target (``.NAME.PID.staging``): a failure (a full disk) or a kill before the
+  commit leaves the previous set as it was. The next run on the set removes a dead run's staging files.
+- The commit writes a journal beside the labels file (``.output_labels.txt.commit``: each staged path, its target and
+  its inode), renames every output into place (a folder is swapped in one atomic exchange where the kernel has one),
+  then deletes the journal. A run killed mid-commit leaves the journal, and the next run on the set completes that
+  commit before it starts.
+
+For the milliseconds between a commit's first and last rename the files on disk are not one set. That is why every
+exported model also carries its own labels (``retrain.training.export``) and the loaders refuse a labels file that
+disagrees with them: no reader pairs one run's model with another run's labels.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
+import json
 import os
+import re
 import shutil
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from retrain.core.errors import InputError
+
+# renameat2(2) flag: swap two paths atomically (Linux 3.15+, on ext4, xfs, btrfs, tmpfs among others).
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+
+
+class WriteFailed(InputError):
+    """An output could not be written; ``reason`` says why (a full disk), for an enclosing staging to restate."""
+
+    def __init__(self, what: str, target: Path, reason: str) -> None:
+        super().__init__(f"cannot write the {what} {target} ({reason})")
+        self.reason = reason
 
 
 def check_writable(path: Path, what: str, folder: bool) -> None:
@@ -25,30 +63,173 @@ def check_writable(path: Path, what: str, folder: bool) -> None:
 
 
 @contextmanager
-def staged_output(target: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; on success, move it over ``target`` in one rename."""
+def staged_output(target: Path, what: str = "output") -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; on success, move it over ``target`` in one rename.
+
+    A write that fails (a full disk, a folder that became read-only) is an InputError, and ``target`` is untouched.
+    """
     target = Path(target)
+    _make_parent(target)
+    staging = _side_path(target, "tmp")
+    with _staging_errors(staging, target, what):
+        yield staging
+        _move_into_place(staging, target)
+
+
+class OutputSet:
+    """A run's outputs, replaced together or not at all (see the module docstring); the labels file names the set."""
+
+    def __init__(self, labels_file: Path) -> None:
+        self.labels_file = Path(labels_file)
+        self._lock: TextIO | None = None
+        self._staged: dict[Path, Path] = {}  # target -> staging
+        self._committing = False
+
+    def __enter__(self) -> OutputSet:
+        _make_parent(self.labels_file)
+        self._lock = open(_side_name(self.labels_file, "lock"), "a+", encoding="utf-8")  # noqa: SIM115 (held until exit)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.seek(0)
+            holder = self._lock.read().strip() or "starting"
+            self._lock.close()
+            raise InputError(
+                f"another retrain-ci run ({holder}) is writing the outputs of {self.labels_file}; "
+                "wait for it to finish or choose another --output-dir"
+            ) from None
+        self._lock.truncate(0)
+        self._lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        self._lock.flush()
+        self._complete_interrupted_commit()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._committing:  # a commit cut short keeps its staged outputs for the next run to complete it
+            for staging in self._staged.values():
+                _remove(staging)
+        self._staged.clear()
+        if self._lock is not None:
+            self._lock.close()
+
+    @contextmanager
+    def staging(self, target: Path, what: str) -> Iterator[Path]:
+        """Yield the path to write ``target``'s new version to; it replaces ``target`` at ``commit()``."""
+        target = Path(target)
+        _make_parent(target)
+        _remove_dead_runs_files(target)
+        staging = _side_path(target, "staging")
+        with _staging_errors(staging, target, what):
+            yield staging
+        self._staged[target] = staging
+
+    def commit(self) -> None:
+        """Move every staged output into place; a journal written first lets the next run finish a cut-short commit."""
+        moves = [(str(staging), str(target), staging.stat().st_ino) for target, staging in self._staged.items()]
+        journal = _side_name(self.labels_file, "commit")
+        with staged_output(journal, "commit journal") as staging:
+            staging.write_text(json.dumps(moves), encoding="utf-8")
+        self._committing = True
+        try:
+            _apply(moves)
+            journal.unlink()
+        except OSError as error:
+            raise InputError(
+                f"cannot move the outputs of {self.labels_file} into place ({error.strerror}); "
+                "the next run on them completes the move"
+            ) from None
+        self._staged.clear()
+        self._committing = False
+
+    def _complete_interrupted_commit(self) -> None:
+        journal = _side_name(self.labels_file, "commit")
+        if journal.exists():
+            _apply(json.loads(journal.read_text(encoding="utf-8")))
+            journal.unlink()
+
+
+def _apply(moves: list[list | tuple]) -> None:
+    """Rename each staged output into place, skipping those already moved (recognised by inode)."""
+    for staging, target, inode in moves:
+        staging, target = Path(staging), Path(target)
+        if target.exists() and target.stat().st_ino == inode:
+            _remove(staging)  # moved already; what is left under the staging name is the previous version
+        elif staging.exists() and staging.stat().st_ino == inode:
+            _move_into_place(staging, target)
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    if not (staging.is_dir() and target.is_dir()):
+        os.replace(staging, target)
+        return
+    if not _exchange(staging, target):
+        retired = _side_path(target, "old")
+        os.rename(target, retired)
+        os.rename(staging, target)
+        staging = retired
+    shutil.rmtree(staging)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two folders in one step, so no reader ever finds the target missing; False where the system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    return renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE) == 0
+
+
+@contextmanager
+def _staging_errors(staging: Path, target: Path, what: str) -> Iterator[None]:
+    """Remove the staging path on any failure; a failed write is one line naming the output and why."""
+    try:
+        yield
+    except (OSError, WriteFailed) as error:
+        _remove(staging)
+        reason = error.reason if isinstance(error, WriteFailed) else error.strerror or str(error)
+        raise WriteFailed(what, target, reason) from None
+    except BaseException:
+        _remove(staging)
+        raise
+
+
+def _make_parent(target: Path) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError(f"cannot create {target.parent} ({error.strerror})") from None
-    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+
+
+def _side_name(target: Path, kind: str) -> Path:
+    """A hidden file beside ``target`` that belongs to it: ``.NAME.KIND``."""
+    return target.with_name(f".{target.name}.{kind}")
+
+
+def _side_path(target: Path, kind: str) -> Path:
+    """This process's hidden path beside ``target``, with its suffix (loaders go by it): ``.STEM.PID.KIND.SUFFIX``."""
+    return target.with_name(f".{target.stem}.{os.getpid()}.{kind}{target.suffix}")
+
+
+def _remove_dead_runs_files(target: Path) -> None:
+    """Staging files and retired versions of ``target`` that a killed run left behind."""
+    pattern = re.compile(rf"\.{re.escape(target.stem)}\.(\d+)\.(?:staging|tmp|old){re.escape(target.suffix)}")
+    for path in target.parent.glob(f".{target.stem}.*"):
+        found = pattern.fullmatch(path.name)
+        if found and not _alive(int(found.group(1))):
+            _remove(path)
+
+
+def _alive(pid: int) -> bool:
     try:
-        yield staging
-    except BaseException:
-        _remove(staging)
-        raise
-    if target.is_dir() and staging.is_dir():
-        retired = target.with_name(f".{target.name}.{os.getpid()}.old")
-        os.rename(target, retired)
-        os.rename(staging, target)
-        shutil.rmtree(retired)
-    else:
-        os.replace(staging, target)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
+    elif path.exists() or path.is_symlink():
         path.unlink()

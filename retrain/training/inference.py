@@ -12,12 +12,14 @@ import tensorflow as tf
 from retrain.core.dataset import is_image_file
 from retrain.core.errors import InputError
 from retrain.core.images import ImageDecodeError, load_image
-from retrain.training.export import FROZEN_INPUT_NAME
+from retrain.training.export import FROZEN_INPUT_NAME, graph_labels, tflite_labels
 from retrain.training.modules.runners import tflite_interpreter
 
 BATCH_SIZE = 32
-# The file the train command writes next to its models; exported .pb and .tflite files find their labels there.
+# The file the train command writes next to its models; a .pb or .tflite file without labels of its own uses it.
 LABELS_FILE_NAME = "output_labels.txt"
+# Labels shown in a mismatch message, of each side.
+LABELS_SHOWN = 6
 
 
 @dataclass
@@ -46,20 +48,31 @@ def load_exported_model(
     output_layer: str = "final_result",
     image_size: tuple[int | None, int | None] = (None, None),
 ) -> ExportedModel:
-    """Load a model written by ``retrain-ci train`` (or any model of the same shape) and its labels."""
+    """Load a model written by ``retrain-ci train`` (or any model of the same shape) and its labels.
+
+    The model's own labels (every export of retrain-ci carries them) are used unless ``labels_file`` is given, and a
+    labels file that disagrees with them is refused: another run's labels would name every class wrongly.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"model {path} does not exist")
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise InputError(f"{path} is not a SavedModel folder (no saved_model.pb in it)")
-        return _saved_model(path, labels_file)
-    labels = _read_labels(labels_file or _sibling_labels(path))
-    if path.suffix == ".tflite":
-        return _tflite(path, labels)
-    if path.suffix == ".pb":
-        return _frozen_graph(path, labels, input_layer, output_layer, image_size)
-    raise InputError(f"{path}: expected a SavedModel folder, a frozen graph (.pb) or a TensorFlow Lite file (.tflite)")
+        loaded = _saved_model(path)
+    elif path.suffix == ".tflite":
+        loaded = _tflite(path)
+    elif path.suffix == ".pb":
+        loaded = _frozen_graph(path, input_layer, output_layer, image_size)
+    else:
+        raise InputError(
+            f"{path}: expected a SavedModel folder, a frozen graph (.pb) or a TensorFlow Lite file (.tflite)"
+        )
+    model, own_labels, classes = loaded
+    model.labels = _labels(path, own_labels, labels_file)
+    if classes is not None and len(model.labels) != classes:
+        raise InputError(f"{path} scores {classes} classes but its labels file lists {len(model.labels)}")
+    return model
 
 
 def image_files(inputs: Iterable[Path]) -> list[Path]:
@@ -98,6 +111,32 @@ def classify(
     return Classified(kept, probabilities, skipped)
 
 
+# What a loader returns: the model (labels still empty), the labels it carries (None if none), its output width.
+Loaded = tuple[ExportedModel, tuple[str, ...] | None, int | None]
+
+
+def _labels(path: Path, own: tuple[str, ...] | None, labels_file: Path | None) -> tuple[str, ...]:
+    """The model's own labels, or the labels file given (refused if it disagrees with them)."""
+    if labels_file is None:
+        if own is not None:
+            return own
+        if path.is_dir():
+            raise InputError(f"SavedModel {path} carries no labels; pass --labels")
+        labels_file = _sibling_labels(path)
+    labels = _read_labels(labels_file)
+    if own is not None and labels != own:
+        raise InputError(
+            f"labels file {labels_file} does not match the model {path}: the model was trained on {_listed(own)}, "
+            f"the file lists {_listed(labels)}; use the labels file written with the model, or none"
+        )
+    return labels
+
+
+def _listed(labels: tuple[str, ...]) -> str:
+    shown = ", ".join(labels[:LABELS_SHOWN]) + (", ..." if len(labels) > LABELS_SHOWN else "")
+    return f"{len(labels)} classes ({shown})"
+
+
 def _read_labels(path: Path) -> tuple[str, ...]:
     try:
         return tuple(line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
@@ -112,28 +151,27 @@ def _sibling_labels(model_path: Path) -> Path:
     return candidate
 
 
-def _saved_model(path: Path, labels_file: Path | None) -> ExportedModel:
+def _saved_model(path: Path) -> Loaded:
     model = tf.saved_model.load(str(path))
     serve = model.signatures.get("serving_default")
     if serve is None:
         raise InputError(f"SavedModel {path} has no serving_default signature")
     (input_name, spec), *_ = serve.structured_input_signature[1].items()
-    if labels_file is None:
-        if not hasattr(model, "labels_file"):
-            raise InputError(f"SavedModel {path} carries no labels; pass --labels")
-        labels_file = Path(model.labels_file.asset_path.numpy().decode())
-    labels = _read_labels(labels_file)
+    outputs = serve.structured_outputs
+    output_spec = outputs["probabilities"] if "probabilities" in outputs else next(iter(outputs.values()))
+    own = None
+    if hasattr(model, "labels_file"):
+        own = _read_labels(Path(model.labels_file.asset_path.numpy().decode()))
 
     def predict(images: np.ndarray) -> np.ndarray:
         outputs = serve(**{input_name: tf.constant(images)})
         return (outputs["probabilities"] if "probabilities" in outputs else next(iter(outputs.values()))).numpy()
 
-    return ExportedModel(path, labels, (int(spec.shape[1]), int(spec.shape[2])), predict)
+    size = (int(spec.shape[1]), int(spec.shape[2]))
+    return ExportedModel(path, (), size, predict), own, output_spec.shape[-1]
 
 
-def _frozen_graph(
-    path: Path, labels: tuple[str, ...], input_layer: str, output_layer: str, size: tuple[int | None, int | None]
-) -> ExportedModel:
+def _frozen_graph(path: Path, input_layer: str, output_layer: str, size: tuple[int | None, int | None]) -> Loaded:
     graph_def = tf.compat.v1.GraphDef()
     try:
         graph_def.ParseFromString(path.read_bytes())
@@ -153,15 +191,18 @@ def _frozen_graph(
     if height is None or width is None:
         raise InputError(f"{path} does not declare its input size; pass --input-height and --input-width")
     session = tf.compat.v1.Session(graph=graph)
-    return ExportedModel(
-        path, labels, (int(height), int(width)), lambda images: session.run(output_tensor, {input_tensor: images})
+    classes = output_tensor.shape[-1] if output_tensor.shape.rank else None
+    model = ExportedModel(
+        path, (), (int(height), int(width)), lambda images: session.run(output_tensor, {input_tensor: images})
     )
+    return model, graph_labels(graph_def), classes
 
 
-def _tflite(path: Path, labels: tuple[str, ...]) -> ExportedModel:
-    interpreter = tflite_interpreter(path.read_bytes(), num_threads=2)
+def _tflite(path: Path) -> Loaded:
+    content = path.read_bytes()
+    interpreter = tflite_interpreter(content, num_threads=2)
     input_detail = interpreter.get_input_details()[0]
-    output_index = interpreter.get_output_details()[0]["index"]
+    output_detail = interpreter.get_output_details()[0]
     _, height, width, _ = input_detail["shape"]
 
     def predict(images: np.ndarray) -> np.ndarray:
@@ -170,6 +211,7 @@ def _tflite(path: Path, labels: tuple[str, ...]) -> ExportedModel:
             interpreter.allocate_tensors()
         interpreter.set_tensor(input_detail["index"], images.astype(np.float32))
         interpreter.invoke()
-        return interpreter.get_tensor(output_index).copy()
+        return interpreter.get_tensor(output_detail["index"]).copy()
 
-    return ExportedModel(path, labels, (int(height), int(width)), predict)
+    model = ExportedModel(path, (), (int(height), int(width)), predict)
+    return model, tflite_labels(content), int(output_detail["shape"][-1])

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from retrain.core.errors import InputError
 from retrain.core.gate import judge
 from retrain.core.hooks import Hooks
 from retrain.core.images import is_lfs_pointer, load_image
-from retrain.core.outputs import check_writable
+from retrain.core.outputs import OutputSet, check_writable, staged_output
 from retrain.core.results import EvalStep, Evaluation, SoftmaxHead
 from retrain.core.settings import RunSettings
 from retrain.reports import Report, write_report
@@ -77,12 +77,20 @@ class RunResult:
 
 
 def train(settings: RunSettings, hooks: Hooks = Hooks()) -> RunResult:
-    """Run the tutorial's flow and write every output; raise InputError on bad input."""
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
+    """Run the tutorial's flow and write every output as one set; raise InputError on bad input."""
     # Same seed, same digits: TensorFlow may otherwise pick kernels whose float sums vary between runs.
     tf.config.experimental.enable_op_determinism()
     _check_outputs(settings)
+    with OutputSet(Path(settings.outputs.output_labels)) as outputs:
+        result = _train(settings, hooks, outputs)
+        outputs.commit()
+    return replace(result, report=replace(result.report, directory=Path(settings.outputs.report_dir)))
+
+
+def _train(settings: RunSettings, hooks: Hooks, outputs: OutputSet) -> RunResult:
+    """Every stage, with each output staged in ``outputs`` (nothing replaces the previous run's until the commit)."""
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
     dataset = list_dataset(Path(settings.image_dir), settings.split)
     _refuse_lfs_pointers(dataset)
     hooks.on_stage(f"Loading module {settings.module.tfhub_module}")
@@ -102,13 +110,14 @@ def train(settings: RunSettings, hooks: Hooks = Hooks()) -> RunResult:
     test, validation = _evaluate(settings, dataset.labels, splits, head, tuned)
 
     classifier = Classifier(module, head, dataset.labels, settings.export.final_tensor_name, settings.tta)
-    _export(settings, classifier, dataset.labels, summaries, hooks)
-    tflite = _export_tflite(settings, classifier, splits, hooks)
+    _export(settings, classifier, summaries, hooks, outputs)
+    tflite = _export_tflite(settings, classifier, splits, hooks, outputs)
     seconds["total"] = time.perf_counter() - started
     run_info = {**_run_info(settings, dataset, module, bottlenecks, validation), "durations_seconds": seconds}
     run_info.update(_fine_tune_info(settings, tuned) | ({"tflite": tflite} if tflite else {}))
     gate = judge(test.accuracy, test.recall_by_class(), settings.gate)
-    report = write_report(Path(settings.outputs.report_dir), test, run_info, gate)
+    with outputs.staging(Path(settings.outputs.report_dir), "report folder") as staging:
+        report = write_report(staging, test, run_info, gate)
     tflite_accuracy = tflite["test_accuracy"] if tflite else None
     return RunResult(dataset, module, bottlenecks, head, test, validation, report, tflite_accuracy, tuned)
 
@@ -176,7 +185,8 @@ def _train_layer(
         if snapshot_every and step.step % snapshot_every == 0 and step.step < last:
             classifier = Classifier(module, step.layer, labels, settings.export.final_tensor_name, settings.tta)
             folder = Path(settings.outputs.intermediate_output_graphs_dir)
-            export_frozen_graph(frozen_graph(classifier), folder / f"intermediate_{step.step}.pb")
+            with staged_output(folder / f"intermediate_{step.step}.pb", "intermediate graph") as staging:
+                export_frozen_graph(frozen_graph(classifier), staging)
         hooks.on_eval(step)
 
     validation = splits["validation"]
@@ -243,25 +253,24 @@ def _evaluate(
 
 
 def _export(
-    settings: RunSettings,
-    classifier: Classifier,
-    labels: tuple[str, ...],
-    summaries: TrainingSummaries,
-    hooks: Hooks,
+    settings: RunSettings, classifier: Classifier, summaries: TrainingSummaries, hooks: Hooks, outputs: OutputSet
 ) -> None:
-    """Labels, SavedModel and frozen graph, each staged and renamed into place; the graph also goes to TensorBoard."""
+    """Labels, SavedModel and frozen graph, staged in the run's output set; the graph also goes to TensorBoard."""
     hooks.on_stage("Exporting the model")
-    outputs = settings.outputs
-    write_labels(labels, Path(outputs.output_labels))
-    export_saved_model(classifier, Path(outputs.saved_model_dir))
+    paths = settings.outputs
+    with outputs.staging(Path(paths.output_labels), "labels file") as staging:
+        write_labels(classifier.labels, staging)
+    with outputs.staging(Path(paths.saved_model_dir), "SavedModel folder") as staging:
+        export_saved_model(classifier, staging)
     graph_def = frozen_graph(classifier)
-    export_frozen_graph(graph_def, Path(outputs.output_graph))
+    with outputs.staging(Path(paths.output_graph), "frozen graph") as staging:
+        export_frozen_graph(graph_def, staging)
     summaries.write_graph(graph_def)
     summaries.close()
 
 
 def _export_tflite(
-    settings: RunSettings, classifier: Classifier, splits: dict[str, SplitData], hooks: Hooks
+    settings: RunSettings, classifier: Classifier, splits: dict[str, SplitData], hooks: Hooks, outputs: OutputSet
 ) -> dict | None:
     """The TensorFlow Lite model when asked for, scored on the test images again (quantization costs accuracy)."""
     export = settings.export
@@ -271,13 +280,14 @@ def _export_tflite(
     size = classifier.image_size
     calibration = [load_image(path, size) for path in splits["training"].paths[:CALIBRATION_IMAGES]]
     test = splits["testing"]
-    export_tflite(classifier, Path(export.tflite), export.quantize, calibration)
-    tflite_model = load_exported_model(Path(export.tflite), Path(settings.outputs.output_labels))
-    probabilities = classify(tflite_model, test.paths).probabilities
+    with outputs.staging(Path(export.tflite), "TensorFlow Lite file") as staging:
+        export_tflite(classifier, staging, export.quantize, calibration)
+        probabilities = classify(load_exported_model(staging), test.paths).probabilities
+        size_bytes = staging.stat().st_size
     return {
         "path": str(export.tflite),
         "quantize": export.quantize,
-        "bytes": Path(export.tflite).stat().st_size,
+        "bytes": size_bytes,
         "test_accuracy": float(np.mean(probabilities.argmax(axis=1) == test.labels)),
     }
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import tensorflow as tf
 
+from retrain.core.errors import InputError
 from retrain.core.hooks import Hooks
 from retrain.core.results import EpochResult, EvalStep
+from retrain.training.export import failed_write_reason
 
 
 class TrainingSummaries:
@@ -17,10 +21,21 @@ class TrainingSummaries:
 
     def __init__(self, directory: Path) -> None:
         # Earlier runs' event files would interleave with this run's curves, so each run starts its folders afresh.
+        self.directory = Path(directory)
         for split in ("train", "validation"):
-            shutil.rmtree(Path(directory) / split, ignore_errors=True)
-        self.train = tf.summary.create_file_writer(str(Path(directory) / "train"))
-        self.validation = tf.summary.create_file_writer(str(Path(directory) / "validation"))
+            shutil.rmtree(self.directory / split, ignore_errors=True)
+        with self._write_errors():
+            self.train = tf.summary.create_file_writer(str(self.directory / "train"))
+            self.validation = tf.summary.create_file_writer(str(self.directory / "validation"))
+
+    @contextmanager
+    def _write_errors(self) -> Iterator[None]:
+        """A log that cannot be written (a full disk) is one line, not TensorFlow's traceback."""
+        try:
+            yield
+        except tf.errors.OpError as error:
+            reason = failed_write_reason(error)
+            raise InputError(f"cannot write the TensorBoard logs {self.directory} ({reason})") from None
 
     def recording(self, hooks: Hooks) -> Hooks:
         """``hooks`` that also write each evaluation and each fine-tuning epoch here."""
@@ -36,12 +51,12 @@ class TrainingSummaries:
         return dataclasses.replace(hooks, on_eval=on_eval, on_epoch=on_epoch)
 
     def write_eval(self, step: EvalStep) -> None:
-        with self.train.as_default(step=step.step):
+        with self._write_errors(), self.train.as_default(step=step.step):
             tf.summary.scalar("accuracy", step.train_accuracy)
             tf.summary.scalar("cross_entropy", step.cross_entropy)
             tf.summary.histogram("final_layer/weights", step.layer.weights)
             tf.summary.histogram("final_layer/biases", step.layer.biases)
-        with self.validation.as_default(step=step.step):
+        with self._write_errors(), self.validation.as_default(step=step.step):
             tf.summary.scalar("accuracy", step.validation_accuracy)
             tf.summary.scalar("cross_entropy", step.validation_cross_entropy)
 
@@ -56,9 +71,10 @@ class TrainingSummaries:
             tf.summary.scalar("fine_tune/cross_entropy", epoch.validation_cross_entropy)
 
     def write_graph(self, graph_def: tf.compat.v1.GraphDef) -> None:
-        with self.train.as_default():
+        with self._write_errors(), self.train.as_default():
             tf.summary.graph(graph_def)
 
     def close(self) -> None:
-        self.train.close()
-        self.validation.close()
+        with self._write_errors():
+            self.train.close()
+            self.validation.close()
