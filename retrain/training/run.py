@@ -81,18 +81,18 @@ def train(settings: RunSettings, hooks: Hooks = Hooks()) -> RunResult:
     # Same seed, same digits: TensorFlow may otherwise pick kernels whose float sums vary between runs.
     tf.config.experimental.enable_op_determinism()
     _check_outputs(settings)
+    dataset = list_dataset(Path(settings.image_dir), settings.split)  # bad input stops before any output is touched
+    _refuse_lfs_pointers(dataset)
     with OutputSet(Path(settings.outputs.output_labels)) as outputs:
-        result = _train(settings, hooks, outputs)
+        result = _train(settings, dataset, hooks, outputs)
         outputs.commit()
     return replace(result, report=replace(result.report, directory=Path(settings.outputs.report_dir)))
 
 
-def _train(settings: RunSettings, hooks: Hooks, outputs: OutputSet) -> RunResult:
+def _train(settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: OutputSet) -> RunResult:
     """Every stage, with each output staged in ``outputs`` (nothing replaces the previous run's until the commit)."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    dataset = list_dataset(Path(settings.image_dir), settings.split)
-    _refuse_lfs_pointers(dataset)
     hooks.on_stage(f"Loading module {settings.module.tfhub_module}")
     module = load_image_module(settings.module.tfhub_module, settings.module.image_size)
     bottlenecks, splits = _bottlenecks(settings, dataset, module, hooks)
