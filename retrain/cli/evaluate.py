@@ -28,6 +28,7 @@ from retrain.cli.common import (
 )
 from retrain.cli.label import InputLayerOption, LabelsOption, OutputLayerOption
 from retrain.core.display import printable
+from retrain.core.settings import FROZEN_INPUT_NAME, ExportSettings
 
 MISCLASSIFIED_SHOWN = 20
 
@@ -36,8 +37,8 @@ def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
     model: Annotated[Path, typer.Argument(help="SavedModel folder, frozen .pb or .tflite.")],
     image_dir: Annotated[Path, typer.Argument(help="Labeled folder: one subfolder per class; every image is used.")],
     labels: LabelsOption = None,
-    input_layer: InputLayerOption = "Placeholder",
-    output_layer: OutputLayerOption = "final_result",
+    input_layer: InputLayerOption = FROZEN_INPUT_NAME,
+    output_layer: OutputLayerOption = ExportSettings().final_tensor_name,
     min_accuracy: MinAccuracyOption = None,
     min_class_recall: MinClassRecallOption = None,
     baseline: BaselineOption = None,

@@ -13,6 +13,7 @@ from rich.text import Text
 from retrain.cli.common import OutputFormat, console, import_tensorflow_quietly, user_errors, warn_skipped
 from retrain.core.display import printable
 from retrain.core.errors import InputError
+from retrain.core.settings import FROZEN_INPUT_NAME, ExportSettings
 
 ModelOption = Annotated[Path, typer.Option("--model", "--graph", help="SavedModel folder, frozen .pb or .tflite.")]
 LabelsOption = Annotated[
@@ -37,8 +38,8 @@ def label(  # noqa: PLR0913 (a Typer command declares its options)
     images: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
     model: ModelOption,
     labels: LabelsOption = None,
-    input_layer: InputLayerOption = "Placeholder",
-    output_layer: OutputLayerOption = "final_result",
+    input_layer: InputLayerOption = FROZEN_INPUT_NAME,
+    output_layer: OutputLayerOption = ExportSettings().final_tensor_name,
     input_height: InputHeightOption = None,
     input_width: InputWidthOption = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Labels shown per image.", min=1)] = 5,

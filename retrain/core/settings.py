@@ -17,6 +17,8 @@ from retrain.core.errors import InputError
 SCHEDULES = ("cosine", "constant")
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 FAIL_ON = ("error", "warning", "never")
+# label_image.py and the tutorial feed a frozen graph through an op of this name.
+FROZEN_INPUT_NAME = "Placeholder"
 # The backbone --fine-tune trains when no module is named.
 FINE_TUNE_MODULE = "efficientnet_lite1"
 # Fine-tuned networks see images this much larger than the backbone's own input size: finer detail, measured better.

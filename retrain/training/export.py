@@ -21,10 +21,9 @@ from tensorflow.lite.python import schema_py_generated as tflite_schema
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from retrain.core.results import SoftmaxHead
+from retrain.core.settings import FROZEN_INPUT_NAME
 from retrain.training.modules import ImageModule
 
-# label_image.py and the tutorial feed the frozen graph through an op of this name.
-FROZEN_INPUT_NAME = "Placeholder"
 LABELS_ASSET = "labels.txt"
 # Where the frozen graph and the TensorFlow Lite model keep their labels (one label per line in the metadata).
 LABELS_NODE = "retrain_ci_labels"

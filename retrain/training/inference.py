@@ -12,7 +12,8 @@ import tensorflow as tf
 from retrain.core.dataset import is_image_file
 from retrain.core.errors import InputError
 from retrain.core.images import ImageDecodeError, load_image
-from retrain.training.export import FROZEN_INPUT_NAME, graph_labels, tflite_labels
+from retrain.core.settings import FROZEN_INPUT_NAME, ExportSettings
+from retrain.training.export import graph_labels, tflite_labels
 from retrain.training.modules.runners import tflite_interpreter
 
 BATCH_SIZE = 32
@@ -45,7 +46,7 @@ def load_exported_model(
     path: Path,
     labels_file: Path | None = None,
     input_layer: str = FROZEN_INPUT_NAME,
-    output_layer: str = "final_result",
+    output_layer: str = ExportSettings().final_tensor_name,
     image_size: tuple[int | None, int | None] = (None, None),
 ) -> ExportedModel:
     """Load a model written by ``retrain-ci train`` (or any model of the same shape) and its labels.
