@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
+from collections import Counter
 from collections.abc import Iterator
 
-from rich.console import Group, RenderableType
-from rich.markup import escape
-from rich.table import Table
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.text import Text
 
 from datacheck.findings import AuditReport, Finding, Severity
 from retrain.core.display import printable
 
 FORMATS = ("table", "json", "markdown", "github")
-# Findings shown per check in the table and the Markdown report; JSON always has all of them.
+# Findings shown per check in the Markdown report; the table and JSON have all of them.
 EXAMPLES = 5
+NEW_MARKER = "new "
 STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 NAMES = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 ICONS = {Severity.ERROR: "🛑", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}
@@ -43,33 +45,103 @@ def _plural(count: int, noun: str) -> str:
 
 
 def render_table(report: AuditReport) -> RenderableType:
-    """A rich table grouped by check: severity and count, then the first findings with their paths."""
+    """For people, the way linters print: per check a heading with its count and what to do, then one line per
+    finding that starts with its whole path (``DIR/relative/path``, clickable), its details after it."""
     if not report.findings:
         return Text(f"No findings. {_headline(report)}", style="green")
-    table = Table(title=f"retrain-ci check {escape(printable(report.dataset))}", expand=False)
-    table.add_column("check", no_wrap=True)
-    table.add_column("count", justify="right")
-    table.add_column("severity", no_wrap=True)
-    table.add_column("path", overflow="fold")
-    table.add_column("what to do")
-    for check, findings in _by_check(report):
-        table.add_section()
-        for index, finding in enumerate(findings[:EXAMPLES]):
-            table.add_row(
-                check if index == 0 else "",
-                str(len(findings)) if index == 0 else "",
-                Text(finding.severity.value, style=STYLES[finding.severity]),
-                Text(
-                    "\n".join(printable(path) for path in finding.paths[:3])
-                    + (f"\n(+{len(finding.paths) - 3} more)" if len(finding.paths) > 3 else "")
-                ),
-                Text(printable(finding.message)),  # Text, not markup: paths and messages may hold brackets
-            )
-        if len(findings) > EXAMPLES:
-            table.add_row(
-                "", "", "", Text(f"+{len(findings) - EXAMPLES} more", style="dim"), "(--format json lists all)"
-            )
-    return Group(table, Text(_headline(report)))
+    checks = [FindingsOfCheck(report.dataset, check, findings) for check, findings in _by_check(report)]
+    return Group(*checks, Text(_headline(report)))
+
+
+class FindingsOfCheck:
+    """One check's findings, laid out at render time to the console's width: a path is never wrapped or cut, the
+    details after it are cut (with an ellipsis) where the line would pass the width."""
+
+    def __init__(self, dataset: str, check: str, findings: list[Finding]) -> None:
+        self.folder = dataset.rstrip("/") + "/"
+        self.check = check
+        self.findings = findings
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self._heading()
+        advice = self.findings[0].message
+        yield from (Text("  " + line) for line in _wrapped(printable(advice), options.max_width - 2))
+        mixed = len({finding.severity for finding in self.findings}) > 1
+        for finding in self.findings:
+            detail = _detail(finding, advice)
+            for index, path in enumerate(finding.paths or ("",)):
+                shown = _path_detail(finding, path) if index else detail
+                severity = f"{NAMES[finding.severity]} " if mixed and not index else ""
+                yield self._line(finding, index, path, severity + shown, options.max_width)
+        yield Text()
+
+    def _heading(self) -> Text:
+        """``check: 1 error, 2 warnings``."""
+        counts = Counter(finding.severity for finding in self.findings)
+        heading = Text(self.check, style="bold")
+        for index, severity in enumerate(severity for severity in reversed(Severity) if counts[severity]):
+            heading.append(": " if index == 0 else ", ")
+            heading.append(_plural(counts[severity], NAMES[severity]), style=STYLES[severity])
+        return heading
+
+    def _line(self, finding: Finding, index: int, path: str, detail: str, width: int) -> Text:
+        """``[new ]DIR/path  details``; a group's further paths indented under its first."""
+        line = Text(no_wrap=True, overflow="ignore")
+        if index == 0 and _is_new(finding):
+            line.append(NEW_MARKER, style="bold magenta")
+        elif index > 0:
+            line.append("  ")
+        line.append(printable(self.folder + path if path else self.folder.rstrip("/")))
+        shown = _fit(printable(detail).split(), width - line.cell_len - 2)
+        if shown:
+            line.append("  " + shown, style="dim")
+        return line
+
+
+def _wrapped(text: str, width: int) -> list[str]:
+    """Prose wrapped between words only: a name or a flag (``--testing-percentage``) stays whole."""
+    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
+
+
+def _fit(words: list[str], room: int) -> str:
+    """As many whole words as fit in ``room`` columns, with an ellipsis when some are left out; never half a number."""
+    for count in range(len(words), 0, -1):
+        shown = " ".join(words[:count]) + ("" if count == len(words) else " …")
+        if cell_len(shown) <= room:
+            return shown
+    return ""
+
+
+def _detail(finding: Finding, advice: str) -> str:
+    """A finding's own values (``key=value``, the JSON's names), else its message when the heading's is not it."""
+    shown = [
+        f"{key}={_value(value)}" for key, value in finding.details.items() if not isinstance(value, dict)
+    ] + _path_detail(finding, finding.paths[0] if finding.paths else "").split()
+    if shown:
+        return " ".join(shown)
+    return "" if finding.message == advice else finding.message
+
+
+def _path_detail(finding: Finding, path: str) -> str:
+    """Values a finding keeps per path (the split of each copy), but not hashes, which say nothing to people."""
+    return " ".join(
+        f"{key}={_value(value[path])}"
+        for key, value in finding.details.items()
+        if isinstance(value, dict) and path in value and "hash" not in key
+    )
+
+
+def _value(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _is_new(finding: Finding) -> bool:
+    """A finding a baseline comparison marked new (a ``status`` field or detail): the hook for ``--baseline``."""
+    return getattr(finding, "status", finding.details.get("status")) == "new"
 
 
 def render_json(report: AuditReport) -> str:

@@ -180,10 +180,10 @@ def _write(report, output_format: str, output: Path | None) -> None:
 
     if output_format == "table":
         if output is None:
-            console.print(render_table(report))
+            console.print(render_table(report), crop=False)  # a path longer than the console stays whole
             return
         buffer = Console(file=io.StringIO(), width=160)
-        buffer.print(render_table(report))
+        buffer.print(render_table(report), crop=False)
         text = buffer.file.getvalue()
     else:
         text = {"json": render_json, "markdown": render_markdown, "github": render_github}[output_format](report)
