@@ -24,11 +24,20 @@ ICONS = {Severity.ERROR: "🛑", Severity.WARNING: "⚠️", Severity.INFO: "ℹ
 
 
 def _by_check(report: AuditReport) -> Iterator[tuple[str, list[Finding]]]:
-    """Findings grouped by check, in report order (most severe first)."""
+    """Findings grouped by check, in report order (most severe first); with a baseline, new findings first."""
     groups: dict[str, list[Finding]] = {}
     for finding in report.findings:
         groups.setdefault(finding.check, []).append(finding)
-    yield from groups.items()
+    for check, findings in groups.items():
+        yield check, sorted(findings, key=lambda finding: _mark(report, finding) != "new")
+
+
+def _mark(report: AuditReport, finding: Finding) -> str:
+    """ "new", "changed" or "accepted" (with a baseline or accepted findings), else ""."""
+    if finding.fingerprint in report.accepted:
+        return "accepted"
+    status = report.comparison.status(finding).status if report.comparison is not None else ""
+    return "" if status == "unchanged" else status
 
 
 def _headline(report: AuditReport) -> str:
@@ -60,7 +69,8 @@ def render_table(report: AuditReport) -> RenderableType:
                 str(len(findings)) if index == 0 else "",
                 Text(finding.severity.value, style=STYLES[finding.severity]),
                 Text(
-                    "\n".join(printable(path) for path in finding.paths[:3])
+                    (f"[{_mark(report, finding)}] " if _mark(report, finding) else "")
+                    + "\n".join(printable(path) for path in finding.paths[:3])
                     + (f"\n(+{len(finding.paths) - 3} more)" if len(finding.paths) > 3 else "")
                 ),
                 Text(printable(finding.message)),  # Text, not markup: paths and messages may hold brackets
@@ -69,7 +79,7 @@ def render_table(report: AuditReport) -> RenderableType:
             table.add_row(
                 "", "", "", Text(f"+{len(findings) - EXAMPLES} more", style="dim"), "(--format json lists all)"
             )
-    return Group(table, Text(_headline(report)))
+    return Group(table, Text(_headline(report)), *([Text(report.change_line())] if report.comparison else []))
 
 
 def render_json(report: AuditReport) -> str:
@@ -82,6 +92,8 @@ def render_json(report: AuditReport) -> str:
 def render_markdown(report: AuditReport) -> str:
     """For a pull-request comment or ``$GITHUB_STEP_SUMMARY``: a summary table, then the findings of each check."""
     lines = [f"## Dataset check: {_code(report.dataset)}", "", _headline(report), ""]
+    if report.comparison is not None:
+        lines += [f"**Change:** {_markdown_text(report.change_line())}", ""]
     if not report.findings:
         return "\n".join([*lines, "No findings."]) + "\n"
     lines += ["| check | severity | findings |", "| --- | --- | ---: |"]
@@ -89,7 +101,7 @@ def render_markdown(report: AuditReport) -> str:
     lines += [f"| `{check}` | {ICONS[f[0].severity]} {f[0].severity.value} | {len(f)} |" for check, f in groups]
     for check, findings in groups:
         lines += ["", f"### `{check}` ({len(findings)})", ""]
-        shown = [_markdown_item(finding) for finding in findings]
+        shown = [_markdown_item(finding, _mark(report, finding)) for finding in findings]
         lines += shown[:EXAMPLES]
         if len(shown) > EXAMPLES:
             lines += ["", f"<details><summary>{len(shown) - EXAMPLES} more</summary>", "", *shown[EXAMPLES:]]
@@ -97,9 +109,9 @@ def render_markdown(report: AuditReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _markdown_item(finding: Finding) -> str:
+def _markdown_item(finding: Finding, mark: str) -> str:
     paths = ", ".join(_code(path) for path in finding.paths)
-    return f"- {paths}: {_markdown_text(finding.message)}"
+    return f"- {f'**{mark}** ' if mark else ''}{paths}: {_markdown_text(finding.message)}"
 
 
 def _code(text: str) -> str:
