@@ -143,12 +143,16 @@ class DatasetCollector(pytest.Collector):
 
     def collect(self) -> list[pytest.Item]:
         from datacheck.registry import selected_checks
+        from retrain.core.errors import InputError
 
         settings = _settings(self.config)
         if settings.baseline is not None:
+            try:
+                findings = _audit(self.config).findings
+            except InputError as error:  # one line, as the CLI says it
+                raise self.CollectError(f"error: {error}") from None
             items: list[pytest.Item] = [
-                FindingItem.from_parent(self, name=finding.fingerprint, finding=finding)
-                for finding in _audit(self.config).findings
+                FindingItem.from_parent(self, name=finding.fingerprint, finding=finding) for finding in findings
             ]
         else:
             items = [

@@ -182,6 +182,9 @@ def test_every_new_flag_is_a_setting(pull_request: PullRequest, tmp_path: Path) 
     assert code == 0 and new["baseline"] == str(tmp_path / "main.json")
     assert audit(pull_request.before, "--config", settings, "--fail-on-all")[0] == 1
     assert audit(pull_request.after, "--config", settings)[0] == 1
+    settings.write_text('fail-on-new = true\nfail-on = "warning"\n')  # the baseline given per run
+    assert audit(pull_request.before, "--config", settings, "--baseline", pull_request.baseline)[0] == 0
+    assert audit(pull_request.before, "--config", settings)[0] == 2
 
 
 def test_accepting_an_unknown_fingerprint_writes_nothing(
@@ -254,3 +257,12 @@ def test_pytest_plugin_makes_items_of_new_findings_only(pull_request: PullReques
     result.stdout.fnmatch_lines([f"FAILED datacheck::{corrupt}*"])
     for fingerprint in by_status["unchanged"]:
         assert result.stdout.str().count(f"unchanged since the baseline: {fingerprint}") == 1
+
+
+def test_pytest_plugin_bad_baseline_is_one_line(pull_request: PullRequest, pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(
+        f"--retrain-data={pull_request.after}", f"--retrain-baseline={pytester.path / 'missing.json'}"
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["error: baseline */missing.json does not exist"])
+    assert "Traceback" not in result.stdout.str()

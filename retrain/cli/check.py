@@ -162,6 +162,8 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             baseline=baseline,
             fail_on_new=fail_on_new,
         )
+        if settings.fail_on_new and settings.baseline is None:
+            raise InputError("--fail-on-new needs --baseline: an earlier `retrain-ci check --format json`")
         old = load_baseline(settings.baseline) if settings.baseline is not None else None
         _check_outputs(settings, output)
         if accept:

@@ -246,8 +246,6 @@ class AuditSettings:
     accepted: tuple[AcceptedFinding, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.fail_on_new and self.baseline is None:
-            raise InputError("fail-on-new needs a baseline: an earlier `retrain-ci check --format json` (--baseline)")
         if self.fail_on not in FAIL_ON:
             raise InputError(f"fail-on must be one of {', '.join(FAIL_ON)}, not {self.fail_on!r}")
         if self.cross_validation_folds < 2:
