@@ -92,8 +92,7 @@ def render_json(report: AuditReport) -> str:
 def render_markdown(report: AuditReport) -> str:
     """For a pull-request comment or ``$GITHUB_STEP_SUMMARY``: a summary table, then the findings of each check."""
     lines = [f"## Dataset check: {_code(report.dataset)}", "", _headline(report), ""]
-    if report.comparison is not None:
-        lines += [f"**Change:** {_markdown_text(report.change_line())}", ""]
+    lines += _markdown_change(report)
     if not report.findings:
         return "\n".join([*lines, "No findings."]) + "\n"
     lines += ["| check | severity | findings |", "| --- | --- | ---: |"]
@@ -107,6 +106,19 @@ def render_markdown(report: AuditReport) -> str:
             lines += ["", f"<details><summary>{len(shown) - EXAMPLES} more</summary>", "", *shown[EXAMPLES:]]
             lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def _markdown_change(report: AuditReport) -> list[str]:
+    """The change against the baseline in a line, then the copies it adds of photos already there and what it fixed."""
+    if report.comparison is None:
+        return []
+    lines = [f"**Change:** {_markdown_text(report.change_line())}", ""]
+    for duplicate in report.comparison.diff.duplicates:
+        copies = ", ".join(_code(path) for path in duplicate.existing)
+        lines.append(f"- added {_code(duplicate.path)} copies {copies} (`{duplicate.check}`)")
+    fixed = report.comparison.fixed
+    lines += [f"- **fixed** {_markdown_item(finding, '')[2:]} (`{finding.check}`)" for finding in fixed]
+    return [*lines, ""] if len(lines) > 2 else lines
 
 
 def _markdown_item(finding: Finding, mark: str) -> str:

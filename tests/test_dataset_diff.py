@@ -139,6 +139,8 @@ def test_table_and_markdown_lead_with_the_change(pull_request: PullRequest) -> N
     args = ("check", pull_request.after, *PIXELS, "--baseline", pull_request.baseline)
     markdown = run_cli(*args, "--format", "markdown").stdout
     assert "**Change:** +1 dandelion, +2 roses" in markdown
+    assert f"- added `dandelion/resized-copy.jpg` copies `{pull_request.test_photo}` (`near_duplicates`)" in markdown
+    assert f"- **fixed** `{GRAYSCALE}`: black and white" in markdown
     section = markdown.split("### `near_duplicates` (2)")[1]
     assert section.index("**new** `dandelion/") < section.index("**changed** `sunflowers/")
     table = run_cli(*args).stdout
