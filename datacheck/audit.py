@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from datacheck.findings import AuditReport
+from datacheck.baseline import Baseline, ManifestEntry, compare, fingerprint, members
+from datacheck.findings import AuditReport, Finding
 from datacheck.properties import image_properties
 from datacheck.registry import AuditData, selected_checks
 from retrain.core.bottleneck_cache import BottleneckSource
@@ -19,17 +21,27 @@ from retrain.core.settings import AuditSettings
 
 
 def audit_dataset(
-    root: Path, settings: AuditSettings, *, hooks: Hooks = Hooks(), bottlenecks: BottleneckSource | None = None
+    root: Path,
+    settings: AuditSettings,
+    *,
+    hooks: Hooks = Hooks(),
+    bottlenecks: BottleneckSource | None = None,
+    baseline: Baseline | None = None,
 ) -> AuditReport:
     """Audit an image folder; raises InputError only for input it cannot audit at all (a missing folder).
 
-    ``bottlenecks`` computes them for the checks that need them (the training engine's ``bottleneck_source``).
+    ``bottlenecks`` computes them for the checks that need them (the training engine's ``bottleneck_source``);
+    with a ``baseline`` (an earlier audit) the report also says what changed since.
     """
     started = time.perf_counter()
     checks = selected_checks(settings.only, settings.skip)
     needed = bottlenecks if any(check.needs_bottlenecks for check in checks) else None
     data = audit_data(root, settings, hooks=hooks, bottlenecks=needed)
-    findings = [finding for check in checks for finding in check().run(data)]
+    manifest = {
+        row.path: ManifestEntry(row.path, row.label, row.split, row.sha1)
+        for row in data.images[["path", "label", "split", "sha1"]].itertuples()
+    }
+    findings = [_fingerprinted(finding, manifest) for check in checks for finding in check().run(data)]
     findings.sort(key=lambda finding: -finding.severity.rank)  # stable: check order within a severity
     return AuditReport(
         dataset=str(root),
@@ -40,6 +52,15 @@ def audit_dataset(
         seconds=time.perf_counter() - started,
         bottlenecks=data.bottleneck_counts,
         warnings=data.bottleneck_warnings,
+        manifest=manifest,
+        comparison=compare(baseline, findings, manifest) if baseline is not None else None,
+        accepted={accepted.fingerprint: accepted.reason for accepted in settings.accepted},
+    )
+
+
+def _fingerprinted(finding: Finding, manifest: dict[str, ManifestEntry]) -> Finding:
+    return dataclasses.replace(
+        finding, fingerprint=fingerprint(finding.check, members(finding.check, finding.paths, manifest))
     )
 
 

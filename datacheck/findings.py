@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datacheck.baseline import Comparison, ManifestEntry
 
 
 class Severity(str, Enum):
@@ -34,6 +37,7 @@ class Finding:
     paths: tuple[str, ...]
     message: str
     details: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""  # datacheck.baseline.fingerprint: the check and what it names, stable across runs
 
     def fails(self, fail_on: str) -> bool:
         """Whether this finding fails a gate set to ``fail_on``."""
@@ -51,6 +55,9 @@ class AuditReport:
     seconds: float
     bottlenecks: dict[str, int] | None = None  # computed / reused, when a check needed them
     warnings: list[str] = field(default_factory=list)  # about the run, not the dataset (a damaged cache shard)
+    manifest: dict[str, ManifestEntry] = field(default_factory=dict)  # by path: every file, to diff a later audit
+    comparison: Comparison | None = None  # against --baseline
+    accepted: dict[str, str] = field(default_factory=dict)  # fingerprint -> reason, from the settings
 
     def counts(self) -> dict[str, int]:
         """Findings per severity, every severity present."""
@@ -66,12 +73,29 @@ class AuditReport:
             counts[finding.check] = counts.get(finding.check, 0) + 1
         return counts
 
-    def fails(self, fail_on: str) -> bool:
-        """Whether the CI gate fails: any finding at or above ``fail_on`` (error, warning; never)."""
-        return any(finding.fails(fail_on) for finding in self.findings)
+    def gating(self, *, new_only: bool = False) -> list[Finding]:
+        """The findings a gate judges: never accepted ones; with ``new_only``, only those new against the baseline."""
+        return [
+            finding
+            for finding in self.findings
+            if finding.fingerprint not in self.accepted
+            and not (new_only and self.comparison and self.comparison.status(finding).status != "new")
+        ]
+
+    def fails(self, fail_on: str, *, new_only: bool = False) -> bool:
+        """Whether the CI gate fails: any gating finding at or above ``fail_on`` (error, warning; never)."""
+        return any(finding.fails(fail_on) for finding in self.gating(new_only=new_only))
+
+    def new_counts(self) -> dict[str, int]:
+        """New findings per severity (against the baseline), every severity present."""
+        counts = dict.fromkeys((s.value for s in reversed(Severity)), 0)
+        for finding in self.findings:
+            if self.comparison and self.comparison.status(finding).status == "new":
+                counts[finding.severity.value] += 1
+        return counts
 
     def summary(self) -> dict[str, Any]:
-        return {
+        summary = {
             "images": self.images,
             "classes": self.classes,
             "findings": self.counts(),
@@ -79,15 +103,48 @@ class AuditReport:
             "checks_run": self.checks_run,
             "seconds": round(self.seconds, 2),
             "bottlenecks": self.bottlenecks,
+            "accepted": sum(finding.fingerprint in self.accepted for finding in self.findings),
         }
+        if self.comparison is not None:
+            summary.update(new=self.new_counts(), fixed=len(self.comparison.fixed), change=self.change_line())
+        return summary
+
+    def change_line(self) -> str:
+        """ "+40 roses, -3 tulips, 2 moved tulips -> roses; new: 1 error, 3 warnings; fixed: 2" (with a baseline)."""
+        if self.comparison is None:
+            return ""
+        new = [f"{n} {severity}{'s' if n != 1 else ''}" for severity, n in self.new_counts().items() if n]
+        return f"{self.comparison.diff.summary()}; new: {', '.join(new) or 'none'}; fixed: {len(self.comparison.fixed)}"
 
     def to_dict(self) -> dict[str, Any]:
-        """The documented JSON shape."""
-        return {
+        """The documented JSON shape; ``format`` and ``version`` let a later audit read it as its baseline."""
+        from datacheck.baseline import AUDIT_FORMAT, AUDIT_VERSION
+
+        shape: dict[str, Any] = {
+            "format": AUDIT_FORMAT,
+            "version": AUDIT_VERSION,
             "dataset": self.dataset,
             "summary": self.summary(),
-            "findings": [
-                {**asdict(finding), "severity": finding.severity.value, "paths": list(finding.paths)}
-                for finding in self.findings
-            ],
+            "findings": [self._finding_dict(finding) for finding in self.findings],
         }
+        if self.comparison is not None:
+            shape["baseline"] = str(self.comparison.baseline)
+            shape["diff"] = self.comparison.diff.to_dict()
+            shape["fixed"] = [_plain(finding) for finding in self.comparison.fixed]
+        shape["manifest"] = [vars(entry) for entry in self.manifest.values()]
+        return shape
+
+    def _finding_dict(self, finding: Finding) -> dict[str, Any]:
+        shape = _plain(finding)
+        if self.comparison is not None:
+            status = self.comparison.status(finding)
+            shape["status"] = status.status
+            if status.status == "changed":
+                shape.update(gained=list(status.gained), lost=list(status.lost))
+        if finding.fingerprint in self.accepted:
+            shape["accepted"] = {"reason": self.accepted[finding.fingerprint]}
+        return shape
+
+
+def _plain(finding: Finding) -> dict[str, Any]:
+    return {**asdict(finding), "severity": finding.severity.value, "paths": list(finding.paths)}

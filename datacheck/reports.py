@@ -7,7 +7,7 @@ import json
 import re
 import textwrap
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
@@ -19,18 +19,26 @@ from retrain.core.display import printable
 FORMATS = ("table", "json", "markdown", "github")
 # Findings shown per check in the Markdown report; the table and JSON have all of them.
 EXAMPLES = 5
-NEW_MARKER = "new "
 STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 NAMES = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 ICONS = {Severity.ERROR: "🛑", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}
 
 
 def _by_check(report: AuditReport) -> Iterator[tuple[str, list[Finding]]]:
-    """Findings grouped by check, in report order (most severe first)."""
+    """Findings grouped by check, in report order (most severe first); with a baseline, new findings first."""
     groups: dict[str, list[Finding]] = {}
     for finding in report.findings:
         groups.setdefault(finding.check, []).append(finding)
-    yield from groups.items()
+    for check, findings in groups.items():
+        yield check, sorted(findings, key=lambda finding: _mark(report, finding) != "new")
+
+
+def _mark(report: AuditReport, finding: Finding) -> str:
+    """ "new", "changed" or "accepted" (with a baseline or accepted findings), else ""."""
+    if finding.fingerprint in report.accepted:
+        return "accepted"
+    status = report.comparison.status(finding).status if report.comparison is not None else ""
+    return "" if status == "unchanged" else status
 
 
 def _headline(report: AuditReport) -> str:
@@ -49,18 +57,23 @@ def render_table(report: AuditReport) -> RenderableType:
     finding that starts with its whole path (``DIR/relative/path``, clickable), its details after it."""
     if not report.findings:
         return Text(f"No findings. {_headline(report)}", style="green")
-    checks = [FindingsOfCheck(report.dataset, check, findings) for check, findings in _by_check(report)]
-    return Group(*checks, Text(_headline(report)))
+    checks = [
+        FindingsOfCheck(report.dataset, check, findings, lambda finding: _mark(report, finding))
+        for check, findings in _by_check(report)
+    ]
+    change = [Text(report.change_line())] if report.comparison else []
+    return Group(*checks, Text(_headline(report)), *change)
 
 
 class FindingsOfCheck:
     """One check's findings, laid out at render time to the console's width: a path is never wrapped or cut, the
     details after it are cut (with an ellipsis) where the line would pass the width."""
 
-    def __init__(self, dataset: str, check: str, findings: list[Finding]) -> None:
+    def __init__(self, dataset: str, check: str, findings: list[Finding], mark: Callable[[Finding], str]) -> None:
         self.folder = dataset.rstrip("/") + "/"
         self.check = check
         self.findings = findings
+        self.mark = mark  # "new", "changed", "accepted" against a baseline, else ""
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self._heading()
@@ -87,8 +100,9 @@ class FindingsOfCheck:
     def _line(self, finding: Finding, index: int, path: str, detail: str, width: int) -> Text:
         """``[new ]DIR/path  details``; a group's further paths indented under its first."""
         line = Text(no_wrap=True, overflow="ignore")
-        if index == 0 and _is_new(finding):
-            line.append(NEW_MARKER, style="bold magenta")
+        mark = self.mark(finding) if index == 0 else ""
+        if mark:
+            line.append(f"[{mark}] ", style="bold magenta")
         elif index > 0:
             line.append("  ")
         line.append(printable(self.folder + path if path else self.folder.rstrip("/")))
@@ -139,11 +153,6 @@ def _value(value: object) -> str:
     return str(value)
 
 
-def _is_new(finding: Finding) -> bool:
-    """A finding a baseline comparison marked new (a ``status`` field or detail): the hook for ``--baseline``."""
-    return getattr(finding, "status", finding.details.get("status")) == "new"
-
-
 def render_json(report: AuditReport) -> str:
     """Paths as they are, in JSON's own escapes; a byte of a name that is not valid UTF-8 as its \\udcXX escape,
     which Python's ``json`` and ``os.fsencode`` turn back into the byte."""
@@ -154,6 +163,7 @@ def render_json(report: AuditReport) -> str:
 def render_markdown(report: AuditReport) -> str:
     """For a pull-request comment or ``$GITHUB_STEP_SUMMARY``: a summary table, then the findings of each check."""
     lines = [f"## Dataset check: {_code(report.dataset)}", "", _headline(report), ""]
+    lines += _markdown_change(report)
     if not report.findings:
         return "\n".join([*lines, "No findings."]) + "\n"
     lines += ["| check | severity | findings |", "| --- | --- | ---: |"]
@@ -161,7 +171,7 @@ def render_markdown(report: AuditReport) -> str:
     lines += [f"| `{check}` | {ICONS[f[0].severity]} {f[0].severity.value} | {len(f)} |" for check, f in groups]
     for check, findings in groups:
         lines += ["", f"### `{check}` ({len(findings)})", ""]
-        shown = [_markdown_item(finding) for finding in findings]
+        shown = [_markdown_item(finding, _mark(report, finding)) for finding in findings]
         lines += shown[:EXAMPLES]
         if len(shown) > EXAMPLES:
             lines += ["", f"<details><summary>{len(shown) - EXAMPLES} more</summary>", "", *shown[EXAMPLES:]]
@@ -169,9 +179,22 @@ def render_markdown(report: AuditReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _markdown_item(finding: Finding) -> str:
+def _markdown_change(report: AuditReport) -> list[str]:
+    """The change against the baseline in a line, then the copies it adds of photos already there and what it fixed."""
+    if report.comparison is None:
+        return []
+    lines = [f"**Change:** {_markdown_text(report.change_line())}", ""]
+    for duplicate in report.comparison.diff.duplicates:
+        copies = ", ".join(_code(path) for path in duplicate.existing)
+        lines.append(f"- added {_code(duplicate.path)} copies {copies} (`{duplicate.check}`)")
+    fixed = report.comparison.fixed
+    lines += [f"- **fixed** {_markdown_item(finding, '')[2:]} (`{finding.check}`)" for finding in fixed]
+    return [*lines, ""] if len(lines) > 2 else lines
+
+
+def _markdown_item(finding: Finding, mark: str) -> str:
     paths = ", ".join(_code(path) for path in finding.paths)
-    return f"- {paths}: {_markdown_text(finding.message)}"
+    return f"- {f'**{mark}** ' if mark else ''}{paths}: {_markdown_text(finding.message)}"
 
 
 def _code(text: str) -> str:

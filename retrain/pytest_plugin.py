@@ -37,6 +37,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=("error", "warning", "never"),
         help="severity at which a check's test fails (default: the audit settings' fail-on, error)",
     )
+    group.addoption(
+        "--retrain-baseline",
+        metavar="OLD.json",
+        help="an earlier `retrain-ci check --format json`: only findings new since then become items; "
+        "each unchanged one is reported once as skipped, with its fingerprint",
+    )
+    parser.addini("retrain_baseline", "as --retrain-baseline (relative to the ini file's folder)")
     parser.addini("retrain_data", "image folder to audit, as --retrain-data (relative to the ini file's folder)")
     parser.addini("retrain_min_accuracy", "as --retrain-min-accuracy")
 
@@ -68,14 +75,22 @@ def _settings(config: pytest.Config):
 
         data = _data_dir(config)
         settings = load_settings(find_config_file(data, config.rootpath))
-        state["settings"] = settings.replace(fail_on=config.getoption("retrain_fail_on"))
+        state["settings"] = settings.replace(fail_on=config.getoption("retrain_fail_on"), baseline=_baseline(config))
     return state["settings"]
+
+
+def _baseline(config: pytest.Config) -> Path | None:
+    if config.getoption("retrain_baseline"):
+        return Path(config.getoption("retrain_baseline"))
+    value = config.getini("retrain_baseline")
+    return config.rootpath / value if value else None
 
 
 def _audit(config: pytest.Config):
     state = _state(config)
     if "audit" not in state:
         from datacheck.audit import audit_dataset
+        from datacheck.baseline import load_baseline
         from datacheck.registry import selected_checks
 
         settings = _settings(config)
@@ -84,7 +99,8 @@ def _audit(config: pytest.Config):
             from retrain.training.bottlenecks import bottleneck_source
 
             source = bottleneck_source(settings.module)
-        state["audit"] = audit_dataset(_data_dir(config), settings, bottlenecks=source)
+        baseline = load_baseline(settings.baseline) if settings.baseline is not None else None
+        state["audit"] = audit_dataset(_data_dir(config), settings, bottlenecks=source, baseline=baseline)
     return state["audit"]
 
 
@@ -119,15 +135,30 @@ def pytest_make_collect_report(collector: pytest.Collector):
 
 
 class DatasetCollector(pytest.Collector):
-    """``datacheck::<check id>`` for every selected check, and ``datacheck::min_accuracy`` when asked for."""
+    """``datacheck::<check id>`` for every selected check, and ``datacheck::min_accuracy`` when asked for.
+
+    With a baseline, ``datacheck::<fingerprint>`` for each finding instead: new ones run, the others are skipped, so
+    the items agree with ``retrain-ci check --baseline OLD.json --fail-on-new`` (this audits while collecting).
+    """
 
     def collect(self) -> list[pytest.Item]:
         from datacheck.registry import selected_checks
+        from retrain.core.errors import InputError
 
         settings = _settings(self.config)
-        items: list[pytest.Item] = [
-            DatasetCheckItem.from_parent(self, name=check.id) for check in selected_checks(settings.only, settings.skip)
-        ]
+        if settings.baseline is not None:
+            try:
+                findings = _audit(self.config).findings
+            except InputError as error:  # one line, as the CLI says it
+                raise self.CollectError(f"error: {error}") from None
+            items: list[pytest.Item] = [
+                FindingItem.from_parent(self, name=finding.fingerprint, finding=finding) for finding in findings
+            ]
+        else:
+            items = [
+                DatasetCheckItem.from_parent(self, name=check.id)
+                for check in selected_checks(settings.only, settings.skip)
+            ]
         if _min_accuracy(self.config) is not None:
             items.append(AccuracyItem.from_parent(self, name="min_accuracy"))
         return items
@@ -150,13 +181,33 @@ class DatasetCheckItem(_DatasetItem):
 
     def runtest(self) -> None:
         fail_on = _settings(self.config).fail_on
-        findings = [finding for finding in _audit(self.config).findings if finding.check == self.name]
-        failing = [finding for finding in findings if finding.fails(fail_on)]
+        report = _audit(self.config)
+        findings = [finding for finding in report.findings if finding.check == self.name]
+        failing = [finding for finding in report.gating() if finding.check == self.name and finding.fails(fail_on)]
         for finding in findings:
             if finding not in failing:
                 warnings.warn(DatasetFindingWarning(_describe(finding)), stacklevel=1)
         if failing:
             raise DatasetCheckFailed("\n".join(_describe(finding) for finding in failing))
+
+
+class FindingItem(_DatasetItem):
+    """One finding against the baseline: a new one fails at or above fail-on; any other is skipped, by fingerprint."""
+
+    def __init__(self, *, finding, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.finding = finding
+
+    def runtest(self) -> None:
+        report = _audit(self.config)
+        if self.finding.fingerprint in report.accepted:
+            pytest.skip(f"accepted {self.finding.fingerprint}: {report.accepted[self.finding.fingerprint]}")
+        status = report.comparison.status(self.finding).status
+        if status != "new":
+            pytest.skip(f"{status} since the baseline: {self.finding.fingerprint}")
+        if self.finding.fails(_settings(self.config).fail_on):
+            raise DatasetCheckFailed(_describe(self.finding))
+        warnings.warn(DatasetFindingWarning(_describe(self.finding)), stacklevel=1)
 
 
 class AccuracyItem(_DatasetItem):

@@ -93,12 +93,12 @@ def test_valid_but_unusual_files_load_and_pass(defective_dataset: DefectiveDatas
 
 def test_json_report_has_the_documented_shape(defective_dataset: DefectiveDataset, defective_audit) -> None:
     _, report = defective_audit
-    assert set(report) == {"dataset", "summary", "findings"}
+    assert set(report) == {"format", "version", "dataset", "summary", "findings", "manifest"}
     assert report["dataset"] == str(defective_dataset.root)
     assert set(report["summary"]) >= {"images", "classes", "findings", "by_check", "checks_run", "seconds"}
     assert sum(report["summary"]["findings"].values()) == len(report["findings"])
     for finding in report["findings"]:
-        assert set(finding) == {"check", "severity", "paths", "message", "details"}
+        assert set(finding) == {"check", "severity", "paths", "message", "details", "fingerprint"}
         assert finding["severity"] in ("error", "warning", "info")
         for path in finding["paths"]:
             assert not Path(path).is_absolute() and (defective_dataset.root / path).exists(), path

@@ -3,7 +3,6 @@ with its count and what to do, then one line per finding that starts with its wh
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -14,10 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
-from datacheck.findings import AuditReport, Finding, Severity
-from datacheck.reports import render_table
 from retrain.core.display import printable
 from tests.conftest import DefectiveDataset, run_cli
 
@@ -88,16 +84,3 @@ def test_each_finding_is_one_line_that_starts_with_its_whole_path(
         assert advice.startswith("  ") and printable(group[0]["message"]).startswith(advice.strip())
     for dark in (f"{dataset}/daisy/dark.jpg", f"{dataset}/daisy/{LONG_NAME}"):  # details where the width has room
         assert f"{dark}  highlights=0.11" in lines if len(dark) + 17 <= columns else dark in lines
-
-
-def test_new_findings_are_marked_in_the_order_given() -> None:
-    """The hook for a baseline: findings render in the order given, a ``status`` of new marked before the path."""
-    old = Finding("dark", Severity.INFO, ("daisy/old.jpg",), "underexposed: check it", {"highlights": 0.1})
-    new = Finding("dark", Severity.INFO, ("daisy/new.jpg",), "underexposed: check it", {"status": "new"})
-    report = AuditReport("photos", [new, old], images=2, classes={"daisy": 2}, checks_run=["dark"], seconds=0.1)
-    console = Console(file=io.StringIO(), width=80)
-    console.print(render_table(report), crop=False)
-    lines = console.file.getvalue().splitlines()
-    assert lines[:4] == ["dark: 2 notes", "  underexposed: check it", "new photos/daisy/new.jpg  status=new"] + [
-        "photos/daisy/old.jpg  highlights=0.1"
-    ]

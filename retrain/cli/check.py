@@ -9,11 +9,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from retrain.cli.common import ProgressBars, console, import_tensorflow_quietly, user_errors, warn
+from datacheck.baseline import Baseline, load_baseline
+from retrain.cli.common import ProgressBars, console, err_console, import_tensorflow_quietly, user_errors, warn
 from retrain.core.errors import InputError
 from retrain.core.outputs import check_writable, staged_output
-from retrain.core.settings import AuditSettings
-from retrain.core.settings_file import find_config_file, load_settings
+from retrain.core.settings import AcceptedFinding, AuditSettings
+from retrain.core.settings_file import CONFIG_FILE, find_config_file, load_settings, record_accepted
 
 AUDIT = AuditSettings()
 
@@ -112,6 +113,32 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
     tfhub_module: Annotated[
         str | None, typer.Option("--tfhub-module", help="As for train.", show_default=AUDIT.module.tfhub_module)
     ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline",
+            metavar="OLD.json",
+            help="An earlier `check --format json`: report the files added, removed, changed and moved since, and "
+            "each finding as new, changed or unchanged.",
+        ),
+    ] = None,
+    fail_on_new: Annotated[
+        bool | None,
+        typer.Option(
+            "--fail-on-new/--fail-on-all",
+            help="Gate only on findings new since --baseline (the totals still show).",
+            show_default=False,
+        ),
+    ] = None,
+    accept: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--accept",
+            metavar="FINGERPRINT",
+            help="Record a reviewed finding as accepted in the settings file: it never fails a gate (repeatable).",
+        ),
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why --accept's findings are fine.")] = "",
 ) -> None:
     """Audit a dataset before training: broken files, duplicates, leaks between splits, suspected mislabels, ..."""
     from datacheck.reports import FORMATS
@@ -119,7 +146,8 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
     if output_format not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
     with user_errors():
-        settings = load_settings(config_file or find_config_file(image_dir, Path.cwd())).replace(
+        settings_path = config_file or find_config_file(image_dir, Path.cwd())
+        settings = load_settings(settings_path).replace(
             fail_on=fail_on,
             skip=_ids(skip),
             only=_ids(only),
@@ -131,12 +159,36 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             validation_percentage=validation_percentage,
             bottleneck_dir=bottleneck_dir,
             tfhub_module=tfhub_module,
+            baseline=baseline,
+            fail_on_new=fail_on_new,
         )
+        if settings.fail_on_new and settings.baseline is None:
+            raise InputError("--fail-on-new needs --baseline: an earlier `retrain-ci check --format json`")
+        old = load_baseline(settings.baseline) if settings.baseline is not None else None
         _check_outputs(settings, output)
-        report = _audit(image_dir, settings)
+        if accept:
+            settings = settings.replace(
+                accepted=settings.accepted + tuple(AcceptedFinding(fingerprint, reason) for fingerprint in accept)
+            )
+        report = _audit(image_dir, settings, old)
         warn(report.warnings)
+        if accept:
+            _record(report, accept, reason, settings_path or Path.cwd() / CONFIG_FILE)
         _write(report, output_format, output)
-    raise typer.Exit(1 if report.fails(settings.fail_on) else 0)
+    raise typer.Exit(1 if report.fails(settings.fail_on, new_only=settings.fail_on_new) else 0)
+
+
+def _record(report, fingerprints: list[str], reason: str, settings_path: Path) -> None:
+    """Only fingerprints of this audit's findings are recorded: a typo would otherwise accept nothing, silently."""
+    found = {finding.fingerprint for finding in report.findings}
+    unknown = [fingerprint for fingerprint in fingerprints if fingerprint not in found]
+    if unknown:
+        raise InputError(f"no finding of this audit has fingerprint {unknown[0]!r}; `--format json` lists them")
+    added = record_accepted(settings_path, fingerprints, reason)
+    if added:
+        err_console.print(
+            f"accepted {len(added)} finding{'s' if len(added) != 1 else ''} in {settings_path}", style="dim"
+        )
 
 
 def _ids(values: list[str] | None) -> tuple[str, ...] | None:
@@ -156,7 +208,7 @@ def _check_outputs(settings: AuditSettings, output: Path | None) -> None:
         check_writable(settings.module.bottleneck_dir, "bottleneck cache", folder=True)
 
 
-def _audit(image_dir: Path, settings: AuditSettings):
+def _audit(image_dir: Path, settings: AuditSettings, baseline: Baseline | None):
     """The audit with progress bars; the training engine (and TensorFlow) only when a check needs bottlenecks."""
     from datacheck.audit import audit_dataset
     from datacheck.registry import selected_checks
@@ -169,7 +221,7 @@ def _audit(image_dir: Path, settings: AuditSettings):
         source = bottleneck_source(settings.module)
     bars = ProgressBars()
     try:
-        return audit_dataset(image_dir, settings, hooks=bars.hooks(), bottlenecks=source)
+        return audit_dataset(image_dir, settings, hooks=bars.hooks(), bottlenecks=source, baseline=baseline)
     finally:
         bars.stop()
 

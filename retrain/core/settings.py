@@ -204,6 +204,14 @@ class RunSettings:
 
 
 @dataclass(frozen=True)
+class AcceptedFinding:
+    """A finding reviewed and found fine (two near-identical photos that are truly two): it never fails a gate."""
+
+    fingerprint: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class AuditSettings:
     """Every setting of the audit; the defaults are tuned on the tutorial's flower photos to flag no normal photo."""
 
@@ -231,6 +239,11 @@ class AuditSettings:
     only: tuple[str, ...] = ()
     skip: tuple[str, ...] = ()
     fail_on: str = "error"
+    # Against an earlier audit (`check --format json`): what changed, and optionally a gate on new findings only, so
+    # that a dataset's old debts do not block every pull request.
+    baseline: Path | None = None
+    fail_on_new: bool = False
+    accepted: tuple[AcceptedFinding, ...] = ()
 
     def __post_init__(self) -> None:
         if self.fail_on not in FAIL_ON:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from retrain.core.errors import InputError
-from retrain.core.settings import AuditSettings, flat_fields
+from retrain.core.outputs import staged_output
+from retrain.core.settings import AcceptedFinding, AuditSettings, flat_fields
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,7 +47,7 @@ def load_settings(path: Path | None) -> AuditSettings:
         name = key.replace("-", "_")
         if name not in known:
             raise InputError(f"{path}: unknown setting {key!r}; known: {', '.join(k.replace('_', '-') for k in known)}")
-        settings[name] = _coerce(path, key, value, known[name].default)
+        settings[name] = _coerce(path, key, value, known[name])
     return AuditSettings().replace(**settings)
 
 
@@ -57,13 +61,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise InputError(f"config file {path} is not valid TOML ({error})") from None
 
 
-def _coerce(path: Path, key: str, value: Any, default: Any) -> Any:
+def _coerce(path: Path, key: str, value: Any, setting: dataclasses.Field) -> Any:
     """Take the TOML value as the type of the default, or say which key is wrong."""
-    kind = int if default is None else type(default)  # the optional settings are whole numbers
+    default = setting.default
+    if setting.name == "accepted":
+        return _accepted(path, value)
+    if "Path" in str(setting.type) and isinstance(value, str):
+        return (path.parent / value).expanduser()
+    kind = int if default is None else type(default)  # the other optional settings are whole numbers
+    if isinstance(default, bool) and isinstance(value, bool):
+        return value
     if isinstance(default, tuple) and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    if isinstance(default, Path) and isinstance(value, str):
-        return (path.parent / value).expanduser()
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, kind) and not isinstance(value, bool):
@@ -72,6 +81,49 @@ def _coerce(path: Path, key: str, value: Any, default: Any) -> Any:
 
 
 def _type_name(default: Any) -> str:
-    return {tuple: "a list of check ids", float: "a number", int: "a whole number"}.get(
+    return {tuple: "a list of check ids", float: "a number", int: "a whole number", bool: "true or false"}.get(
         type(default), "a path" if isinstance(default, Path) else "a string"
     )
+
+
+def _accepted(path: Path, value: Any) -> tuple[AcceptedFinding, ...]:
+    """Fingerprints, or tables of ``fingerprint`` and ``reason`` (what ``check --accept`` writes)."""
+    accepted = []
+    for item in value if isinstance(value, list) else [None]:
+        if isinstance(item, str):
+            accepted.append(AcceptedFinding(item))
+        elif isinstance(item, dict) and isinstance(item.get("fingerprint"), str):
+            accepted.append(AcceptedFinding(item["fingerprint"], str(item.get("reason", ""))))
+        else:
+            raise InputError(f"{path}: accepted should be fingerprints or tables with a fingerprint and a reason")
+    return tuple(accepted)
+
+
+def record_accepted(path: Path, fingerprints: Iterable[str], reason: str) -> list[str]:
+    """Append accepted findings to the settings file (created when missing), leaving everything else in it as it was.
+
+    tomllib cannot write, so each one is an ``[[accepted]]`` table (``[[tool.retrain-ci.accepted]]`` in
+    pyproject.toml) appended at the end; the result is parsed before it replaces the file. Returns those added.
+    """
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    known = {accepted.fingerprint for accepted in (load_settings(path).accepted if text else ())}
+    added = [fp for fp in dict.fromkeys(fingerprints) if fp not in known]
+    table = "tool.retrain-ci.accepted" if path.name == PYPROJECT else "accepted"
+    blocks = [f"\n[[{table}]]\nfingerprint = {_toml_string(fp)}\nreason = {_toml_string(reason)}\n" for fp in added]
+    updated = text + ("\n" if text and not text.endswith("\n") else "") + "".join(blocks)
+    try:
+        tomllib.loads(updated)
+    except tomllib.TOMLDecodeError:
+        raise InputError(
+            f"cannot add accepted findings to {path}: it defines `accepted` in a way this cannot extend; "
+            "add them to that list by hand"
+        ) from None
+    if added:
+        with staged_output(path, "settings file") as staging:
+            staging.write_text(updated, encoding="utf-8")
+    return added
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's, except that TOML takes no surrogates (kept as characters)."""
+    return json.dumps(text, ensure_ascii=False)
