@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from datacheck.findings import AuditReport
-from datacheck.properties import image_properties
+from datacheck.properties import image_properties, property_cache
 from datacheck.registry import AuditData, selected_checks
 from retrain.core.bottleneck_cache import BottleneckSource
 from retrain.core.dataset import LabeledImage, scan_folder
@@ -39,17 +39,23 @@ def audit_dataset(
         checks_run=[check.id for check in checks],
         seconds=time.perf_counter() - started,
         bottlenecks=data.bottleneck_counts,
-        warnings=data.bottleneck_warnings,
+        properties=data.property_counts,
+        warnings=data.warnings + data.bottleneck_warnings,
     )
 
 
 def audit_data(
     root: Path, settings: AuditSettings, *, hooks: Hooks = Hooks(), bottlenecks: BottleneckSource | None = None
 ) -> AuditData:
-    """Scan the folder and decode every image once; bottlenecks too when a source for them is given."""
+    """Scan the folder and decode every image the property cache lacks; bottlenecks too when a source is given."""
     scan = scan_folder(root)
-    images = image_properties(scan, settings.split, hooks.progress("Reading images"))
+    properties = image_properties(
+        scan, settings.split, hooks.progress("Reading images"), cache=property_cache(settings)
+    )
+    images = properties.table
     data = AuditData(scan, images, settings)
+    data.property_counts = {"computed": properties.computed, "reused": properties.reused}
+    data.warnings = properties.warnings
     if bottlenecks is not None:
         data.bottlenecks, data.bottleneck_counts, data.bottleneck_warnings = _bottleneck_matrix(
             root, images, bottlenecks, hooks

@@ -50,6 +50,7 @@ class AuditReport:
     checks_run: list[str]
     seconds: float
     bottlenecks: dict[str, int] | None = None  # computed / reused, when a check needed them
+    properties: dict[str, int] | None = None  # images decoded (computed) / taken from the property cache (reused)
     warnings: list[str] = field(default_factory=list)  # about the run, not the dataset (a damaged cache shard)
 
     def counts(self) -> dict[str, int]:
@@ -79,6 +80,7 @@ class AuditReport:
             "checks_run": self.checks_run,
             "seconds": round(self.seconds, 2),
             "bottlenecks": self.bottlenecks,
+            "properties": self.properties,
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def load_settings(path: Path | None) -> AuditSettings:
         name = key.replace("-", "_")
         if name not in known:
             raise InputError(f"{path}: unknown setting {key!r}; known: {', '.join(k.replace('_', '-') for k in known)}")
-        settings[name] = _coerce(path, key, value, known[name].default)
+        settings[name] = _coerce(path, key, value, known[name].default, known[name].metadata.get("type"))
     return AuditSettings().replace(**settings)
 
 
@@ -57,21 +57,22 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise InputError(f"config file {path} is not valid TOML ({error})") from None
 
 
-def _coerce(path: Path, key: str, value: Any, default: Any) -> Any:
-    """Take the TOML value as the type of the default, or say which key is wrong."""
-    kind = int if default is None else type(default)  # the optional settings are whole numbers
+def _coerce(path: Path, key: str, value: Any, default: Any, declared: type | None = None) -> Any:
+    """Take the TOML value as the type of the default (or the declared one, when the default is None), or say which
+    key is wrong."""
+    kind = declared or (int if default is None else type(default))  # the optional settings are whole numbers
     if isinstance(default, tuple) and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    if isinstance(default, Path) and isinstance(value, str):
+    if issubclass(kind, Path) and isinstance(value, str):
         return (path.parent / value).expanduser()
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, kind) and not isinstance(value, bool):
         return value
-    raise InputError(f"{path}: {key} = {value!r} should be {_type_name(default)}")
+    raise InputError(f"{path}: {key} = {value!r} should be {_type_name(kind)}")
 
 
-def _type_name(default: Any) -> str:
+def _type_name(kind: type) -> str:
     return {tuple: "a list of check ids", float: "a number", int: "a whole number"}.get(
-        type(default), "a path" if isinstance(default, Path) else "a string"
+        kind, "a path" if issubclass(kind, Path) else "a string"
     )
