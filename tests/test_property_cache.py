@@ -145,3 +145,24 @@ def test_two_audits_at_once_on_one_cache_both_succeed_and_agree(photos: Path, tm
     after, _ = _audit(photos, tmp_path / "cache")
     assert after["summary"]["properties"] == {"computed": 0, "reused": 26}
     assert after["findings"] == reports[0]["findings"]
+
+
+def test_the_actions_prune_step_keeps_the_saved_cache_to_the_datasets_content(photos: Path, tmp_path: Path) -> None:
+    runner = tmp_path / "runner"
+    cache = runner / "retrain-ci-bottlenecks"  # where gate.sh keeps the cache that actions/cache restores and saves
+    _audit(photos, cache, "--bottleneck-dir", cache)
+    for photo in sorted((photos / "roses").glob("*.jpg"))[:2]:
+        photo.unlink()
+    gate = Path(__file__).parents[1] / ".github" / "actions" / "retrain-ci" / "gate.sh"
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(Path(__file__).parents[1]),
+        "RUNNER_TEMP": str(runner),
+        "INPUT_DATA": str(photos),
+    }
+    prune = subprocess.run(["bash", str(gate), "prune"], env=env, capture_output=True, text=True, timeout=300)
+    assert prune.returncode == 0, prune.stderr
+    assert f"{cache / PROPERTIES_FOLDER}: removed 2 entries" in prune.stdout
+    warm, _ = _audit(photos, cache, "--bottleneck-dir", cache)
+    assert warm["summary"]["properties"] == {"computed": 0, "reused": 24}
