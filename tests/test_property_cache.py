@@ -127,9 +127,17 @@ def test_cache_prune_drops_the_entries_of_deleted_photos_and_keeps_the_rest(phot
     assert "removed 0 cache entries" in again.stdout
 
 
-def test_cache_prune_of_a_missing_dataset_is_one_error_line(tmp_path: Path) -> None:
-    run = run_cli("cache", "prune", tmp_path / "nowhere", "--bottleneck-dir", tmp_path / "bottlenecks")
+def test_cache_prune_of_a_missing_or_empty_dataset_is_one_error_line_and_removes_nothing(
+    photos: Path, tmp_path: Path
+) -> None:
+    _audit(photos, tmp_path / "cache")
+    shards = sorted((tmp_path / "cache").rglob("*.shard"))
+    run = run_cli("cache", "prune", tmp_path / "nowhere", "--property-cache", tmp_path / "cache")
     assert run.exit_code == 2 and run.stderr.startswith("error: image folder") and run.stderr.count("\n") == 1
+    (tmp_path / "empty").mkdir()
+    run = run_cli("cache", "prune", tmp_path / "empty", "--property-cache", tmp_path / "cache")
+    assert run.exit_code == 2 and run.stderr.startswith("error: no images in") and run.stderr.count("\n") == 1
+    assert sorted((tmp_path / "cache").rglob("*.shard")) == shards
 
 
 def test_two_audits_at_once_on_one_cache_both_succeed_and_agree(photos: Path, tmp_path: Path) -> None:

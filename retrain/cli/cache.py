@@ -9,6 +9,7 @@ import typer
 
 from retrain.cli.common import user_errors
 from retrain.core.display import printable
+from retrain.core.errors import InputError
 from retrain.core.settings import AuditSettings
 from retrain.core.settings_file import find_config_file, load_settings
 
@@ -50,6 +51,8 @@ def prune(
             bottleneck_dir=bottleneck_dir, property_cache=property_cache
         )
         images = [path for folder in scan_folder(image_dir).classes for path in folder.images]
+        if not images:
+            raise InputError(f"no images in {image_dir}: pruning would empty the caches; give the dataset folder")
         roots = {settings.module.bottleneck_dir, property_store(settings).directory.parent}
         pruned = prune_caches(sorted(roots), images)
     for folder, removed in pruned.items():
