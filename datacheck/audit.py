@@ -11,7 +11,7 @@ import pandas as pd
 
 from datacheck.baseline import Baseline, ManifestEntry, compare, fingerprint, members
 from datacheck.findings import AuditReport, Finding
-from datacheck.properties import image_properties
+from datacheck.properties import image_properties, property_cache
 from datacheck.registry import AuditData, selected_checks
 from retrain.core.bottleneck_cache import BottleneckSource
 from retrain.core.dataset import LabeledImage, scan_folder
@@ -51,7 +51,8 @@ def audit_dataset(
         checks_run=[check.id for check in checks],
         seconds=time.perf_counter() - started,
         bottlenecks=data.bottleneck_counts,
-        warnings=data.bottleneck_warnings,
+        properties=data.property_counts,
+        warnings=data.warnings + data.bottleneck_warnings,
         manifest=manifest,
         comparison=compare(baseline, findings, manifest) if baseline is not None else None,
         accepted={accepted.fingerprint: accepted.reason for accepted in settings.accepted},
@@ -67,10 +68,15 @@ def _fingerprinted(finding: Finding, manifest: dict[str, ManifestEntry]) -> Find
 def audit_data(
     root: Path, settings: AuditSettings, *, hooks: Hooks = Hooks(), bottlenecks: BottleneckSource | None = None
 ) -> AuditData:
-    """Scan the folder and decode every image once; bottlenecks too when a source for them is given."""
+    """Scan the folder and decode every image the property cache lacks; bottlenecks too when a source is given."""
     scan = scan_folder(root)
-    images = image_properties(scan, settings.split, hooks.progress("Reading images"))
+    properties = image_properties(
+        scan, settings.split, hooks.progress("Reading images"), cache=property_cache(settings)
+    )
+    images = properties.table
     data = AuditData(scan, images, settings)
+    data.property_counts = {"computed": properties.computed, "reused": properties.reused}
+    data.warnings = properties.warnings
     if bottlenecks is not None:
         data.bottlenecks, data.bottleneck_counts, data.bottleneck_warnings = _bottleneck_matrix(
             root, images, bottlenecks, hooks

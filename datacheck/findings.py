@@ -54,6 +54,7 @@ class AuditReport:
     checks_run: list[str]
     seconds: float
     bottlenecks: dict[str, int] | None = None  # computed / reused, when a check needed them
+    properties: dict[str, int] | None = None  # images decoded (computed) / taken from the property cache (reused)
     warnings: list[str] = field(default_factory=list)  # about the run, not the dataset (a damaged cache shard)
     manifest: dict[str, ManifestEntry] = field(default_factory=dict)  # by path: every file, to diff a later audit
     comparison: Comparison | None = None  # against --baseline
@@ -104,6 +105,7 @@ class AuditReport:
             "seconds": round(self.seconds, 2),
             "bottlenecks": self.bottlenecks,
             "accepted": sum(finding.fingerprint in self.accepted for finding in self.findings),
+            "properties": self.properties,
         }
         if self.comparison is not None:
             summary.update(new=self.new_counts(), fixed=len(self.comparison.fixed), change=self.change_line())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import imagehash
@@ -11,40 +12,77 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from retrain.core.bottleneck_cache import content_key
+from retrain.core.bottleneck_cache import SHARD_ROWS, ShardStore, content_key
 from retrain.core.dataset import FolderScan, split_for
-from retrain.core.images import ImageDecodeError, LfsPointerError, OversizedImageError, decode_image
-from retrain.core.settings import SplitSettings
+from retrain.core.images import DECODER_VERSION, ImageDecodeError, LfsPointerError, OversizedImageError, decode_image
+from retrain.core.settings import AuditSettings, SplitSettings
 
 # Pixel statistics are measured at this size, so that sharpness and detail compare across photos of any size.
 MEASURE_SIZE = (256, 256)
+# Bump when what a row holds or how it is measured changes: cached rows are kept in a folder named by it.
+PROPERTIES_VERSION = 1
 
 ProgressCallback = Callable[[int, int], None]
 
 
+@dataclass
+class ImageProperties:
+    """The table of every image's properties, how many rows were measured or reused from the cache, and warnings."""
+
+    table: pd.DataFrame
+    computed: int = 0
+    reused: int = 0
+    warnings: list[str] = field(default_factory=list)  # one line each, for the shell to show (a damaged cache shard)
+
+
+def property_cache(settings: AuditSettings) -> ShardStore:
+    """Where measured rows are kept, by content key: ``properties-v<N>-d<decoder>/`` under ``--property-cache``, by
+    default beside the bottlenecks (so whatever keeps the bottleneck cache between CI runs keeps this one too)."""
+    root = settings.property_cache or settings.module.bottleneck_dir
+    folder = f"properties-v{PROPERTIES_VERSION}-d{DECODER_VERSION}"
+    return ShardStore(Path(root) / folder, dtype=RECORD_DTYPE, what="image properties")
+
+
 def image_properties(
-    scan: FolderScan, split: SplitSettings, on_progress: ProgressCallback | None = None
-) -> pd.DataFrame:
+    scan: FolderScan,
+    split: SplitSettings,
+    on_progress: ProgressCallback | None = None,
+    *,
+    cache: ShardStore | None = None,
+) -> ImageProperties:
     """One row per image file of every class, in scan order: where it is, its split, its content and pixel statistics.
 
     A file that cannot be decoded gets its reason in ``error`` and missing statistics; it never stops the pass.
+    Rows found in ``cache`` under the file's content key are reused; only the others are decoded, and then cached.
     """
     files = [(folder.label, path) for folder in scan.classes for path in folder.images]
-    rows = []
-    if on_progress:
-        on_progress(0, len(files))
-    with ThreadPoolExecutor(max_workers=2) as pool:  # decoding releases the GIL
-        for done, statistics in enumerate(pool.map(lambda file: _measure(file[1]), files), start=1):
-            rows.append(statistics)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # hashing and decoding release the GIL
+        rows = list(pool.map(lambda file: _identify(file[1]), files))
+        result = _reuse(rows, cache)
+        missing = [index for index, row in enumerate(rows) if row["error"] is None and row["width"] is None]
+        if on_progress:
+            on_progress(len(files) - len(missing), len(files))
+        unsaved: list[int] = []
+        measured = pool.map(lambda index: _measure(files[index][1], rows[index]), missing)
+        for done, (index, _) in enumerate(zip(missing, measured, strict=True), start=len(files) - len(missing) + 1):
+            unsaved.append(index)
+            if cache is not None and len(unsaved) >= SHARD_ROWS:  # a killed audit keeps what it saved
+                _save(cache, rows, unsaved, files)
+                unsaved = []
             if on_progress and (done % 32 == 0 or done == len(files)):
                 on_progress(done, len(files))
+    if cache is not None:
+        _save(cache, rows, unsaved, files)
+        cache.compact()
+    result.computed = len(missing)
     table = pd.DataFrame(rows, columns=list(_COLUMNS))
     table.insert(0, "path", [path.relative_to(scan.root).as_posix() for _, path in files])
     table.insert(1, "label", [label for label, _ in files])
     table.insert(
         2, "split", [split_for(path, split.testing_percentage, split.validation_percentage) for _, path in files]
     )
-    return table
+    result.table = table
+    return result
 
 
 # The measured columns, after path, label and split; what each means.
@@ -73,21 +111,30 @@ _COLUMNS = {
 _KINDS = {OversizedImageError: "oversized", LfsPointerError: "lfs_pointer"}
 
 
-def _measure(path: Path) -> dict:
+def _identify(path: Path) -> dict:
+    """A row with the file's size and content key, or the reason it cannot be read."""
     row: dict = dict.fromkeys(_COLUMNS)
     try:
         row["bytes"] = path.stat().st_size
         row["sha1"] = content_key(path)
+    except OSError as error:
+        row.update(error=error.strerror or str(error), error_kind="corrupt")
+    return row
+
+
+def _measure(path: Path, row: dict) -> None:
+    """Decode the file and fill in the rest of its row: the statistics, or why it could not be decoded."""
+    try:
         decoded = decode_image(path, MEASURE_SIZE)
     except OSError as error:
         row.update(error=error.strerror or str(error), error_kind="corrupt")
-        return row
+        return
     except (OversizedImageError, LfsPointerError) as error:
         row.update(error=str(error), error_kind=_KINDS[type(error)])
-        return row
+        return
     except ImageDecodeError as error:
         row.update(error=_reason(row["bytes"], error.__cause__ or error), error_kind="corrupt")
-        return row
+        return
     pixels = decoded.pixels  # measured in place: a copy of a large image would double the pass's memory
     pixels.thumbnail(MEASURE_SIZE, Image.Resampling.BILINEAR)
     red, green, blue = (channel for channel in np.asarray(pixels, dtype=np.float32).transpose(2, 0, 1) / 255.0)
@@ -110,6 +157,77 @@ def _measure(path: Path) -> dict:
         ),
         phash=str(imagehash.phash(pixels)),
     )
+
+
+# A cached row: the measured columns but the key (the store's own) as fixed-width fields; floats as float64, so a
+# reused row is the measured one to the bit and findings are the same cold or warm. Strings are UTF-8.
+_TEXT = {"error": "S400", "error_kind": "S16", "mode": "S16", "format": "S16", "phash": "S16"}
+_INTEGERS = ("bytes", "width", "height")
+RECORD_DTYPE = np.dtype(
+    [(name, _TEXT.get(name, "<i8" if name in _INTEGERS else "<f8")) for name in _COLUMNS if name != "sha1"]
+)
+_MEASURED = [name for name in RECORD_DTYPE.names if name not in ("bytes", "error", "error_kind")]
+
+
+def _reuse(rows: list[dict], cache: ShardStore | None) -> ImageProperties:
+    """Fill in the rows whose content the cache holds; the counts and the cache's warnings."""
+    result = ImageProperties(pd.DataFrame())
+    keys = sorted({row["sha1"] for row in rows if row["sha1"] is not None})
+    if cache is None or not keys:
+        return result
+    records = np.zeros((len(keys), 1), RECORD_DTYPE)
+    read = cache.read(keys, records)
+    cached = {key: record for key, record, found in zip(keys, records[:, 0], read.found, strict=True) if found}
+    for row in rows:
+        if row["sha1"] in cached:
+            row.update(_from_record(cached[row["sha1"]]))
+            result.reused += 1
+    result.warnings = [
+        f"ignored damaged image-properties shard {shard} ({reason}); its entries were measured again"
+        for shard, reason in read.damaged
+    ]
+    return result
+
+
+def _save(cache: ShardStore, rows: list[dict], indices: list[int], files: list[tuple[str, Path]]) -> None:
+    """Cache the measured rows, but for a reason that names the file (it would be wrong for a copy elsewhere)."""
+    fresh = {}
+    for index in indices:
+        row, path = rows[index], files[index][1]
+        if (
+            path.name not in (row["error"] or "")
+            and len((row["error"] or "").encode()) <= RECORD_DTYPE["error"].itemsize
+        ):
+            fresh[row["sha1"]] = _to_record(row)
+    if fresh:
+        cache.add(list(fresh), np.array(list(fresh.values()), RECORD_DTYPE).reshape(-1, 1))
+
+
+def _to_record(row: dict) -> tuple:
+    values = []
+    for name in RECORD_DTYPE.names:
+        value = row[name]
+        if name in _TEXT:
+            values.append((value or "").encode())
+        elif name in _INTEGERS:
+            values.append(-1 if value is None else value)
+        else:
+            values.append(np.nan if value is None else value)
+    return tuple(values)
+
+
+def _from_record(record: np.void) -> dict:
+    """The row as measured: None where the file had no such property (all statistics, when it could not be decoded)."""
+    error = record["error"].decode()
+    row = {"bytes": int(record["bytes"]), "error": error or None, "error_kind": record["error_kind"].decode() or None}
+    if error:
+        return row
+    for name in _MEASURED:
+        value = record[name]
+        if name in _TEXT:
+            row[name] = value.decode() or None
+        else:
+            row[name] = int(value) if name in _INTEGERS else float(value)
     return row
 
 

@@ -26,6 +26,8 @@ class AuditData:
     bottlenecks: np.ndarray | None = None
     bottleneck_counts: dict[str, int] | None = None  # computed / reused from the cache
     bottleneck_warnings: list[str] = field(default_factory=list)  # e.g. a damaged cache shard, for the shell to show
+    property_counts: dict[str, int] | None = None  # images decoded (computed) / taken from the property cache (reused)
+    warnings: list[str] = field(default_factory=list)  # e.g. a damaged property-cache shard
 
     def readable(self) -> pd.DataFrame:
         """The images that decoded."""

@@ -155,7 +155,7 @@ def test_background_that_gives_the_class_away_is_a_shortcut(
 
 
 def test_unusual_files_are_read_upright_and_in_colour(defective_dataset: DefectiveDataset) -> None:
-    images = image_properties(scan_folder(defective_dataset.root), SplitSettings()).set_index("path")
+    images = image_properties(scan_folder(defective_dataset.root), SplitSettings()).table.set_index("path")
     rotated = images.loc["roses/rotated.jpg"]
     assert rotated["height"] > rotated["width"]  # stored landscape, displayed portrait
     assert images.loc["roses/cmyk.jpg", "mode"] == "CMYK"

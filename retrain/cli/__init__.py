@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from retrain.cli.cache import cache
 from retrain.cli.check import check
 from retrain.cli.demo import demo
 from retrain.cli.evaluate import evaluate
@@ -27,3 +28,4 @@ app = typer.Typer(
 )
 for command in (train, demo, label, evaluate, modules, report, check):
     app.command()(command)
+app.add_typer(cache, name="cache")

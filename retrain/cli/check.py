@@ -139,6 +139,15 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         ),
     ] = None,
     reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why --accept's findings are fine.")] = "",
+    property_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--property-cache",
+            metavar="DIR",
+            help="Where each image's measured properties are cached by content, so a re-audit decodes only new files.",
+            show_default="the bottleneck dir",
+        ),
+    ] = None,
 ) -> None:
     """Audit a dataset before training: broken files, duplicates, leaks between splits, suspected mislabels, ..."""
     from datacheck.reports import FORMATS
@@ -161,6 +170,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             tfhub_module=tfhub_module,
             baseline=baseline,
             fail_on_new=fail_on_new,
+            property_cache=property_cache,
         )
         if settings.fail_on_new and settings.baseline is None:
             raise InputError("--fail-on-new needs --baseline: an earlier `retrain-ci check --format json`")
@@ -197,13 +207,16 @@ def _ids(values: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _check_outputs(settings: AuditSettings, output: Path | None) -> None:
-    """Before any image is decoded: the report file and, when a check needs bottlenecks, their cache are writable."""
+    """Before any image is decoded: the report file, the property cache and, when a check needs bottlenecks, their
+    cache are writable."""
+    from datacheck.properties import property_cache
     from datacheck.registry import selected_checks
 
     if output is not None:
         if not output.parent.is_dir():
             raise InputError(f"cannot write the report to {output}: folder {output.parent} does not exist")
         check_writable(output, "report", folder=False)
+    check_writable(property_cache(settings).directory, "property cache", folder=True)
     if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
         check_writable(settings.module.bottleneck_dir, "bottleneck cache", folder=True)
 

@@ -3,6 +3,7 @@
 Entries are keyed by the SHA-1 of the image file's bytes, so a renamed or moved photo is reused and an edited one is
 recomputed. The store is append-only shard files, one folder per module, merged as they accumulate. Each shard ends with
 a SHA-256 of everything before it, checked on every read: a damaged shard is never trusted, only recomputed.
+The same store (``ShardStore``) holds the audit's per-image properties, as fixed-width records instead of vectors.
 """
 
 from __future__ import annotations
@@ -53,19 +54,27 @@ def content_key(path: Path) -> str:
     return digest.hexdigest()
 
 
-class BottleneckCache:
-    """Shard files ``<time>-<pid>-<random>.shard`` under ``<root>/<module cache key>/``.
+class ShardStore:
+    """Shard files ``<time>-<pid>-<random>.shard`` in one folder, each row a ``dtype`` array of one width per key.
 
-    A shard is two numpy arrays in one file, the keys (an index of a few bytes per entry, read first) then the vectors,
+    A shard is two numpy arrays in one file, the keys (an index of a few bytes per entry, read first) then the rows,
     and a trailer with the checksum of both. Each shard is written to a temporary file and renamed into place, so a
     killed writer leaves at most a stray temporary file, and two runs writing at once each add their own shards.
     Reading a shard hashes all of it (about 1 GB/s), so damage on disk is found before any of its rows is used.
     """
 
     def __init__(
-        self, root: Path, module_key: str, shard_rows: int = SHARD_ROWS, max_small_shards: int = MAX_SMALL_SHARDS
+        self,
+        directory: Path,
+        *,
+        dtype: np.dtype = VECTOR_DTYPE,
+        what: str = "bottlenecks",
+        shard_rows: int = SHARD_ROWS,
+        max_small_shards: int = MAX_SMALL_SHARDS,
     ) -> None:
-        self.directory = Path(root) / module_key
+        self.directory = Path(directory)
+        self.dtype = np.dtype(dtype)
+        self.what = what
         self.shard_rows = shard_rows
         self.max_small_shards = max_small_shards
 
@@ -93,7 +102,7 @@ class BottleneckCache:
                 read.add(shard)
                 try:
                     with open(shard, "rb") as f:
-                        _read_shard(f, index, found, out)
+                        _read_shard(f, self.dtype, index, found, out)
                 except FileNotFoundError:
                     vanished = True
                 except DamagedShard as error:
@@ -106,13 +115,10 @@ class BottleneckCache:
                 break
         return CacheRead(found, damaged)
 
-    def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
-        """Store one shard atomically; ValueError for a non-finite vector (a NaN must be recomputed, never reused)."""
-        if not len(keys):
-            return
-        if not np.isfinite(vectors).all():
-            raise ValueError("a bottleneck vector is not finite (NaN or infinity); it must not be cached")
-        self._write_shard(lambda f: _write_arrays(f, np.asarray(keys, KEY_DTYPE), np.asarray(vectors, VECTOR_DTYPE)))
+    def add(self, keys: Sequence[str], rows: np.ndarray) -> None:
+        """Store one shard atomically."""
+        if len(keys):
+            self._write_shard(lambda f: _write_arrays(f, np.asarray(keys, KEY_DTYPE), np.asarray(rows, self.dtype)))
 
     def shards(self) -> list[Path]:
         """Complete shards, oldest first."""
@@ -135,9 +141,7 @@ class BottleneckCache:
             for shard in small:
                 try:
                     with open(shard, "rb") as f:
-                        layout = _read_layout(f)
-                        for _block in _verified_blocks(f, layout):
-                            pass  # a damaged source must not be merged into a shard with a valid checksum
+                        layout = _verified_layout(f, self.dtype)  # a damaged source must not be merged
                     sources.append((shard, layout))
                 except ValueError:
                     shard.unlink()  # damaged outside retrain-ci (its own writes are atomic), or the older format
@@ -148,6 +152,38 @@ class BottleneckCache:
                 with contextlib.suppress(FileNotFoundError):
                     shard.unlink()
 
+    def prune(self, keep: set[str]) -> Pruned:
+        """Drop the entries whose key is not in ``keep``, rewriting each shard that holds any (the new one renamed
+        into place before the old one is deleted, so a reader finds every kept entry at every moment). A damaged
+        shard is removed whole. Waits for a merge in progress rather than racing it."""
+        pruned = Pruned()
+        wanted = np.asarray(sorted(keep), dtype=KEY_DTYPE)
+        if not self.directory.is_dir():
+            return pruned
+        with self._compaction_lock(blocking=True):
+            for shard in self.shards():
+                try:
+                    size = shard.stat().st_size
+                    with open(shard, "rb") as f:
+                        layout = _verified_layout(f, None)
+                except ValueError:
+                    shard.unlink()
+                    pruned.bytes += size
+                    continue
+                except OSError:
+                    continue
+                kept = np.flatnonzero(np.isin(layout.keys, wanted))
+                if len(kept) == layout.rows:
+                    continue
+                if len(kept):
+                    source = [(shard, layout, kept)]
+                    new = self._write_shard(lambda f, source=source: _write_rows(source, f))
+                    size -= new.stat().st_size
+                shard.unlink()
+                pruned.entries += layout.rows - len(kept)
+                pruned.bytes += size
+        return pruned
+
     def _small_shards(self) -> list[Path]:
         small = []
         for shard in self.shards():
@@ -156,7 +192,7 @@ class BottleneckCache:
                     small.append(shard)
         return small
 
-    def _write_shard(self, write: Callable[[BinaryIO], None]) -> None:
+    def _write_shard(self, write: Callable[[BinaryIO], None]) -> Path:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             name = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SHARD_SUFFIX}"
@@ -171,14 +207,15 @@ class BottleneckCache:
                     os.unlink(f.name)
                     raise
             os.replace(f.name, self.directory / name)
+            return self.directory / name
         except OSError as error:
-            raise InputError(f"cannot write bottlenecks to {self.directory} ({error.strerror})") from None
+            raise InputError(f"cannot write {self.what} to {self.directory} ({error.strerror})") from None
 
     @contextlib.contextmanager
-    def _compaction_lock(self) -> Iterator[bool]:
+    def _compaction_lock(self, *, blocking: bool = False) -> Iterator[bool]:
         with open(self.directory / ".compaction.lock", "a") as lock:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
             except BlockingIOError:
                 yield False
                 return
@@ -189,6 +226,21 @@ class BottleneckCache:
             with contextlib.suppress(FileNotFoundError):
                 if time.time() - temporary.stat().st_mtime > STALE_SECONDS:
                     temporary.unlink()
+
+
+class BottleneckCache(ShardStore):
+    """Bottleneck vectors of one module, in ``<root>/<module cache key>/``."""
+
+    def __init__(
+        self, root: Path, module_key: str, shard_rows: int = SHARD_ROWS, max_small_shards: int = MAX_SMALL_SHARDS
+    ) -> None:
+        super().__init__(Path(root) / module_key, shard_rows=shard_rows, max_small_shards=max_small_shards)
+
+    def add(self, keys: Sequence[str], rows: np.ndarray) -> None:
+        """Store one shard atomically; ValueError for a non-finite vector (a NaN must be recomputed, never reused)."""
+        if len(keys) and not np.isfinite(rows).all():
+            raise ValueError("a bottleneck vector is not finite (NaN or infinity); it must not be cached")
+        super().add(keys, rows)
 
 
 @dataclass(frozen=True)
@@ -210,6 +262,14 @@ class DamagedShard(ValueError):
 
 
 @dataclass
+class Pruned:
+    """What a prune removed: entries (of content no longer in the dataset) and the bytes they took on disk."""
+
+    entries: int = 0
+    bytes: int = 0
+
+
+@dataclass
 class CacheRead:
     """What a read found: the rows filled, and each damaged shard it ignored (and removed) with the reason."""
 
@@ -219,9 +279,10 @@ class CacheRead:
 
 @dataclass(frozen=True)
 class _Layout:
-    """Where a shard's parts are: its keys, its vectors (rows x width from ``offset``), the checksum it ends with."""
+    """Where a shard's parts are: its keys, its rows (rows x width of dtype from ``offset``), its checksum."""
 
     keys: np.ndarray
+    dtype: np.dtype
     width: int
     offset: int
     checksum: bytes
@@ -250,8 +311,9 @@ def _write_arrays(f: BinaryIO, keys: np.ndarray, vectors: np.ndarray) -> None:
     np.save(f, vectors)
 
 
-def _read_layout(f: BinaryIO) -> _Layout:
-    """The shard's layout; DamagedShard if it is cut or malformed, ValueError if it has the older format."""
+def _read_layout(f: BinaryIO, expected: np.dtype | None) -> _Layout:
+    """The shard's layout; DamagedShard if it is cut or malformed or holds rows of another dtype than ``expected``
+    (None: any), ValueError if it has the older format."""
     try:
         keys = np.load(f)
         version = np.lib.format.read_magic(f)
@@ -259,10 +321,12 @@ def _read_layout(f: BinaryIO) -> _Layout:
         shape, fortran_order, dtype = read_header(f)
     except (EOFError, ValueError, SyntaxError, TypeError):
         raise DamagedShard("unreadable header") from None
-    if keys.dtype != KEY_DTYPE or dtype != VECTOR_DTYPE or fortran_order or len(shape) != 2 or shape[0] != len(keys):
-        raise DamagedShard("not a bottleneck shard")
+    if keys.dtype != KEY_DTYPE or (expected is not None and dtype != expected) or dtype.hasobject:
+        raise DamagedShard("not a shard of this cache")
+    if fortran_order or len(shape) != 2 or shape[0] != len(keys):
+        raise DamagedShard("not a shard of this cache")
     offset = f.tell()
-    end = offset + shape[0] * shape[1] * VECTOR_DTYPE.itemsize
+    end = offset + shape[0] * shape[1] * dtype.itemsize
     size = os.fstat(f.fileno()).st_size
     if size == end:
         raise ValueError("bottleneck shard of the older format, without a checksum")
@@ -272,18 +336,26 @@ def _read_layout(f: BinaryIO) -> _Layout:
     trailer = f.read(TRAILER_BYTES)
     if not trailer.startswith(SHARD_MAGIC):
         raise DamagedShard("no checksum")
-    return _Layout(keys, shape[1], offset, trailer[len(SHARD_MAGIC) :])
+    return _Layout(keys, dtype, shape[1], offset, trailer[len(SHARD_MAGIC) :])
 
 
-def _read_shard(f: BinaryIO, index: _KeyIndex, found: np.ndarray, out: np.ndarray) -> None:
-    layout = _read_layout(f)
+def _verified_layout(f: BinaryIO, expected: np.dtype | None) -> _Layout:
+    """The layout of a shard whose every byte has been checked against its checksum."""
+    layout = _read_layout(f, expected)
+    for _block in _verified_blocks(f, layout):
+        pass
+    return layout
+
+
+def _read_shard(f: BinaryIO, dtype: np.dtype, index: _KeyIndex, found: np.ndarray, out: np.ndarray) -> None:
+    layout = _read_layout(f, dtype)
     if layout.width != out.shape[1]:
-        raise ValueError("bottleneck shard of another width")
+        raise ValueError("shard of another width")
     positions, rows = index.rows_of(layout.keys)
     new = ~found[rows]
     positions, rows = positions[new], rows[new]
     if not len(rows):
-        return  # nothing wanted from this shard: no need to read (or verify) its vectors
+        return  # nothing wanted from this shard: no need to read (or verify) its rows
     # Rows are copied before the checksum is known: they count as found only once the whole shard has verified.
     for chunk, first in _verified_blocks(f, layout):
         selected = (positions >= first) & (positions < first + len(chunk))
@@ -292,44 +364,52 @@ def _read_shard(f: BinaryIO, index: _KeyIndex, found: np.ndarray, out: np.ndarra
 
 
 def _verified_blocks(f: BinaryIO, layout: _Layout) -> Iterator[tuple[np.ndarray, int]]:
-    """Every block of the shard's vectors, hashed as read; DamagedShard after the last if the checksum differs."""
+    """Every block of the shard's rows, hashed as read; DamagedShard after the last if the checksum differs."""
     f.seek(0)
     digest = hashlib.sha256(f.read(layout.offset))
     for chunk, first in _blocks(f, layout, np.arange(0, layout.rows, READ_CHUNK_ROWS)):
-        digest.update(chunk)
+        digest.update(chunk.view(np.uint8))
         yield chunk, first
     if digest.digest() != layout.checksum:
         raise DamagedShard("checksum mismatch")
 
 
 def _blocks(f: BinaryIO, layout: _Layout, positions: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
-    """The blocks of a shard's vectors that hold ``positions`` (sorted), each with the row it starts at."""
-    buffer = np.empty((min(READ_CHUNK_ROWS, layout.rows), layout.width), VECTOR_DTYPE)
+    """The blocks of a shard's rows that hold ``positions`` (sorted), each with the row it starts at."""
+    buffer = np.empty((min(READ_CHUNK_ROWS, layout.rows), layout.width), layout.dtype)
     for block in np.unique(positions // READ_CHUNK_ROWS):
         first = int(block) * READ_CHUNK_ROWS
         chunk = buffer[: min(READ_CHUNK_ROWS, layout.rows - first)]
-        f.seek(layout.offset + first * layout.width * VECTOR_DTYPE.itemsize)
-        if f.readinto(chunk) != chunk.nbytes:
+        f.seek(layout.offset + first * layout.width * layout.dtype.itemsize)
+        if f.readinto(chunk.view(np.uint8)) != chunk.nbytes:
             raise DamagedShard("cut short")
         yield chunk, first
 
 
 def _merge(sources: list[tuple[Path, _Layout]], f: BinaryIO) -> None:
-    """Write the union of the (verified) source shards, first copy of each key, as one shard, a block at a time."""
-    widths = {layout.width for _, layout in sources}
-    if len(widths) != 1:
-        raise ValueError("bottleneck shards of different widths in one folder")
-    (width,) = widths
+    """Write the union of the (verified) source shards, first copy of each key, as one shard."""
     seen: set[bytes] = set()
     kept = []
-    for _, layout in sources:
+    for shard, layout in sources:
         fresh = np.array([key not in seen for key in layout.keys.tolist()], dtype=bool)
         seen.update(layout.keys[fresh].tolist())
-        kept.append(np.flatnonzero(fresh))
-    np.save(f, np.concatenate([layout.keys[rows] for (_, layout), rows in zip(sources, kept, strict=True)]))
-    header = {"descr": VECTOR_DTYPE.str, "fortran_order": False, "shape": (len(seen), width)}
+        kept.append((shard, layout, np.flatnonzero(fresh)))
+    _write_rows(kept, f)
+
+
+def _write_rows(sources: list[tuple[Path, _Layout, np.ndarray]], f: BinaryIO) -> None:
+    """Write the given rows (sorted) of (verified) source shards as one shard, a block at a time."""
+    if len({(layout.dtype, layout.width) for _, layout, _ in sources}) != 1:
+        raise ValueError("shards of different widths or kinds in one folder")
+    dtype, width = sources[0][1].dtype, sources[0][1].width
+    np.save(f, np.concatenate([layout.keys[rows] for _, layout, rows in sources]))
+    header = {
+        "descr": np.lib.format.dtype_to_descr(dtype),
+        "fortran_order": False,
+        "shape": (sum(len(rows) for *_, rows in sources), width),
+    }
     np.lib.format.write_array_header_1_0(f, header)
-    for (shard, layout), rows in zip(sources, kept, strict=True):
+    for shard, layout, rows in sources:
         with open(shard, "rb") as source:
             for chunk, first in _blocks(source, layout, rows):
                 selected = rows[(rows >= first) & (rows < first + len(chunk))]
@@ -357,3 +437,21 @@ class Bottlenecks:
 
 # (images, hooks) -> their bottlenecks: how the audit asks the training engine for them without importing it.
 BottleneckSource = Callable[[Sequence[LabeledImage], Hooks], Bottlenecks]
+
+
+def cache_folders(root: Path) -> list[Path]:
+    """Every store under a cache root: one folder per module (and its mirrored twin), and the audit's properties."""
+    return sorted({shard.parent for shard in Path(root).glob("*/*" + SHARD_SUFFIX)})
+
+
+def prune_caches(roots: Sequence[Path], images: Sequence[Path]) -> dict[Path, Pruned]:
+    """Drop from every store under ``roots`` the entries of content none of ``images`` has, per store folder.
+
+    A file that cannot be read has no key, so its entries go too: they are recomputed if it comes back.
+    """
+    keep = set()
+    for path in images:
+        with contextlib.suppress(OSError):
+            keep.add(content_key(path))
+    folders = sorted({folder for root in roots for folder in cache_folders(root)})
+    return {folder: ShardStore(folder).prune(keep) for folder in folders}

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-# Bump when decoding changes what pixels a module sees: cached bottlenecks are keyed by it.
+# Bump when decoding changes what pixels a module sees, or which files decode (MAX_DECODE_PIXELS): cached bottlenecks
+# and the audit's cached image properties are keyed by it.
 DECODER_VERSION = 2
 # The most pixels decoded at once, checked from the header (after JPEG's reduced-scale decoding): a decode costs up to
 # about 9 bytes a pixel (source, RGB copy, orientation), so two at once (the audit's two threads) stay within ~400 MB.

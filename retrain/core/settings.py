@@ -235,6 +235,8 @@ class AuditSettings:
     # Labels and shortcuts, from cross-validated classifiers.
     cross_validation_folds: int = 5
     max_shortcut_skill: float = 0.6  # balanced accuracy rescaled so chance is 0 and perfect is 1
+    # Where each image's measured properties are cached by content; None: beside the bottlenecks (bottleneck_dir).
+    property_cache: Path | None = None
     # Which checks run and what fails the gate.
     only: tuple[str, ...] = ()
     skip: tuple[str, ...] = ()

@@ -77,12 +77,12 @@ def _coerce(path: Path, key: str, value: Any, setting: dataclasses.Field) -> Any
         return float(value)
     if isinstance(value, kind) and not isinstance(value, bool):
         return value
-    raise InputError(f"{path}: {key} = {value!r} should be {_type_name(default)}")
+    raise InputError(f"{path}: {key} = {value!r} should be {_type_name(kind)}")
 
 
-def _type_name(default: Any) -> str:
+def _type_name(kind: type) -> str:
     return {tuple: "a list of check ids", float: "a number", int: "a whole number", bool: "true or false"}.get(
-        type(default), "a path" if isinstance(default, Path) else "a string"
+        kind, "a path" if issubclass(kind, Path) else "a string"
     )
 
 

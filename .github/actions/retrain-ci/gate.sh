@@ -49,8 +49,12 @@ case "${1:-}" in
       cat "$check_summary" >> "${GITHUB_STEP_SUMMARY:-/dev/null}"
     fi
     ;;
+  prune)
+    # Drop cached bottlenecks and image properties of content no longer in the dataset, before the cache is saved.
+    retrain-ci cache prune "$INPUT_DATA" --bottleneck-dir "$bottlenecks"
+    ;;
   *)
-    echo "usage: gate.sh check|train|summary" >&2
+    echo "usage: gate.sh check|train|summary|prune" >&2
     exit 2
     ;;
 esac
