@@ -328,8 +328,12 @@ def test_check_fails_on_an_unwritable_cache_before_decoding_any_image(datasets: 
         f"error: cannot write the bottleneck cache {blocker / 'cache'}: {blocker} is not a writable folder"
     ], "the cache must be checked before any image is decoded (no progress bar, no later error)"
     assert run.exit_code == 2
-    # A check without bottlenecks does not need the cache.
-    run = run_cli("check", datasets["new"], "--only", "too_few_images", "--bottleneck-dir", blocker / "cache")
+    # A check without bottlenecks still caches image properties, by default under the bottleneck dir, checked first too;
+    only = ("--only", "too_few_images", "--bottleneck-dir", blocker / "cache")
+    run = run_cli("check", datasets["new"], *only)
+    assert run.exit_code == 2 and run.stderr.startswith("error: cannot write the property cache"), run.stderr
+    # with the properties cached elsewhere, it needs nothing from the bottleneck cache.
+    run = run_cli("check", datasets["new"], *only, "--property-cache", tmp_path / "properties")
     assert run.exit_code == 1, run.stderr
 
 

@@ -216,9 +216,9 @@ def _check_outputs(settings: AuditSettings, output: Path | None) -> None:
         if not output.parent.is_dir():
             raise InputError(f"cannot write the report to {output}: folder {output.parent} does not exist")
         check_writable(output, "report", folder=False)
-    check_writable(property_cache(settings).directory, "property cache", folder=True)
     if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
         check_writable(settings.module.bottleneck_dir, "bottleneck cache", folder=True)
+    check_writable(property_cache(settings).directory, "property cache", folder=True)  # under it by default
 
 
 def _audit(image_dir: Path, settings: AuditSettings, baseline: Baseline | None):
