@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from retrain import __version__
 from retrain.core.bottleneck_cache import BottleneckCache, Bottlenecks
-from retrain.core.dataset import Dataset, LabeledImage, fingerprint, list_dataset
+from retrain.core.dataset import SPLITS, Dataset, LabeledImage, fingerprint, list_dataset
 from retrain.core.errors import InputError
 from retrain.core.gate import judge
 from retrain.core.hooks import Hooks
@@ -149,7 +149,7 @@ def _bottlenecks(
             raise InputError(f"images changed while the run read them: {unreadable}")
         bottlenecks.warnings.extend(mirrored.warnings)
     splits = {}
-    for name in ("training", "validation", "testing"):
+    for name in SPLITS:
         vectors, labels, images = bottlenecks.split(name)
         if len(vectors) == 0:
             raise InputError(f"no readable image is left in the {name} split; see the skipped files above")
@@ -312,10 +312,7 @@ def _run_info(
         "distortions": asdict(settings.distortions),
         "dataset": str(dataset.root),
         "dataset_fingerprint": fingerprint(dataset, bottlenecks.images, bottlenecks.content_keys),
-        "images": {
-            split: sum(1 for image in bottlenecks.images if image.split == split)
-            for split in ("training", "validation", "testing")
-        }
+        "images": {split: sum(1 for image in bottlenecks.images if image.split == split) for split in SPLITS}
         | {"skipped": len(bottlenecks.skipped)},
         "tool_version": __version__,
         "tensorflow_version": tf.__version__,
