@@ -6,7 +6,6 @@ Everything is derived from one table of predictions (``predictions.csv``), which
 
 from __future__ import annotations
 
-import base64
 import html
 import io
 import json
@@ -20,7 +19,6 @@ matplotlib.use("Agg")  # reports are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from PIL import Image, ImageOps  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, top_k_accuracy_score  # noqa: E402
 
 from retrain.core.display import printable  # noqa: E402
@@ -28,9 +26,9 @@ from retrain.core.errors import InputError  # noqa: E402
 from retrain.core.gate import GateResult  # noqa: E402
 from retrain.core.outputs import staged_output  # noqa: E402
 from retrain.core.results import Evaluation  # noqa: E402
+from retrain.core.thumbnails import THUMBNAIL_SIZE, data_uri, thumbnail_uri  # noqa: E402
 
 THUMBNAILS_SHOWN = 100
-THUMBNAIL_SIZE = 160
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -257,22 +255,6 @@ def _confusion_png(confusion: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def _data_uri(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _thumbnail(path: Path) -> str | None:
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=80)
-            return _data_uri(buffer.getvalue(), "image/jpeg")
-    except OSError:
-        return None  # the photo moved or changed since the run; the row still shows its path
-
-
 def _html_text(text: str) -> str:
     return html.escape(printable(text))
 
@@ -297,7 +279,7 @@ def _html(report: Report, evaluation: Evaluation, confusion_png: bytes) -> str:
             facts[key.replace("_", " ")] = str(metrics[key])
     cards = []
     for item in evaluation.misclassified()[:THUMBNAILS_SHOWN]:
-        thumbnail = _thumbnail(item.path)
+        thumbnail = thumbnail_uri(item.path)  # None: moved or changed since the run
         name = _html_text(item.path.name)
         picture = f'<img src="{thumbnail}" alt="{name}">' if thumbnail else "(missing)"
         cards.append(
@@ -319,7 +301,7 @@ figure img {{ max-width: 100%; }}
 <h1>retrain-ci report</h1>
 <table>{facts_rows}</table>
 <h2>Confusion matrix</h2>
-<img src="{_data_uri(confusion_png, "image/png")}" alt="confusion matrix">
+<img src="{data_uri(confusion_png, "image/png")}" alt="confusion matrix">
 <h2>Per class</h2>
 {per_class.to_html(border=0)}
 <h2>Misclassified test images ({len(evaluation.misclassified())}, most confident first)</h2>
