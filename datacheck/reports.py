@@ -212,9 +212,20 @@ def _markdown_text(text: str) -> str:
 
 
 def render_github(report: AuditReport) -> str:
-    """``::error file=...::`` workflow commands, one per finding, on its first path; notes become ``::notice``."""
+    """``::error file=...::`` workflow commands, one per finding, on its first path; notes become ``::notice``.
+
+    With a baseline, only what the change brought (new and changed findings) is annotated, so a pull request's files
+    show its own problems rather than the dataset's old debts; accepted findings are never annotated. One notice
+    counts what was left out.
+    """
     lines = []
-    for finding in report.findings:
+    annotated = [
+        finding
+        for finding in report.findings
+        if finding.fingerprint not in report.accepted
+        and (report.comparison is None or report.comparison.status(finding).status != "unchanged")
+    ]
+    for finding in annotated:
         command = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}[finding.severity]
         others = f" (also: {', '.join(finding.paths[1:])})" if len(finding.paths) > 1 else ""
         properties = f"title={_escape_property(finding.check)}"
@@ -222,6 +233,10 @@ def render_github(report: AuditReport) -> str:
             location = f"{report.dataset.rstrip('/')}/{finding.paths[0]}"
             properties = f"file={_escape_property(printable(location))},{properties}"
         lines.append(f"::{command} {properties}::{_escape_data(printable(finding.message + others))}")
+    left_out = len(report.findings) - len(annotated)
+    if left_out:
+        why = "unchanged from the baseline or accepted" if report.comparison else "accepted"
+        lines.append(f"::notice title=retrain-ci check::{left_out} more findings, {why}, are in the job summary")
     return "\n".join(lines) + ("\n" if lines else "")
 
 

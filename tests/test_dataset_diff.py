@@ -151,6 +151,19 @@ def test_table_and_markdown_lead_with_the_change(pull_request: PullRequest) -> N
     assert any(line.startswith(f"[new] {pull_request.after}/dandelion/") for line in block)
 
 
+def test_github_annotations_mark_only_what_the_change_brought(pull_request: PullRequest) -> None:
+    everything = run_cli("check", pull_request.after, *PIXELS, "--format", "github").stdout.splitlines()
+    lines = run_cli(
+        "check", pull_request.after, *PIXELS, "--baseline", pull_request.baseline, "--format", "github"
+    ).stdout.splitlines()
+    annotated = [line for line in lines if "title=retrain-ci check" not in line]
+    assert len(annotated) == 4  # the corrupt tulip, the copy of a test photo twice, the grown sunflower group
+    assert sum("tulips/broken.jpg" in line for line in annotated) == 1
+    assert all("too_few_images" not in line for line in annotated)  # main's old debts are not the change's
+    (notice,) = [line for line in lines if "title=retrain-ci check" in line]
+    assert notice.startswith(f"::notice title=retrain-ci check::{len(everything) - 4} more findings, unchanged")
+
+
 def test_accepted_finding_is_recorded_and_never_fails_the_gate(pull_request: PullRequest, tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
