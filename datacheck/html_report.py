@@ -4,9 +4,7 @@ with thumbnails of its images. Pictures are inline data URIs, so the page opens 
 from __future__ import annotations
 
 import html
-import os
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from datacheck.baseline import DatasetDiff
@@ -22,23 +20,20 @@ THUMBNAILS_PER_FINDING = 6
 PICTURED_PER_CHECK = 12
 LISTED_PER_CHECK = 200
 LISTED_PER_CHANGE = 200
-THREADS = min(4, os.cpu_count() or 1)  # decoding releases the GIL for most of its time
+SHOWN_ELSEWHERE = frozenset({"reason"})  # in the message and the placeholder of the file it could not picture
 
 
-def render_html(report: AuditReport, *, fail_on: str, new_only: bool = False, threads: int = THREADS) -> str:
-    """The page; only the pictured files are decoded (again, through the guarded decoder), ``threads`` at a time."""
+def render_html(report: AuditReport, *, fail_on: str, new_only: bool = False) -> str:
+    """The page; only the pictured files are decoded again (through the guarded decoder), one after another: a
+    thumbnail costs about 4 ms, and a thread pool was no faster on two cores (benchmarks/README.md)."""
     groups = list(findings_by_check(report))
     root = Path(report.dataset)
-    wanted = sorted(
-        {
-            path
-            for _, findings in groups
-            for finding in findings[:PICTURED_PER_CHECK]
-            for path in _images(report, finding)[:THUMBNAILS_PER_FINDING]
-        }
-    )
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        pictures = dict(zip(wanted, pool.map(lambda path: thumbnail_uri(root / path), wanted), strict=True))
+    pictures = {
+        path: thumbnail_uri(root / path)
+        for _, findings in groups
+        for finding in findings[:PICTURED_PER_CHECK]
+        for path in _images(report, finding)[:THUMBNAILS_PER_FINDING]
+    }
     body = [
         f"<h1>Dataset audit: {_text(report.dataset)}</h1>",
         _summary(report, fail_on, new_only),
@@ -218,12 +213,13 @@ def _line(report: AuditReport, finding: Finding) -> str:
 
 
 def _card(report: AuditReport, finding: Finding, pictures: dict[str, str | None], advice: str) -> str:
-    """One finding: its marks, its own values, the message when it differs from the check's, its pictures."""
-    message = "" if finding.message == advice else f"<p class=message>{_text(finding.message)}</p>"
+    """One finding: its marks, its own values (else its message when it is not the check's), its pictures."""
+    own = not _flat(finding.details.items()) and finding.message != advice
+    message = f"<p class=message>{_text(finding.message)}</p>" if own else ""
     images = _images(report, finding)
     pictured = images[:THUMBNAILS_PER_FINDING]
     figures = "".join(_figure(report, finding, path, pictures.get(path)) for path in pictured)
-    others = [path for path in finding.paths if path not in pictured]
+    others = [path for path in finding.paths if path not in pictured and path != finding.details.get("label")]
     named = f"<p class=paths>{', '.join(map(_text, others))}</p>" if others else ""
     left_out = len(images) - len(pictured)
     if left_out:
@@ -254,7 +250,11 @@ def _details(finding: Finding) -> str:
             f"given <b>{_text(details['given'])}</b> ({details['given_probability']:.0%}), "
             f"predicted <b>{_text(details['likely'])}</b> ({details['likely_probability']:.0%})"
         )
-    values = [f"{key} = <b>{_text(shown_value(value))}</b>" for key, value in _flat(details.items())]
+    values = [
+        f"{key} = <b>{_text(shown_value(value))}</b>"
+        for key, value in _flat(details.items())
+        if key not in SHOWN_ELSEWHERE
+    ]
     return f"<span class=details>{', '.join(values)}</span>"
 
 
