@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -22,6 +23,7 @@ from tests.defects import darkened, edited
 
 PIXELS = ("--skip", "suspected_mislabel,shortcut_bias")  # the pixel checks only: no TensorFlow
 HOSTILE = '<script>alert(1)<img src=x onerror=alert(2)> & "q" \'s\x1b.jpg'
+UNDECODABLE = os.fsdecode(b"bad\xffname.jpg")  # a byte that is not UTF-8: a surrogate escape in Python
 VOID = frozenset({"img", "br", "meta", "hr", "input", "link"})
 
 
@@ -98,7 +100,8 @@ class PullRequest:
 @pytest.fixture(scope="module")
 def pull_request(flowers_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> PullRequest:
     """Three classes of 12 photos audited as main; then a change adds two roses, a copy of a daisy under a hostile
-    name, a dark daisy and a corrupt rose, and moves two tulips to roses. Audited as HTML and JSON against main."""
+    name, a daisy whose name is not UTF-8, a dark daisy and a corrupt rose, and moves two tulips to roses. Audited
+    as HTML and JSON against main."""
     root = tmp_path_factory.mktemp("audit-html")
     before, after = root / "main", root / "branch"
     for label in ("daisy", "roses", "tulips"):
@@ -111,6 +114,7 @@ def pull_request(flowers_sample: Path, tmp_path_factory: pytest.TempPathFactory)
     for index, photo in enumerate(sorted((flowers_sample / "roses").glob("*.jpg"))[20:22]):
         edited(photo, after / "roses" / f"new-rose-{index}.jpg", ImageOps.mirror)
     shutil.copy(sorted((after / "daisy").glob("*.jpg"))[0], after / "daisy" / HOSTILE)
+    shutil.copy(sorted((flowers_sample / "daisy").glob("*.jpg"))[21], after / "daisy" / UNDECODABLE)
     edited(sorted((flowers_sample / "daisy").glob("*.jpg"))[20], after / "daisy" / "dark.jpg", darkened)
     (after / "roses" / "broken.jpg").write_bytes(b"not a JPEG at all")
     for photo in sorted((after / "tulips").glob("*.jpg"))[:2]:
@@ -178,6 +182,9 @@ def test_a_hostile_file_name_is_text_never_markup(pull_request: PullRequest) -> 
         captions = [caption.content() for caption in page.card(finding["fingerprint"]).all("figcaption")]
         assert any(caption.startswith(shown) for caption in captions), captions
     assert shown in [item.content() for item in page.root.all("ul", id="change-added")[0].all("li")]
+    (undecodable,) = [f for f in pull_request.audit["findings"] if f["paths"] == ["daisy/" + UNDECODABLE]]
+    (caption,) = page.card(undecodable["fingerprint"]).all("figcaption")
+    assert caption.text[0] == "daisy/bad\\xffname.jpg"
 
 
 def test_the_change_lists_exactly_the_added_and_moved_files(pull_request: PullRequest) -> None:
