@@ -51,12 +51,11 @@ def _text(text: object) -> str:
 def _images(report: AuditReport, finding: Finding) -> list[str]:
     """The image files a finding names, which get thumbnails: a class-level finding names folders, so none."""
     root = Path(report.dataset)
-    files = [
+    return [
         path
         for path in finding.paths
         if path in report.manifest or (Path(path).suffix.lower() in IMAGE_EXTENSIONS and (root / path).is_file())
     ]
-    return files
 
 
 def _summary(report: AuditReport, fail_on: str, new_only: bool) -> str:
