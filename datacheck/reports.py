@@ -16,7 +16,7 @@ from rich.text import Text
 from datacheck.findings import AuditReport, Finding, Severity
 from retrain.core.display import printable
 
-FORMATS = ("table", "json", "markdown", "github")
+FORMATS = ("table", "json", "markdown", "github", "html")
 # Findings shown per check in the Markdown report; the table and JSON have all of them.
 EXAMPLES = 5
 STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
@@ -24,16 +24,16 @@ NAMES = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "n
 ICONS = {Severity.ERROR: "🛑", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}
 
 
-def _by_check(report: AuditReport) -> Iterator[tuple[str, list[Finding]]]:
+def findings_by_check(report: AuditReport) -> Iterator[tuple[str, list[Finding]]]:
     """Findings grouped by check, in report order (most severe first); with a baseline, new findings first."""
     groups: dict[str, list[Finding]] = {}
     for finding in report.findings:
         groups.setdefault(finding.check, []).append(finding)
     for check, findings in groups.items():
-        yield check, sorted(findings, key=lambda finding: _mark(report, finding) != "new")
+        yield check, sorted(findings, key=lambda finding: finding_mark(report, finding) != "new")
 
 
-def _mark(report: AuditReport, finding: Finding) -> str:
+def finding_mark(report: AuditReport, finding: Finding) -> str:
     """ "new", "changed" or "accepted" (with a baseline or accepted findings), else ""."""
     if finding.fingerprint in report.accepted:
         return "accepted"
@@ -43,12 +43,12 @@ def _mark(report: AuditReport, finding: Finding) -> str:
 
 def _headline(report: AuditReport) -> str:
     counts = report.counts()
-    found = ", ".join(_plural(counts[severity.value], name) for severity, name in NAMES.items())
-    where = f"{_plural(report.images, 'image')} in {_plural(len(report.classes), 'class')}"
+    found = ", ".join(plural(counts[severity.value], name) for severity, name in NAMES.items())
+    where = f"{plural(report.images, 'image')} in {plural(len(report.classes), 'class')}"
     return f"{where}: {found} ({report.seconds:.1f} s)"
 
 
-def _plural(count: int, noun: str) -> str:
+def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}{'es' if noun.endswith('s') else 's'}"
 
 
@@ -58,8 +58,8 @@ def render_table(report: AuditReport) -> RenderableType:
     if not report.findings:
         return Text(f"No findings. {_headline(report)}", style="green")
     checks = [
-        FindingsOfCheck(report.dataset, check, findings, lambda finding: _mark(report, finding))
-        for check, findings in _by_check(report)
+        FindingsOfCheck(report.dataset, check, findings, lambda finding: finding_mark(report, finding))
+        for check, findings in findings_by_check(report)
     ]
     change = [Text(report.change_line())] if report.comparison else []
     return Group(*checks, Text(_headline(report)), *change)
@@ -94,7 +94,7 @@ class FindingsOfCheck:
         heading = Text(self.check, style="bold")
         for index, severity in enumerate(severity for severity in reversed(Severity) if counts[severity]):
             heading.append(": " if index == 0 else ", ")
-            heading.append(_plural(counts[severity], NAMES[severity]), style=STYLES[severity])
+            heading.append(plural(counts[severity], NAMES[severity]), style=STYLES[severity])
         return heading
 
     def _line(self, finding: Finding, index: int, path: str, detail: str, width: int) -> Text:
@@ -129,7 +129,7 @@ def _fit(words: list[str], room: int) -> str:
 def _detail(finding: Finding, advice: str) -> str:
     """A finding's own values (``key=value``, the JSON's names), else its message when the heading's is not it."""
     shown = [
-        f"{key}={_value(value)}" for key, value in finding.details.items() if not isinstance(value, dict)
+        f"{key}={shown_value(value)}" for key, value in finding.details.items() if not isinstance(value, dict)
     ] + _path_detail(finding, finding.paths[0] if finding.paths else "").split()
     if shown:
         return " ".join(shown)
@@ -139,13 +139,13 @@ def _detail(finding: Finding, advice: str) -> str:
 def _path_detail(finding: Finding, path: str) -> str:
     """Values a finding keeps per path (the split of each copy), but not hashes, which say nothing to people."""
     return " ".join(
-        f"{key}={_value(value[path])}"
+        f"{key}={shown_value(value[path])}"
         for key, value in finding.details.items()
         if isinstance(value, dict) and path in value and "hash" not in key
     )
 
 
-def _value(value: object) -> str:
+def shown_value(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     if isinstance(value, list | tuple):
@@ -167,11 +167,11 @@ def render_markdown(report: AuditReport) -> str:
     if not report.findings:
         return "\n".join([*lines, "No findings."]) + "\n"
     lines += ["| check | severity | findings |", "| --- | --- | ---: |"]
-    groups = list(_by_check(report))
+    groups = list(findings_by_check(report))
     lines += [f"| `{check}` | {ICONS[f[0].severity]} {f[0].severity.value} | {len(f)} |" for check, f in groups]
     for check, findings in groups:
         lines += ["", f"### `{check}` ({len(findings)})", ""]
-        shown = [_markdown_item(finding, _mark(report, finding)) for finding in findings]
+        shown = [_markdown_item(finding, finding_mark(report, finding)) for finding in findings]
         lines += shown[:EXAMPLES]
         if len(shown) > EXAMPLES:
             lines += ["", f"<details><summary>{len(shown) - EXAMPLES} more</summary>", "", *shown[EXAMPLES:]]

@@ -26,7 +26,8 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         typer.Option(
             "--format",
             metavar="FORMAT",
-            help="table (for people), json, markdown (pull requests) or github (annotations).",
+            help="table (for people), json, markdown (pull requests), github (annotations) or html (one page with "
+            "thumbnails).",
         ),
     ] = "table",
     output: Annotated[
@@ -184,7 +185,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         warn(report.warnings)
         if accept:
             _record(report, accept, reason, settings_path or Path.cwd() / CONFIG_FILE)
-        _write(report, output_format, output)
+        _write(report, output_format, output, settings)
     raise typer.Exit(1 if report.fails(settings.fail_on, new_only=settings.fail_on_new) else 0)
 
 
@@ -239,8 +240,9 @@ def _audit(image_dir: Path, settings: AuditSettings, baseline: Baseline | None):
         bars.stop()
 
 
-def _write(report, output_format: str, output: Path | None) -> None:
+def _write(report, output_format: str, output: Path | None, settings: AuditSettings) -> None:
     """To stdout, or staged into FILE so that a failed write leaves the old file as it was."""
+    from datacheck.html_report import render_html
     from datacheck.reports import render_github, render_json, render_markdown, render_table
 
     if output_format == "table":
@@ -250,6 +252,8 @@ def _write(report, output_format: str, output: Path | None) -> None:
         buffer = Console(file=io.StringIO(), width=160)
         buffer.print(render_table(report), crop=False)
         text = buffer.file.getvalue()
+    elif output_format == "html":
+        text = render_html(report, fail_on=settings.fail_on, new_only=settings.fail_on_new)
     else:
         text = {"json": render_json, "markdown": render_markdown, "github": render_github}[output_format](report)
     if output is None:
