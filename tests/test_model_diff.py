@@ -8,12 +8,18 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from retrain.cli.common import gate_settings
+from retrain.core.bottleneck_cache import content_key
 from retrain.core.dataset import split_for
-from retrain.core.model_diff import model_change_line
+from retrain.core.gate import judge
+from retrain.core.model_diff import compare, load_baseline, model_change_line
+from retrain.core.results import Evaluation
+from retrain.core.settings import GateSettings
+from retrain.reports import write_report
 from tests.conftest import DATA_ROOT, CliRun, copy_dataset, run_cli, sample_photos
 
 FLOWERS_DEV = DATA_ROOT / "flowers-dev"
@@ -255,3 +261,27 @@ def test_a_bad_baseline_is_one_error_line_before_any_work(
             (line,) = run.stderr.splitlines()
             assert line.startswith("error: ") and words in line, (what, line)
             assert run.stdout == "" and not out.exists(), what
+
+
+def test_the_baseline_section_escapes_names(flowers_sample: Path, tmp_path: Path) -> None:
+    labels = ("<script>alert(1)</script>", "esc\x1b[31mred")
+    photos = copy_dataset(tmp_path / "photos", {"a": sample_photos(flowers_sample, "daisy", 2)})
+    first, second = sorted((photos / "a").iterdir())
+    paths = [first.rename(first.with_name("<img src=x onerror=alert(1)>.jpg")), second]
+    keys = [content_key(p) for p in paths]
+
+    def report(folder: str, probabilities: list[list[float]], info: dict) -> Path:
+        evaluation = Evaluation(labels, paths, np.array([0, 1]), np.array(probabilities), [], keys)
+        write_report(tmp_path / folder, evaluation, info, judge(evaluation.accuracy, {}, GateSettings()))
+        return tmp_path / folder
+
+    baseline = load_baseline(report("main", [[0.9, 0.1], [0.2, 0.8]], {}))
+    evaluation = Evaluation(labels, paths, np.array([0, 1]), np.array([[0.3, 0.7], [0.2, 0.8]]), [], keys)
+    diff = compare(baseline, evaluation, {}, min_class_support=1)
+    page = (report("pr", [[0.3, 0.7], [0.2, 0.8]], {"baseline": diff.to_dict()}) / "report.html").read_text()
+    section = page[page.index("<h2>Against the baseline</h2>") : page.index("<h2>Misclassified")]
+    assert "<script>" not in section and "\x1b" not in section and "<img src=x" not in section
+    assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in section and "&lt;script&gt;alert(1)&lt;/script&gt;" in section
+    assert section.count('<img src="data:image/jpeg;base64,') == 1  # the one photo now wrong
+    line = (tmp_path / "pr" / "summary.md").read_text().splitlines()[2]
+    assert "\x1b" not in line and "1 test image flipped (0 now right, 1 now wrong)" in line
