@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,9 +17,11 @@ from retrain.core.display import printable
 from retrain.core.errors import InputError
 from retrain.core.gate import GateResult
 from retrain.core.hooks import Hooks
-from retrain.core.model_diff import Baseline, load_baseline, model_change_line
 from retrain.core.settings import GateSettings
 from retrain.core.settings_file import find_config_file, load_gate_settings
+
+if TYPE_CHECKING:  # pandas stays out of the command line's start-up
+    from retrain.core.model_diff import Baseline
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -146,6 +148,8 @@ MinClassSupportOption = Annotated[
 
 def read_baseline(path: Path | None) -> Baseline | None:
     """The --baseline run, read and checked before any work (a bad one is an InputError, and nothing is written)."""
+    from retrain.core.model_diff import load_baseline
+
     return load_baseline(path) if path else None
 
 
@@ -165,6 +169,8 @@ def exit_on_gate(gate: GateResult) -> None:
 
 def print_change_line(metrics: dict) -> None:
     """What the run changed against its baseline, in one line (the one summary.md leads with)."""
+    from retrain.core.model_diff import model_change_line
+
     line = model_change_line(metrics)
     if line:
         console.print(f"Against the baseline: {line}", soft_wrap=True, markup=False)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from retrain.core.model_diff import ModelDiff
 from retrain.core.settings import GateSettings
+
+if TYPE_CHECKING:  # pandas stays out of the command line's start-up
+    from retrain.core.model_diff import ModelDiff
 
 
 @dataclass(frozen=True)

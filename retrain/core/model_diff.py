@@ -87,7 +87,7 @@ def _baseline_predictions(folder: Path, metrics: dict[str, Any]) -> pd.DataFrame
         return None
     try:
         table = read_predictions(file)
-    except (OSError, ValueError, UnicodeDecodeError) as error:
+    except (OSError, ValueError) as error:
         raise InputError(f"cannot read the baseline predictions {file} ({error})") from None
     check_predictions(folder, table, tuple(metrics.get("per_class", ())), metrics.get("test_images"))
     return table
