@@ -24,13 +24,13 @@ from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, top_k_accu
 from retrain.core.display import printable  # noqa: E402
 from retrain.core.errors import InputError  # noqa: E402
 from retrain.core.gate import GateResult  # noqa: E402
+from retrain.core.model_diff import FlippedImage, ModelDiff, model_change_line  # noqa: E402
 from retrain.core.outputs import staged_output  # noqa: E402
+from retrain.core.predictions import CONTENT_KEY, check_predictions, read_predictions, write_csv  # noqa: E402
 from retrain.core.results import Evaluation  # noqa: E402
 from retrain.core.thumbnails import THUMBNAIL_SIZE, data_uri, thumbnail_uri  # noqa: E402
 
 THUMBNAILS_SHOWN = 100
-# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass
@@ -108,12 +108,12 @@ def write_report(directory: Path, evaluation: Evaluation, run_info: dict, gate: 
     report = Report(Path(directory), metrics, confusion)
     with staged_output(Path(directory)) as staging:
         staging.mkdir()
-        _write_csv(_predictions_table(evaluation), staging / "predictions.csv", index=False)
+        write_csv(_predictions_table(evaluation), staging / "predictions.csv", index=False)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        _write_csv(confusion, staging / "confusion_matrix.csv")
+        write_csv(confusion, staging / "confusion_matrix.csv")
         png = _confusion_png(confusion)
         (staging / "confusion_matrix.png").write_bytes(png)
-        _write_csv(_misclassified_table(evaluation), staging / "misclassified.csv", index=False)
+        write_csv(_misclassified_table(evaluation), staging / "misclassified.csv", index=False)
         (staging / "summary.md").write_text(summary_markdown(report), encoding="utf-8")
         (staging / "report.html").write_text(_html(report, evaluation, png), encoding="utf-8")
     return report
@@ -130,71 +130,29 @@ def rerender(directory: Path) -> Report:
     except (OSError, ValueError) as error:
         raise InputError(f"{directory} holds no retrain-ci report (metrics.json and predictions.csv)") from error
     labels = tuple(metrics["per_class"])
-    _check_predictions(directory, table, labels, metrics.get("test_images"))
+    check_predictions(directory, table, labels, metrics.get("test_images"))
     evaluation = Evaluation(
         labels,
         [Path(p) for p in table["path"]],
         np.array([labels.index(label) for label in table["true_label"]], dtype=np.int64),
         table[[f"p:{label}" for label in labels]].to_numpy(),
         [],
+        list(table[CONTENT_KEY]) if CONTENT_KEY in table else [],
     )
     derived = {"test_accuracy", "test_images", "per_class", "gate", "top5_accuracy"}
     run_info = {key: value for key, value in metrics.items() if key not in derived}
     return write_report(directory, evaluation, run_info, GateResult.from_dict(metrics["gate"]))
 
 
-def read_predictions(path: Path) -> pd.DataFrame:
-    """predictions.csv as written: every label a string (``0``, ``NaN`` and ``true`` are class names, not values)."""
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    numeric = [column for column in table.columns if column == "confidence" or column.startswith("p:")]
-    text = [column for column in table.columns if column not in numeric]
-    table[text] = table[text].map(_from_csv_cell)
-    table[numeric] = table[numeric].astype(np.float64)
-    return table
-
-
-def _csv_cell(value: object) -> object:
-    """A text cell a spreadsheet cannot run: a leading quote before a formula character, as OWASP advises."""
-    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
-
-
-def _from_csv_cell(value: str) -> str:
-    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_STARTS) else value
-
-
-def _write_csv(table: pd.DataFrame, path: Path, index: bool = True) -> None:
-    safe = table.copy()
-    for column in safe.columns:
-        if not pd.api.types.is_numeric_dtype(safe[column]):
-            safe[column] = safe[column].map(_csv_cell)
-    safe.index = safe.index.map(_csv_cell)
-    safe.columns = safe.columns.map(_csv_cell)
-    safe.to_csv(path, index=index)
-
-
-def _check_predictions(directory: Path, table: pd.DataFrame, labels: tuple[str, ...], images: int | None) -> None:
-    """predictions.csv must be the table metrics.json was computed from: a copy from another run renders wrong names."""
-    columns = ["path", "true_label", "predicted_label", "confidence", *(f"p:{label}" for label in labels)]
-    named = set(table.get("true_label", pd.Series(dtype=str)).astype(str))
-    named |= set(table.get("predicted_label", pd.Series(dtype=str)).astype(str))
-    problem = None
-    if list(table.columns) != columns:
-        problem = f"its columns are {', '.join(map(str, table.columns))}, not {', '.join(columns)}"
-    elif not named <= set(labels):
-        problem = f"it names classes metrics.json does not have ({', '.join(sorted(named - set(labels)))})"
-    elif images is not None and len(table) != images:
-        problem = f"it has {len(table)} rows for {images} test images"
-    if problem:
-        raise InputError(f"{directory / 'predictions.csv'} does not match {directory / 'metrics.json'}: {problem}")
-
-
 def summary_markdown(report: Report) -> str:
     """A short summary for pull requests and GitHub step summaries."""
     metrics = report.metrics
     verdict = report.gate.verdict
+    change = model_change_line(metrics)
     lines = [
         "## retrain-ci report",
         "",
+        *([f"Against the baseline: {change}.", ""] if change else []),
         f"**Test accuracy {metrics['test_accuracy']:.1%}** on {metrics['test_images']} images"
         + (f" (validation {metrics['validation_accuracy']:.1%})" if "validation_accuracy" in metrics else "")
         + f". Gate: {verdict}.",
@@ -221,9 +179,11 @@ def class_scores(row: dict) -> list[str]:
 
 
 def _predictions_table(evaluation: Evaluation) -> pd.DataFrame:
+    keys = {CONTENT_KEY: evaluation.content_keys} if evaluation.content_keys else {}
     table = pd.DataFrame(
         {
             "path": [str(Path(p).resolve()) for p in evaluation.paths],
+            **keys,
             "true_label": [evaluation.labels[i] for i in evaluation.truths],
             "predicted_label": [evaluation.labels[i] for i in evaluation.predictions],
             "confidence": evaluation.probabilities.max(axis=1) if len(evaluation.paths) else [],
@@ -257,6 +217,68 @@ def _confusion_png(confusion: pd.DataFrame) -> bytes:
 
 def _html_text(text: str) -> str:
     return html.escape(printable(text))
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _baseline_html(metrics: dict) -> str:
+    """ "Against the baseline": accuracy and per-class deltas, then the photos that flipped, both ways, as pictures."""
+    if not metrics.get("baseline"):
+        return ""
+    diff = ModelDiff.from_dict(metrics["baseline"])
+    rows = pd.DataFrame(
+        [
+            [
+                _percent(change.recall_before),
+                _percent(change.recall_after),
+                "n/a" if change.delta is None else f"{change.delta:+.1%}",
+                change.support_before,
+                change.support_after,
+                "yes" if change.gated(diff.min_class_support) else f"no (under {diff.min_class_support} images)",
+            ]
+            for change in diff.classes
+        ],
+        index=[printable(change.label) for change in diff.classes],
+        columns=["recall before", "recall after", "change", "images before", "images after", "gated"],
+    )
+    sections = [
+        "<h2>Against the baseline</h2>",
+        f"<p>{_html_text(model_change_line(metrics))}.</p>",
+        f"<p>Baseline: {_html_text(diff.baseline)} ({diff.images_before} test images; this run {diff.images_after})."
+        f" Accuracy {diff.accuracy_before:.2%} &rarr; {diff.accuracy_after:.2%} ({diff.accuracy_delta:+.2%}).</p>",
+        rows.to_html(border=0) if diff.classes else "",
+    ]
+    images = diff.images
+    if images is None:
+        sections.append(f"<p>{_html_text(diff.note)}.</p>")
+        return "\n".join(sections)
+    new_accuracy = f", {images.new_right / images.new:.1%} right" if images.new else ""
+    sections.append(
+        f"<p>Test photos in both runs: {images.unchanged + images.flipped} ({images.flipped} flipped); "
+        f"new to the test set: {images.new}{new_accuracy}; gone from it: {images.gone}; "
+        f"moved to another class: {images.relabelled}.</p>"
+    )
+    for title, flipped in (
+        ("Now wrong (the baseline had them right)", images.now_wrong),
+        ("Now right", images.now_right),
+    ):
+        cards = "".join(_flipped_card(item) for item in flipped[:THUMBNAILS_SHOWN])
+        hidden = len(flipped) - THUMBNAILS_SHOWN
+        more = f"<p>... and {hidden} more in metrics.json</p>" if hidden > 0 else ""
+        sections.append(f'<h3>{title} ({len(flipped)})</h3><div class="grid">{cards or "<p>None.</p>"}</div>{more}')
+    return "\n".join(sections)
+
+
+def _flipped_card(item: FlippedImage) -> str:
+    thumbnail = thumbnail_uri(Path(item.path))  # None: moved or changed since the run
+    name = _html_text(Path(item.path).name)
+    picture = f'<img src="{thumbnail}" alt="{name}">' if thumbnail else "(missing)"
+    return (
+        f"<figure>{picture}<figcaption>{name}<br>true <b>{_html_text(item.true_label)}</b>, predicted "
+        f"{_html_text(item.predicted_before)} &rarr; <b>{_html_text(item.predicted_after)}</b></figcaption></figure>"
+    )
 
 
 def _html(report: Report, evaluation: Evaluation, confusion_png: bytes) -> str:
@@ -304,6 +326,7 @@ figure img {{ max-width: 100%; }}
 <img src="{data_uri(confusion_png, "image/png")}" alt="confusion matrix">
 <h2>Per class</h2>
 {per_class.to_html(border=0)}
+{_baseline_html(metrics)}
 <h2>Misclassified test images ({len(evaluation.misclassified())}, most confident first)</h2>
 <div class="grid">{"".join(cards) or "<p>None.</p>"}</div>
 {f"<p>... and {more} more in misclassified.csv</p>" if more > 0 else ""}

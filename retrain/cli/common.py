@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,9 +15,13 @@ from rich.table import Table
 
 from retrain.core.display import printable
 from retrain.core.errors import InputError
-from retrain.core.gate import GateResult, baseline_accuracy
+from retrain.core.gate import GateResult
 from retrain.core.hooks import Hooks
 from retrain.core.settings import GateSettings
+from retrain.core.settings_file import find_config_file, load_gate_settings
+
+if TYPE_CHECKING:  # pandas stays out of the command line's start-up
+    from retrain.core.model_diff import Baseline
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -105,18 +109,55 @@ MinClassRecallOption = Annotated[
     typer.Option("--min-class-recall", help="Gate: exit 1 when any class's recall is below this.", min=0.0, max=1.0),
 ]
 BaselineOption = Annotated[
-    Path | None, typer.Option("--baseline", help="Gate: an earlier run's metrics.json (e.g. the main branch's).")
+    Path | None,
+    typer.Option(
+        "--baseline",
+        help="An earlier run to compare with and gate against (e.g. the main branch's): its --output-dir, report "
+        "folder or metrics.json (with predictions.csv beside it: flipped test images too).",
+    ),
 ]
 MaxRegressionOption = Annotated[
-    float, typer.Option("--max-regression", help="Gate: largest accuracy drop allowed against --baseline.", min=0.0)
+    float | None,
+    typer.Option(
+        "--max-regression",
+        help="Gate: largest accuracy drop allowed against --baseline.",
+        min=0.0,
+        show_default=str(GATE.max_regression),
+    ),
+]
+MaxClassRegressionOption = Annotated[
+    float | None,
+    typer.Option(
+        "--max-class-regression",
+        help="Gate: largest drop of any class's recall allowed against --baseline.",
+        min=0.0,
+        max=1.0,
+        show_default="not gated",
+    ),
+]
+MinClassSupportOption = Annotated[
+    int | None,
+    typer.Option(
+        "--min-class-support",
+        help="Classes with fewer test images than this (in either run) are reported but not gated per class.",
+        min=0,
+        show_default=str(GATE.min_class_support),
+    ),
 ]
 
 
-def gate_settings(
-    min_accuracy: float | None, min_class_recall: float | None, baseline: Path | None, max_regression: float
-) -> GateSettings:
-    accuracy = baseline_accuracy(baseline) if baseline else None
-    return GateSettings(min_accuracy, min_class_recall, accuracy, max_regression)
+def read_baseline(path: Path | None) -> Baseline | None:
+    """The --baseline run, read and checked before any work (a bad one is an InputError, and nothing is written)."""
+    from retrain.core.model_diff import load_baseline
+
+    return load_baseline(path) if path else None
+
+
+def gate_settings(image_dir: Path, baseline: Baseline | None, **options: float | None) -> GateSettings:
+    """Each gate option given, else the project's settings file (found from the image folder), else the default."""
+    given = {name: value for name, value in options.items() if value is not None}
+    settings = load_gate_settings(find_config_file(Path(image_dir), Path.cwd())) | given
+    return GateSettings(**settings, baseline_accuracy=baseline.accuracy if baseline else None)
 
 
 def exit_on_gate(gate: GateResult) -> None:
@@ -124,6 +165,15 @@ def exit_on_gate(gate: GateResult) -> None:
     if not gate.passed:
         typer.echo(gate.verdict, err=True)
         raise typer.Exit(1)
+
+
+def print_change_line(metrics: dict) -> None:
+    """What the run changed against its baseline, in one line (the one summary.md leads with)."""
+    from retrain.core.model_diff import model_change_line
+
+    line = model_change_line(metrics)
+    if line:
+        console.print(f"Against the baseline: {line}", soft_wrap=True, markup=False)
 
 
 def print_report_summary(report) -> None:
@@ -138,6 +188,7 @@ def print_report_summary(report) -> None:
     if confusions:
         listed = ", ".join(f"{true} -> {predicted} ({count})" for true, predicted, count in confusions)
         console.print(f"Top confusions: {listed}", soft_wrap=True)
+    print_change_line(report.metrics)
     if report.gated:
         console.print(f"Gate: {'passed' if report.passed else 'FAILED'}")
     console.print(f"Report: {printable(report.directory / 'report.html')}", soft_wrap=True, markup=False)

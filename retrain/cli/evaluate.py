@@ -11,11 +11,12 @@ from rich.table import Table
 from rich.text import Text
 
 from retrain.cli.common import (
-    GATE,
     BaselineOption,
+    MaxClassRegressionOption,
     MaxRegressionOption,
     MinAccuracyOption,
     MinClassRecallOption,
+    MinClassSupportOption,
     OutputFormat,
     ProgressBars,
     console,
@@ -23,6 +24,8 @@ from retrain.cli.common import (
     exit_on_gate,
     gate_settings,
     import_tensorflow_quietly,
+    print_change_line,
+    read_baseline,
     user_errors,
     warn_skipped,
 )
@@ -42,7 +45,9 @@ def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
     min_accuracy: MinAccuracyOption = None,
     min_class_recall: MinClassRecallOption = None,
     baseline: BaselineOption = None,
-    max_regression: MaxRegressionOption = GATE.max_regression,
+    max_regression: MaxRegressionOption = None,
+    max_class_regression: MaxClassRegressionOption = None,
+    min_class_support: MinClassSupportOption = None,
     report_dir: Annotated[
         Path | None, typer.Option("--report-dir", help="Also write a report (HTML, metrics.json, ...) here.")
     ] = None,
@@ -57,10 +62,21 @@ def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
 
     bars = ProgressBars()
     with user_errors():
-        gate = gate_settings(min_accuracy, min_class_recall, baseline, max_regression)
+        earlier = read_baseline(baseline)
+        gate = gate_settings(
+            image_dir,
+            earlier,
+            min_accuracy=min_accuracy,
+            min_class_recall=min_class_recall,
+            max_regression=max_regression,
+            max_class_regression=max_class_regression,
+            min_class_support=min_class_support,
+        )
         exported = load_exported_model(model, labels, input_layer, output_layer)
         try:
-            result = evaluate_model(exported, image_dir, gate=gate, report_dir=report_dir, hooks=bars.hooks())
+            result = evaluate_model(
+                exported, image_dir, gate=gate, report_dir=report_dir, baseline=earlier, hooks=bars.hooks()
+            )
         finally:
             bars.stop()
     warn_skipped(result.evaluation.skipped)
@@ -68,6 +84,8 @@ def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
         _print_tables(result.evaluation)
+        if result.diff:
+            print_change_line({"baseline": result.diff.to_dict()})
     if result.report:
         err_console.print(f"Report: {result.report.directory / 'report.html'}", soft_wrap=True, markup=False)
     exit_on_gate(result.gate)

@@ -10,17 +10,19 @@ from typing import Annotated
 import typer
 
 from retrain.cli.common import (
-    GATE,
     BaselineOption,
+    MaxClassRegressionOption,
     MaxRegressionOption,
     MinAccuracyOption,
     MinClassRecallOption,
+    MinClassSupportOption,
     ProgressBars,
     console,
     exit_on_gate,
     gate_settings,
     import_tensorflow_quietly,
     print_report_summary,
+    read_baseline,
     user_errors,
     warn,
     warn_skipped,
@@ -191,7 +193,9 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
     min_accuracy: MinAccuracyOption = None,
     min_class_recall: MinClassRecallOption = None,
     baseline: BaselineOption = None,
-    max_regression: MaxRegressionOption = GATE.max_regression,
+    max_regression: MaxRegressionOption = None,
+    max_class_regression: MaxClassRegressionOption = None,
+    min_class_support: MinClassSupportOption = None,
     print_misclassified_test_images: Annotated[
         bool, typer.Option("--print-misclassified-test-images", help="List the test images the model gets wrong.")
     ] = False,
@@ -237,6 +241,7 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
     if folder is None:
         raise typer.BadParameter("missing the image folder: retrain-ci train IMAGE_DIR")
     with user_errors():
+        earlier = read_baseline(baseline)
         settings = RunSettings(
             folder,
             module=ModuleSettings.for_mode(
@@ -271,7 +276,16 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
                 intermediate_output_graphs_dir=intermediate_output_graphs_dir,
                 report_dir=report_dir,
             ),
-            gate=gate_settings(min_accuracy, min_class_recall, baseline, max_regression),
+            gate=gate_settings(
+                folder,
+                earlier,
+                min_accuracy=min_accuracy,
+                min_class_recall=min_class_recall,
+                max_regression=max_regression,
+                max_class_regression=max_class_regression,
+                min_class_support=min_class_support,
+            ),
+            baseline=earlier,
             test_batch_size=test_batch_size,
             tta=tta,
             mirror_training=mirror_training,

@@ -71,6 +71,7 @@ class Evaluation:
     truths: np.ndarray
     probabilities: np.ndarray
     skipped: list[tuple[Path, str]]
+    content_keys: list[str] = field(default_factory=list)  # row-aligned when known: the cache's SHA-1 of each file
 
     @property
     def predictions(self) -> np.ndarray:

@@ -10,9 +10,12 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrain.core.errors import InputError
+
+if TYPE_CHECKING:
+    from retrain.core.model_diff import Baseline
 
 SCHEDULES = ("cosine", "constant")
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
@@ -162,12 +165,19 @@ class OutputPaths:
 
 @dataclass(frozen=True)
 class GateSettings:
-    """The CI gate on test accuracy: absolute, per class, and against a baseline run's accuracy."""
+    """The CI gate on test accuracy: absolute, per class, and against a baseline run (overall and per class)."""
 
     min_accuracy: float | None = None
     min_class_recall: float | None = None
     baseline_accuracy: float | None = None
     max_regression: float = 0.02
+    max_class_regression: float | None = None  # largest drop of any class's recall against the baseline
+    # A class with fewer test images in either run is reported but not gated: one photo moves its recall too far.
+    min_class_support: int = 10
+
+    def __post_init__(self) -> None:
+        if self.min_class_support < 0 or self.max_regression < 0 or (self.max_class_regression or 0) < 0:
+            raise InputError("max-regression, max-class-regression and min-class-support cannot be negative")
 
     @property
     def asked(self) -> bool:
@@ -191,6 +201,8 @@ class RunSettings:
     test_batch_size: int = -1  # images in the final test, drawn with replacement (-1: the whole test split)
     tta: bool = True  # average each prediction over the image and its mirror image
     mirror_training: bool = True  # also train on the mirrored training images' bottlenecks
+    # An earlier run's report, read before any work, that this run is compared with (the gate's baseline).
+    baseline: Baseline | None = field(default=None, compare=False, repr=False)
 
     @property
     def mirrors_training(self) -> bool:

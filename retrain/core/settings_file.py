@@ -11,7 +11,7 @@ from typing import Any
 
 from retrain.core.errors import InputError
 from retrain.core.outputs import staged_output
-from retrain.core.settings import AcceptedFinding, AuditSettings, flat_fields
+from retrain.core.settings import AcceptedFinding, AuditSettings, GateSettings, flat_fields
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -20,6 +20,8 @@ else:  # the same parser, before it joined the standard library
 
 CONFIG_FILE = "retrain-ci.toml"
 PYPROJECT = "pyproject.toml"
+# The gate's thresholds, for `train` and `evaluate`; the baseline is a run's own input, not a project setting.
+GATE_FIELDS = {f.name: f for f in dataclasses.fields(GateSettings) if f.name != "baseline_accuracy"}
 
 
 def find_config_file(dataset: Path, working_dir: Path) -> Path | None:
@@ -34,21 +36,32 @@ def find_config_file(dataset: Path, working_dir: Path) -> Path | None:
 
 
 def load_settings(path: Path | None) -> AuditSettings:
-    """Settings from a file (None: defaults). In pyproject.toml they live in ``[tool.retrain-ci]``; in any other file
-    at the top level. Keys may be spelled with dashes, like the command-line options."""
+    """The audit's settings from a file (None: defaults)."""
+    audit = flat_fields(AuditSettings)
+    return AuditSettings().replace(**{name: value for name, value in _settings(path).items() if name in audit})
+
+
+def load_gate_settings(path: Path | None) -> dict[str, Any]:
+    """The gate thresholds a file sets (none: {}), by GateSettings' field names; options given override them."""
+    return {name: value for name, value in _settings(path).items() if name in GATE_FIELDS}
+
+
+def _settings(path: Path | None) -> dict[str, Any]:
+    """Every setting of a file, checked and typed. In pyproject.toml they live in ``[tool.retrain-ci]``; in any other
+    file at the top level. Keys may be spelled with dashes, like the command-line options."""
     if path is None:
-        return AuditSettings()
+        return {}
     table = _read_toml(path)
     if path.name == PYPROJECT:
         table = table.get("tool", {}).get("retrain-ci", {})
-    known = flat_fields(AuditSettings)
+    known = flat_fields(AuditSettings) | GATE_FIELDS
     settings = {}
     for key, value in table.items():
         name = key.replace("-", "_")
         if name not in known:
             raise InputError(f"{path}: unknown setting {key!r}; known: {', '.join(k.replace('_', '-') for k in known)}")
         settings[name] = _coerce(path, key, value, known[name])
-    return AuditSettings().replace(**settings)
+    return settings
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -68,7 +81,7 @@ def _coerce(path: Path, key: str, value: Any, setting: dataclasses.Field) -> Any
         return _accepted(path, value)
     if "Path" in str(setting.type) and isinstance(value, str):
         return (path.parent / value).expanduser()
-    kind = int if default is None else type(default)  # the other optional settings are whole numbers
+    kind = type(default) if default is not None else float if "float" in str(setting.type) else int
     if isinstance(default, bool) and isinstance(value, bool):
         return value
     if isinstance(default, tuple) and isinstance(value, list) and all(isinstance(v, str) for v in value):

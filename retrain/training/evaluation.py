@@ -9,11 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from retrain.core.bottleneck_cache import content_key
 from retrain.core.dataset import UNDECODABLE_REASON, class_folders, is_image_file, label_name
 from retrain.core.display import is_undecodable
 from retrain.core.errors import InputError
 from retrain.core.gate import GateResult, judge
 from retrain.core.hooks import Hooks
+from retrain.core.model_diff import Baseline, ModelDiff, compare
 from retrain.core.outputs import check_writable
 from retrain.core.results import Evaluation
 from retrain.core.settings import GateSettings
@@ -28,6 +30,7 @@ class ModelEvaluation:
     evaluation: Evaluation
     gate: GateResult
     report: Report | None
+    diff: ModelDiff | None = None  # against the --baseline run
 
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON shape of ``retrain-ci evaluate --format json``."""
@@ -45,7 +48,7 @@ class ModelEvaluation:
             ],
             "skipped": [str(path) for path, _ in evaluation.skipped],
             "gate": self.gate.to_dict(),
-        }
+        } | ({"baseline": self.diff.to_dict()} if self.diff else {})
 
 
 def evaluate_model(
@@ -54,18 +57,21 @@ def evaluate_model(
     *,
     gate: GateSettings,
     report_dir: Path | None = None,
+    baseline: Baseline | None = None,
     hooks: Hooks = Hooks(),
 ) -> ModelEvaluation:
-    """Classify every image of the folder, judge the gate, and write a report when ``report_dir`` is given."""
+    """Classify every image of the folder, compare with the baseline run, judge the gate, and write a report when
+    ``report_dir`` is given."""
     if report_dir:
         check_writable(report_dir, "report folder", folder=True)
     evaluation = evaluate_folder(model, image_dir, hooks.progress("Classifying"))
-    result = judge(evaluation.accuracy, evaluation.recall_by_class(), gate)
+    info = {"model": str(model.path), "dataset": str(image_dir), "skipped": len(evaluation.skipped)}
+    diff = compare(baseline, evaluation, info, gate.min_class_support) if baseline else None
+    result = judge(evaluation.accuracy, evaluation.recall_by_class(), gate, diff)
     report = None
     if report_dir:
-        info = {"model": str(model.path), "dataset": str(image_dir), "skipped": len(evaluation.skipped)}
-        report = write_report(report_dir, evaluation, info, result)
-    return ModelEvaluation(evaluation, result, report)
+        report = write_report(report_dir, evaluation, info | ({"baseline": diff.to_dict()} if diff else {}), result)
+    return ModelEvaluation(evaluation, result, report, diff)
 
 
 def evaluate_folder(
@@ -95,4 +101,5 @@ def evaluate_folder(
         np.array([truth_of[path] for path in classified.paths], dtype=np.int64),
         classified.probabilities,
         [*undecodable, *classified.skipped],
+        [content_key(path) for path in classified.paths],  # matches photos across runs (--baseline)
     )

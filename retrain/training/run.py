@@ -19,6 +19,7 @@ from retrain.core.errors import InputError
 from retrain.core.gate import judge
 from retrain.core.hooks import Hooks
 from retrain.core.images import is_lfs_pointer, load_image
+from retrain.core.model_diff import compare
 from retrain.core.outputs import OutputSet, check_writable, staged_output
 from retrain.core.results import EvalStep, Evaluation, SoftmaxHead
 from retrain.core.settings import RunSettings
@@ -108,6 +109,8 @@ def _train(settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: Outpu
         seconds["fine_tuning"] = time.perf_counter() - started - seconds["bottlenecks"] - seconds["training"]
     splits["testing"] = _test_sample(settings, splits["testing"])
     test, validation = _evaluate(settings, dataset.labels, splits, head, tuned)
+    key_of = dict(zip((image.path for image in bottlenecks.images), bottlenecks.content_keys, strict=True))
+    test = replace(test, content_keys=[key_of[path] for path in test.paths])  # matches photos across runs
 
     classifier = Classifier(module, head, dataset.labels, settings.export.final_tensor_name, settings.tta)
     _export(settings, classifier, summaries, hooks, outputs)
@@ -115,7 +118,10 @@ def _train(settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: Outpu
     seconds["total"] = time.perf_counter() - started
     run_info = {**_run_info(settings, dataset, module, bottlenecks, validation), "durations_seconds": seconds}
     run_info.update(_fine_tune_info(settings, tuned) | ({"tflite": tflite} if tflite else {}))
-    gate = judge(test.accuracy, test.recall_by_class(), settings.gate)
+    diff = compare(settings.baseline, test, run_info, settings.gate.min_class_support) if settings.baseline else None
+    if diff:
+        run_info["baseline"] = diff.to_dict()
+    gate = judge(test.accuracy, test.recall_by_class(), settings.gate, diff)
     with outputs.staging(Path(settings.outputs.report_dir), "report folder") as staging:
         report = write_report(staging, test, run_info, gate)
     tflite_accuracy = tflite["test_accuracy"] if tflite else None
@@ -309,6 +315,7 @@ def _run_info(
         "tta": settings.tta,
         "train_batch_size": training.train_batch_size,
         "seed": training.random_seed,
+        "split": asdict(settings.split),  # with the module: what makes two runs' test photos comparable
         "distortions": asdict(settings.distortions),
         "dataset": str(dataset.root),
         "dataset_fingerprint": fingerprint(dataset, bottlenecks.images, bottlenecks.content_keys),
