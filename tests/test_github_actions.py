@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.conftest import copy_dataset, sample_photos
+from tests.conftest import FLOWERS_SAMPLE, copy_dataset, sample_photos
 
 REPO = Path(__file__).resolve().parents[1]
 GATE = REPO / ".github" / "actions" / "retrain-ci" / "gate.sh"
@@ -27,7 +29,7 @@ def test_workflows_and_action_pass_actionlint() -> None:
 
 @pytest.fixture
 def github(tmp_path: Path, flowers_sample: Path) -> dict[str, str]:
-    """The environment a composite action's step gets, pointed at temp files."""
+    """The environment a composite action's step gets, pointed at temp files; the job runs in ``tmp_path``."""
     data = copy_dataset(tmp_path / "data", {c: sample_photos(flowers_sample, c, 30) for c in ("daisy", "roses")})
     (tmp_path / "runner").mkdir()
     return {
@@ -39,24 +41,36 @@ def github(tmp_path: Path, flowers_sample: Path) -> dict[str, str]:
         "INPUT_DATA": str(data),
         "INPUT_MODULE": "efficientnet_lite0",
         "INPUT_FAIL_ON": "error",
-        "INPUT_OUTPUT_DIR": str(tmp_path / "run"),
-        "INPUT_BASELINE": str(tmp_path / "baseline" / "metrics.json"),
+        "INPUT_OUTPUT_DIR": "retrain-ci-run",  # as the action's default: relative to the job's folder
+        "INPUT_BASELINE": "baseline",
         "INPUT_MAX_REGRESSION": "0.02",
     }
 
 
 def _step(step: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(GATE), step], env=env, capture_output=True, text=True, timeout=600)
+    job = Path(env["RUNNER_TEMP"]).parent
+    return subprocess.run(["bash", str(GATE), step], env=env, cwd=job, capture_output=True, text=True, timeout=600)
 
 
-def test_gate_steps_check_train_and_summarise(github: dict[str, str], tmp_path: Path) -> None:
+def _workflow_step(name: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run a ``run:`` step of dataset-gate.yml as the runner would, in the job's folder."""
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "dataset-gate.yml").read_text())
+    (script,) = [step["run"] for step in workflow["jobs"]["gate"]["steps"] if step.get("name") == name]
+    job = Path(env["RUNNER_TEMP"]).parent
+    return subprocess.run(["bash", "-e", "-c", script], env=env, cwd=job, capture_output=True, text=True)
+
+
+def test_the_dataset_gate_flow_from_main_to_a_pull_request(github: dict[str, str], tmp_path: Path) -> None:
+    """dataset-gate.yml end to end: main's run is kept as the baseline; a pull request is judged on its change."""
     check = _step("check", github)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "::error" not in check.stdout
+    assert "::error" not in check.stdout and "::notice::no baseline audit at baseline/audit.json" in check.stdout
+    audit = tmp_path / "retrain-ci-run" / "audit"
+    assert sorted(p.name for p in audit.iterdir()) == ["audit.html", "audit.json", "audit.md"]
 
     train = _step("train", {**github, "INPUT_MIN_ACCURACY": "0.5"})
     assert train.returncode == 0, train.stderr
-    assert "::notice::no baseline metrics" in train.stdout
+    assert "::notice::no baseline report at baseline/report" in train.stdout
     (line,) = Path(github["GITHUB_OUTPUT"]).read_text().splitlines()
     accuracy = float(line.removeprefix("test-accuracy="))
     assert 0.5 <= accuracy <= 1
@@ -64,12 +78,41 @@ def test_gate_steps_check_train_and_summarise(github: dict[str, str], tmp_path: 
     summary = _step("summary", github)
     assert summary.returncode == 0, summary.stderr
     job_summary = Path(github["GITHUB_STEP_SUMMARY"]).read_text()
-    assert "## retrain-ci report" in job_summary and f"{accuracy:.1%}" in job_summary
+    assert job_summary.startswith("## retrain-ci report") and f"{accuracy:.1%}" in job_summary
     assert "images in 2 classes" in job_summary  # the dataset audit's Markdown follows
 
-    baseline = Path(github["INPUT_BASELINE"])
-    baseline.parent.mkdir()
-    baseline.write_text(f'{{"test_accuracy": {accuracy + 0.1}}}')
+    keep = _workflow_step("Keep this run's audit and report as the baseline for pull requests", github)
+    assert keep.returncode == 0, keep.stderr
+    assert (tmp_path / "baseline" / "audit.json").is_file()
+    assert (tmp_path / "baseline" / "report" / "predictions.csv").is_file()
+
+    # The pull request: two roses added, a daisy moved to roses, a file that is no photo.
+    data = Path(github["INPUT_DATA"])
+    for photo in sorted((FLOWERS_SAMPLE / "roses").glob("*.jpg"))[30:32]:
+        shutil.copy(photo, data / "roses" / photo.name)
+    moved = sorted((data / "daisy").glob("*.jpg"))[0]
+    shutil.move(moved, data / "roses" / moved.name)
+    (data / "roses" / "notes.jpg").write_text("not a photo")
+    Path(github["GITHUB_STEP_SUMMARY"]).write_text("")
+
+    check = _step("check", github)
+    assert check.returncode == 1  # the corrupt file is new; the old findings do not gate
+    annotations = [line for line in check.stdout.splitlines() if line.startswith("::error")]
+    assert len(annotations) == 1 and "notes.jpg" in annotations[0]
+    change = json.loads((audit / "audit.json").read_text())["summary"]["change"]
+    assert change.startswith("+3 roses, 1 moved daisy -> roses; new: 1 error")
+
+    (data / "roses" / "notes.jpg").unlink()
+    train = _step("train", github)
+    assert train.returncode == 0, train.stderr
+    _step("summary", github)
+    lead = Path(github["GITHUB_STEP_SUMMARY"]).read_text().splitlines()[2]
+    assert lead.startswith("**Change:** +3 roses, 1 moved daisy -> roses; new: 1 error")
+    assert " -> " in lead.split("accuracy ")[1]
+
+    metrics = tmp_path / "baseline" / "report" / "metrics.json"
+    inflated = json.loads(metrics.read_text()) | {"test_accuracy": accuracy + 0.1}
+    metrics.write_text(json.dumps(inflated))
     regressed = _step("train", github)
     assert regressed.returncode == 1
     assert "dropped" in regressed.stderr and "from the baseline's" in regressed.stderr

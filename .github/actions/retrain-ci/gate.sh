@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # The dataset gate's steps, one subcommand each, so that tests run exactly what the action runs.
 # Inputs come as INPUT_* variables; results go where GitHub reads them ($GITHUB_OUTPUT, $GITHUB_STEP_SUMMARY).
+# The baseline is a folder as dataset-gate.yml keeps it on main: audit.json (the audit) and report/ (the run's report).
 set -euo pipefail
 
 bottlenecks="${RUNNER_TEMP:-/tmp}/retrain-ci-bottlenecks"
-check_summary="${RUNNER_TEMP:-/tmp}/retrain-ci-check.md"
 output_dir="${INPUT_OUTPUT_DIR:-retrain-ci-run}"
+audit_dir="$output_dir/audit"
+baseline="${INPUT_BASELINE:-}"
 
 case "${1:-}" in
   check)
-    # Markdown for the job summary, then annotations on the files and the gate's exit code.
-    retrain-ci check "$INPUT_DATA" --tfhub-module "${INPUT_MODULE:-efficientnet_lite0}" \
-      --bottleneck-dir "$bottlenecks" --format markdown --output "$check_summary" --fail-on never
-    retrain-ci check "$INPUT_DATA" --tfhub-module "${INPUT_MODULE:-efficientnet_lite0}" \
-      --bottleneck-dir "$bottlenecks" --format github --fail-on "${INPUT_FAIL_ON:-error}"
+    # One audit: audit.json, audit.md and audit.html into the audit folder, annotations on the files, the gate's exit.
+    args=(check "$INPUT_DATA" --tfhub-module "${INPUT_MODULE:-efficientnet_lite0}" --bottleneck-dir "$bottlenecks"
+      --report-dir "$audit_dir" --format github --fail-on "${INPUT_FAIL_ON:-error}")
+    if [[ -n "$baseline" && -f "$baseline/audit.json" ]]; then
+      args+=(--baseline "$baseline/audit.json")
+      if [[ "${INPUT_FAIL_ON_NEW:-true}" == "true" ]]; then
+        args+=(--fail-on-new)
+      fi
+    elif [[ -n "$baseline" ]]; then
+      echo "::notice::no baseline audit at $baseline/audit.json; every finding is judged"
+    fi
+    retrain-ci "${args[@]}"
     ;;
   train)
     # No module named: the mode's default (efficientnet_lite0, or efficientnet_lite1 with fine-tune).
@@ -27,10 +36,13 @@ case "${1:-}" in
     if [[ -n "${INPUT_MIN_ACCURACY:-}" ]]; then
       args+=(--min-accuracy "$INPUT_MIN_ACCURACY")
     fi
-    if [[ -n "${INPUT_BASELINE:-}" && -f "$INPUT_BASELINE" ]]; then
-      args+=(--baseline "$INPUT_BASELINE" --max-regression "${INPUT_MAX_REGRESSION:-0.02}")
-    elif [[ -n "${INPUT_BASELINE:-}" ]]; then
-      echo "::notice::no baseline metrics at $INPUT_BASELINE; gating on --min-accuracy only"
+    if [[ -n "$baseline" && -f "$baseline/report/metrics.json" ]]; then
+      args+=(--baseline "$baseline/report" --max-regression "${INPUT_MAX_REGRESSION:-0.02}")
+      if [[ -n "${INPUT_MAX_CLASS_REGRESSION:-}" ]]; then
+        args+=(--max-class-regression "$INPUT_MAX_CLASS_REGRESSION")
+      fi
+    elif [[ -n "$baseline" ]]; then
+      echo "::notice::no baseline report at $baseline/report; gating on --min-accuracy only"
     fi
     status=0
     retrain-ci "${args[@]}" || status=$?
@@ -42,11 +54,16 @@ case "${1:-}" in
     exit "$status"
     ;;
   summary)
+    # The run's summary, led by what the change did to the data (from the audit) and to the model; then the audit's.
     if [[ -f "$output_dir/report/metrics.json" ]]; then
-      retrain-ci report "$output_dir" --github-step-summary > /dev/null
+      args=(report "$output_dir" --github-step-summary)
+      if [[ -f "$audit_dir/audit.json" ]]; then
+        args+=(--audit "$audit_dir/audit.json")
+      fi
+      retrain-ci "${args[@]}" > /dev/null
     fi
-    if [[ -f "$check_summary" ]]; then
-      cat "$check_summary" >> "${GITHUB_STEP_SUMMARY:-/dev/null}"
+    if [[ -f "$audit_dir/audit.md" ]]; then
+      cat "$audit_dir/audit.md" >> "${GITHUB_STEP_SUMMARY:-/dev/null}"
     fi
     ;;
   prune)
