@@ -21,6 +21,11 @@ class Severity(str, Enum):
     def rank(self) -> int:
         return list(Severity).index(self)
 
+    @property
+    def noun(self) -> str:
+        """As reports for people name it: an info finding is a "note"."""
+        return "note" if self is Severity.INFO else self.value
+
     @classmethod
     def threshold(cls, fail_on: str) -> Severity | None:
         """The lowest severity that fails a gate set to ``fail_on`` (error, warning or never: None)."""
@@ -115,7 +120,8 @@ class AuditReport:
         """ "+40 roses, -3 tulips, 2 moved tulips -> roses; new: 1 error, 3 warnings; fixed: 2" (with a baseline)."""
         if self.comparison is None:
             return ""
-        new = [f"{n} {severity}{'s' if n != 1 else ''}" for severity, n in self.new_counts().items() if n]
+        counts = self.new_counts().items()
+        new = [f"{n} {Severity(severity).noun}{'s' if n != 1 else ''}" for severity, n in counts if n]
         return f"{self.comparison.diff.summary()}; new: {', '.join(new) or 'none'}; fixed: {len(self.comparison.fixed)}"
 
     def to_dict(self) -> dict[str, Any]:

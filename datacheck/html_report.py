@@ -9,7 +9,7 @@ from pathlib import Path
 
 from datacheck.baseline import DatasetDiff
 from datacheck.findings import AuditReport, Finding, Severity
-from datacheck.reports import NAMES, finding_mark, findings_by_check, plural, shown_value
+from datacheck.reports import finding_mark, findings_by_check, plural, shown_value
 from retrain.core.dataset import IMAGE_EXTENSIONS
 from retrain.core.display import printable
 from retrain.core.thumbnails import THUMBNAIL_SIZE, thumbnail_uri
@@ -79,7 +79,7 @@ def _summary(report: AuditReport, fail_on: str, new_only: bool) -> str:
 
 def _severities(counts: dict[str, int]) -> str:
     shown = [
-        f"<span class={severity.value}>{plural(counts[severity.value], NAMES[severity])}</span>"
+        f"<span class={severity.value}>{plural(counts[severity.value], severity.noun)}</span>"
         for severity in reversed(Severity)
     ]
     return ", ".join(shown)
@@ -103,7 +103,7 @@ def _per_check(report: AuditReport) -> str:
         worst = max((finding.severity for finding in findings), key=lambda severity: severity.rank)
         new = sum(finding_mark(report, finding) == "new" for finding in findings)
         rows.append(
-            f"<tr><td><a href='#{_anchor(check)}'>{_text(check)}</a></td><td class={worst.value}>{NAMES[worst]}</td>"
+            f"<tr><td><a href='#{_anchor(check)}'>{_text(check)}</a></td><td class={worst.value}>{worst.noun}</td>"
             f"<td>{len(findings)}</td>{f'<td>{new}</td>' if report.comparison else ''}</tr>"
         )
     new_column = "<th>new</th>" if report.comparison else ""
@@ -203,7 +203,7 @@ def _lines(lines: list[str]) -> str:
 
 def _badges(report: AuditReport, finding: Finding) -> str:
     mark = finding_mark(report, finding)
-    badge = f"<span class='badge {finding.severity.value}'>{NAMES[finding.severity]}</span>"
+    badge = f"<span class='badge {finding.severity.value}'>{finding.severity.noun}</span>"
     return badge + (f"<span class='badge mark {mark}'>{mark}</span>" if mark else "")
 
 

@@ -20,7 +20,6 @@ FORMATS = ("table", "json", "markdown", "github", "html")
 # Findings shown per check in the Markdown report; the table and JSON have all of them.
 EXAMPLES = 5
 STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
-NAMES = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
 ICONS = {Severity.ERROR: "🛑", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}
 
 
@@ -43,7 +42,7 @@ def finding_mark(report: AuditReport, finding: Finding) -> str:
 
 def _headline(report: AuditReport) -> str:
     counts = report.counts()
-    found = ", ".join(plural(counts[severity.value], name) for severity, name in NAMES.items())
+    found = ", ".join(plural(counts[severity.value], severity.noun) for severity in reversed(Severity))
     where = f"{plural(report.images, 'image')} in {plural(len(report.classes), 'class')}"
     return f"{where}: {found} ({report.seconds:.1f} s)"
 
@@ -84,7 +83,7 @@ class FindingsOfCheck:
             detail = _detail(finding, advice)
             for index, path in enumerate(finding.paths or ("",)):
                 shown = _path_detail(finding, path) if index else detail
-                severity = f"{NAMES[finding.severity]} " if mixed and not index else ""
+                severity = f"{finding.severity.noun} " if mixed and not index else ""
                 yield self._line(finding, index, path, severity + shown, options.max_width)
         yield Text()
 
@@ -94,7 +93,7 @@ class FindingsOfCheck:
         heading = Text(self.check, style="bold")
         for index, severity in enumerate(severity for severity in reversed(Severity) if counts[severity]):
             heading.append(": " if index == 0 else ", ")
-            heading.append(plural(counts[severity], NAMES[severity]), style=STYLES[severity])
+            heading.append(plural(counts[severity], severity.noun), style=STYLES[severity])
         return heading
 
     def _line(self, finding: Finding, index: int, path: str, detail: str, width: int) -> Text:

@@ -35,6 +35,18 @@ def test_table_groups_findings_by_check(defective_dataset: DefectiveDataset) -> 
     assert "errors" in run.stdout and "warnings" in run.stdout
 
 
+def test_report_dir_holds_every_format_of_the_one_audit(defective_dataset: DefectiveDataset, tmp_path: Path) -> None:
+    folder = tmp_path / "audit"
+    run = run_cli("check", defective_dataset.root, *CHEAP, "--report-dir", folder, "--format", "json")
+    assert run.exit_code == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["audit.html", "audit.json", "audit.md"]
+    assert (folder / "audit.json").read_text() == run.stdout  # the same audit, not a second one
+    assert "### `corrupt_image` (3)" in (folder / "audit.md").read_text()
+    assert "daisy/truncated.jpg" in (folder / "audit.html").read_text()
+    (tmp_path / "a-file").write_text("")
+    _one_line_error(run_cli("check", defective_dataset.root, "--report-dir", tmp_path / "a-file"), "audit folder")
+
+
 def test_markdown_for_a_pull_request(defective_dataset: DefectiveDataset, tmp_path: Path) -> None:
     run = run_cli("check", defective_dataset.root, *CHEAP, "--format", "markdown", "--output", tmp_path / "summary.md")
     text = (tmp_path / "summary.md").read_text()

@@ -17,6 +17,8 @@ from retrain.core.settings import AcceptedFinding, AuditSettings
 from retrain.core.settings_file import CONFIG_FILE, find_config_file, load_settings, record_accepted
 
 AUDIT = AuditSettings()
+# What --report-dir holds: file name -> format.
+AUDIT_FILES = {"audit.json": "json", "audit.md": "markdown", "audit.html": "html"}
 
 
 def check(  # noqa: PLR0913 (a Typer command declares its options)
@@ -32,6 +34,14 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
     ] = "table",
     output: Annotated[
         Path | None, typer.Option("--output", metavar="FILE", help="Write the report to FILE instead of stdout.")
+    ] = None,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--report-dir",
+            metavar="DIR",
+            help="Also write audit.json, audit.md and audit.html into DIR (replaced whole): every format of one audit.",
+        ),
     ] = None,
     fail_on: Annotated[
         str | None,
@@ -176,7 +186,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         if settings.fail_on_new and settings.baseline is None:
             raise InputError("--fail-on-new needs --baseline: an earlier `retrain-ci check --format json`")
         old = load_baseline(settings.baseline) if settings.baseline is not None else None
-        _check_outputs(settings, output)
+        _check_outputs(settings, output, report_dir)
         if accept:
             settings = settings.replace(
                 accepted=settings.accepted + tuple(AcceptedFinding(fingerprint, reason) for fingerprint in accept)
@@ -185,6 +195,8 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         warn(report.warnings)
         if accept:
             _record(report, accept, reason, settings_path or Path.cwd() / CONFIG_FILE)
+        if report_dir is not None:
+            _write_folder(report, report_dir, settings)
         _write(report, output_format, output, settings)
     raise typer.Exit(1 if report.fails(settings.fail_on, new_only=settings.fail_on_new) else 0)
 
@@ -207,9 +219,9 @@ def _ids(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(i for value in values or () for i in value.split(",")) or None
 
 
-def _check_outputs(settings: AuditSettings, output: Path | None) -> None:
-    """Before any image is decoded: the report file, the property cache and, when a check needs bottlenecks, their
-    cache are writable."""
+def _check_outputs(settings: AuditSettings, output: Path | None, report_dir: Path | None) -> None:
+    """Before any image is decoded: the report file and folder, the property cache and, when a check needs
+    bottlenecks, their cache are writable."""
     from datacheck.properties import property_cache
     from datacheck.registry import selected_checks
 
@@ -217,6 +229,8 @@ def _check_outputs(settings: AuditSettings, output: Path | None) -> None:
         if not output.parent.is_dir():
             raise InputError(f"cannot write the report to {output}: folder {output.parent} does not exist")
         check_writable(output, "report", folder=False)
+    if report_dir is not None:
+        check_writable(report_dir, "audit folder", folder=True)
     if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
         check_writable(settings.module.bottleneck_dir, "bottleneck cache", folder=True)
     check_writable(property_cache(settings).directory, "property cache", folder=True)  # under it by default
@@ -240,10 +254,26 @@ def _audit(image_dir: Path, settings: AuditSettings, baseline: Baseline | None):
         bars.stop()
 
 
+def _write_folder(report, report_dir: Path, settings: AuditSettings) -> None:
+    """The audit for machines (the next audit's baseline), pull requests and people, replaced together."""
+    with staged_output(report_dir, "audit folder") as staging:
+        staging.mkdir()
+        for name, output_format in AUDIT_FILES.items():
+            (staging / name).write_text(_rendered(report, output_format, settings), encoding="utf-8")
+
+
+def _rendered(report, output_format: str, settings: AuditSettings) -> str:
+    from datacheck.html_report import render_html
+    from datacheck.reports import render_github, render_json, render_markdown
+
+    if output_format == "html":
+        return render_html(report, fail_on=settings.fail_on, new_only=settings.fail_on_new)
+    return {"json": render_json, "markdown": render_markdown, "github": render_github}[output_format](report)
+
+
 def _write(report, output_format: str, output: Path | None, settings: AuditSettings) -> None:
     """To stdout, or staged into FILE so that a failed write leaves the old file as it was."""
-    from datacheck.html_report import render_html
-    from datacheck.reports import render_github, render_json, render_markdown, render_table
+    from datacheck.reports import render_table
 
     if output_format == "table":
         if output is None:
@@ -252,10 +282,8 @@ def _write(report, output_format: str, output: Path | None, settings: AuditSetti
         buffer = Console(file=io.StringIO(), width=160)
         buffer.print(render_table(report), crop=False)
         text = buffer.file.getvalue()
-    elif output_format == "html":
-        text = render_html(report, fail_on=settings.fail_on, new_only=settings.fail_on_new)
     else:
-        text = {"json": render_json, "markdown": render_markdown, "github": render_github}[output_format](report)
+        text = _rendered(report, output_format, settings)
     if output is None:
         typer.echo(text, nl=False)
         return
