@@ -61,23 +61,24 @@ class Baseline:
     path: Path
     manifest: dict[str, ManifestEntry]
     findings: list[Finding]
+    change: str = ""  # that audit's own change line against its baseline ("" when it had none)
 
 
-def load_baseline(path: Path) -> Baseline:
+def load_baseline(path: Path, what: str = "baseline") -> Baseline:
     """Read and validate ``check --format json`` output; anything else is an InputError that says what it is."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8", errors="surrogateescape"))
     except FileNotFoundError:
-        raise InputError(f"baseline {path} does not exist") from None
+        raise InputError(f"{what} {path} does not exist") from None
     except OSError as error:
-        raise InputError(f"cannot read baseline {path} ({error.strerror or error})") from None
+        raise InputError(f"cannot read {what} {path} ({error.strerror or error})") from None
     except ValueError as error:
-        raise InputError(f"baseline {path} is not JSON ({error})") from None
+        raise InputError(f"{what} {path} is not JSON ({error})") from None
     if not isinstance(data, dict) or data.get("format") != AUDIT_FORMAT:
-        raise InputError(f"baseline {path} is not a `retrain-ci check --format json` audit")
+        raise InputError(f"{what} {path} is not a `retrain-ci check --format json` audit")
     if data.get("version") != AUDIT_VERSION:
         raise InputError(
-            f"baseline {path} is audit format version {data.get('version')!r}; this retrain-ci reads {AUDIT_VERSION}"
+            f"{what} {path} is audit format version {data.get('version')!r}; this retrain-ci reads {AUDIT_VERSION}"
         )
     try:
         manifest = {
@@ -89,9 +90,10 @@ def load_baseline(path: Path) -> Baseline:
             )
             for row in data["findings"]
         ]
-    except (KeyError, TypeError, ValueError) as error:
-        raise InputError(f"baseline {path} is damaged: an entry lacks or mangles {error}") from None
-    return Baseline(Path(path), manifest, findings)
+        change = str(data["summary"].get("change", ""))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise InputError(f"{what} {path} is damaged: an entry lacks or mangles {error}") from None
+    return Baseline(Path(path), manifest, findings, change)
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ def test_flipped_photos_are_matched_by_content_and_a_changed_test_set_is_counted
     assert f"{flipped} test image" in line and "3 new test photos" in line and "1 moved to another class" in line
     assert f"Against the baseline: {line}" in run.stdout
     summary = (report / "summary.md").read_text().splitlines()
-    assert summary[:3] == ["## retrain-ci report", "", f"Against the baseline: {line}."]
+    assert summary[:3] == ["## retrain-ci report", "", f"**Change:** {line}."]
     page = (report / "report.html").read_text()
     section = page[page.index("<h2>Against the baseline</h2>") : page.index("<h2>Misclassified")]
     assert section.count('<img src="data:image/jpeg;base64,') == flipped
@@ -124,7 +124,7 @@ def test_flipped_photos_are_matched_by_content_and_a_changed_test_set_is_counted
         assert Path(item["path"]).name in section
 
     rendered = run_cli("report", run.output_dir, "--print-summary")
-    assert rendered.exit_code == 0 and f"Against the baseline: {line}." in rendered.stdout
+    assert rendered.exit_code == 0 and f"**Change:** {line}." in rendered.stdout
     assert json.loads((report / "metrics.json").read_text())["baseline"] == diff
 
 

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -102,6 +103,32 @@ def test_report_command_needs_a_report(tmp_path: Path, monkeypatch: pytest.Monke
     run = run_cli("report", tmp_path)
     assert run.exit_code == 2 and "holds no retrain-ci report" in run.stderr
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+def test_report_with_an_audit_leads_with_what_the_change_did(
+    trained_run: CliRun, flowers_sample: Path, tmp_path: Path
+) -> None:
+    report_dir = shutil.copytree(trained_run.output_dir / "report", tmp_path / "report")
+    data = copy_dataset(tmp_path / "data", {c: sample_photos(flowers_sample, c, 6) for c in ("daisy", "roses")})
+    pixels = ("--only", "corrupt_image,exact_duplicates", "--format", "json", "--output")
+    assert run_cli("check", data, *pixels, tmp_path / "main.json").exit_code == 0
+    shutil.copy(sample_photos(flowers_sample, "roses", 7)[-1], data / "roses")
+    shutil.move(next((data / "daisy").glob("*.jpg")), data / "roses")
+    check = run_cli("check", data, "--baseline", tmp_path / "main.json", *pixels, tmp_path / "pr.json")
+    assert check.exit_code == 0, check.stderr
+    change = json.loads((tmp_path / "pr.json").read_text())["summary"]["change"]
+    assert change == "+1 roses, 1 moved daisy -> roses; new: none; fixed: 0"
+
+    run = run_cli("report", report_dir, "--audit", tmp_path / "pr.json", "--print-summary")
+    assert run.exit_code == 0, run.stderr
+    assert run.stdout.splitlines()[2] == f"**Change:** {change}."  # no baseline run: the data's change alone
+    assert json.loads((report_dir / "metrics.json").read_text())["dataset_change"] == change
+    assert run_cli("report", report_dir, "--print-summary").stdout == run.stdout  # kept for later renders
+
+    before = (report_dir / "summary.md").read_text()
+    bad = run_cli("report", report_dir, "--audit", tmp_path / "main.csv")
+    assert bad.exit_code == 2 and f"audit {tmp_path / 'main.csv'} does not exist" in " ".join(bad.stderr.split())
+    assert (report_dir / "summary.md").read_text() == before
 
 
 def _train_with_gate(flowers_sample: Path, bottleneck_dir: Path, output_dir: Path, *gate: str | Path) -> CliRun:

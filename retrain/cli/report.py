@@ -18,12 +18,21 @@ def report(
     github_step_summary: Annotated[
         bool, typer.Option("--github-step-summary", help="Append summary.md to the file $GITHUB_STEP_SUMMARY names.")
     ] = False,
+    audit: Annotated[
+        Path | None,
+        typer.Option(
+            "--audit",
+            metavar="AUDIT.json",
+            help="A `check --baseline ... --format json` of the run's dataset: its change line leads the summary.",
+        ),
+    ] = None,
 ) -> None:
     """Render an earlier run's report again (HTML, Markdown, CSV, PNG) from the predictions it kept."""
     from retrain.reports import rerender
 
     with user_errors():
-        rendered = rerender(run_dir)
+        change = _dataset_change(audit) if audit is not None else None
+        rendered = rerender(run_dir, change)
         summary = (rendered.directory / "summary.md").read_text(encoding="utf-8")
         if github_step_summary:
             target = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -38,3 +47,10 @@ def report(
         typer.echo(summary, nl=False)
     else:
         print_report_summary(rendered)
+
+
+def _dataset_change(audit: Path) -> str:
+    """The audit's change line against its own baseline ("" for an audit without one: no change to speak of)."""
+    from datacheck.baseline import load_baseline
+
+    return load_baseline(audit, "audit").change
