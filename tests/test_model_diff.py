@@ -16,7 +16,7 @@ from retrain.cli.common import gate_settings
 from retrain.core.bottleneck_cache import content_key
 from retrain.core.dataset import split_for
 from retrain.core.gate import judge
-from retrain.core.model_diff import compare, load_baseline, model_change_line
+from retrain.core.model_diff import compare, load_baseline_run, model_change_line
 from retrain.core.results import Evaluation
 from retrain.core.settings import GateSettings
 from retrain.reports import write_report
@@ -275,7 +275,7 @@ def test_the_baseline_section_escapes_names(flowers_sample: Path, tmp_path: Path
         write_report(tmp_path / folder, evaluation, info, judge(evaluation.accuracy, {}, GateSettings()))
         return tmp_path / folder
 
-    baseline = load_baseline(report("main", [[0.9, 0.1], [0.2, 0.8]], {}))
+    baseline = load_baseline_run(report("main", [[0.9, 0.1], [0.2, 0.8]], {}))
     evaluation = Evaluation(labels, paths, np.array([0, 1]), np.array([[0.3, 0.7], [0.2, 0.8]]), [], keys)
     diff = compare(baseline, evaluation, {}, min_class_support=1)
     page = (report("pr", [[0.3, 0.7], [0.2, 0.8]], {"baseline": diff.to_dict()}) / "report.html").read_text()

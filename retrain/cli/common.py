@@ -21,7 +21,7 @@ from retrain.core.settings import GateSettings
 from retrain.core.settings_file import find_config_file, load_gate_settings
 
 if TYPE_CHECKING:  # pandas stays out of the command line's start-up
-    from retrain.core.model_diff import Baseline
+    from retrain.core.model_diff import BaselineRun
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -146,14 +146,14 @@ MinClassSupportOption = Annotated[
 ]
 
 
-def read_baseline(path: Path | None) -> Baseline | None:
+def read_baseline(path: Path | None) -> BaselineRun | None:
     """The --baseline run, read and checked before any work (a bad one is an InputError, and nothing is written)."""
-    from retrain.core.model_diff import load_baseline
+    from retrain.core.model_diff import load_baseline_run
 
-    return load_baseline(path) if path else None
+    return load_baseline_run(path) if path else None
 
 
-def gate_settings(image_dir: Path, baseline: Baseline | None, **options: float | None) -> GateSettings:
+def gate_settings(image_dir: Path, baseline: BaselineRun | None, **options: float | None) -> GateSettings:
     """Each gate option given, else the project's settings file (found from the image folder), else the default."""
     given = {name: value for name, value in options.items() if value is not None}
     settings = load_gate_settings(find_config_file(Path(image_dir), Path.cwd())) | given

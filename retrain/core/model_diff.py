@@ -28,7 +28,7 @@ CLASSES_NAMED = 3
 
 
 @dataclass(frozen=True)
-class Baseline:
+class BaselineRun:
     """An earlier run's report, read and checked before any work: its metrics and the predictions kept beside them."""
 
     metrics_file: Path
@@ -40,7 +40,7 @@ class Baseline:
         return float(self.metrics["test_accuracy"])
 
 
-def load_baseline(path: Path) -> Baseline:
+def load_baseline_run(path: Path) -> BaselineRun:
     """An earlier run's ``--output-dir``, its ``report/`` folder, or a metrics.json (predictions.csv beside it is used
     when present); anything else is an InputError, raised before the run starts."""
     metrics_file = _metrics_file(Path(path))
@@ -53,7 +53,7 @@ def load_baseline(path: Path) -> Baseline:
     problem = _metrics_problem(metrics)
     if problem:
         raise InputError(f"the baseline {metrics_file} is not a retrain-ci run's metrics.json ({problem})")
-    return Baseline(metrics_file, metrics, _baseline_predictions(metrics_file.parent, metrics))
+    return BaselineRun(metrics_file, metrics, _baseline_predictions(metrics_file.parent, metrics))
 
 
 def _metrics_file(path: Path) -> Path:
@@ -174,7 +174,9 @@ class ModelDiff:
         return cls(**{**document, "classes": classes, "images": images})
 
 
-def compare(baseline: Baseline, evaluation: Evaluation, run_info: dict[str, Any], min_class_support: int) -> ModelDiff:
+def compare(
+    baseline: BaselineRun, evaluation: Evaluation, run_info: dict[str, Any], min_class_support: int
+) -> ModelDiff:
     """This run's test predictions against the baseline's: deltas always, flipped photos when the runs allow it."""
     before = baseline.metrics
     note = _why_not_photo_by_photo(baseline, run_info, evaluation)
@@ -192,7 +194,7 @@ def compare(baseline: Baseline, evaluation: Evaluation, run_info: dict[str, Any]
     )
 
 
-def _why_not_photo_by_photo(baseline: Baseline, run_info: dict[str, Any], evaluation: Evaluation) -> str:
+def _why_not_photo_by_photo(baseline: BaselineRun, run_info: dict[str, Any], evaluation: Evaluation) -> str:
     before = baseline.metrics
     changed = [
         f"{key} {_setting(before[key])} -> {_setting(run_info[key])}"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from retrain.core.errors import InputError
 
 if TYPE_CHECKING:
-    from retrain.core.model_diff import Baseline
+    from retrain.core.model_diff import BaselineRun
 
 SCHEDULES = ("cosine", "constant")
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
@@ -202,7 +202,7 @@ class RunSettings:
     tta: bool = True  # average each prediction over the image and its mirror image
     mirror_training: bool = True  # also train on the mirrored training images' bottlenecks
     # An earlier run's report, read before any work, that this run is compared with (the gate's baseline).
-    baseline: Baseline | None = field(default=None, compare=False, repr=False)
+    baseline: BaselineRun | None = field(default=None, compare=False, repr=False)
 
     @property
     def mirrors_training(self) -> bool:

@@ -15,7 +15,7 @@ from retrain.core.display import is_undecodable
 from retrain.core.errors import InputError
 from retrain.core.gate import GateResult, judge
 from retrain.core.hooks import Hooks
-from retrain.core.model_diff import Baseline, ModelDiff, compare
+from retrain.core.model_diff import BaselineRun, ModelDiff, compare
 from retrain.core.outputs import check_writable
 from retrain.core.results import Evaluation
 from retrain.core.settings import GateSettings
@@ -57,7 +57,7 @@ def evaluate_model(
     *,
     gate: GateSettings,
     report_dir: Path | None = None,
-    baseline: Baseline | None = None,
+    baseline: BaselineRun | None = None,
     hooks: Hooks = Hooks(),
 ) -> ModelEvaluation:
     """Classify every image of the folder, compare with the baseline run, judge the gate, and write a report when
