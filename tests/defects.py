@@ -41,6 +41,11 @@ def washed_out(image: Image.Image) -> Image.Image:
     return Image.blend(image, Image.new("RGB", image.size, "white"), 0.85)
 
 
+def brightened(factor: float) -> Callable[[Image.Image], Image.Image]:
+    """Every pixel value times ``factor``: highlights clip to white, saturated colours to yellow, cyan or magenta."""
+    return lambda image: ImageEnhance.Brightness(image).enhance(factor)
+
+
 def blurred(image: Image.Image) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(5))
 
@@ -124,6 +129,7 @@ def build_defective_dataset(flowers_sample: Path, root: Path) -> dict[str, list[
         "odd_aspect_ratio": [edited(spare["daisy"][3], root / "daisy" / "strip.jpg", strip)],
         "dark": [edited(spare["daisy"][4], root / "daisy" / "dark.jpg", darkened)],
         "light": [edited(spare["daisy"][5], root / "daisy" / "washed out.jpg", washed_out)],
+        "overexposed": [edited(spare["daisy"][11], root / "daisy" / "overexposed.jpg", brightened(6), quality=90)],
         "blurry": [edited(spare["daisy"][6], root / "daisy" / "blurred.jpg", blurred)],
         "low_information": [edited(spare["daisy"][7], root / "daisy" / "blank.jpg", blank)],
         "grayscale": [edited(spare["daisy"][8], root / "daisy" / "black and white.jpg", black_and_white)],

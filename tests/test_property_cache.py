@@ -18,7 +18,7 @@ from tests.conftest import copy_dataset, run_cli, sample_photos
 
 # Pixel checks only: no TensorFlow, and every finding comes from the property table.
 PIXEL_CHECKS = ("--skip", "suspected_mislabel")
-PROPERTIES_FOLDER = "properties-v1-d2"
+PROPERTIES_FOLDER = "properties-v2-d2"
 
 
 @pytest.fixture

@@ -229,6 +229,7 @@ class AuditSettings:
     max_aspect_ratio: float = 3.0
     dark_highlights: float = 0.25
     light_shadows: float = 0.75
+    overexposed_clipped: float = 0.5  # most of the picture: flags only white-background studio shots of flowers-dev
     blurry_sharpness: float = 0.0001
     low_information_contrast: float = 0.03
     grayscale_colourfulness: float = 0.06
