@@ -71,6 +71,47 @@ def tinted(colour: tuple[int, int, int]) -> Callable[[Image.Image], Image.Image]
     return lambda image: Image.blend(image, Image.new("RGB", image.size, colour), 0.45)
 
 
+def cropped(image: Image.Image) -> Image.Image:
+    """80% of each side, from a corner: a crop that moves the subject."""
+    return image.crop((image.width // 5, image.height // 5, image.width, image.height))
+
+
+def mirrored(image: Image.Image) -> Image.Image:
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+
+
+def recoloured(image: Image.Image) -> Image.Image:
+    """A colour edit: more saturation and contrast, as a photo editor's "vivid" preset."""
+    return ImageEnhance.Contrast(ImageEnhance.Color(image).enhance(1.6)).enhance(1.2)
+
+
+def rotated(image: Image.Image) -> Image.Image:
+    """Five degrees, corners filled black: a straightened horizon."""
+    return image.rotate(5, Image.Resampling.BICUBIC)
+
+
+# Copies that are one picture to a person but not to a perceptual hash.
+EDITS = {"crop": cropped, "mirror": mirrored, "colour": recoloured, "rotation": rotated}
+
+
+def leaked_edits(root: Path) -> dict[str, tuple[str, str]]:
+    """For each of EDITS, an edited copy of a different test photo of ``root``, named so that it falls in training.
+
+    Returns edit -> (original, copy), relative to ``root``.
+    """
+    tests = [photo for photo in sorted(root.glob("*/*.jpg")) if split_for(photo.name, 10, 10) == "testing"]
+    planted = {}
+    for (name, edit), photo in zip(EDITS.items(), tests, strict=False):
+        copy = next(
+            photo.with_name(f"{photo.stem}-{name}-{i}.jpg")
+            for i in range(1000)
+            if split_for(f"{photo.stem}-{name}-{i}.jpg", 10, 10) == "training"
+        )
+        edited(photo, copy, edit, quality=90)
+        planted[name] = (photo.relative_to(root).as_posix(), copy.relative_to(root).as_posix())
+    return planted
+
+
 def exif_rotated(photo: Path, target: Path) -> Path:
     """Stored landscape with EXIF orientation 6, so it is displayed (and must be read) as portrait."""
     with Image.open(photo) as image:
