@@ -44,7 +44,6 @@ class Check:
 
     id: ClassVar[str]
     needs_bottlenecks: ClassVar[bool] = False  # the audit computes bottlenecks (TensorFlow) when a selected check does
-    uses_bottlenecks: ClassVar[bool] = False  # takes them when the audit has them, works without
 
     def run(self, data: AuditData) -> list[Finding]:
         raise NotImplementedError

@@ -6,7 +6,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from retrain.core.dataset import split_for
 
@@ -110,6 +110,22 @@ def leaked_edits(root: Path) -> dict[str, tuple[str, str]]:
         edited(photo, copy, edit, quality=90)
         planted[name] = (photo.relative_to(root).as_posix(), copy.relative_to(root).as_posix())
     return planted
+
+
+def screenshot(size: tuple[int, int] = (500, 375)) -> Image.Image:
+    """What a phone screenshot of an app looks like: a title bar, lines of text and a button on white; no flower."""
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    width, height = size
+    draw.rectangle((0, 0, width, height // 8), fill=(33, 99, 186))
+    draw.text((12, height // 24), "Photos - Settings", fill="white")
+    for line in range(8):
+        top = height // 5 + line * height // 14
+        draw.text((16, top), f"Option {line + 1}: sync albums over Wi-Fi only", fill=(40, 40, 40))
+        draw.line((16, top + height // 20, width - 16, top + height // 20), fill=(220, 220, 220))
+    button = (width // 3, height - height // 8, 2 * width // 3, height - height // 30)
+    draw.rounded_rectangle(button, 8, fill=(0, 150, 80))
+    return image
 
 
 def exif_rotated(photo: Path, target: Path) -> Path:

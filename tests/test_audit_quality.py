@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import copy_dataset, run_cli, sample_photos
-from tests.defects import EDITS, brightened, edited, leaked_edits
+from tests.defects import EDITS, brightened, edited, leaked_edits, screenshot
 
-# The bottleneck checks and one that needs bottlenecks, so the audit computes them.
-WITH_BOTTLENECKS = ("--only", "near_duplicates,split_leakage,suspected_mislabel")
+# The checks that compare bottlenecks; outlier needs them, so the audit computes them.
+WITH_BOTTLENECKS = ("--only", "near_duplicates,split_leakage,outlier")
 
 
 def _findings(dataset: Path, tmp_path: Path, *options: str | Path) -> list[dict]:
@@ -50,9 +50,10 @@ def test_brightened_photos_are_overexposed_where_light_says_nothing(flowers_samp
 @pytest.fixture(scope="module")
 def leaky(flowers_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[str, str]]]:
     """The 200-photo sample with a crop, a mirror image, a colour edit and a rotation of four test photos placed in
-    training."""
+    training, and a screenshot among the roses."""
     root = tmp_path_factory.mktemp("leaky") / "photos"
     shutil.copytree(flowers_sample, root)
+    screenshot().save(root / "roses" / "screenshot.jpg", quality=90)
     return root, leaked_edits(root)
 
 
@@ -91,3 +92,11 @@ def test_duplicate_checks_alone_run_on_the_hash_without_tensorflow(leaky, tmp_pa
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.split()[-2:] == ["0", "False"], result.stdout + result.stderr
+
+
+def test_a_screenshot_among_flowers_is_an_outlier(leaky_audit) -> None:
+    """Unlike any photo of its class or of any other: the most outlying photo of the roses, and flagged."""
+    outliers = {f["paths"][0]: f["details"] for f in leaky_audit if f["check"] == "outlier"}
+    assert "roses/screenshot.jpg" in outliers, outliers
+    roses = {path: details["score"] for path, details in outliers.items() if path.startswith("roses/")}
+    assert max(roses, key=roses.get) == "roses/screenshot.jpg"

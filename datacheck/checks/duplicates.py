@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from datacheck.findings import Finding, Severity
+from datacheck.neighbours import nearest, unit_rows
 from datacheck.registry import AuditData, Check, register
 from retrain.core.settings import AuditSettings
 
@@ -132,24 +133,15 @@ def _hash_pairs(phashes: pd.Series, max_bits: int) -> list[tuple[int, int]]:
 
 class _EmbeddingJudge:
     """Near-duplicates by bottleneck: cosine similarity at least ``near_duplicate_similarity`` and at least
-    ``near_duplicate_margin`` above the two photos' typical similarity to their neighbours.
-
-    An exact inner-product index (faiss) on unit-length bottlenecks finds each photo's nearest neighbours without an
-    all-pairs matrix: memory per image is its vector (4 bytes a dimension: 5 KB at 1280) and NEIGHBOURS + 2 results.
-    Photos without a bottleneck (it failed) take no part.
+    ``near_duplicate_margin`` above the two photos' typical similarity to their neighbours (datacheck.neighbours:
+    exact search, no all-pairs matrix). Photos without a bottleneck (it failed) take no part.
     """
 
     def __init__(self, vectors: np.ndarray, settings: AuditSettings) -> None:
-        import faiss  # only audits with bottlenecks need it
-
         self.settings = settings
-        self.rows = np.flatnonzero(~np.isnan(vectors).any(axis=1))
+        self.rows, self.unit = unit_rows(vectors)
         self.position = {int(row): index for index, row in enumerate(self.rows)}
-        unit = vectors[self.rows].astype(np.float32)
-        self.unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
-        index = faiss.IndexFlatIP(self.unit.shape[1])
-        index.add(self.unit)
-        similarities, neighbours = index.search(self.unit, min(NEIGHBOURS + 2, len(self.rows)))
+        similarities, neighbours = nearest(self.unit, NEIGHBOURS + 2)
         beyond = similarities[:, 2:]  # past itself and its nearest
         self.typical = beyond.mean(axis=1) if beyond.shape[1] else np.zeros(len(self.rows), np.float32)
         self.found: dict[tuple[int, int], float] = {}
@@ -236,7 +228,6 @@ class NearDuplicates(Check):
     shot in one burst (bottleneck, when the audit has them)."""
 
     id = "near_duplicates"
-    uses_bottlenecks = True
 
     def run(self, data: AuditData) -> list[Finding]:
         findings = []
@@ -264,7 +255,6 @@ class SplitLeakage(Check):
     """A copy in training lets the model score on its twin in validation or testing: the score overstates accuracy."""
 
     id = "split_leakage"
-    uses_bottlenecks = True
 
     def run(self, data: AuditData) -> list[Finding]:
         return [

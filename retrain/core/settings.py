@@ -240,6 +240,10 @@ class AuditSettings:
     blurry_sharpness: float = 0.0001
     low_information_contrast: float = 0.03
     grayscale_colourfulness: float = 0.06
+    # Outliers: a photo's distance to its nearest photos this many robust standard deviations above its class's
+    # typical one; flags 13 of the 1,837 flowers-dev photos: 7 show no flower (a sign, a bus, a painting, ...), 6
+    # show one as a small part of another scene.
+    outlier_score: float = 3.0
     # Labels and shortcuts, from cross-validated classifiers.
     cross_validation_folds: int = 5
     max_shortcut_skill: float = 0.6  # balanced accuracy rescaled so chance is 0 and perfect is 1
