@@ -1,4 +1,4 @@
-"""Seconds of near-duplicate grouping (``picture_groups``) on N images of one perceptual hash and on N distinct ones.
+"""Seconds of grouping by hash (``group_pictures``) on N images of one perceptual hash and on N distinct ones.
 
     python benchmarks/duplicate_groups.py [--images 8000]
 
@@ -14,13 +14,14 @@ import time
 import numpy as np
 import pandas as pd
 
-from datacheck.checks.duplicates import picture_groups
+from datacheck.checks.duplicates import group_pictures
+from retrain.core.settings import AuditSettings
 
 
 def timed(hashes: list[str]) -> tuple[float, int]:
     images = pd.DataFrame({"path": [f"{i}.jpg" for i in range(len(hashes))], "phash": hashes})
     started = time.perf_counter()
-    groups = picture_groups(images, max_bits=4)
+    groups = group_pictures(images, None, AuditSettings(near_duplicate_bits=4))
     return time.perf_counter() - started, len(groups)
 
 

@@ -20,7 +20,9 @@ from retrain.core.settings import AuditSettings, SplitSettings
 # Pixel statistics are measured at this size, so that sharpness and detail compare across photos of any size.
 MEASURE_SIZE = (256, 256)
 # Bump when what a row holds or how it is measured changes: cached rows are kept in a folder named by it.
-PROPERTIES_VERSION = 1
+PROPERTIES_VERSION = 2
+# A channel at or above this (of 255) is clipped: the sensor or an edit saturated it and its detail is gone.
+CLIPPED_LEVEL = 250
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -104,6 +106,7 @@ _COLUMNS = {
     "shadows": "1st percentile of luminance: even the darkest pixels are light when this is high",
     "highlights": "99th percentile of luminance: even the brightest pixels are dark when this is low",
     "colourfulness": "99th percentile of the spread between largest and smallest channel: 0 when no pixel has colour",
+    "clipped": "fraction of pixels clipped in two or more channels: blown to white, or to yellow, cyan or magenta",
     "phash": "perceptual hash (64 bits, hex): close for resized or re-encoded copies",
 }
 
@@ -137,7 +140,8 @@ def _measure(path: Path, row: dict) -> None:
         return
     pixels = decoded.pixels  # measured in place: a copy of a large image would double the pass's memory
     pixels.thumbnail(MEASURE_SIZE, Image.Resampling.BILINEAR)
-    red, green, blue = (channel for channel in np.asarray(pixels, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+    values = np.asarray(pixels)
+    red, green, blue = (channel for channel in values.astype(np.float32).transpose(2, 0, 1) / 255.0)
     luminance = 0.299 * red + 0.587 * green + 0.114 * blue
     row.update(
         width=decoded.width,
@@ -155,6 +159,7 @@ def _measure(path: Path, row: dict) -> None:
         colourfulness=_percentile(
             np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue), 0.99
         ),
+        clipped=float(((values >= CLIPPED_LEVEL).sum(axis=2) >= 2).mean()),
         phash=str(imagehash.phash(pixels)),
     )
 

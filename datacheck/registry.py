@@ -28,6 +28,7 @@ class AuditData:
     bottleneck_warnings: list[str] = field(default_factory=list)  # e.g. a damaged cache shard, for the shell to show
     property_counts: dict[str, int] | None = None  # images decoded (computed) / taken from the property cache (reused)
     warnings: list[str] = field(default_factory=list)  # e.g. a damaged property-cache shard
+    derived: dict[str, Any] = field(default_factory=dict)  # what several checks share, computed once (picture groups)
 
     def readable(self) -> pd.DataFrame:
         """The images that decoded."""
@@ -42,7 +43,7 @@ class Check:
     """One kind of problem. ``run`` returns findings of this check's id only, and never raises on a bad file."""
 
     id: ClassVar[str]
-    needs_bottlenecks: ClassVar[bool] = False
+    needs_bottlenecks: ClassVar[bool] = False  # the audit computes bottlenecks (TensorFlow) when a selected check does
 
     def run(self, data: AuditData) -> list[Finding]:
         raise NotImplementedError

@@ -6,7 +6,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from retrain.core.dataset import split_for
 
@@ -41,6 +41,11 @@ def washed_out(image: Image.Image) -> Image.Image:
     return Image.blend(image, Image.new("RGB", image.size, "white"), 0.85)
 
 
+def brightened(factor: float) -> Callable[[Image.Image], Image.Image]:
+    """Every pixel value times ``factor``: highlights clip to white, saturated colours to yellow, cyan or magenta."""
+    return lambda image: ImageEnhance.Brightness(image).enhance(factor)
+
+
 def blurred(image: Image.Image) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(5))
 
@@ -64,6 +69,63 @@ def strip(image: Image.Image) -> Image.Image:
 def tinted(colour: tuple[int, int, int]) -> Callable[[Image.Image], Image.Image]:
     """The blue room and the green room: a strong colour cast over the whole photo."""
     return lambda image: Image.blend(image, Image.new("RGB", image.size, colour), 0.45)
+
+
+def cropped(image: Image.Image) -> Image.Image:
+    """80% of each side, from a corner: a crop that moves the subject."""
+    return image.crop((image.width // 5, image.height // 5, image.width, image.height))
+
+
+def mirrored(image: Image.Image) -> Image.Image:
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+
+
+def recoloured(image: Image.Image) -> Image.Image:
+    """A colour edit: more saturation and contrast, as a photo editor's "vivid" preset."""
+    return ImageEnhance.Contrast(ImageEnhance.Color(image).enhance(1.6)).enhance(1.2)
+
+
+def rotated(image: Image.Image) -> Image.Image:
+    """Five degrees, corners filled black: a straightened horizon."""
+    return image.rotate(5, Image.Resampling.BICUBIC)
+
+
+# Copies that are one picture to a person but not to a perceptual hash.
+EDITS = {"crop": cropped, "mirror": mirrored, "colour": recoloured, "rotation": rotated}
+
+
+def leaked_edits(root: Path) -> dict[str, tuple[str, str]]:
+    """For each of EDITS, an edited copy of a different test photo of ``root``, named so that it falls in training.
+
+    Returns edit -> (original, copy), relative to ``root``.
+    """
+    tests = [photo for photo in sorted(root.glob("*/*.jpg")) if split_for(photo.name, 10, 10) == "testing"]
+    planted = {}
+    for (name, edit), photo in zip(EDITS.items(), tests, strict=False):
+        copy = next(
+            photo.with_name(f"{photo.stem}-{name}-{i}.jpg")
+            for i in range(1000)
+            if split_for(f"{photo.stem}-{name}-{i}.jpg", 10, 10) == "training"
+        )
+        edited(photo, copy, edit, quality=90)
+        planted[name] = (photo.relative_to(root).as_posix(), copy.relative_to(root).as_posix())
+    return planted
+
+
+def screenshot(size: tuple[int, int] = (500, 375)) -> Image.Image:
+    """What a phone screenshot of an app looks like: a title bar, lines of text and a button on white; no flower."""
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    width, height = size
+    draw.rectangle((0, 0, width, height // 8), fill=(33, 99, 186))
+    draw.text((12, height // 24), "Photos - Settings", fill="white")
+    for line in range(8):
+        top = height // 5 + line * height // 14
+        draw.text((16, top), f"Option {line + 1}: sync albums over Wi-Fi only", fill=(40, 40, 40))
+        draw.line((16, top + height // 20, width - 16, top + height // 20), fill=(220, 220, 220))
+    button = (width // 3, height - height // 8, 2 * width // 3, height - height // 30)
+    draw.rounded_rectangle(button, 8, fill=(0, 150, 80))
+    return image
 
 
 def exif_rotated(photo: Path, target: Path) -> Path:
@@ -124,6 +186,7 @@ def build_defective_dataset(flowers_sample: Path, root: Path) -> dict[str, list[
         "odd_aspect_ratio": [edited(spare["daisy"][3], root / "daisy" / "strip.jpg", strip)],
         "dark": [edited(spare["daisy"][4], root / "daisy" / "dark.jpg", darkened)],
         "light": [edited(spare["daisy"][5], root / "daisy" / "washed out.jpg", washed_out)],
+        "overexposed": [edited(spare["daisy"][11], root / "daisy" / "overexposed.jpg", brightened(6), quality=90)],
         "blurry": [edited(spare["daisy"][6], root / "daisy" / "blurred.jpg", blurred)],
         "low_information": [edited(spare["daisy"][7], root / "daisy" / "blank.jpg", blank)],
         "grayscale": [edited(spare["daisy"][8], root / "daisy" / "black and white.jpg", black_and_white)],

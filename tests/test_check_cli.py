@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import DefectiveDataset, copy_dataset, run_cli, sample_photos
 
-CHEAP = ("--skip", "suspected_mislabel,shortcut_bias")  # the options under test do not depend on these two
+CHEAP = ("--skip", "suspected_mislabel,shortcut_bias,outlier")  # the options under test do not depend on these
 
 
 def _one_line_error(run, *fragments: str) -> None:

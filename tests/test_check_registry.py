@@ -46,7 +46,8 @@ def test_every_check_of_the_issue_is_registered() -> None:
         exact_duplicates conflicting_labels near_duplicates split_leakage tiny_image odd_aspect_ratio dark light blurry
         low_information grayscale suspected_mislabel shortcut_bias"""
     issue_15 = "oversized_image lfs_pointer unreadable_folder"
-    assert set(issue_4.split()) | set(issue_15.split()) <= set(CHECKS)
+    issue_18 = "overexposed outlier"
+    assert set(issue_4.split()) | set(issue_15.split()) | set(issue_18.split()) <= set(CHECKS)
 
 
 @pytest.mark.parametrize("check_id", sorted(CHECKS))

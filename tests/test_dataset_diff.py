@@ -16,7 +16,7 @@ from retrain.core.settings_file import tomllib
 from tests.conftest import run_cli
 from tests.defects import edited, resized
 
-PIXELS = ("--skip", "suspected_mislabel,shortcut_bias")  # the pixel checks only: no TensorFlow
+PIXELS = ("--skip", "suspected_mislabel,shortcut_bias,outlier")  # the pixel checks only: no TensorFlow
 GRAYSCALE = "roses/13342823005_16d3df58df_n.jpg"  # black and white in the sample: the old finding the change fixes
 NEAR_PAIR = "sunflowers/14741866338_bdc8bfc8d5_n.jpg"  # one of the sample's near-duplicate pair, which the change grows
 pytest_plugins = ["pytester"]
@@ -260,7 +260,7 @@ def test_unreadable_baseline(pull_request: PullRequest, tmp_path: Path) -> None:
 
 
 def test_pytest_plugin_makes_items_of_new_findings_only(pull_request: PullRequest, pytester: pytest.Pytester) -> None:
-    pytester.makefile(".toml", **{"retrain-ci": 'skip = ["suspected_mislabel", "shortcut_bias"]\n'})
+    pytester.makefile(".toml", **{"retrain-ci": 'skip = ["suspected_mislabel", "shortcut_bias", "outlier"]\n'})
     result = pytester.runpytest_subprocess(
         f"--retrain-data={pull_request.after}", f"--retrain-baseline={pull_request.baseline}", "-rfs"
     )

@@ -17,8 +17,8 @@ from retrain.core.bottleneck_cache import BottleneckCache, content_key
 from tests.conftest import copy_dataset, run_cli, sample_photos
 
 # Pixel checks only: no TensorFlow, and every finding comes from the property table.
-PIXEL_CHECKS = ("--skip", "suspected_mislabel")
-PROPERTIES_FOLDER = "properties-v1-d2"
+PIXEL_CHECKS = ("--skip", "suspected_mislabel,outlier")
+PROPERTIES_FOLDER = "properties-v2-d2"
 
 
 @pytest.fixture

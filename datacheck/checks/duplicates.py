@@ -1,16 +1,46 @@
-"""The same picture more than once: byte-identical files, re-encoded or resized copies, and copies across splits."""
+"""The same picture more than once: byte-identical files, copies found by perceptual hash or by bottleneck, and copies
+across splits."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from datacheck.findings import Finding, Severity
+from datacheck.neighbours import nearest, unit_rows
 from datacheck.registry import AuditData, Check, register
+from retrain.core.settings import AuditSettings
 
 HASH_BITS = 64
 # Rows of the distance matrix computed at once: bounds memory on large datasets.
 BLOCK_ROWS = 1024
+# A photo's typical similarity to others: the mean over this many nearest neighbours after its nearest (which may be
+# its twin). A pair is one picture when it is much closer than either photo is to its neighbourhood, so a daisy among
+# many look-alike daisies needs more than a daisy alone in its corner of the feature space.
+NEIGHBOURS = 10
+LISTED_PAIRS = 20
+SIGNAL_WORDS = {
+    "hash": "perceptual hash (re-encoded, resized or retouched)",
+    "embedding": "bottleneck (cropped, mirrored, recoloured, rotated, or one burst of shots)",
+    "both": "perceptual hash and bottleneck",
+}
+
+
+@dataclass(frozen=True)
+class PictureGroup:
+    """Images of one picture, and the pairs that joined them: which signal matched each (hash, embedding or both)."""
+
+    images: pd.DataFrame
+    pairs: list[dict]  # enough to join the group: for n copies of one hash, n - 1 of them
+
+    def matched_by(self) -> list[str]:
+        return sorted({pair["signal"] for pair in self.pairs})
+
+    def listed_pairs(self) -> list[dict]:
+        """The pairs a finding lists: a few, so that a group of thousands keeps its report small."""
+        return self.pairs[:LISTED_PAIRS]
 
 
 def exact_groups(images: pd.DataFrame) -> list[pd.DataFrame]:
@@ -18,18 +48,51 @@ def exact_groups(images: pd.DataFrame) -> list[pd.DataFrame]:
     return [group for _, group in images.groupby("sha1", sort=False) if len(group) > 1]
 
 
-def picture_groups(images: pd.DataFrame, max_bits: int) -> list[pd.DataFrame]:
-    """Images of one picture: perceptual hashes at most ``max_bits`` apart (identical files have identical hashes).
+def picture_groups(data: AuditData) -> list[PictureGroup]:
+    """The audit's groups of one picture, computed once and shared by the checks that report them.
 
-    Rows sharing a hash are one picture without comparing them, so only distinct hashes are compared: thousands of
-    images of one hash (blank frames, copies) cost one row of the distance matrix, not thousands squared.
+    The perceptual hash always takes part; the bottlenecks too when the audit has them (a check that needs them was
+    selected, as by default), so an audit of pixel checks only still runs without TensorFlow.
     """
-    if images.empty:
-        return []
-    hash_of_row, hashes = pd.factorize(images["phash"])
-    signs = np.array([np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8)) for h in hashes], dtype=np.float32)
-    signs = 2 * signs - 1  # +-1 per bit, so a dot product counts agreeing minus disagreeing bits
-    parent = list(range(len(hashes)))
+    if "picture_groups" not in data.derived:
+        images = data.readable()
+        vectors = None if data.bottlenecks is None else data.bottlenecks[data.images["error"].isna().to_numpy()]
+        data.derived["picture_groups"] = group_pictures(images, vectors, data.settings)
+    return data.derived["picture_groups"]
+
+
+def group_pictures(images: pd.DataFrame, vectors: np.ndarray | None, settings: AuditSettings) -> list[PictureGroup]:
+    """Group ``images`` (path and phash columns) by perceptual hash, and by bottleneck where ``vectors`` are given
+    (one row per image, NaN where it has none)."""
+    pairs = set(_hash_pairs(images["phash"], settings.near_duplicate_bits))
+    judge = _EmbeddingJudge(vectors, settings) if vectors is not None and len(images) > 1 else None
+    if judge is not None:
+        pairs |= judge.pairs()
+    roots = np.array(_union(len(images), pairs))
+    hashes = [int(h, 16) for h in images["phash"]]
+    paths = images["path"].to_numpy()
+    pairs_of: dict[int, list[dict]] = {}
+    for i, j in sorted(pairs):
+        bits = (hashes[i] ^ hashes[j]).bit_count()
+        similarity, by_embedding = judge.judge(i, j) if judge is not None else (None, False)
+        by_hash = bits <= settings.near_duplicate_bits
+        pairs_of.setdefault(int(roots[i]), []).append(
+            {
+                "paths": [paths[i], paths[j]],
+                "signal": "both" if by_hash and by_embedding else "hash" if by_hash else "embedding",
+                "hash_bits": bits,
+                "similarity": similarity,
+            }
+        )
+    rows_of: dict[int, list[int]] = {}
+    for row in np.flatnonzero(np.isin(roots, list(pairs_of))):
+        rows_of.setdefault(int(roots[row]), []).append(row)
+    return [PictureGroup(images.iloc[rows_of[root]], found) for root, found in pairs_of.items()]
+
+
+def _union(count: int, pairs: set[tuple[int, int]]) -> list[int]:
+    """Each row's group, as the row that represents it: union-find over the pairs."""
+    parent = list(range(count))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -37,16 +100,88 @@ def picture_groups(images: pd.DataFrame, max_bits: int) -> list[pd.DataFrame]:
             i = parent[i]
         return i
 
+    for i, j in pairs:
+        parent[root(i)] = root(j)
+    return [root(i) for i in range(count)]
+
+
+def _hash_pairs(phashes: pd.Series, max_bits: int) -> list[tuple[int, int]]:
+    """Pairs of rows (positions) whose perceptual hashes are at most ``max_bits`` apart, enough to join every group.
+
+    Rows sharing a hash are chained without comparing them, so only distinct hashes are compared: thousands of images
+    of one hash (blank frames, copies) cost one row of the distance matrix, not thousands squared.
+    """
+    if phashes.empty:
+        return []
+    hash_of_row, hashes = pd.factorize(phashes)
+    first = np.full(len(hashes), -1)
+    pairs = []
+    for row, code in enumerate(hash_of_row):
+        if first[code] >= 0:
+            pairs.append((int(first[code]), row))
+        else:
+            first[code] = row
+    signs = np.array([np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8)) for h in hashes], dtype=np.float32)
+    signs = 2 * signs - 1  # +-1 per bit, so a dot product counts agreeing minus disagreeing bits
     for start in range(0, len(hashes), BLOCK_ROWS):
         distances = (HASH_BITS - signs[start : start + BLOCK_ROWS] @ signs.T) / 2
         for i, j in zip(*np.nonzero(distances <= max_bits), strict=True):
-            parent[root(start + i)] = root(j)
-    roots = pd.Series([root(h) for h in hash_of_row], index=images.index)
-    return [images.loc[group.index] for _, group in roots.groupby(roots) if len(group) > 1]
+            if start + i < j:
+                pairs.append((int(first[start + i]), int(first[j])))
+    return pairs
+
+
+class _EmbeddingJudge:
+    """Near-duplicates by bottleneck: cosine similarity at least ``near_duplicate_similarity`` and at least
+    ``near_duplicate_margin`` above the two photos' typical similarity to their neighbours (datacheck.neighbours:
+    exact search, no all-pairs matrix). Photos without a bottleneck (it failed) take no part.
+    """
+
+    def __init__(self, vectors: np.ndarray, settings: AuditSettings) -> None:
+        self.settings = settings
+        self.rows, self.unit = unit_rows(vectors)
+        self.position = {int(row): index for index, row in enumerate(self.rows)}
+        similarities, neighbours = nearest(self.unit, NEIGHBOURS + 2)
+        beyond = similarities[:, 2:]  # past itself and its nearest
+        self.typical = beyond.mean(axis=1) if beyond.shape[1] else np.zeros(len(self.rows), np.float32)
+        self.found: dict[tuple[int, int], float] = {}
+        for a, b in zip(*np.nonzero(neighbours >= 0), strict=True):
+            other = int(neighbours[a, b])
+            if other != a and self._matches(float(similarities[a, b]), a, other):
+                pair = tuple(sorted((int(self.rows[a]), int(self.rows[other]))))
+                self.found[pair] = float(similarities[a, b])
+
+    def pairs(self) -> set[tuple[int, int]]:
+        """Pairs of rows (positions in the images) that the bottlenecks say are one picture: a photo's near-duplicates
+        are among its nearest neighbours."""
+        return set(self.found)
+
+    def judge(self, i: int, j: int) -> tuple[float | None, bool]:
+        """The cosine similarity of rows ``i`` and ``j`` (None when either has no bottleneck) and whether it matches."""
+        if (i, j) in self.found:
+            return round(self.found[i, j], 4), True
+        if i not in self.position or j not in self.position:
+            return None, False
+        a, b = self.position[i], self.position[j]
+        similarity = float(self.unit[a] @ self.unit[b])
+        return round(similarity, 4), self._matches(similarity, a, b)
+
+    def _matches(self, similarity: float, a: int, b: int) -> bool:
+        margin = similarity - (self.typical[a] + self.typical[b]) / 2
+        return similarity >= self.settings.near_duplicate_similarity and margin >= self.settings.near_duplicate_margin
+
+
+def _where(group: pd.DataFrame) -> str:
+    classes = _classes(group)
+    return f"class {classes[0]!r}" if len(classes) == 1 else f"classes {', '.join(map(repr, classes))}"
 
 
 def _classes(group: pd.DataFrame) -> list[str]:
     return sorted(group["label"].unique())
+
+
+def _signals(group: PictureGroup) -> str:
+    return " and ".join(SIGNAL_WORDS[signal] for signal in group.matched_by())
 
 
 @register
@@ -89,25 +224,27 @@ class ConflictingLabels(Check):
 
 @register
 class NearDuplicates(Check):
-    """Re-encoded or resized copies that byte comparison misses, found by perceptual hash."""
+    """Copies that byte comparison misses: re-encoded or resized (perceptual hash), cropped, mirrored, recoloured or
+    shot in one burst (bottleneck, when the audit has them)."""
 
     id = "near_duplicates"
 
     def run(self, data: AuditData) -> list[Finding]:
         findings = []
-        for group in picture_groups(data.readable(), data.settings.near_duplicate_bits):
-            if group["sha1"].nunique() < 2:
+        for group in picture_groups(data):
+            images = group.images
+            if images["sha1"].nunique() < 2:
                 continue  # byte-identical copies only: exact_duplicates or conflicting_labels
-            classes = _classes(group)
-            where = f"class {classes[0]!r}" if len(classes) == 1 else f"classes {', '.join(map(repr, classes))}"
             findings.append(
                 self.finding(
                     Severity.WARNING,
-                    group["path"],
-                    f"{len(group)} copies of one picture (re-encoded, resized or retouched) in {where}: "
-                    "keep the best one",
-                    classes=classes,
-                    perceptual_hashes=dict(zip(group["path"], group["phash"], strict=True)),
+                    images["path"],
+                    f"{len(images)} photos of one picture in {_where(images)}, matched by {_signals(group)}: keep "
+                    "the best one, or accept the finding if they are truly different photos",
+                    classes=_classes(images),
+                    matched_by=group.matched_by(),
+                    pairs=group.listed_pairs(),
+                    perceptual_hashes=dict(zip(images["path"], images["phash"], strict=True)),
                 )
             )
         return findings
@@ -123,12 +260,15 @@ class SplitLeakage(Check):
         return [
             self.finding(
                 Severity.WARNING,
-                group["path"],
-                f"copies of one picture fall in the {' and '.join(sorted(group['split'].unique()))} splits, so the "
-                "evaluation has seen them in training: keep one copy, or name the copies alike up to `_nohash_` "
-                "(e.g. `rose7_nohash_1.jpg`, `rose7_nohash_2.jpg`) so they always share a split",
-                splits=dict(zip(group["path"], group["split"], strict=True)),
+                group.images["path"],
+                f"copies of one picture (matched by {_signals(group)}) fall in the "
+                f"{' and '.join(sorted(group.images['split'].unique()))} splits, so the evaluation has seen them in "
+                "training: keep one copy, or name the copies alike up to `_nohash_` (e.g. `rose7_nohash_1.jpg`, "
+                "`rose7_nohash_2.jpg`) so they always share a split",
+                splits=dict(zip(group.images["path"], group.images["split"], strict=True)),
+                matched_by=group.matched_by(),
+                pairs=group.listed_pairs(),
             )
-            for group in picture_groups(data.readable(), data.settings.near_duplicate_bits)
-            if group["split"].nunique() > 1
+            for group in picture_groups(data)
+            if group.images["split"].nunique() > 1
         ]

@@ -102,6 +102,24 @@ class Light(QualityCheck):
 
 
 @register
+class Overexposed(QualityCheck):
+    """Blown highlights: `light` misses a photo whose darkest parts stay black while most of it is clipped."""
+
+    id = "overexposed"
+    measure = "clipped"
+
+    def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:
+        return values >= settings.overexposed_clipped
+
+    def message(self, value: float, settings: AuditSettings) -> str:
+        return (
+            f"overexposed: {value:.0%} of the picture is clipped to white or a flat colour (at least "
+            f"{settings.overexposed_clipped:.0%}), its detail lost: use a better exposed photo, or accept it if it is "
+            "a subject on a white background"
+        )
+
+
+@register
 class Blurry(QualityCheck):
     id = "blurry"
     measure = "sharpness"

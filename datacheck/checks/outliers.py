@@ -1,0 +1,66 @@
+"""Outliers: photos unlike anything in their class, and unlike any other class too (else they are mislabels)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from datacheck.findings import Finding, Severity
+from datacheck.neighbours import nearest, unit_rows
+from datacheck.registry import AuditData, Check, register
+
+# A photo's distance to the dataset: one minus its mean cosine similarity to this many nearest other photos, of any
+# class, so a photo filed in the wrong class (close to its true class) is suspected_mislabel's, not an outlier.
+NEIGHBOURS = 5
+# The median absolute deviation times this estimates the standard deviation of a normal spread.
+MAD_TO_SD = 1.4826
+
+
+@register
+class Outlier(Check):
+    """A photo whose distance to its nearest photos is far above its class's typical distance, in robust standard
+    deviations (median and median absolute deviation): a screenshot, a sign, a pet among flowers. Classes with fewer
+    than ``min_images`` photos are left out: too few to say what is typical.
+
+    On flowers-dev (1,837 photos) it flags 13: a shop sign, a sheet of stickers, strawberries, a bus, a tractor, a
+    market stall, a painting, and six where the flower is a small part of another scene (a person, a dish, bottles).
+    """
+
+    id = "outlier"
+    needs_bottlenecks = True
+
+    def run(self, data: AuditData) -> list[Finding]:
+        if data.bottlenecks is None:
+            return []
+        rows, unit = unit_rows(data.bottlenecks)
+        if len(rows) <= NEIGHBOURS:
+            return []
+        similarities, _ = nearest(unit, NEIGHBOURS + 1)
+        distances = 1 - similarities[:, 1:].mean(axis=1)  # past itself
+        labels = data.images["label"].to_numpy()[rows]
+        findings = []
+        for label in np.unique(labels):
+            members = np.flatnonzero(labels == label)
+            if len(members) >= data.settings.min_images:
+                findings += self._class_outliers(data, str(label), rows[members], distances[members])
+        return findings
+
+    def _class_outliers(self, data: AuditData, label: str, rows: np.ndarray, distances: np.ndarray) -> list[Finding]:
+        typical = float(np.median(distances))
+        spread = MAD_TO_SD * float(np.median(np.abs(distances - typical)))
+        if spread <= 0:
+            return []
+        scores = (distances - typical) / spread
+        return [
+            self.finding(
+                Severity.WARNING,
+                [data.images["path"].iloc[row]],
+                f"unlike the other photos of {label!r} and of every other class (distance {distance:.2f} to its "
+                f"{NEIGHBOURS} nearest photos, typical {typical:.2f}: {score:.1f} deviations above): a screenshot, "
+                f"a sign, another subject? delete it if it shows no {label}",
+                distance=round(float(distance), 4),
+                class_typical=round(typical, 4),
+                score=round(float(score), 2),
+            )
+            for row, distance, score in zip(rows, distances, scores, strict=True)
+            if score >= data.settings.outlier_score
+        ]
