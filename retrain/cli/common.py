@@ -17,11 +17,13 @@ from retrain.core.display import printable
 from retrain.core.errors import InputError
 from retrain.core.gate import GateResult, baseline_accuracy
 from retrain.core.hooks import Hooks
-from retrain.core.settings import GateSettings
+from retrain.core.settings import EXECUTORS, ExecutionSettings, GateSettings
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 GATE = GateSettings()
+EXECUTION = ExecutionSettings()
+Executor = Enum("Executor", {name: name for name in EXECUTORS}, type=str)
 
 
 class OutputFormat(str, Enum):
@@ -109,6 +111,26 @@ BaselineOption = Annotated[
 ]
 MaxRegressionOption = Annotated[
     float, typer.Option("--max-regression", help="Gate: largest accuracy drop allowed against --baseline.", min=0.0)
+]
+
+
+ExecutorOption = Annotated[
+    Executor | None,
+    typer.Option(
+        "--executor",
+        help="Where the per-image work runs: local (this process) or ray (a Ray cluster; pip install "
+        "'retrain-ci[ray]').",
+        show_default=EXECUTION.executor,
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="With --executor ray: local starts Ray on this machine; auto or ray://HOST:PORT joins a running cluster.",
+        show_default=EXECUTION.ray_address,
+    ),
 ]
 
 

@@ -6,18 +6,21 @@ set -euo pipefail
 bottlenecks="${RUNNER_TEMP:-/tmp}/retrain-ci-bottlenecks"
 check_summary="${RUNNER_TEMP:-/tmp}/retrain-ci-check.md"
 output_dir="${INPUT_OUTPUT_DIR:-retrain-ci-run}"
+# Empty inputs leave the executor to the settings file (else local).
+executor=(${INPUT_EXECUTOR:+--executor "$INPUT_EXECUTOR"} ${INPUT_RAY_ADDRESS:+--ray-address "$INPUT_RAY_ADDRESS"})
 
 case "${1:-}" in
   check)
     # Markdown for the job summary, then annotations on the files and the gate's exit code.
     retrain-ci check "$INPUT_DATA" --tfhub-module "${INPUT_MODULE:-efficientnet_lite0}" \
-      --bottleneck-dir "$bottlenecks" --format markdown --output "$check_summary" --fail-on never
+      --bottleneck-dir "$bottlenecks" "${executor[@]}" --format markdown --output "$check_summary" --fail-on never
     retrain-ci check "$INPUT_DATA" --tfhub-module "${INPUT_MODULE:-efficientnet_lite0}" \
-      --bottleneck-dir "$bottlenecks" --format github --fail-on "${INPUT_FAIL_ON:-error}"
+      --bottleneck-dir "$bottlenecks" "${executor[@]}" --format github --fail-on "${INPUT_FAIL_ON:-error}"
     ;;
   train)
     # No module named: the mode's default (efficientnet_lite0, or efficientnet_lite1 with fine-tune).
     args=(train "$INPUT_DATA" --bottleneck-dir "$bottlenecks" --output-dir "$output_dir" --random-seed 0)
+    args+=("${executor[@]}")
     if [[ -n "${INPUT_MODULE:-}" ]]; then
       args+=(--tfhub-module "$INPUT_MODULE")
     fi
