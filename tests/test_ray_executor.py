@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +147,58 @@ def test_train_on_ray_gives_the_local_accuracy_and_probabilities(
     probabilities = [column for column in predictions["local"].columns if column.startswith("p:")]
     assert probabilities and predictions["ray"]["path"].tolist() == predictions["local"]["path"].tolist()
     np.testing.assert_allclose(predictions["ray"][probabilities], predictions["local"][probabilities], atol=1e-4)
+
+
+class RayNode:
+    """One ``ray start --block`` in a session of its own, so the test can end it and every process it started."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="rn", dir="/tmp"))  # Unix socket paths are capped near 107 bytes
+        self.log = self.temp_dir / "start.log"
+        ray_command = Path(sys.executable).with_name("ray")
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen(
+                [ray_command, "start", "--block", "--num-cpus", "1", "--temp-dir", self.temp_dir, *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+
+    def wait_started(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while "Ray runtime started" not in self.log.read_text():
+            assert self.process.poll() is None and time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def test_train_on_a_head_and_a_worker_node(small_dataset: Path, tmp_path: Path, request: pytest.FixtureRequest):
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a cluster of this test's own, on this machine only
+    head = RayNode("--head", "--port", str(port), "--include-dashboard=false", "--disable-usage-stats", env=env)
+    request.addfinalizer(head.stop)
+    head.wait_started()
+    worker = RayNode("--address", f"127.0.0.1:{port}", "--disable-usage-stats", env=env)
+    request.addfinalizer(worker.stop)
+    worker.wait_started()
+    address = f"127.0.0.1:{port}"
+    args = ["train", small_dataset, "--executor", "ray", "--ray-address", address, "--random-seed", "0"]
+    args += ["--bottleneck-dir", tmp_path / "bottlenecks", "--output-dir", tmp_path / "run", "--no-tta"]
+    args += ["--no-mirror-training", "--how-many-training-steps", "50", "--testing-percentage", "20"]
+    args += ["--validation-percentage", "20"]
+    train = subprocess.run(
+        [sys.executable, "-m", "retrain", *map(str, args)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert train.returncode == 0, train.stdout + train.stderr
+    assert "60 computed, 0 from cache" in train.stdout
+    nodes = f"import ray; ray.init(address={address!r}); print(sum(node['Alive'] for node in ray.nodes()))"
+    alive = subprocess.run([sys.executable, "-c", nodes], capture_output=True, text=True, env=env, timeout=120)
+    assert alive.stdout.strip() == "2", alive.stderr

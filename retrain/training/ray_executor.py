@@ -68,7 +68,8 @@ def ray_batches(
             "use --executor local"
         ) from None
     cpus = ray.cluster_resources().get("CPU", 1.0)
-    actors = max(1, int(cpus) // ACTOR_THREADS)
+    nodes = sum(node["Alive"] for node in ray.nodes())
+    actors = max(nodes, int(cpus) // ACTOR_THREADS)  # at least one per node, so a node of one core works too
     paths = ray.data.from_items([{"row": row, "path": str(path)} for row, path in missing])
     vectors = paths.map_batches(
         BottleneckActor,
@@ -80,7 +81,8 @@ def ray_batches(
         batch_size=PATHS_PER_BATCH,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=min(ACTOR_CPUS, cpus / 2),
+        num_cpus=min(ACTOR_CPUS, cpus / 2 / actors),  # all the actors together reserve half the CPUs at most
+        scheduling_strategy="SPREAD",
         max_restarts=0,  # a lost actor fails the job: a rerun computes only what the cache still lacks
     )
     for batch in vectors.iter_batches(batch_size=None, batch_format="numpy"):
