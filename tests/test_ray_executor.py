@@ -29,6 +29,7 @@ from retrain.training.modules import load_image_module
 from tests.conftest import copy_dataset, run_cli, sample_photos
 
 ray = pytest.importorskip("ray")
+pytest_plugins = ["pytester"]
 RAY = ExecutionSettings("ray")
 LABELS = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 
@@ -202,3 +203,13 @@ def test_train_on_a_head_and_a_worker_node(small_dataset: Path, tmp_path: Path, 
     nodes = f"import ray; ray.init(address={address!r}); print(sum(node['Alive'] for node in ray.nodes()))"
     alive = subprocess.run([sys.executable, "-c", nodes], capture_output=True, text=True, env=env, timeout=120)
     assert alive.stdout.strip() == "2", alive.stderr
+
+
+def test_pytest_plugin_computes_the_audits_bottlenecks_on_ray(
+    ray_cluster, pytester: pytest.Pytester, small_dataset: Path, tmp_path: Path
+) -> None:
+    pytester.makefile(".toml", **{"retrain-ci": f'bottleneck-dir = "{tmp_path / "bottlenecks"}"\n'})
+    actors = bottleneck_actors()
+    result = pytester.runpytest(f"--retrain-data={small_dataset}", "--retrain-executor", "ray", "-k", "mislabel")
+    result.assert_outcomes(passed=1)
+    assert bottleneck_actors() == actors + 1
