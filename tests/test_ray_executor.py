@@ -18,13 +18,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from datacheck.audit import audit_dataset
 from retrain.core.bottleneck_cache import BottleneckCache
 from retrain.core.dataset import LabeledImage, list_dataset
 from retrain.core.errors import InputError
 from retrain.core.hooks import Hooks
-from retrain.core.settings import ExecutionSettings, SplitSettings
+from retrain.core.settings import AuditSettings, ExecutionSettings, SplitSettings
 from retrain.core.settings_file import load_settings
 from retrain.training.bottlenecks import compute_bottlenecks
+from retrain.training.executors import ray_map
 from retrain.training.modules import load_image_module
 from tests.conftest import copy_dataset, run_cli, sample_photos
 
@@ -213,3 +215,17 @@ def test_pytest_plugin_computes_the_audits_bottlenecks_on_ray(
     result = pytester.runpytest(f"--retrain-data={small_dataset}", "--retrain-executor", "ray", "-k", "mislabel")
     result.assert_outcomes(passed=1)
     assert bottleneck_actors() == actors + 1
+
+
+def test_audit_on_ray_reports_the_same_findings_and_fills_the_same_cache(
+    ray_cluster, defective_dataset, tmp_path: Path
+) -> None:
+    settings = AuditSettings(property_cache=tmp_path / "local", skip=("suspected_mislabel",))
+    local = audit_dataset(defective_dataset.root, settings)
+    on_ray_settings = settings.replace(property_cache=tmp_path / "ray")
+    on_ray = audit_dataset(defective_dataset.root, on_ray_settings, per_image=ray_map("local"))
+    assert on_ray.properties == local.properties and on_ray.properties["computed"] > 0
+    assert on_ray.findings == local.findings  # checks, severities, paths, messages, details and fingerprints
+    again = audit_dataset(defective_dataset.root, on_ray_settings)  # a later local audit reuses what Ray measured
+    assert again.properties == {"computed": 0, "reused": local.properties["computed"] + local.properties["reused"]}
+    assert again.findings == local.findings

@@ -22,6 +22,7 @@ from retrain.cli.common import (
 )
 from retrain.core.errors import InputError
 from retrain.core.outputs import check_writable, staged_output
+from retrain.core.per_image import thread_map
 from retrain.core.settings import AcceptedFinding, AuditSettings
 from retrain.core.settings_file import CONFIG_FILE, find_config_file, load_settings, record_accepted
 
@@ -238,8 +239,7 @@ def _check_outputs(settings: AuditSettings, output: Path | None) -> None:
 def _connect_executor(settings: AuditSettings) -> None:
     """Before any image is decoded: with --executor ray, Ray is installed and reachable, or one error line says so."""
     if settings.execution.executor == "ray":
-        import_tensorflow_quietly()
-        from retrain.training.ray_executor import connect
+        from retrain.training.executors import connect
 
         connect(settings.execution.ray_address)
 
@@ -255,9 +255,16 @@ def _audit(image_dir: Path, settings: AuditSettings, baseline: Baseline | None):
         from retrain.training.bottlenecks import bottleneck_source
 
         source = bottleneck_source(settings.module, settings.execution)
+    per_image = thread_map
+    if settings.execution.executor == "ray":
+        from retrain.training.executors import ray_map
+
+        per_image = ray_map(settings.execution.ray_address)
     bars = ProgressBars()
     try:
-        return audit_dataset(image_dir, settings, hooks=bars.hooks(), bottlenecks=source, baseline=baseline)
+        return audit_dataset(
+            image_dir, settings, hooks=bars.hooks(), bottlenecks=source, baseline=baseline, per_image=per_image
+        )
     finally:
         bars.stop()
 

@@ -10,7 +10,6 @@ at the same paths on every node.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,39 +19,16 @@ import numpy as np
 
 from retrain.core.errors import InputError
 from retrain.training.bottlenecks import Batch, run_batch
+from retrain.training.executors import connect
 from retrain.training.modules import ImageModule
 from retrain.training.modules.runners import converted_module, tflite_runner
 
-INSTALL = "pip install 'retrain-ci[ray]'"
 # Interpreter threads per actor, and the Ray CPUs it reserves: fewer than it uses, so the actors never reserve every
 # CPU (Ray Data then waits forever for one to run anything else on: ray-project/ray#44687).
 ACTOR_THREADS = 2
 ACTOR_CPUS = 1.0
 # Paths per call of an actor: enough to keep its threads busy, few enough that progress moves often.
 PATHS_PER_BATCH = 32
-
-
-def connect(address: str) -> Any:
-    """Ray, started on this machine (``local``) or joined at ``address``; one line of InputError when it cannot be.
-
-    A Ray already initialised in this process (a test's, or an earlier stage's) is used as it is.
-    """
-    try:
-        import ray
-    except ImportError:
-        raise InputError(f"--executor ray needs Ray: {INSTALL}") from None
-    if not ray.is_initialized():
-        try:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise InputError(f"cannot start or reach Ray at {address!r} ({reason})") from None
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # progress goes through the run's hooks, like the local executor's
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": on purpose
-    return ray
 
 
 def ray_batches(

@@ -84,7 +84,7 @@ def train(settings: RunSettings, hooks: Hooks = Hooks()) -> RunResult:
     dataset = list_dataset(Path(settings.image_dir), settings.split)  # bad input stops before any output is touched
     _refuse_lfs_pointers(dataset)
     if settings.execution.executor == "ray":
-        from retrain.training.ray_executor import connect
+        from retrain.training.executors import connect
 
         connect(settings.execution.ray_address)  # Ray missing or unreachable stops the run before any output
     with OutputSet(Path(settings.outputs.output_labels)) as outputs:
