@@ -229,3 +229,17 @@ def test_audit_on_ray_reports_the_same_findings_and_fills_the_same_cache(
     again = audit_dataset(defective_dataset.root, on_ray_settings)  # a later local audit reuses what Ray measured
     assert again.properties == {"computed": 0, "reused": local.properties["computed"] + local.properties["reused"]}
     assert again.findings == local.findings
+
+
+def test_check_command_on_ray_reports_what_it_reports_locally(ray_cluster, small_dataset: Path, tmp_path: Path):
+    reports = {}
+    for executor in ("local", "ray"):
+        run = run_cli(
+            "check", small_dataset, "--executor", executor, "--format", "json", "--skip", "suspected_mislabel",
+            "--property-cache", tmp_path / executor, "--fail-on", "never",
+        )  # fmt: skip
+        assert run.exit_code == 0, run.stderr
+        reports[executor] = json.loads(run.stdout)
+    summaries = [reports[executor]["summary"] for executor in ("local", "ray")]
+    assert summaries[0]["properties"] == summaries[1]["properties"] == {"computed": 60, "reused": 0}
+    assert reports["ray"]["findings"] == reports["local"]["findings"]
