@@ -38,10 +38,13 @@ LABELS = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """One in-process Ray of 2 CPUs for the module (starting one costs seconds), shut down after."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    """One in-process Ray of 2 CPUs for the module (starting one costs seconds), shut down after; without token
+    authentication, so that the pytest plugin's own process can join it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "disabled")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +215,9 @@ def test_pytest_plugin_computes_the_audits_bottlenecks_on_ray(
 ) -> None:
     pytester.makefile(".toml", **{"retrain-ci": f'bottleneck-dir = "{tmp_path / "bottlenecks"}"\n'})
     actors = bottleneck_actors()
-    result = pytester.runpytest(f"--retrain-data={small_dataset}", "--retrain-executor", "ray", "-k", "mislabel")
+    address = ray.get_runtime_context().gcs_address  # this module's Ray, joined from the pytest run's own process
+    executor = ["--retrain-executor", "ray", "--retrain-ray-address", address]
+    result = pytester.runpytest_subprocess(f"--retrain-data={small_dataset}", *executor, "-k", "mislabel")
     result.assert_outcomes(passed=1)
     assert bottleneck_actors() == actors + 1
 

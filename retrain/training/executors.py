@@ -32,7 +32,7 @@ def connect(address: str) -> Any:
     if not ray.is_initialized():
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
-        except (ConnectionError, RuntimeError, ValueError) as error:
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as error:  # e.g. a missing token
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise InputError(f"cannot start or reach Ray at {address!r} ({reason})") from None
     context = ray.data.DataContext.get_current()
