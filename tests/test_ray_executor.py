@@ -248,3 +248,14 @@ def test_check_command_on_ray_reports_what_it_reports_locally(ray_cluster, small
     summaries = [reports[executor]["summary"] for executor in ("local", "ray")]
     assert summaries[0]["properties"] == summaries[1]["properties"] == {"computed": 60, "reused": 0}
     assert reports["ray"]["findings"] == reports["local"]["findings"]
+
+
+def test_the_core_and_the_audit_import_neither_ray_nor_tensorflow_and_the_ray_map_needs_no_tensorflow() -> None:
+    code = (
+        "import sys, importlib, pkgutil, retrain.core as core, datacheck.audit, datacheck.checks; "
+        "[importlib.import_module(m.name) for m in pkgutil.iter_modules(core.__path__, 'retrain.core.')]; "
+        "print('ray' in sys.modules, 'tensorflow' in sys.modules); "
+        "import retrain.training.executors; print('tensorflow' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["False", "False", "False"], result.stderr
