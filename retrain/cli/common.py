@@ -119,7 +119,7 @@ ExecutorOption = Annotated[
     typer.Option(
         "--executor",
         help="Where the per-image work runs: local (this process) or ray (a Ray cluster; pip install "
-        "'retrain-ci[ray]').",
+        "'retrain-ci\\[ray]').",
         show_default=EXECUTION.executor,
     ),
 ]
