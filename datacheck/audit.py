@@ -17,6 +17,7 @@ from retrain.core.bottleneck_cache import BottleneckSource
 from retrain.core.dataset import LabeledImage, scan_folder
 from retrain.core.errors import InputError
 from retrain.core.hooks import Hooks
+from retrain.core.per_image import ItemMap, thread_map
 from retrain.core.settings import AuditSettings
 
 
@@ -27,16 +28,18 @@ def audit_dataset(
     hooks: Hooks = Hooks(),
     bottlenecks: BottleneckSource | None = None,
     baseline: Baseline | None = None,
+    per_image: ItemMap = thread_map,
 ) -> AuditReport:
     """Audit an image folder; raises InputError only for input it cannot audit at all (a missing folder).
 
     ``bottlenecks`` computes them for the checks that need them (the training engine's ``bottleneck_source``);
-    with a ``baseline`` (an earlier audit) the report also says what changed since.
+    with a ``baseline`` (an earlier audit) the report also says what changed since. ``per_image`` runs the decoding
+    pass (``--executor ray``: on the cluster); the dataset-wide checks run here, on the gathered table.
     """
     started = time.perf_counter()
     checks = selected_checks(settings.only, settings.skip)
     needed = bottlenecks if any(check.needs_bottlenecks for check in checks) else None
-    data = audit_data(root, settings, hooks=hooks, bottlenecks=needed)
+    data = audit_data(root, settings, hooks=hooks, bottlenecks=needed, per_image=per_image)
     manifest = {
         row.path: ManifestEntry(row.path, row.label, row.split, row.sha1)
         for row in data.images[["path", "label", "split", "sha1"]].itertuples()
@@ -66,12 +69,17 @@ def _fingerprinted(finding: Finding, manifest: dict[str, ManifestEntry]) -> Find
 
 
 def audit_data(
-    root: Path, settings: AuditSettings, *, hooks: Hooks = Hooks(), bottlenecks: BottleneckSource | None = None
+    root: Path,
+    settings: AuditSettings,
+    *,
+    hooks: Hooks = Hooks(),
+    bottlenecks: BottleneckSource | None = None,
+    per_image: ItemMap = thread_map,
 ) -> AuditData:
     """Scan the folder and decode every image the property cache lacks; bottlenecks too when a source is given."""
     scan = scan_folder(root)
     properties = image_properties(
-        scan, settings.split, hooks.progress("Reading images"), cache=property_cache(settings)
+        scan, settings.split, hooks.progress("Reading images"), cache=property_cache(settings), per_image=per_image
     )
     images = properties.table
     data = AuditData(scan, images, settings)

@@ -15,6 +15,7 @@ from PIL import Image
 from retrain.core.bottleneck_cache import SHARD_ROWS, ShardStore, content_key
 from retrain.core.dataset import FolderScan, split_for
 from retrain.core.images import DECODER_VERSION, ImageDecodeError, LfsPointerError, OversizedImageError, decode_image
+from retrain.core.per_image import ItemMap, thread_map
 from retrain.core.settings import AuditSettings, SplitSettings
 
 # Pixel statistics are measured at this size, so that sharpness and detail compare across photos of any size.
@@ -51,11 +52,13 @@ def image_properties(
     on_progress: ProgressCallback | None = None,
     *,
     cache: ShardStore | None = None,
+    per_image: ItemMap = thread_map,
 ) -> ImageProperties:
     """One row per image file of every class, in scan order: where it is, its split, its content and pixel statistics.
 
     A file that cannot be decoded gets its reason in ``error`` and missing statistics; it never stops the pass.
-    Rows found in ``cache`` under the file's content key are reused; only the others are decoded, and then cached.
+    Rows found in ``cache`` under the file's content key are reused; only the others are decoded (by ``per_image``:
+    here, or on a Ray cluster), and then cached by this process.
     """
     files = [(folder.label, path) for folder in scan.classes for path in folder.images]
     with ThreadPoolExecutor(max_workers=2) as pool:  # hashing and decoding release the GIL
@@ -65,8 +68,9 @@ def image_properties(
         if on_progress:
             on_progress(len(files) - len(missing), len(files))
         unsaved: list[int] = []
-        measured = pool.map(lambda index: _measure(files[index][1], rows[index]), missing)
-        for done, (index, _) in enumerate(zip(missing, measured, strict=True), start=len(files) - len(missing) + 1):
+        measured = per_image(measured_row, [(index, (files[index][1], rows[index]["bytes"])) for index in missing])
+        for done, (index, row) in enumerate(measured, start=len(files) - len(missing) + 1):
+            rows[index].update(row)
             unsaved.append(index)
             if cache is not None and len(unsaved) >= SHARD_ROWS:  # a killed audit keeps what it saved
                 _save(cache, rows, unsaved, files)
@@ -125,25 +129,25 @@ def _identify(path: Path) -> dict:
     return row
 
 
-def _measure(path: Path, row: dict) -> None:
-    """Decode the file and fill in the rest of its row: the statistics, or why it could not be decoded."""
+def measured_row(path: Path, size: int) -> dict:
+    """Decode the file of ``size`` bytes: the rest of its row, the statistics or why it could not be decoded.
+
+    A plain function of its arguments, so that a Ray worker runs it as this process would.
+    """
     try:
         decoded = decode_image(path, MEASURE_SIZE)
     except OSError as error:
-        row.update(error=error.strerror or str(error), error_kind="corrupt")
-        return
+        return {"error": error.strerror or str(error), "error_kind": "corrupt"}
     except (OversizedImageError, LfsPointerError) as error:
-        row.update(error=str(error), error_kind=_KINDS[type(error)])
-        return
+        return {"error": str(error), "error_kind": _KINDS[type(error)]}
     except ImageDecodeError as error:
-        row.update(error=_reason(row["bytes"], error.__cause__ or error), error_kind="corrupt")
-        return
+        return {"error": _reason(size, error.__cause__ or error), "error_kind": "corrupt"}
     pixels = decoded.pixels  # measured in place: a copy of a large image would double the pass's memory
     pixels.thumbnail(MEASURE_SIZE, Image.Resampling.BILINEAR)
     values = np.asarray(pixels)
     red, green, blue = (channel for channel in values.astype(np.float32).transpose(2, 0, 1) / 255.0)
     luminance = 0.299 * red + 0.587 * green + 0.114 * blue
-    row.update(
+    return dict(
         width=decoded.width,
         height=decoded.height,
         mode=decoded.mode,

@@ -43,6 +43,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="an earlier `retrain-ci check --format json`: only findings new since then become items; "
         "each unchanged one is reported once as skipped, with its fingerprint",
     )
+    group.addoption(
+        "--retrain-executor",
+        choices=("local", "ray"),
+        help="where the per-image work runs (default: the settings file's executor, local)",
+    )
+    group.addoption(
+        "--retrain-ray-address",
+        metavar="ADDRESS",
+        help="with --retrain-executor ray: local starts Ray here; auto or ray://HOST:PORT joins a cluster",
+    )
     parser.addini("retrain_baseline", "as --retrain-baseline (relative to the ini file's folder)")
     parser.addini("retrain_data", "image folder to audit, as --retrain-data (relative to the ini file's folder)")
     parser.addini("retrain_min_accuracy", "as --retrain-min-accuracy")
@@ -75,7 +85,12 @@ def _settings(config: pytest.Config):
 
         data = _data_dir(config)
         settings = load_settings(find_config_file(data, config.rootpath))
-        state["settings"] = settings.replace(fail_on=config.getoption("retrain_fail_on"), baseline=_baseline(config))
+        state["settings"] = settings.replace(
+            fail_on=config.getoption("retrain_fail_on"),
+            baseline=_baseline(config),
+            executor=config.getoption("retrain_executor"),
+            ray_address=config.getoption("retrain_ray_address"),
+        )
     return state["settings"]
 
 
@@ -92,15 +107,23 @@ def _audit(config: pytest.Config):
         from datacheck.audit import audit_dataset
         from datacheck.baseline import load_baseline
         from datacheck.registry import selected_checks
+        from retrain.core.per_image import thread_map
 
         settings = _settings(config)
         source = None
         if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
             from retrain.training.bottlenecks import bottleneck_source
 
-            source = bottleneck_source(settings.module)
+            source = bottleneck_source(settings.module, settings.execution)
         baseline = load_baseline(settings.baseline) if settings.baseline is not None else None
-        state["audit"] = audit_dataset(_data_dir(config), settings, bottlenecks=source, baseline=baseline)
+        per_image = thread_map
+        if settings.execution.executor == "ray":
+            from retrain.training.executors import ray_map
+
+            per_image = ray_map(settings.execution.ray_address)
+        state["audit"] = audit_dataset(
+            _data_dir(config), settings, bottlenecks=source, baseline=baseline, per_image=per_image
+        )
     return state["audit"]
 
 
@@ -118,6 +141,7 @@ def _trained_run(config: pytest.Config):
                 _data_dir(config),
                 module=settings.module,
                 split=settings.split,
+                execution=settings.execution,
                 outputs=OutputPaths.under(output_dir),
                 gate=GateSettings(min_accuracy=_min_accuracy(config)),
             )

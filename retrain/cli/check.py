@@ -10,9 +10,19 @@ import typer
 from rich.console import Console
 
 from datacheck.baseline import Baseline, load_baseline
-from retrain.cli.common import ProgressBars, console, err_console, import_tensorflow_quietly, user_errors, warn
+from retrain.cli.common import (
+    ExecutorOption,
+    ProgressBars,
+    RayAddressOption,
+    console,
+    err_console,
+    import_tensorflow_quietly,
+    user_errors,
+    warn,
+)
 from retrain.core.errors import InputError
 from retrain.core.outputs import check_writable, staged_output
+from retrain.core.per_image import thread_map
 from retrain.core.settings import AcceptedFinding, AuditSettings
 from retrain.core.settings_file import CONFIG_FILE, find_config_file, load_settings, record_accepted
 
@@ -159,6 +169,8 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             show_default="the bottleneck dir",
         ),
     ] = None,
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Audit a dataset before training: broken files, duplicates, leaks between splits, suspected mislabels, ..."""
     from datacheck.reports import FORMATS
@@ -182,11 +194,14 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             baseline=baseline,
             fail_on_new=fail_on_new,
             property_cache=property_cache,
+            executor=executor.value if executor else None,
+            ray_address=ray_address,
         )
         if settings.fail_on_new and settings.baseline is None:
             raise InputError("--fail-on-new needs --baseline: an earlier `retrain-ci check --format json`")
         old = load_baseline(settings.baseline) if settings.baseline is not None else None
         _check_outputs(settings, output, report_dir)
+        _connect_executor(settings)
         if accept:
             settings = settings.replace(
                 accepted=settings.accepted + tuple(AcceptedFinding(fingerprint, reason) for fingerprint in accept)
@@ -236,6 +251,14 @@ def _check_outputs(settings: AuditSettings, output: Path | None, report_dir: Pat
     check_writable(property_cache(settings).directory, "property cache", folder=True)  # under it by default
 
 
+def _connect_executor(settings: AuditSettings) -> None:
+    """Before any image is decoded: with --executor ray, Ray is installed and reachable, or one error line says so."""
+    if settings.execution.executor == "ray":
+        from retrain.training.executors import connect
+
+        connect(settings.execution.ray_address)
+
+
 def _audit(image_dir: Path, settings: AuditSettings, baseline: Baseline | None):
     """The audit with progress bars; the training engine (and TensorFlow) only when a check needs bottlenecks."""
     from datacheck.audit import audit_dataset
@@ -246,10 +269,17 @@ def _audit(image_dir: Path, settings: AuditSettings, baseline: Baseline | None):
         import_tensorflow_quietly()
         from retrain.training.bottlenecks import bottleneck_source
 
-        source = bottleneck_source(settings.module)
+        source = bottleneck_source(settings.module, settings.execution)
+    per_image = thread_map
+    if settings.execution.executor == "ray":
+        from retrain.training.executors import ray_map
+
+        per_image = ray_map(settings.execution.ray_address)
     bars = ProgressBars()
     try:
-        return audit_dataset(image_dir, settings, hooks=bars.hooks(), bottlenecks=source, baseline=baseline)
+        return audit_dataset(
+            image_dir, settings, hooks=bars.hooks(), bottlenecks=source, baseline=baseline, per_image=per_image
+        )
     finally:
         bars.stop()
 

@@ -17,7 +17,7 @@ from retrain.core.display import printable
 from retrain.core.errors import InputError
 from retrain.core.gate import GateResult
 from retrain.core.hooks import Hooks
-from retrain.core.settings import GateSettings
+from retrain.core.settings import EXECUTORS, ExecutionSettings, GateSettings
 from retrain.core.settings_file import find_config_file, load_gate_settings
 
 if TYPE_CHECKING:  # pandas stays out of the command line's start-up
@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # pandas stays out of the command line's start-up
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 GATE = GateSettings()
+EXECUTION = ExecutionSettings()
+Executor = Enum("Executor", {name: name for name in EXECUTORS}, type=str)
 
 
 class OutputFormat(str, Enum):
@@ -142,6 +144,26 @@ MinClassSupportOption = Annotated[
         help="Classes with fewer test images than this (in either run) are reported but not gated per class.",
         min=0,
         show_default=str(GATE.min_class_support),
+    ),
+]
+
+
+ExecutorOption = Annotated[
+    Executor | None,
+    typer.Option(
+        "--executor",
+        help="Where the per-image work runs: local (this process) or ray (a Ray cluster; pip install "
+        "'retrain-ci\\[ray]').",
+        show_default=EXECUTION.executor,
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="With --executor ray: local starts Ray on this machine; auto or ray://HOST:PORT joins a running cluster.",
+        show_default=EXECUTION.ray_address,
     ),
 ]
 

@@ -10,13 +10,16 @@ from typing import Annotated
 import typer
 
 from retrain.cli.common import (
+    EXECUTION,
     BaselineOption,
+    ExecutorOption,
     MaxClassRegressionOption,
     MaxRegressionOption,
     MinAccuracyOption,
     MinClassRecallOption,
     MinClassSupportOption,
     ProgressBars,
+    RayAddressOption,
     console,
     exit_on_gate,
     gate_settings,
@@ -33,6 +36,7 @@ from retrain.core.settings import (
     QUANTIZATIONS,
     SCHEDULES,
     Distortions,
+    ExecutionSettings,
     ExportSettings,
     FineTuneSettings,
     ModuleSettings,
@@ -233,6 +237,8 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
             show_default="1.25x the backbone's: 304 for efficientnet_lite1, 280 for efficientnet_lite0",
         ),
     ] = None,
+    executor: ExecutorOption = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Retrain a new top layer on your images and export the classifier."""
     if image_dir_argument and image_dir and image_dir_argument != image_dir:
@@ -248,6 +254,9 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
                 tfhub_module, fine_tune=fine_tune, image_size=image_size, bottleneck_dir=bottleneck_dir
             ),
             split=SplitSettings(testing_percentage, validation_percentage),
+            execution=ExecutionSettings(
+                executor.value if executor else EXECUTION.executor, ray_address or EXECUTION.ray_address
+            ),
             training=TrainingSettings(
                 how_many_training_steps=how_many_training_steps,
                 learning_rate=learning_rate,

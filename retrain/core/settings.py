@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 SCHEDULES = ("cosine", "constant")
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
 FAIL_ON = ("error", "warning", "never")
+EXECUTORS = ("local", "ray")
 # label_image.py and the tutorial feed a frozen graph through an op of this name.
 FROZEN_INPUT_NAME = "Placeholder"
 # The backbone --fine-tune trains when no module is named.
@@ -57,6 +58,22 @@ class ModuleSettings:
         """
         default = FINE_TUNE_MODULE if fine_tune else cls.tfhub_module
         return cls(tfhub_module or default, **others)
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """Where the per-image work runs: this process, or a Ray cluster (the same numbers either way).
+
+    ``ray_address`` is Ray's own: ``local`` starts a Ray on this machine for the run, ``auto`` joins the one that
+    ``ray start`` runs here, ``ray://host:port`` a remote cluster.
+    """
+
+    executor: str = "local"
+    ray_address: str = "local"
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
 
 
 @dataclass(frozen=True)
@@ -192,6 +209,7 @@ class RunSettings:
     image_dir: Path
     module: ModuleSettings = field(default_factory=ModuleSettings)
     split: SplitSettings = field(default_factory=SplitSettings)
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     distortions: Distortions = field(default_factory=Distortions)
     fine_tune: FineTuneSettings | None = None
@@ -230,6 +248,7 @@ class AuditSettings:
     # Shared with `retrain-ci train`, so the audit sees the splits and the bottleneck cache that training uses.
     split: SplitSettings = field(default_factory=SplitSettings)
     module: ModuleSettings = field(default_factory=ModuleSettings)
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
     # Classes: the tutorial asks for at least a hundred photos per class; fewer than 20 rarely trains at all.
     min_images: int = 20
     recommended_images: int = 100
@@ -281,7 +300,7 @@ class AuditSettings:
         """A copy with the given settings changed, by flat name (``testing_percentage`` too); None leaves one as is."""
         changes = {name: value for name, value in changes.items() if value is not None}
         nested = {}
-        for section in ("split", "module"):
+        for section in ("split", "module", "execution"):
             current = getattr(self, section)
             names = {f.name for f in dataclasses.fields(current)}
             moved = {name: changes.pop(name) for name in list(changes) if name in names}

@@ -13,11 +13,13 @@ from retrain.core.bottleneck_cache import VECTOR_DTYPE, BottleneckCache, Bottlen
 from retrain.core.dataset import LabeledImage
 from retrain.core.hooks import Hooks
 from retrain.core.images import ImageDecodeError, load_pixels
-from retrain.core.settings import ModuleSettings
+from retrain.core.settings import ExecutionSettings, ModuleSettings
 from retrain.training.modules import ImageModule, load_image_module
 from retrain.training.modules.runners import FeatureRunner, feature_runner
 
 ProgressCallback = Callable[[int, int], None]
+# One computed batch: the rows computed, their features, and (row, reason) for each row that failed.
+Batch = tuple[list[int], np.ndarray, list[tuple[int, str]]]
 NON_FINITE = "the module returned NaN or infinite features for it"
 
 
@@ -29,11 +31,13 @@ def compute_bottlenecks(
     hooks: Hooks = Hooks(),
     runner: FeatureRunner | None = None,
     mirrored: bool = False,
+    execution: ExecutionSettings = ExecutionSettings(),
 ) -> Bottlenecks:
     """Bottlenecks for every image, from the cache where possible; unreadable images are skipped and reported.
 
     ``runner`` defaults to the fastest one for the module (``feature_runner``), created only if something is missing.
     With ``mirrored``, they are the bottlenecks of the left-right mirrored images (keep them in a cache of their own).
+    ``execution`` says where the missing ones are computed; this process writes them to the cache either way.
     """
     skipped: list[tuple[Path, str]] = []
     with ThreadPoolExecutor() as pool:  # reading and hashing release the GIL
@@ -55,7 +59,7 @@ def compute_bottlenecks(
     on_progress(0, len(missing))  # also when nothing is missing: callers show or skip a bar for zero
     failures: dict[str, str] = {}
     if missing:
-        work = _Work(missing, unique_keys, runner or feature_runner(module), mirrored)
+        work = _Work(missing, unique_keys, _computed(missing, module, runner, mirrored, execution))
         failures = work.fill(vectors, cache, on_progress)
     kept = [(image, row_of[key]) for image, key in zip(images, keys, strict=True) if key in row_of]
     skipped.extend((image.path, failures[unique_keys[row]]) for image, row in kept if unique_keys[row] in failures)
@@ -74,13 +78,13 @@ def compute_bottlenecks(
     )
 
 
-def bottleneck_source(settings: ModuleSettings) -> BottleneckSource:
+def bottleneck_source(settings: ModuleSettings, execution: ExecutionSettings = ExecutionSettings()) -> BottleneckSource:
     """Bottlenecks under the module and cache the settings name, for the audit (the module loads on first use)."""
 
     def bottlenecks(images: Sequence[LabeledImage], hooks: Hooks) -> Bottlenecks:
         module = load_image_module(settings.tfhub_module, settings.image_size)
         cache = BottleneckCache(settings.bottleneck_dir, module.cache_key)
-        return compute_bottlenecks(images, module, cache, hooks=hooks)
+        return compute_bottlenecks(images, module, cache, hooks=hooks, execution=execution)
 
     return bottlenecks
 
@@ -92,14 +96,66 @@ def _content_key_or_error(path: Path) -> str | OSError:
         return error
 
 
-class _Work:
-    """The rows the cache lacks: (row, path) pairs, computed batch by batch and saved as they complete."""
+def _computed(
+    missing: list[tuple[int, Path]],
+    module: ImageModule,
+    runner: FeatureRunner | None,
+    mirrored: bool,
+    execution: ExecutionSettings,
+) -> Iterator[Batch]:
+    """The executor seam: the missing rows' batches, computed in this process or on a Ray cluster."""
+    if execution.executor == "ray":
+        from retrain.training.ray_executor import ray_batches
 
-    def __init__(self, missing: list[tuple[int, Path]], keys: list[str], runner: FeatureRunner, mirrored: bool):
+        return ray_batches(missing, module, mirrored=mirrored, address=execution.ray_address)
+    return local_batches(missing, runner or feature_runner(module), mirrored)
+
+
+def local_batches(missing: list[tuple[int, Path]], runner: FeatureRunner, mirrored: bool) -> Iterator[Batch]:
+    """Each batch's rows computed, their features, and the rows that failed to decode.
+
+    Each worker thread decodes a batch and runs it, so one core decodes while the other runs the module, with no
+    hand-off between threads; at most two batches per worker are in memory, never the whole dataset.
+    """
+    size = runner.batch_size
+    batches = deque(missing[i : i + size] for i in range(0, len(missing), size))
+    with ThreadPoolExecutor(runner.workers) as pool:
+        pending = deque()
+        while batches or pending:
+            while batches and len(pending) < 2 * runner.workers:
+                pending.append(pool.submit(run_batch, runner, batches.popleft(), mirrored))
+            yield pending.popleft().result()
+
+
+def run_batch(runner: FeatureRunner, batch: list[tuple[int, Path]], mirrored: bool) -> Batch:
+    """Decode a batch and run the module on it: the one path every executor takes, so their numbers are the same."""
+    size = runner.module.image_size
+    pixels = np.empty((len(batch), *size, 3), np.uint8)
+    rows: list[int] = []
+    failures: list[tuple[int, str]] = []
+    for row, path in batch:
+        try:
+            image = load_pixels(path, size)
+            pixels[len(rows)] = image[:, ::-1] if mirrored else image
+        except ImageDecodeError as error:
+            failures.append((row, str(error.__cause__ or error)))
+        else:
+            rows.append(row)
+    if not rows:
+        return rows, np.zeros((0, runner.module.feature_size), VECTOR_DTYPE), failures
+    features = runner(pixels[: len(rows)])
+    finite = np.isfinite(features).all(axis=1)
+    failures.extend((row, NON_FINITE) for row, ok in zip(rows, finite.tolist(), strict=True) if not ok)
+    return [row for row, ok in zip(rows, finite.tolist(), strict=True) if ok], features[finite], failures
+
+
+class _Work:
+    """The rows the cache lacks: (row, path) pairs, whose computed batches are saved as they complete."""
+
+    def __init__(self, missing: list[tuple[int, Path]], keys: list[str], batches: Iterator[Batch]):
         self.missing = missing
         self.keys = keys
-        self.runner = runner
-        self.mirrored = mirrored
+        self.batches = batches
 
     def fill(self, vectors: np.ndarray, cache: BottleneckCache, on_progress: ProgressCallback) -> dict[str, str]:
         """Fill the missing rows of ``vectors``, saving a shard every ``cache.shard_rows`` rows; merge shards at the
@@ -107,7 +163,7 @@ class _Work:
         failures: dict[str, str] = {}
         done = 0
         unsaved: list[int] = []
-        for rows, features, batch_failures in self._batches():
+        for rows, features, batch_failures in self.batches:
             vectors[rows] = features
             failures.update((self.keys[row], reason) for row, reason in batch_failures)
             unsaved.extend(rows)
@@ -119,38 +175,3 @@ class _Work:
         cache.add([self.keys[row] for row in unsaved], vectors[unsaved])
         cache.compact()
         return failures
-
-    def _batches(self) -> Iterator[tuple[list[int], np.ndarray, list[tuple[int, str]]]]:
-        """Each batch's rows computed, their features, and the rows that failed to decode.
-
-        Each worker thread decodes a batch and runs it, so one core decodes while the other runs the module, with no
-        hand-off between threads; at most two batches per worker are in memory, never the whole dataset.
-        """
-        size = self.runner.batch_size
-        batches = deque(self.missing[i : i + size] for i in range(0, len(self.missing), size))
-        with ThreadPoolExecutor(self.runner.workers) as pool:
-            pending = deque()
-            while batches or pending:
-                while batches and len(pending) < 2 * self.runner.workers:
-                    pending.append(pool.submit(self._run_batch, batches.popleft()))
-                yield pending.popleft().result()
-
-    def _run_batch(self, batch: list[tuple[int, Path]]) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
-        size = self.runner.module.image_size
-        pixels = np.empty((len(batch), *size, 3), np.uint8)
-        rows: list[int] = []
-        failures: list[tuple[int, str]] = []
-        for row, path in batch:
-            try:
-                image = load_pixels(path, size)
-                pixels[len(rows)] = image[:, ::-1] if self.mirrored else image
-            except ImageDecodeError as error:
-                failures.append((row, str(error.__cause__ or error)))
-            else:
-                rows.append(row)
-        if not rows:
-            return rows, np.zeros((0, self.runner.module.feature_size), VECTOR_DTYPE), failures
-        features = self.runner(pixels[: len(rows)])
-        finite = np.isfinite(features).all(axis=1)
-        failures.extend((row, NON_FINITE) for row, ok in zip(rows, finite.tolist(), strict=True) if not ok)
-        return [row for row, ok in zip(rows, finite.tolist(), strict=True) if ok], features[finite], failures

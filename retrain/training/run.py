@@ -84,6 +84,10 @@ def train(settings: RunSettings, hooks: Hooks = Hooks()) -> RunResult:
     _check_outputs(settings)
     dataset = list_dataset(Path(settings.image_dir), settings.split)  # bad input stops before any output is touched
     _refuse_lfs_pointers(dataset)
+    if settings.execution.executor == "ray":
+        from retrain.training.executors import connect
+
+        connect(settings.execution.ray_address)  # Ray missing or unreachable stops the run before any output
     with OutputSet(Path(settings.outputs.output_labels)) as outputs:
         result = _train(settings, dataset, hooks, outputs)
         outputs.commit()
@@ -144,12 +148,15 @@ def _bottlenecks(
 ) -> tuple[Bottlenecks, dict[str, SplitData]]:
     """Every readable image's bottleneck (and its mirror image's, when needed), grouped by split."""
     cache = BottleneckCache(Path(settings.module.bottleneck_dir), module.cache_key)
-    bottlenecks = compute_bottlenecks(dataset.images, module, cache, hooks=hooks)
+    execution = settings.execution
+    bottlenecks = compute_bottlenecks(dataset.images, module, cache, hooks=hooks, execution=execution)
     mirrored = None
     if settings.needs_mirrored:
         hooks.on_stage("Bottlenecks of the mirrored images (for --tta and --mirror-training)")
         mirrored_cache = BottleneckCache(Path(settings.module.bottleneck_dir), module.cache_key + "-mirrored")
-        mirrored = compute_bottlenecks(bottlenecks.images, module, mirrored_cache, hooks=hooks, mirrored=True)
+        mirrored = compute_bottlenecks(
+            bottlenecks.images, module, mirrored_cache, hooks=hooks, mirrored=True, execution=execution
+        )
         if mirrored.images != bottlenecks.images:
             unreadable = ", ".join(str(path) for path, _ in mirrored.skipped)
             raise InputError(f"images changed while the run read them: {unreadable}")

@@ -8,12 +8,14 @@ bottlenecks="${RUNNER_TEMP:-/tmp}/retrain-ci-bottlenecks"
 output_dir="${INPUT_OUTPUT_DIR:-retrain-ci-run}"
 audit_dir="$output_dir/audit"
 baseline="${INPUT_BASELINE:-}"
+# Empty inputs leave the executor to the settings file (else local).
+executor=(${INPUT_EXECUTOR:+--executor "$INPUT_EXECUTOR"} ${INPUT_RAY_ADDRESS:+--ray-address "$INPUT_RAY_ADDRESS"})
 
 case "${1:-}" in
   check)
     # One audit: audit.json, audit.md and audit.html into the audit folder, annotations on the files, the gate's exit.
     args=(check "$INPUT_DATA" --tfhub-module "${INPUT_MODULE:-efficientnet_lite0}" --bottleneck-dir "$bottlenecks"
-      --report-dir "$audit_dir" --format github --fail-on "${INPUT_FAIL_ON:-error}")
+      "${executor[@]}" --report-dir "$audit_dir" --format github --fail-on "${INPUT_FAIL_ON:-error}")
     if [[ -n "$baseline" && -f "$baseline/audit.json" ]]; then
       args+=(--baseline "$baseline/audit.json")
       if [[ "${INPUT_FAIL_ON_NEW:-true}" == "true" ]]; then
@@ -27,6 +29,7 @@ case "${1:-}" in
   train)
     # No module named: the mode's default (efficientnet_lite0, or efficientnet_lite1 with fine-tune).
     args=(train "$INPUT_DATA" --bottleneck-dir "$bottlenecks" --output-dir "$output_dir" --random-seed 0)
+    args+=("${executor[@]}")
     if [[ -n "${INPUT_MODULE:-}" ]]; then
       args+=(--tfhub-module "$INPUT_MODULE")
     fi

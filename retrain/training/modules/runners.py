@@ -78,16 +78,20 @@ def feature_runner(module: ImageModule, engine: str = "auto") -> FeatureRunner:
     workers = cpu_count()
     if engine != "tensorflow":
         try:
-            interpreters = _interpreters(_converted(module), workers)
+            return tflite_runner(module, converted_module(module), workers)
         except Exception as error:  # the converter and interpreter raise many types; any means "use TensorFlow"
             if engine == "tflite":
                 raise RuntimeError(f"module {module.name} does not convert to TFLite: {error}") from error
-        else:
-            return FeatureRunner(module, "tflite", TFLITE_BATCH_SIZE, workers, interpreters)
     return FeatureRunner(module, "tensorflow", TENSORFLOW_BATCH_SIZE, workers)
 
 
-def _converted(module: ImageModule) -> bytes:
+def tflite_runner(module: ImageModule, tflite_model: bytes, workers: int) -> FeatureRunner:
+    """A TFLite runner of ``workers`` interpreters over a converted module; ``module`` only gives sizes and names,
+    so a Ray actor builds one from the converted bytes without loading the module into TensorFlow."""
+    return FeatureRunner(module, "tflite", TFLITE_BATCH_SIZE, workers, _interpreters(tflite_model, workers))
+
+
+def converted_module(module: ImageModule) -> bytes:
     """The module as a TFLite flatbuffer, converted and checked once, then read from the module cache.
 
     The cached file is used only if its bytes match the digest recorded at conversion; otherwise it is converted again.
