@@ -6,7 +6,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+from sklearn.datasets import load_digits
 
 from retrain.core.dataset import split_for
 
@@ -218,3 +220,30 @@ def _with_alpha(image: Image.Image) -> Image.Image:
 def _written(path: Path, content: bytes) -> Path:
     path.write_bytes(content)
     return path
+
+
+def moved_labels(labels: list[str], fraction: float, seed: int) -> list[str]:
+    """``labels`` with ``fraction`` of them, drawn by ``seed``, each moved to another class drawn by the same seed."""
+    rng = np.random.default_rng(seed)
+    classes = sorted(set(labels))
+    moved = list(labels)
+    for index in rng.choice(len(labels), round(fraction * len(labels)), replace=False):
+        moved[index] = str(rng.choice([label for label in classes if label != labels[index]]))
+    return moved
+
+
+def digits_dataset(root: Path, *, moved_fraction: float = 0.02, seed: int = 0, scale: int = 8) -> list[str]:
+    """scikit-learn's 1,797 handwritten digits (8x8, 17 grey levels) as grayscale PNGs ``scale`` times larger, one
+    folder per digit, with ``moved_fraction`` of them filed under another digit: far from the backbone's ImageNet
+    photos, where a mislabel check must not go silent. Returns the moved files, relative to ``root``."""
+    digits = load_digits()
+    truth = [str(target) for target in digits.target]
+    given = moved_labels(truth, moved_fraction, seed)
+    moved = []
+    for index, (pixels, label) in enumerate(zip(digits.images, given, strict=True)):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray((pixels * (255 / 16)).astype(np.uint8), "L")
+        image.resize((8 * scale, 8 * scale), Image.Resampling.BILINEAR).save(root / label / f"digit-{index:04d}.png")
+        if label != truth[index]:
+            moved.append(f"{label}/digit-{index:04d}.png")
+    return moved
