@@ -2,7 +2,7 @@
 
     python benchmarks/audit_incremental.py [IMAGE_DIR] [--added 20]
 
-Pixel checks only (``--skip suspected_mislabel``, the one check that needs bottlenecks), so no TensorFlow. The dataset
+Pixel checks only (``--skip suspected_mislabel,outlier``, the checks that need bottlenecks), so no TensorFlow. The dataset
 is copied to a temp folder with a fresh property cache; the cold audit decodes every photo, the re-audit only the added
 ones (crops of existing photos, mirrored and re-encoded: new content). Prints the seconds of each, as the command takes
 them (a process each) and as the audit reports them, the images decoded and reused, and the ratios. Twice: with every
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("image_dir", nargs="?", type=Path, default=DATA / "flowers-dev")
     parser.add_argument("--added", type=int, default=20)
     args = parser.parse_args()
-    for skip in ("suspected_mislabel", "suspected_mislabel,shortcut_bias"):
+    for skip in ("suspected_mislabel,outlier", "suspected_mislabel,outlier,shortcut_bias"):
         incremental(args.image_dir, args.added, skip)
 
 

@@ -36,7 +36,7 @@ class ShortcutBias(Check):
     def run(self, data: AuditData) -> list[Finding]:
         images = data.readable()
         features = images[list(TRIVIAL_STATISTICS)].to_numpy(dtype=float)
-        model = RandomForestClassifier(n_estimators=200, min_samples_leaf=2, random_state=0)
+        model = RandomForestClassifier(n_estimators=100, min_samples_leaf=2, random_state=0)
         predictions = out_of_fold(model, features, images["label"].tolist(), data.settings.cross_validation_folds)
         if predictions is None:
             return []
