@@ -9,13 +9,10 @@ import numpy as np
 import pandas as pd
 
 from datacheck.findings import Finding, Severity
-from datacheck.neighbours import nearest, unit_rows
+from datacheck.neighbours import hash_pairs, nearest, unit_rows
 from datacheck.registry import AuditData, Check, register
 from retrain.core.settings import AuditSettings
 
-HASH_BITS = 64
-# Rows of the distance matrix computed at once: bounds memory on large datasets.
-BLOCK_ROWS = 1024
 # A photo's typical similarity to others: the mean over this many nearest neighbours after its nearest (which may be
 # its twin). A pair is one picture when it is much closer than either photo is to its neighbourhood, so a daisy among
 # many look-alike daisies needs more than a daisy alone in its corner of the feature space.
@@ -108,8 +105,8 @@ def _union(count: int, pairs: set[tuple[int, int]]) -> list[int]:
 def _hash_pairs(phashes: pd.Series, max_bits: int) -> list[tuple[int, int]]:
     """Pairs of rows (positions) whose perceptual hashes are at most ``max_bits`` apart, enough to join every group.
 
-    Rows sharing a hash are chained without comparing them, so only distinct hashes are compared: thousands of images
-    of one hash (blank frames, copies) cost one row of the distance matrix, not thousands squared.
+    Rows sharing a hash are chained without comparing them, so only distinct hashes are searched (datacheck.neighbours:
+    multi-index hashing, no all-pairs matrix): thousands of images of one hash cost one search, not thousands squared.
     """
     if phashes.empty:
         return []
@@ -121,14 +118,9 @@ def _hash_pairs(phashes: pd.Series, max_bits: int) -> list[tuple[int, int]]:
             pairs.append((int(first[code]), row))
         else:
             first[code] = row
-    signs = np.array([np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8)) for h in hashes], dtype=np.float32)
-    signs = 2 * signs - 1  # +-1 per bit, so a dot product counts agreeing minus disagreeing bits
-    for start in range(0, len(hashes), BLOCK_ROWS):
-        distances = (HASH_BITS - signs[start : start + BLOCK_ROWS] @ signs.T) / 2
-        for i, j in zip(*np.nonzero(distances <= max_bits), strict=True):
-            if start + i < j:
-                pairs.append((int(first[start + i]), int(first[j])))
-    return pairs
+    codes = np.array([int(h, 16) for h in hashes], dtype=np.uint64)
+    close = first[hash_pairs(codes, max_bits)]
+    return pairs + list(zip(close[:, 0].tolist(), close[:, 1].tolist(), strict=True))
 
 
 class _EmbeddingJudge:
