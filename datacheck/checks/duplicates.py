@@ -4,7 +4,7 @@ across splits.
 Memory per image, beyond its row of the audit table: grouping by content key, about 100 bytes; the picture groups
 (near_duplicates and split_leakage share them), about 200 bytes for the hash search (its code, a key per chunk, its
 group) and 16 bytes per pair found, and with bottlenecks a unit-length copy of its vector (5 KB at 1280 dimensions),
-its 12 neighbours (144 bytes) and, above 20,000 photos, a reduced copy and graph links (about 1.2 KB)."""
+its 12 neighbours (144 bytes) and, above 20,000 photos, a projected copy and graph links (about 1.2 KB)."""
 
 from __future__ import annotations
 
