@@ -1,4 +1,6 @@
-"""Classes as a whole: enough of them, enough photos in each, balanced, and present in every split."""
+"""Classes as a whole: enough of them, enough photos in each, balanced, and present in every split.
+
+Memory per image: none beyond the audit table; these checks count per class."""
 
 from __future__ import annotations
 
