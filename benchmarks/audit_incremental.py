@@ -2,12 +2,12 @@
 
     python benchmarks/audit_incremental.py [IMAGE_DIR] [--added 20]
 
-Pixel checks only (``--skip suspected_mislabel,outlier``, the checks that need bottlenecks), so no TensorFlow. The dataset
-is copied to a temp folder with a fresh property cache; the cold audit decodes every photo, the re-audit only the added
-ones (crops of existing photos, mirrored and re-encoded: new content). Prints the seconds of each, as the command takes
-them (a process each) and as the audit reports them, the images decoded and reused, and the ratios. Twice: with every
-pixel check, then without ``shortcut_bias``, whose cross-validated forest over the whole table is a fixed cost that no
-cache saves (the table changed), so that the second pair shows what the property cache itself does.
+Pixel checks only (``--skip suspected_mislabel,outlier``, the checks that need bottlenecks), so no TensorFlow. The
+dataset is copied to a temp folder with a fresh property cache; the cold audit decodes every photo, the re-audit only
+the added ones (crops of existing photos, mirrored and re-encoded: new content). Prints the seconds of each, as the
+command takes them (a process each) and as the audit reports them, the images decoded and reused, and the ratios.
+Twice: with every pixel check, then without ``shortcut_bias``, whose cross-validated forest over the whole table is a
+fixed cost that no cache saves (the table changed), so that the second pair shows what the property cache itself does.
 """
 
 from __future__ import annotations
