@@ -8,6 +8,8 @@ while searching), and 16 bytes per pair found."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 # Exact search is quadratic: 100,000 x 1280 floats take about 290 s on 2 cores; 20,000 take about 12 s.
@@ -34,6 +36,28 @@ def unit_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rows = np.flatnonzero(~np.isnan(vectors).any(axis=1))
     unit = vectors[rows].astype(np.float32)
     return rows, unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Rows with a bottleneck, their unit-length vectors, and each one's nearest rows (positions in ``rows``) with
+    their cosine similarities, most similar first."""
+
+    rows: np.ndarray
+    unit: np.ndarray
+    similarities: np.ndarray
+    indices: np.ndarray
+
+    @classmethod
+    def of(cls, vectors: np.ndarray, count: int) -> Neighbours:
+        rows, unit = unit_rows(vectors)
+        if not len(rows):  # no image has a bottleneck: nothing to search
+            return cls(rows, unit, np.empty((0, 0), np.float32), np.empty((0, 0), np.int64))
+        return cls(rows, unit, *nearest(unit, count))
+
+    def first(self, count: int) -> Neighbours:
+        """The ``count`` nearest only (a search for more holds those first)."""
+        return Neighbours(self.rows, self.unit, self.similarities[:, :count], self.indices[:, :count])
 
 
 def nearest(unit: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:

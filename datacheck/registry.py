@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from datacheck.findings import Finding, Severity
+from datacheck.neighbours import Neighbours
 from retrain.core.dataset import ClassFolder, FolderScan
 from retrain.core.errors import InputError
 from retrain.core.settings import AuditSettings
@@ -33,6 +34,15 @@ class AuditData:
     def readable(self) -> pd.DataFrame:
         """The images that decoded."""
         return self.images[self.images["error"].isna()]
+
+    def bottleneck_neighbours(self, count: int) -> Neighbours:
+        """The readable images' bottlenecks and each one's ``count`` nearest (rows are positions in ``readable()``):
+        one search per audit, shared by the checks that compare photos by their features."""
+        cached = self.derived.get("bottleneck_neighbours")
+        if cached is None or cached.indices.shape[1] < min(count, len(cached.rows)):
+            cached = Neighbours.of(self.bottlenecks[self.images["error"].isna().to_numpy()], count)
+            self.derived["bottleneck_neighbours"] = cached
+        return cached.first(count)
 
     def folder_path(self, folder: ClassFolder) -> str:
         """A class folder as findings name it: relative to the dataset folder."""

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from datacheck.findings import Finding, Severity
-from datacheck.neighbours import hash_pairs, nearest, unit_rows
+from datacheck.neighbours import Neighbours, hash_pairs
 from datacheck.registry import AuditData, Check, register
 from retrain.core.settings import AuditSettings
 
@@ -58,16 +58,18 @@ def picture_groups(data: AuditData) -> list[PictureGroup]:
     """
     if "picture_groups" not in data.derived:
         images = data.readable()
-        vectors = None if data.bottlenecks is None else data.bottlenecks[data.images["error"].isna().to_numpy()]
-        data.derived["picture_groups"] = group_pictures(images, vectors, data.settings)
+        neighbours = None
+        if data.bottlenecks is not None and len(images) > 1:
+            neighbours = data.bottleneck_neighbours(NEIGHBOURS + 2)
+        data.derived["picture_groups"] = group_pictures(images, neighbours, data.settings)
     return data.derived["picture_groups"]
 
 
-def group_pictures(images: pd.DataFrame, vectors: np.ndarray | None, settings: AuditSettings) -> list[PictureGroup]:
-    """Group ``images`` (path and phash columns) by perceptual hash, and by bottleneck where ``vectors`` are given
-    (one row per image, NaN where it has none)."""
+def group_pictures(images: pd.DataFrame, neighbours: Neighbours | None, settings: AuditSettings) -> list[PictureGroup]:
+    """Group ``images`` (path and phash columns) by perceptual hash, and by bottleneck where their ``neighbours``
+    (rows are positions in ``images``) are given."""
     pairs = set(_hash_pairs(images["phash"], settings.near_duplicate_bits))
-    judge = _EmbeddingJudge(vectors, settings) if vectors is not None and len(images) > 1 else None
+    judge = _EmbeddingJudge(neighbours, settings) if neighbours is not None else None
     if judge is not None:
         pairs |= judge.pairs()
     roots = np.array(_union(len(images), pairs))
@@ -134,11 +136,11 @@ class _EmbeddingJudge:
     exact search, no all-pairs matrix). Photos without a bottleneck (it failed) take no part.
     """
 
-    def __init__(self, vectors: np.ndarray, settings: AuditSettings) -> None:
+    def __init__(self, nearest: Neighbours, settings: AuditSettings) -> None:
         self.settings = settings
-        self.rows, self.unit = unit_rows(vectors)
+        self.rows, self.unit = nearest.rows, nearest.unit
         self.position = {int(row): index for index, row in enumerate(self.rows)}
-        similarities, neighbours = nearest(self.unit, NEIGHBOURS + 2)
+        similarities, neighbours = nearest.similarities, nearest.indices
         beyond = similarities[:, 2:]  # past itself and its nearest
         self.typical = beyond.mean(axis=1) if beyond.shape[1] else np.zeros(len(self.rows), np.float32)
         self.found: dict[tuple[int, int], float] = {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from datacheck.findings import Finding, Severity
-from datacheck.neighbours import nearest, unit_rows
 from datacheck.registry import AuditData, Check, register
 
 # A photo's distance to the dataset: one minus its mean cosine similarity to this many nearest other photos, of any
@@ -24,7 +23,8 @@ class Outlier(Check):
     On flowers-dev (1,837 photos) it flags 13: a shop sign, a sheet of stickers, strawberries, a bus, a tractor, a
     market stall, a painting, and six where the flower is a small part of another scene (a person, a dish, bottles).
     Memory per image: a unit-length copy of its bottleneck (5 KB at 1280 dimensions) and its 6 neighbours (72 bytes);
-    above 20,000 photos a projected copy and graph links too (about 1.2 KB, datacheck.neighbours).
+    above 20,000 photos a projected copy and graph links too (about 1.2 KB, datacheck.neighbours). The search is the
+    one near_duplicates makes (``AuditData.bottleneck_neighbours``), so with both checks it costs nothing more.
     """
 
     id = "outlier"
@@ -33,20 +33,21 @@ class Outlier(Check):
     def run(self, data: AuditData) -> list[Finding]:
         if data.bottlenecks is None:
             return []
-        rows, unit = unit_rows(data.bottlenecks)
+        neighbours = data.bottleneck_neighbours(NEIGHBOURS + 1)
+        rows = neighbours.rows  # positions among the readable images
         if len(rows) <= NEIGHBOURS:
             return []
-        similarities, _ = nearest(unit, NEIGHBOURS + 1)
-        distances = 1 - similarities[:, 1:].mean(axis=1)  # past itself
-        labels = data.images["label"].to_numpy()[rows]
+        distances = 1 - neighbours.similarities[:, 1:].mean(axis=1)  # past itself
+        readable = data.readable()
+        labels, paths = readable["label"].to_numpy()[rows], readable["path"].to_numpy()[rows]
         findings = []
         for label in np.unique(labels):
             members = np.flatnonzero(labels == label)
             if len(members) >= data.settings.min_images:
-                findings += self._class_outliers(data, str(label), rows[members], distances[members])
+                findings += self._class_outliers(data, str(label), paths[members], distances[members])
         return findings
 
-    def _class_outliers(self, data: AuditData, label: str, rows: np.ndarray, distances: np.ndarray) -> list[Finding]:
+    def _class_outliers(self, data: AuditData, label: str, paths: np.ndarray, distances: np.ndarray) -> list[Finding]:
         typical = float(np.median(distances))
         spread = MAD_TO_SD * float(np.median(np.abs(distances - typical)))
         if spread <= 0:
@@ -55,7 +56,7 @@ class Outlier(Check):
         return [
             self.finding(
                 Severity.WARNING,
-                [data.images["path"].iloc[row]],
+                [path],
                 f"unlike the other photos of {label!r} and of every other class (distance {distance:.2f} to its "
                 f"{NEIGHBOURS} nearest photos, typical {typical:.2f}: {score:.1f} deviations above): a screenshot, "
                 f"a sign, another subject? delete it if it shows no {label}",
@@ -63,6 +64,6 @@ class Outlier(Check):
                 class_typical=round(typical, 4),
                 score=round(float(score), 2),
             )
-            for row, distance, score in zip(rows, distances, scores, strict=True)
+            for path, distance, score in zip(paths, distances, scores, strict=True)
             if score >= data.settings.outlier_score
         ]
