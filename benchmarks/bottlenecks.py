@@ -52,9 +52,10 @@ def _benchmark(image_dir: Path, scratch: Path) -> None:
     from retrain.core.dataset import list_dataset
     from retrain.core.settings import TrainingSettings
     from retrain.training.bottlenecks import compute_bottlenecks
+    from retrain.training.features import cpu_count
     from retrain.training.head import LabeledVectors, train_head
     from retrain.training.modules import load_image_module
-    from retrain.training.modules.runners import cpu_count, feature_runner
+    from retrain.training.modules.runners import feature_runner
 
     print(f"data: {image_dir}; {cpu_count()} cores; TensorFlow {tf.__version__}; load average at start {_load()}")
     module = load_image_module("efficientnet_lite0")

@@ -14,6 +14,7 @@ from PIL import Image
 
 from retrain.core.bottleneck_cache import SHARD_ROWS, ShardStore, content_key
 from retrain.core.dataset import FolderScan, split_for
+from retrain.core.errors import ExecutorStopped
 from retrain.core.images import DECODER_VERSION, ImageDecodeError, LfsPointerError, OversizedImageError, decode_image
 from retrain.core.per_image import ItemMap, thread_map
 from retrain.core.settings import AuditSettings, SplitSettings
@@ -69,14 +70,19 @@ def image_properties(
             on_progress(len(files) - len(missing), len(files))
         unsaved: list[int] = []
         measured = per_image(measured_row, [(index, (files[index][1], rows[index]["bytes"])) for index in missing])
-        for done, (index, row) in enumerate(measured, start=len(files) - len(missing) + 1):
-            rows[index].update(row)
-            unsaved.append(index)
-            if cache is not None and len(unsaved) >= SHARD_ROWS:  # a killed audit keeps what it saved
+        try:
+            for done, (index, row) in enumerate(measured, start=len(files) - len(missing) + 1):
+                rows[index].update(row)
+                unsaved.append(index)
+                if cache is not None and len(unsaved) >= SHARD_ROWS:  # a killed audit keeps what it saved
+                    _save(cache, rows, unsaved, files)
+                    unsaved = []
+                if on_progress and (done % 32 == 0 or done == len(files)):
+                    on_progress(done, len(files))
+        except ExecutorStopped:  # keep what the executor returned, so that running again measures only the rest
+            if cache is not None:
                 _save(cache, rows, unsaved, files)
-                unsaved = []
-            if on_progress and (done % 32 == 0 or done == len(files)):
-                on_progress(done, len(files))
+            raise
     if cache is not None:
         _save(cache, rows, unsaved, files)
         cache.compact()

@@ -6,7 +6,6 @@ Every damage here is done to real files on disk, the way a bad disk, a killed ru
 from __future__ import annotations
 
 import io
-import queue
 import shutil
 import signal
 import subprocess
@@ -23,10 +22,11 @@ from retrain.core.bottleneck_cache import TRAILER_BYTES, BottleneckCache
 from retrain.core.dataset import LabeledImage, list_dataset
 from retrain.core.images import load_pixels, to_float
 from retrain.core.settings import SplitSettings
-from retrain.training.bottlenecks import NON_FINITE, compute_bottlenecks
+from retrain.training.bottlenecks import compute_bottlenecks
+from retrain.training.features import NON_FINITE, FeatureRunner, tflite_runner
 from retrain.training.modules import cache_root, load_image_module
 from retrain.training.modules.cache import TREE_DIGEST
-from retrain.training.modules.runners import FeatureRunner, feature_runner, tflite_interpreter
+from retrain.training.modules.runners import feature_runner
 from tests.conftest import copy_dataset, run_cli, sample_photos
 
 TRAIN_OPTIONS = (
@@ -366,9 +366,7 @@ def test_tampered_converted_tflite_file_is_rebuilt_and_gives_the_clean_features(
     clean_features = _features(feature_runner(module, "tflite"), pixels)
     (path,) = (module_cache_copy / "tflite").glob(f"{module.cache_key}-*.tflite")
     tampered = _tamper(path)
-    interpreters = queue.SimpleQueue()
-    interpreters.put(tflite_interpreter(tampered, num_threads=1))
-    used_as_is = _features(FeatureRunner(module, "tflite", 1, 1, interpreters), pixels)
+    used_as_is = _features(tflite_runner(tampered, module.image_size, module.feature_size, 1), pixels)
     assert not np.allclose(used_as_is, clean_features, atol=1e-3)  # what a run would have trained on
     np.testing.assert_array_equal(_features(feature_runner(module, "tflite"), pixels), clean_features)
     assert path.read_bytes() != tampered

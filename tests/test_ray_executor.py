@@ -21,8 +21,9 @@ import pytest
 from datacheck.audit import audit_dataset
 from retrain.core.bottleneck_cache import BottleneckCache
 from retrain.core.dataset import LabeledImage, list_dataset
-from retrain.core.errors import InputError
+from retrain.core.errors import ExecutorStopped, InputError
 from retrain.core.hooks import Hooks
+from retrain.core.per_image import thread_map
 from retrain.core.settings import AuditSettings, ExecutionSettings, SplitSettings
 from retrain.core.settings_file import load_settings
 from retrain.training.bottlenecks import compute_bottlenecks
@@ -128,6 +129,28 @@ def test_unreadable_images_on_ray_are_skipped_as_locally(ray_cluster, module, sm
     assert on_ray.images == local.images
 
 
+def test_a_lost_actor_ends_the_job_in_one_line_and_a_rerun_computes_only_what_did_not_come_back(
+    ray_cluster, module, flowers_sample: Path, tmp_path: Path
+) -> None:
+    images = list_dataset(flowers_sample, SplitSettings()).images[::2]  # 100 photos
+
+    def kill_the_actor_once_a_batch_is_back(_stage: str, done: int, _total: int) -> None:
+        if done > 0:
+            actors = ray._private.state.actors().values()
+            (pid,) = [a["Pid"] for a in actors if "BottleneckActor" in a["ActorClassName"] and a["State"] == "ALIVE"]
+            os.kill(pid, signal.SIGKILL)  # as a lost node or the kernel's OOM killer would
+
+    cache = BottleneckCache(tmp_path / "cache", module.cache_key)
+    with pytest.raises(ExecutorStopped, match="Ray job computing bottlenecks stopped .*computes only the rest"):
+        compute_bottlenecks(
+            images, module, cache, execution=RAY, hooks=Hooks(on_progress=kill_the_actor_once_a_batch_is_back)
+        )
+    rerun = compute_bottlenecks(images, module, BottleneckCache(tmp_path / "cache", module.cache_key))
+    assert 0 < rerun.reused < len(images) and rerun.computed == len(images) - rerun.reused
+    local = compute_bottlenecks(images, module, BottleneckCache(tmp_path / "local", module.cache_key))
+    np.testing.assert_allclose(rerun.vectors, local.vectors, rtol=0, atol=1e-5)
+
+
 def test_train_on_ray_gives_the_local_accuracy_and_probabilities(
     ray_cluster, small_dataset: Path, tmp_path: Path
 ) -> None:
@@ -205,9 +228,19 @@ def test_train_on_a_head_and_a_worker_node(small_dataset: Path, tmp_path: Path, 
     )
     assert train.returncode == 0, train.stdout + train.stderr
     assert "60 computed, 0 from cache" in train.stdout
-    nodes = f"import ray; ray.init(address={address!r}); print(sum(node['Alive'] for node in ray.nodes()))"
-    alive = subprocess.run([sys.executable, "-c", nodes], capture_output=True, text=True, env=env, timeout=120)
-    assert alive.stdout.strip() == "2", alive.stderr
+    where = (
+        f"import json, ray; ray.init(address={address!r}); "
+        "actors = ray._private.state.actors().values(); "
+        "print(json.dumps({'nodes': sorted(node['NodeID'] for node in ray.nodes() if node['Alive']), "
+        "'actors': [(a['Address']['NodeID'], a['NumRestarts']) for a in actors "
+        "if 'BottleneckActor' in a['ActorClassName']]}))"
+    )
+    ran = subprocess.run([sys.executable, "-c", where], capture_output=True, text=True, env=env, timeout=120)
+    placement = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert len(placement["nodes"]) == 2
+    # One actor on each node, head and worker, neither restarted: the worker node computed its share.
+    assert sorted(node for node, _ in placement["actors"]) == placement["nodes"], placement
+    assert all(restarts == 0 for _, restarts in placement["actors"])
 
 
 def test_pytest_plugin_computes_the_audits_bottlenecks_on_ray(
@@ -236,6 +269,30 @@ def test_audit_on_ray_reports_the_same_findings_and_fills_the_same_cache(
     assert again.findings == local.findings
 
 
+def test_an_audit_whose_cluster_fails_part_way_stops_in_one_line_and_keeps_what_came_back(
+    ray_cluster, defective_dataset, tmp_path: Path
+) -> None:
+    def fails_on_the_fifth(path: Path, size: int) -> str:
+        if path.name == "5.jpg":
+            raise OSError("a lost node")
+        return path.name
+
+    with pytest.raises(ExecutorStopped, match=r"^the Ray job measuring images stopped \(RayTaskError"):
+        dict(ray_map("local")(fails_on_the_fifth, [(key, (Path(f"{key}.jpg"), 0)) for key in range(10)]))
+
+    def stops_after_ten(function, items):  # a cluster that returned ten results, then lost its last node
+        for count, result in enumerate(thread_map(function, items)):
+            if count == 10:
+                raise ExecutorStopped("the cluster is gone")
+            yield result
+
+    settings = AuditSettings(property_cache=tmp_path / "properties", skip=("suspected_mislabel",))
+    with pytest.raises(ExecutorStopped):
+        audit_dataset(defective_dataset.root, settings, per_image=stops_after_ten)
+    again = audit_dataset(defective_dataset.root, settings)
+    assert again.properties["reused"] >= 10 and again.properties["computed"] > 0  # 10, and copies of them
+
+
 def test_check_command_on_ray_reports_what_it_reports_locally(ray_cluster, small_dataset: Path, tmp_path: Path):
     reports = {}
     for executor in ("local", "ray"):
@@ -250,12 +307,12 @@ def test_check_command_on_ray_reports_what_it_reports_locally(ray_cluster, small
     assert reports["ray"]["findings"] == reports["local"]["findings"]
 
 
-def test_the_core_and_the_audit_import_neither_ray_nor_tensorflow_and_the_ray_map_needs_no_tensorflow() -> None:
+def test_the_core_and_the_audit_import_neither_ray_nor_tensorflow_and_ray_workers_need_no_tensorflow() -> None:
     code = (
         "import sys, importlib, pkgutil, retrain.core as core, datacheck.audit, datacheck.checks; "
         "[importlib.import_module(m.name) for m in pkgutil.iter_modules(core.__path__, 'retrain.core.')]; "
         "print('ray' in sys.modules, 'tensorflow' in sys.modules); "
-        "import retrain.training.executors; print('tensorflow' in sys.modules)"
+        "import retrain.training.executors, retrain.training.ray_executor; print('tensorflow' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["False", "False", "False"], result.stderr

@@ -11,16 +11,14 @@ import numpy as np
 
 from retrain.core.bottleneck_cache import VECTOR_DTYPE, BottleneckCache, Bottlenecks, BottleneckSource, content_key
 from retrain.core.dataset import LabeledImage
+from retrain.core.errors import ExecutorStopped, InputError
 from retrain.core.hooks import Hooks
-from retrain.core.images import ImageDecodeError, load_pixels
 from retrain.core.settings import ExecutionSettings, ModuleSettings
+from retrain.training.features import Batch, FeatureRunner, run_batch
 from retrain.training.modules import ImageModule, load_image_module
-from retrain.training.modules.runners import FeatureRunner, feature_runner
+from retrain.training.modules.runners import converted_module, feature_runner
 
 ProgressCallback = Callable[[int, int], None]
-# One computed batch: the rows computed, their features, and (row, reason) for each row that failed.
-Batch = tuple[list[int], np.ndarray, list[tuple[int, str]]]
-NON_FINITE = "the module returned NaN or infinite features for it"
 
 
 def compute_bottlenecks(
@@ -107,7 +105,15 @@ def _computed(
     if execution.executor == "ray":
         from retrain.training.ray_executor import ray_batches
 
-        return ray_batches(missing, module, mirrored=mirrored, address=execution.ray_address)
+        try:
+            model = converted_module(module)
+        except Exception as error:  # the converter raises many types; any means this module has no TFLite form
+            raise InputError(
+                f"--executor ray runs modules converted to TFLite, and {module.name} does not convert ({error}); "
+                "use --executor local"
+            ) from None
+        sizes = (module.image_size, module.feature_size)
+        return ray_batches(missing, model, sizes, mirrored=mirrored, address=execution.ray_address)
     return local_batches(missing, runner or feature_runner(module), mirrored)
 
 
@@ -127,28 +133,6 @@ def local_batches(missing: list[tuple[int, Path]], runner: FeatureRunner, mirror
             yield pending.popleft().result()
 
 
-def run_batch(runner: FeatureRunner, batch: list[tuple[int, Path]], mirrored: bool) -> Batch:
-    """Decode a batch and run the module on it: the one path every executor takes, so their numbers are the same."""
-    size = runner.module.image_size
-    pixels = np.empty((len(batch), *size, 3), np.uint8)
-    rows: list[int] = []
-    failures: list[tuple[int, str]] = []
-    for row, path in batch:
-        try:
-            image = load_pixels(path, size)
-            pixels[len(rows)] = image[:, ::-1] if mirrored else image
-        except ImageDecodeError as error:
-            failures.append((row, str(error.__cause__ or error)))
-        else:
-            rows.append(row)
-    if not rows:
-        return rows, np.zeros((0, runner.module.feature_size), VECTOR_DTYPE), failures
-    features = runner(pixels[: len(rows)])
-    finite = np.isfinite(features).all(axis=1)
-    failures.extend((row, NON_FINITE) for row, ok in zip(rows, finite.tolist(), strict=True) if not ok)
-    return [row for row, ok in zip(rows, finite.tolist(), strict=True) if ok], features[finite], failures
-
-
 class _Work:
     """The rows the cache lacks: (row, path) pairs, whose computed batches are saved as they complete."""
 
@@ -163,15 +147,19 @@ class _Work:
         failures: dict[str, str] = {}
         done = 0
         unsaved: list[int] = []
-        for rows, features, batch_failures in self.batches:
-            vectors[rows] = features
-            failures.update((self.keys[row], reason) for row, reason in batch_failures)
-            unsaved.extend(rows)
-            if len(unsaved) >= cache.shard_rows:
-                cache.add([self.keys[row] for row in unsaved], vectors[unsaved])
-                unsaved = []
-            done += len(rows) + len(batch_failures)
-            on_progress(done, len(self.missing))
+        try:
+            for rows, features, batch_failures in self.batches:
+                vectors[rows] = features
+                failures.update((self.keys[row], reason) for row, reason in batch_failures)
+                unsaved.extend(rows)
+                if len(unsaved) >= cache.shard_rows:
+                    cache.add([self.keys[row] for row in unsaved], vectors[unsaved])
+                    unsaved = []
+                done += len(rows) + len(batch_failures)
+                on_progress(done, len(self.missing))
+        except ExecutorStopped:  # keep what the executor returned, so that running again computes only the rest
+            cache.add([self.keys[row] for row in unsaved], vectors[unsaved])
+            raise
         cache.add([self.keys[row] for row in unsaved], vectors[unsaved])
         cache.compact()
         return failures

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from retrain.core.errors import InputError
+from retrain.core.errors import ExecutorStopped, InputError
 from retrain.core.per_image import Item, ItemMap
 
 INSTALL = "pip install 'retrain-ci[ray]'"
@@ -40,6 +40,8 @@ def connect(address: str) -> Any:
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": on purpose
+    # A failed job's traceback: the exception reaches retrain-ci, which reports it in one line.
+    logging.getLogger("ray.data._internal.execution.streaming_executor_state").setLevel(logging.CRITICAL)
     return ray
 
 
@@ -53,10 +55,22 @@ def ray_map(address: str) -> ItemMap:
         results = dataset.map_batches(
             _apply, fn_kwargs={"function": function}, batch_size=ITEMS_PER_BATCH, batch_format="numpy"
         )
-        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-            yield from zip(batch["key"].tolist(), map(pickle.loads, batch["result"]), strict=True)
+        try:
+            for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+                yield from zip(batch["key"].tolist(), map(pickle.loads, batch["result"]), strict=True)
+        except ray.exceptions.RayError as error:
+            raise job_stopped("measuring images", error) from None
 
     return run
+
+
+def job_stopped(what: str, error: Exception) -> ExecutorStopped:
+    """The one line for a Ray job that failed part-way (a lost node or actor), whose returned results are kept."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return ExecutorStopped(
+        f"the Ray job {what} stopped ({type(error).__name__}: {reason}); "
+        "what it returned is cached, so running again computes only the rest"
+    )
 
 
 def _apply(batch: dict[str, np.ndarray], function: Callable[..., Any]) -> dict[str, np.ndarray]:

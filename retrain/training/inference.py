@@ -14,7 +14,7 @@ from retrain.core.errors import InputError
 from retrain.core.images import ImageDecodeError, load_image
 from retrain.core.settings import FROZEN_INPUT_NAME, ExportSettings
 from retrain.training.export import graph_labels, tflite_labels
-from retrain.training.modules.runners import tflite_interpreter
+from retrain.training.features import tflite_interpreter
 
 BATCH_SIZE = 32
 # The file the train command writes next to its models; a .pb or .tflite file without labels of its own uses it.
