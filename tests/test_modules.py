@@ -125,10 +125,12 @@ def test_local_saved_model_declares_its_input_size(tmp_path: Path) -> None:
 
 
 def test_local_saved_model_without_declared_size_needs_image_size(tmp_path: Path) -> None:
-    path = str(_saved_module(tmp_path / "open", None))
+    path = str(_saved_module(tmp_path / "pytest-192" / "open", None))  # the folders above it name no size
     with pytest.raises(InputError, match="--image-size"):
         load_image_module(path)
     assert load_image_module(path, image_size=32).image_size == (32, 32)
+    known = _saved_module(tmp_path / "mobilenet_v2_100_160", None)  # a local copy of a well-known module
+    assert load_image_module(str(known)).image_size == (160, 160)
 
 
 def test_train_with_a_local_saved_model(flowers_sample: Path, tmp_path: Path) -> None:

@@ -108,10 +108,12 @@ def load_image_module(spec: str, image_size: int | None = None) -> ImageModule:
             raise InputError(f"{path} is not a SavedModel directory (no saved_model.pb in it)")
         model = _hub_load(str(path), spec)
         cache_key = "local-" + _digest(_saved_model_fingerprint(path))
+        known_as = path.resolve().name  # a local copy's folder name, not the folders above it (say /tmp/pytest-192)
     else:
         model = _hub_load(spec, spec)
         cache_key = "hub-" + _digest(spec)
-    size = _declared_image_size(model) or _square(image_size) or _known_image_size(spec)
+        known_as = spec
+    size = _declared_image_size(model) or _square(image_size) or _known_image_size(known_as)
     if size is None:
         raise InputError(f"module {spec} does not declare its input size; pass --image-size")
     return _with_feature_size(spec, size, f"{cache_key}-{size[0]}x{size[1]}", model)
