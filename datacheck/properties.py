@@ -64,25 +64,25 @@ def image_properties(
     files = [(folder.label, path) for folder in scan.classes for path in folder.images]
     with ThreadPoolExecutor(max_workers=2) as pool:  # hashing and decoding release the GIL
         rows = list(pool.map(lambda file: _identify(file[1]), files))
-        result = _reuse(rows, cache)
-        missing = [index for index, row in enumerate(rows) if row["error"] is None and row["width"] is None]
-        if on_progress:
-            on_progress(len(files) - len(missing), len(files))
-        unsaved: list[int] = []
-        measured = per_image(measured_row, [(index, (files[index][1], rows[index]["bytes"])) for index in missing])
-        try:
-            for done, (index, row) in enumerate(measured, start=len(files) - len(missing) + 1):
-                rows[index].update(row)
-                unsaved.append(index)
-                if cache is not None and len(unsaved) >= SHARD_ROWS:  # a killed audit keeps what it saved
-                    _save(cache, rows, unsaved, files)
-                    unsaved = []
-                if on_progress and (done % 32 == 0 or done == len(files)):
-                    on_progress(done, len(files))
-        except ExecutorStopped:  # keep what the executor returned, so that running again measures only the rest
-            if cache is not None:
+    result = _reuse(rows, cache)
+    missing = [index for index, row in enumerate(rows) if row["error"] is None and row["width"] is None]
+    if on_progress:
+        on_progress(len(files) - len(missing), len(files))
+    unsaved: list[int] = []
+    measured = per_image(measured_row, [(index, (files[index][1], rows[index]["bytes"])) for index in missing])
+    try:
+        for done, (index, row) in enumerate(measured, start=len(files) - len(missing) + 1):
+            rows[index].update(row)
+            unsaved.append(index)
+            if cache is not None and len(unsaved) >= SHARD_ROWS:  # a killed audit keeps what it saved
                 _save(cache, rows, unsaved, files)
-            raise
+                unsaved = []
+            if on_progress and (done % 32 == 0 or done == len(files)):
+                on_progress(done, len(files))
+    except ExecutorStopped:  # keep what the executor returned, so that running again measures only the rest
+        if cache is not None:
+            _save(cache, rows, unsaved, files)
+        raise
     if cache is not None:
         _save(cache, rows, unsaved, files)
         cache.compact()

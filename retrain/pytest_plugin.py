@@ -107,7 +107,7 @@ def _audit(config: pytest.Config):
         from datacheck.audit import audit_dataset
         from datacheck.baseline import load_baseline
         from datacheck.registry import selected_checks
-        from retrain.core.per_image import thread_map
+        from retrain.training.executors import per_image_map
 
         settings = _settings(config)
         source = None
@@ -116,13 +116,12 @@ def _audit(config: pytest.Config):
 
             source = bottleneck_source(settings.module, settings.execution)
         baseline = load_baseline(settings.baseline) if settings.baseline is not None else None
-        per_image = thread_map
-        if settings.execution.executor == "ray":
-            from retrain.training.executors import ray_map
-
-            per_image = ray_map(settings.execution.ray_address)
         state["audit"] = audit_dataset(
-            _data_dir(config), settings, bottlenecks=source, baseline=baseline, per_image=per_image
+            _data_dir(config),
+            settings,
+            bottlenecks=source,
+            baseline=baseline,
+            per_image=per_image_map(settings.execution),
         )
     return state["audit"]
 

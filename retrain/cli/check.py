@@ -22,7 +22,6 @@ from retrain.cli.common import (
 )
 from retrain.core.errors import InputError
 from retrain.core.outputs import check_writable, staged_output
-from retrain.core.per_image import thread_map
 from retrain.core.settings import AcceptedFinding, AuditSettings
 from retrain.core.settings_file import CONFIG_FILE, find_config_file, load_settings, record_accepted
 
@@ -263,6 +262,7 @@ def _audit(image_dir: Path, settings: AuditSettings, baseline: Baseline | None):
     """The audit with progress bars; the training engine (and TensorFlow) only when a check needs bottlenecks."""
     from datacheck.audit import audit_dataset
     from datacheck.registry import selected_checks
+    from retrain.training.executors import per_image_map
 
     source = None
     if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
@@ -270,15 +270,15 @@ def _audit(image_dir: Path, settings: AuditSettings, baseline: Baseline | None):
         from retrain.training.bottlenecks import bottleneck_source
 
         source = bottleneck_source(settings.module, settings.execution)
-    per_image = thread_map
-    if settings.execution.executor == "ray":
-        from retrain.training.executors import ray_map
-
-        per_image = ray_map(settings.execution.ray_address)
     bars = ProgressBars()
     try:
         return audit_dataset(
-            image_dir, settings, hooks=bars.hooks(), bottlenecks=source, baseline=baseline, per_image=per_image
+            image_dir,
+            settings,
+            hooks=bars.hooks(),
+            bottlenecks=source,
+            baseline=baseline,
+            per_image=per_image_map(settings.execution),
         )
     finally:
         bars.stop()

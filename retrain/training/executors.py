@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from retrain.core.errors import ExecutorStopped, InputError
-from retrain.core.per_image import Item, ItemMap
+from retrain.core.per_image import Item, ItemMap, thread_map
+from retrain.core.settings import ExecutionSettings
 
 INSTALL = "pip install 'retrain-ci[ray]'"
 # Items per call of a map: enough to amortise a call, few enough that progress moves often.
@@ -43,6 +44,11 @@ def connect(address: str) -> Any:
     # A failed job's traceback: the exception reaches retrain-ci, which reports it in one line.
     logging.getLogger("ray.data._internal.execution.streaming_executor_state").setLevel(logging.CRITICAL)
     return ray
+
+
+def per_image_map(execution: ExecutionSettings) -> ItemMap:
+    """Where the audit's per-image pass runs: this process's threads, or the Ray cluster ``execution`` names."""
+    return ray_map(execution.ray_address) if execution.executor == "ray" else thread_map
 
 
 def ray_map(address: str) -> ItemMap:
