@@ -25,7 +25,7 @@ from retrain.core.display import printable  # noqa: E402
 from retrain.core.errors import InputError  # noqa: E402
 from retrain.core.gate import GateResult  # noqa: E402
 from retrain.core.model_diff import FlippedImage, ModelDiff, model_change_line  # noqa: E402
-from retrain.core.outputs import staged_output  # noqa: E402
+from retrain.core.outputs import check_replaceable, staged_output  # noqa: E402
 from retrain.core.predictions import CONTENT_KEY, check_predictions, read_predictions, write_csv  # noqa: E402
 from retrain.core.results import Evaluation  # noqa: E402
 from retrain.core.thumbnails import THUMBNAIL_SIZE, data_uri, thumbnail_uri  # noqa: E402
@@ -106,7 +106,7 @@ def write_report(directory: Path, evaluation: Evaluation, run_info: dict, gate: 
         columns=pd.Index(evaluation.labels, name="predicted"),
     )
     report = Report(Path(directory), metrics, confusion)
-    with staged_output(Path(directory)) as staging:
+    with staged_output(Path(directory), "report folder") as staging:
         staging.mkdir()
         write_csv(_predictions_table(evaluation), staging / "predictions.csv", index=False)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -130,6 +130,7 @@ def rerender(directory: Path, dataset_change: str | None = None) -> Report:
         table = read_predictions(directory / "predictions.csv")
     except (OSError, ValueError) as error:
         raise InputError(f"{directory} holds no retrain-ci report (metrics.json and predictions.csv)") from error
+    check_replaceable(directory, "report folder")
     labels = tuple(metrics["per_class"])
     check_predictions(directory, table, labels, metrics.get("test_images"))
     evaluation = Evaluation(

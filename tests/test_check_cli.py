@@ -39,7 +39,7 @@ def test_report_dir_holds_every_format_of_the_one_audit(defective_dataset: Defec
     folder = tmp_path / "audit"
     run = run_cli("check", defective_dataset.root, *CHEAP, "--report-dir", folder, "--format", "json")
     assert run.exit_code == 1
-    assert sorted(p.name for p in folder.iterdir()) == ["audit.html", "audit.json", "audit.md"]
+    assert sorted(p.name for p in folder.iterdir()) == [".retrain-ci-output", "audit.html", "audit.json", "audit.md"]
     assert (folder / "audit.json").read_text() == run.stdout  # the same audit, not a second one
     assert "### `corrupt_image` (3)" in (folder / "audit.md").read_text()
     assert "daisy/truncated.jpg" in (folder / "audit.html").read_text()

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from retrain.core.outputs import OutputSet
+from retrain.core.outputs import OWNED_MARKER, OutputSet
 from retrain.training.export import LABELS_NODE
 from tests.conftest import CliRun, copy_dataset, run_cli, sample_photos
 
@@ -181,6 +181,7 @@ def test_commit_killed_halfway_is_completed_by_the_next_run(tmp_path: Path) -> N
     for i in range(20):
         (outputs / f"folder-{i}").mkdir()
         (outputs / f"folder-{i}" / "content.txt").write_text("old")
+        (outputs / f"folder-{i}" / OWNED_MARKER).write_text('["content.txt"]')  # the previous run wrote it
     writer = subprocess.Popen([sys.executable, "-c", COMMITTER, str(outputs)], cwd=REPO, stdout=subprocess.PIPE)
     journal = outputs / ".labels.txt.commit"
     assert writer.stdout.readline() == b"staged\n"

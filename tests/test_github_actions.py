@@ -66,7 +66,7 @@ def test_the_dataset_gate_flow_from_main_to_a_pull_request(github: dict[str, str
     assert check.returncode == 0, check.stdout + check.stderr
     assert "::error" not in check.stdout and "::notice::no baseline audit at baseline/audit.json" in check.stdout
     audit = tmp_path / "retrain-ci-run" / "audit"
-    assert sorted(p.name for p in audit.iterdir()) == ["audit.html", "audit.json", "audit.md"]
+    assert sorted(p.name for p in audit.iterdir()) == [".retrain-ci-output", "audit.html", "audit.json", "audit.md"]
 
     train = _step("train", {**github, "INPUT_MIN_ACCURACY": "0.5"})
     assert train.returncode == 0, train.stderr

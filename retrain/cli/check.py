@@ -21,7 +21,7 @@ from retrain.cli.common import (
     warn,
 )
 from retrain.core.errors import InputError
-from retrain.core.outputs import check_writable, staged_output
+from retrain.core.outputs import check_replaceable, check_writable, staged_output
 from retrain.core.settings import AcceptedFinding, AuditSettings
 from retrain.core.settings_file import CONFIG_FILE, find_config_file, load_settings, record_accepted
 
@@ -244,7 +244,7 @@ def _check_outputs(settings: AuditSettings, output: Path | None, report_dir: Pat
             raise InputError(f"cannot write the report to {output}: folder {output.parent} does not exist")
         check_writable(output, "report", folder=False)
     if report_dir is not None:
-        check_writable(report_dir, "audit folder", folder=True)
+        check_replaceable(report_dir, "audit folder")
     if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
         check_writable(settings.module.bottleneck_dir, "bottleneck cache", folder=True)
     check_writable(property_cache(settings).directory, "property cache", folder=True)  # under it by default

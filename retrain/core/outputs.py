@@ -15,6 +15,11 @@ rename swaps them all. So a run writes them as one ``OutputSet``:
   then deletes the journal. A run killed mid-commit leaves the journal, and the next run on the set completes that
   commit before it starts.
 
+A folder an output replaces whole (a report folder, a SavedModel) is the user's unless retrain-ci wrote it: each such
+folder carries a marker (``.retrain-ci-output``) naming what was written into it, and a folder holding anything else
+(the user's notes, the working folder, a dataset) is refused before any work and again just before the rename. Only
+what a run wrote itself is ever removed.
+
 For the milliseconds between a commit's first and last rename the files on disk are not one set. That is why every
 exported model also carries its own labels (``retrain.training.export``) and the loaders refuse a labels file that
 disagrees with them: no reader pairs one run's model with another run's labels.
@@ -35,11 +40,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from retrain.core.display import printable
 from retrain.core.errors import InputError
 
 # renameat2(2) flag: swap two paths atomically (Linux 3.15+, on ext4, xfs, btrfs, tmpfs among others).
 RENAME_EXCHANGE = 2
 AT_FDCWD = -100
+# Inside each folder an output replaces whole: the JSON list of the names retrain-ci wrote into it.
+OWNED_MARKER = ".retrain-ci-output"
 
 
 class WriteFailed(InputError):
@@ -62,18 +70,66 @@ def check_writable(path: Path, what: str, folder: bool) -> None:
         raise InputError(f"cannot write the {what} {path}: {parent} is not a writable folder")
 
 
+def check_replaceable(path: Path, what: str) -> None:
+    """Fail before any work when the folder ``path``, which the run replaces whole, is not new, empty or its own."""
+    check_writable(path, what, folder=True)
+    _refuse_foreign(_absolute(path), what)
+
+
+def _refuse_foreign(folder: Path, what: str) -> None:
+    """An InputError unless replacing ``folder`` removes only what retrain-ci wrote there."""
+    if folder.is_symlink():
+        raise InputError(f"cannot replace the {what} {printable(folder)}: it is a link; name the folder itself")
+    working = Path.cwd()
+    if folder == working or folder in working.parents:
+        raise InputError(
+            f"cannot replace the {what} {printable(folder)}: it holds the working folder; name a new folder inside it"
+        )
+    foreign = _foreign_entries(folder) if folder.is_dir() else []
+    if foreign:
+        shown = ", ".join(printable(name) for name in foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise InputError(
+            f"cannot replace the {what} {printable(folder)}: it holds {shown}, which retrain-ci did not write; "
+            "name a new or empty folder"
+        )
+
+
+def _foreign_entries(folder: Path) -> list[str]:
+    """Names in ``folder`` that its marker does not list (every name, for a folder without a valid marker)."""
+    names = sorted(entry.name for entry in folder.iterdir() if entry.name != OWNED_MARKER)
+    if not names:
+        return []
+    try:
+        owned = json.loads((folder / OWNED_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        owned = []
+    owned = {name for name in owned if isinstance(name, str)} if isinstance(owned, list) else set()
+    return [name for name in names if name not in owned]
+
+
+def _mark_owned(staging: Path) -> None:
+    """Name what this run wrote into a staged folder, so that a later run may replace it (and nothing else)."""
+    if staging.is_dir() and not staging.is_symlink():
+        names = sorted(entry.name for entry in staging.iterdir() if entry.name != OWNED_MARKER)
+        (staging / OWNED_MARKER).write_text(json.dumps(names), encoding="utf-8")
+
+
 @contextmanager
 def staged_output(target: Path, what: str = "output") -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success, move it over ``target`` in one rename.
 
     A write that fails (a full disk, a folder that became read-only) is an InputError, and ``target`` is untouched.
+    A folder ``target`` is replaced only if retrain-ci wrote it (see the module docstring).
     """
-    target = Path(target)
+    target = _absolute(target)
     _make_parent(target)
     staging = _side_path(target, "tmp")
     with _staging_errors(staging, target, what):
         yield staging
-        _move_into_place(staging, target)
+        _mark_owned(staging)
+        _move_into_place(staging, target, what)
 
 
 class OutputSet:
@@ -83,6 +139,7 @@ class OutputSet:
         self.labels_file = Path(labels_file)
         self._lock: TextIO | None = None
         self._staged: dict[Path, Path] = {}  # target -> staging
+        self._what: dict[Path, str] = {}  # target -> what it is, for messages
         self._committing = False
 
     def __enter__(self) -> OutputSet:
@@ -115,16 +172,21 @@ class OutputSet:
     @contextmanager
     def staging(self, target: Path, what: str) -> Iterator[Path]:
         """Yield the path to write ``target``'s new version to; it replaces ``target`` at ``commit()``."""
-        target = Path(target)
+        target = _absolute(target)
         _make_parent(target)
         _remove_dead_runs_files(target)
         staging = _side_path(target, "staging")
         with _staging_errors(staging, target, what):
             yield staging
+            _mark_owned(staging)
         self._staged[target] = staging
+        self._what[target] = what
 
     def commit(self) -> None:
         """Move every staged output into place; a journal written first lets the next run finish a cut-short commit."""
+        for target in self._staged:
+            if target.is_dir():
+                _refuse_foreign(target, self._what[target])  # a user's file may have appeared since the run began
         moves = [(str(staging), str(target), staging.stat().st_ino) for target, staging in self._staged.items()]
         journal = _side_name(self.labels_file, "commit")
         with staged_output(journal, "commit journal") as staging:
@@ -158,10 +220,11 @@ def _apply(moves: list[list | tuple]) -> None:
             _move_into_place(staging, target)
 
 
-def _move_into_place(staging: Path, target: Path) -> None:
+def _move_into_place(staging: Path, target: Path, what: str = "output folder") -> None:
     if not (staging.is_dir() and target.is_dir()):
         os.replace(staging, target)
         return
+    _refuse_foreign(target, what)
     if not _exchange(staging, target):
         retired = _side_path(target, "old")
         os.rename(target, retired)
@@ -190,6 +253,11 @@ def _staging_errors(staging: Path, target: Path, what: str) -> Iterator[None]:
     except BaseException:
         _remove(staging)
         raise
+
+
+def _absolute(path: Path) -> Path:
+    """``path`` made absolute without following links, so that ``.`` and ``..`` have a name and a parent."""
+    return Path(os.path.abspath(path))
 
 
 def _make_parent(target: Path) -> None:

@@ -16,7 +16,7 @@ from retrain.core.errors import InputError
 from retrain.core.gate import GateResult, judge
 from retrain.core.hooks import Hooks
 from retrain.core.model_diff import BaselineRun, ModelDiff, compare
-from retrain.core.outputs import check_writable
+from retrain.core.outputs import check_replaceable
 from retrain.core.results import Evaluation
 from retrain.core.settings import GateSettings
 from retrain.reports import Report, write_report
@@ -63,7 +63,7 @@ def evaluate_model(
     """Classify every image of the folder, compare with the baseline run, judge the gate, and write a report when
     ``report_dir`` is given."""
     if report_dir:
-        check_writable(report_dir, "report folder", folder=True)
+        check_replaceable(report_dir, "report folder")
     evaluation = evaluate_folder(model, image_dir, hooks.progress("Classifying"))
     info = {"model": str(model.path), "dataset": str(image_dir), "skipped": len(evaluation.skipped)}
     diff = compare(baseline, evaluation, info, gate.min_class_support) if baseline else None

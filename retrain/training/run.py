@@ -20,7 +20,7 @@ from retrain.core.gate import judge
 from retrain.core.hooks import Hooks
 from retrain.core.images import is_lfs_pointer, load_image
 from retrain.core.model_diff import compare
-from retrain.core.outputs import OutputSet, check_writable, staged_output
+from retrain.core.outputs import OutputSet, check_replaceable, check_writable, staged_output
 from retrain.core.results import EvalStep, Evaluation, SoftmaxHead
 from retrain.core.settings import RunSettings
 from retrain.reports import Report, write_report
@@ -40,7 +40,7 @@ from retrain.training.inference import classify, load_exported_model
 from retrain.training.modules import ImageModule, load_image_module
 from retrain.training.modules.efficientnet_lite import BUNDLED_BACKBONES, build_network
 from retrain.training.modules.loading import fine_tunable_backbone
-from retrain.training.summaries import TrainingSummaries
+from retrain.training.summaries import TrainingSummaries, refuse_foreign_logs
 
 # int8 quantization is calibrated on this many training images.
 CALIBRATION_IMAGES = 100
@@ -353,12 +353,13 @@ def _check_outputs(settings: RunSettings) -> None:
         raise InputError(f"--fine-tune trains the bundled backbones only ({', '.join(BUNDLED_BACKBONES)}), not {spec}")
     outputs, export = settings.outputs, settings.export
     check_writable(outputs.output_labels, "labels file", folder=False)
-    check_writable(outputs.saved_model_dir, "SavedModel folder", folder=True)
+    check_replaceable(outputs.saved_model_dir, "SavedModel folder")
     check_writable(outputs.output_graph, "frozen graph", folder=False)
     check_writable(settings.module.bottleneck_dir, "bottleneck cache", folder=True)
     check_writable(outputs.summaries_dir, "summaries folder", folder=True)
+    refuse_foreign_logs(Path(outputs.summaries_dir))
     if export.tflite:
         check_writable(export.tflite, "TensorFlow Lite file", folder=False)
-    check_writable(outputs.report_dir, "report folder", folder=True)
+    check_replaceable(outputs.report_dir, "report folder")
     if export.intermediate_store_frequency > 0:
         check_writable(outputs.intermediate_output_graphs_dir, "intermediate graphs folder", folder=True)

@@ -10,10 +10,37 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from retrain.core.display import printable
 from retrain.core.errors import InputError
 from retrain.core.hooks import Hooks
 from retrain.core.results import EpochResult, EvalStep
 from retrain.training.export import failed_write_reason
+
+# The run's own log folders under --summaries-dir (the tutorial's layout); anything else there is left alone.
+LOG_FOLDERS = ("train", "validation")
+
+
+def refuse_foreign_logs(directory: Path) -> None:
+    """Each run starts its log folders afresh, so they must hold TensorBoard event files only, never a user's files."""
+    for split in LOG_FOLDERS:
+        folder = directory / split
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise InputError(f"cannot write the TensorBoard logs {printable(folder)}: it is not a folder of logs")
+        if not folder.is_dir():
+            continue
+        foreign = [
+            path for path in folder.rglob("*") if path.is_symlink() or (path.is_file() and not _is_event_file(path))
+        ]
+        if foreign:
+            raise InputError(
+                f"cannot write the TensorBoard logs into {printable(folder)}: it holds "
+                f"{printable(foreign[0].relative_to(folder))}, which is not a TensorBoard log; name another "
+                "--summaries-dir"
+            )
+
+
+def _is_event_file(path: Path) -> bool:
+    return path.name.startswith("events.out.tfevents.")
 
 
 class TrainingSummaries:
@@ -22,7 +49,8 @@ class TrainingSummaries:
     def __init__(self, directory: Path) -> None:
         # Earlier runs' event files would interleave with this run's curves, so each run starts its folders afresh.
         self.directory = Path(directory)
-        for split in ("train", "validation"):
+        refuse_foreign_logs(self.directory)
+        for split in LOG_FOLDERS:
             shutil.rmtree(self.directory / split, ignore_errors=True)
         with self._write_errors():
             self.train = tf.summary.create_file_writer(str(self.directory / "train"))
