@@ -77,20 +77,26 @@ def _state(config: pytest.Config) -> dict[str, Any]:
     return config.stash[_STATE]
 
 
+def _settings_file(config: pytest.Config) -> Path | None:
+    """The same settings file as ``retrain-ci check``: retrain-ci.toml or [tool.retrain-ci], in DIR then the rootdir."""
+    from retrain.app.audit import settings_file
+
+    return settings_file(_data_dir(config), None, config.rootpath)
+
+
 def _settings(config: pytest.Config):
-    """The same settings as ``retrain-ci check``: retrain-ci.toml or [tool.retrain-ci], in DIR then the rootdir."""
+    """The audit's settings, resolved as ``retrain-ci check`` resolves them, with this plugin's options."""
     state = _state(config)
     if "settings" not in state:
-        from retrain.core.settings_file import find_config_file, load_settings
+        from retrain.app.audit import audit_settings
 
-        data = _data_dir(config)
-        settings = load_settings(find_config_file(data, config.rootpath))
-        state["settings"] = settings.replace(
-            fail_on=config.getoption("retrain_fail_on"),
-            baseline=_baseline(config),
-            executor=config.getoption("retrain_executor"),
-            ray_address=config.getoption("retrain_ray_address"),
-        )
+        options = {
+            "fail_on": config.getoption("retrain_fail_on"),
+            "baseline": _baseline(config),
+            "executor": config.getoption("retrain_executor"),
+            "ray_address": config.getoption("retrain_ray_address"),
+        }
+        state["settings"] = audit_settings(_settings_file(config), options)
     return state["settings"]
 
 
@@ -104,25 +110,9 @@ def _baseline(config: pytest.Config) -> Path | None:
 def _audit(config: pytest.Config):
     state = _state(config)
     if "audit" not in state:
-        from datacheck.audit import audit_dataset
-        from datacheck.baseline import load_baseline
-        from datacheck.registry import selected_checks
-        from retrain.training.executors import per_image_map
+        from retrain.app.audit import audit_job
 
-        settings = _settings(config)
-        source = None
-        if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
-            from retrain.training.bottlenecks import bottleneck_source
-
-            source = bottleneck_source(settings.module, settings.execution)
-        baseline = load_baseline(settings.baseline) if settings.baseline is not None else None
-        state["audit"] = audit_dataset(
-            _data_dir(config),
-            settings,
-            bottlenecks=source,
-            baseline=baseline,
-            per_image=per_image_map(settings.execution),
-        )
+        state["audit"] = audit_job(_data_dir(config), _settings(config))
     return state["audit"]
 
 
@@ -130,19 +120,19 @@ def _trained_run(config: pytest.Config):
     """Train once per session on the dataset, with the audit's splits, module and bottleneck cache."""
     state = _state(config)
     if "run" not in state:
-        from retrain.core.settings import GateSettings, OutputPaths, RunSettings
-        from retrain.training.run import train
+        from retrain.app.training import gate_settings, train_job
+        from retrain.core.settings import OutputPaths, RunSettings
 
         settings = _settings(config)
         output_dir = config.cache.mkdir("retrain-ci-run") if config.cache else Path(".retrain-ci-run")
-        state["run"] = train(
+        state["run"] = train_job(
             RunSettings(
                 _data_dir(config),
                 module=settings.module,
                 split=settings.split,
                 execution=settings.execution,
                 outputs=OutputPaths.under(output_dir),
-                gate=GateSettings(min_accuracy=_min_accuracy(config)),
+                gate=gate_settings(_settings_file(config), None, min_accuracy=_min_accuracy(config)),
             )
         )
     return state["run"]
@@ -238,9 +228,9 @@ class AccuracyItem(_DatasetItem):
 
     def runtest(self) -> None:
         report = _trained_run(self.config).report
-        if not report.passed:
+        if not report.run.passed:
             summary = (report.directory / "summary.md").read_text(encoding="utf-8")
-            raise DatasetCheckFailed(f"{report.gate.verdict}\n\n{summary}")
+            raise DatasetCheckFailed(f"{report.run.gate.verdict}\n\n{summary}")
 
 
 def _describe(finding) -> str:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import html
 import io
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib
@@ -19,40 +18,34 @@ matplotlib.use("Agg")  # reports are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, top_k_accuracy_score  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix  # noqa: E402
 
 from retrain.core.display import printable  # noqa: E402
 from retrain.core.errors import InputError  # noqa: E402
-from retrain.core.gate import GateResult  # noqa: E402
-from retrain.core.model_diff import FlippedImage, ModelDiff, model_change_line  # noqa: E402
+from retrain.core.model_diff import model_change_line  # noqa: E402
 from retrain.core.outputs import check_replaceable, staged_output  # noqa: E402
-from retrain.core.predictions import CONTENT_KEY, check_predictions, read_predictions, write_csv  # noqa: E402
+from retrain.core.predictions import (  # noqa: E402
+    CONTENT_KEY,
+    check_predictions,
+    predictions_table,
+    read_predictions,
+    write_csv,
+)
 from retrain.core.results import Evaluation  # noqa: E402
+from retrain.core.run_json import read_run_report, run_report_json  # noqa: E402
+from retrain.core.run_report import ClassScores, FlippedImage, ModelDiff, RunReport  # noqa: E402
 from retrain.core.thumbnails import THUMBNAIL_SIZE, data_uri, thumbnail_uri  # noqa: E402
 
 THUMBNAILS_SHOWN = 100
 
 
-@dataclass
+@dataclass(frozen=True)
 class Report:
-    """A rendered report: the metrics document, the confusion matrix and where the files are."""
+    """A written report: where its files are, the run's typed report, and the confusion matrix."""
 
     directory: Path
-    metrics: dict
+    run: RunReport
     confusion: pd.DataFrame
-
-    @property
-    def gate(self) -> GateResult:
-        return GateResult.from_dict(self.metrics["gate"])
-
-    @property
-    def passed(self) -> bool:
-        return self.gate.passed
-
-    @property
-    def gated(self) -> bool:
-        """Whether any gate condition was asked for."""
-        return self.gate.settings.asked
 
     def top_confusions(self, count: int = 5) -> list[tuple[str, str, int]]:
         """The most frequent (true, predicted) pairs among wrong predictions."""
@@ -64,52 +57,19 @@ class Report:
         ]
         return sorted(pairs, key=lambda pair: -pair[2])[:count]
 
-    def worst_classes(self, count: int = 3) -> list[tuple[str, float]]:
-        """Lowest recall first, among classes with test images (a class without any has no recall to speak of)."""
-        per_class = {label: row for label, row in self.metrics["per_class"].items() if row["support"]}
-        ranked = sorted(per_class, key=lambda label: per_class[label]["recall"])
-        return [(label, per_class[label]["recall"]) for label in ranked[:count]]
 
-
-def compute_metrics(evaluation: Evaluation, run_info: dict, gate: GateResult) -> dict:
-    """The metrics document: accuracy, per-class precision/recall/F1/support, and what produced them."""
-    metrics = {
-        "test_accuracy": evaluation.accuracy,
-        "test_images": len(evaluation.truths),
-        **run_info,
-        "per_class": {
-            str(row.Index): {
-                "precision": float(row.precision),
-                "recall": float(row.recall),
-                "f1": float(row.f1),
-                "support": int(row.images),
-            }
-            for row in evaluation.per_class(every_label=True).itertuples()
-        },
-        "gate": gate.to_dict(),
-    }
-    if len(evaluation.labels) > 5:
-        metrics["top5_accuracy"] = float(
-            top_k_accuracy_score(
-                evaluation.truths, evaluation.probabilities, k=5, labels=list(range(len(evaluation.labels)))
-            )
-        )
-    return metrics
-
-
-def write_report(directory: Path, evaluation: Evaluation, run_info: dict, gate: GateResult) -> Report:
+def write_report(directory: Path, evaluation: Evaluation, run: RunReport) -> Report:
     """Write every report file into ``directory`` at once (the folder is replaced whole, never half-written)."""
-    metrics = compute_metrics(evaluation, run_info, gate)
     confusion = pd.DataFrame(
         confusion_matrix(evaluation.truths, evaluation.predictions, labels=list(range(len(evaluation.labels)))),
         index=pd.Index(evaluation.labels, name="true"),
         columns=pd.Index(evaluation.labels, name="predicted"),
     )
-    report = Report(Path(directory), metrics, confusion)
+    report = Report(Path(directory), run, confusion)
     with staged_output(Path(directory), "report folder") as staging:
         staging.mkdir()
-        write_csv(_predictions_table(evaluation), staging / "predictions.csv", index=False)
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        write_csv(predictions_table(evaluation), staging / "predictions.csv", index=False)
+        (staging / "metrics.json").write_text(run_report_json(run), encoding="utf-8")
         write_csv(confusion, staging / "confusion_matrix.csv")
         png = _confusion_png(confusion)
         (staging / "confusion_matrix.png").write_bytes(png)
@@ -125,14 +85,16 @@ def rerender(directory: Path, dataset_change: str | None = None) -> Report:
     directory = Path(directory)
     if (directory / "report" / "metrics.json").is_file():
         directory = directory / "report"
+    if not (directory / "metrics.json").is_file() or not (directory / "predictions.csv").is_file():
+        raise InputError(f"{directory} holds no retrain-ci report (metrics.json and predictions.csv)")
+    run = read_run_report(directory / "metrics.json")
     try:
-        metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
         table = read_predictions(directory / "predictions.csv")
     except (OSError, ValueError) as error:
         raise InputError(f"{directory} holds no retrain-ci report (metrics.json and predictions.csv)") from error
     check_replaceable(directory, "report folder")
-    labels = tuple(metrics["per_class"])
-    check_predictions(directory, table, labels, metrics.get("test_images"))
+    labels = run.labels
+    check_predictions(directory, table, labels, run.test_images)
     evaluation = Evaluation(
         labels,
         [Path(p) for p in table["path"]],
@@ -141,32 +103,30 @@ def rerender(directory: Path, dataset_change: str | None = None) -> Report:
         [],
         list(table[CONTENT_KEY]) if CONTENT_KEY in table else [],
     )
-    derived = {"test_accuracy", "test_images", "per_class", "gate", "top5_accuracy"}
-    run_info = {key: value for key, value in metrics.items() if key not in derived}
     if dataset_change is not None:
-        run_info["dataset_change"] = dataset_change
-    return write_report(directory, evaluation, run_info, GateResult.from_dict(metrics["gate"]))
+        run = replace(run, dataset_change=dataset_change)
+    return write_report(directory, evaluation, run)
 
 
 def summary_markdown(report: Report) -> str:
     """A short summary for pull requests and GitHub step summaries."""
-    metrics = report.metrics
-    verdict = report.gate.verdict
-    change = change_line(metrics)
+    run = report.run
+    change = change_line(run)
+    validation = run.facts.validation_accuracy
     lines = [
         "## retrain-ci report",
         "",
         *([f"**Change:** {change}.", ""] if change else []),
-        f"**Test accuracy {metrics['test_accuracy']:.1%}** on {metrics['test_images']} images"
-        + (f" (validation {metrics['validation_accuracy']:.1%})" if "validation_accuracy" in metrics else "")
-        + f". Gate: {verdict}.",
+        f"**Test accuracy {run.test_accuracy:.1%}** on {run.test_images} images"
+        + (f" (validation {validation:.1%})" if validation is not None else "")
+        + f". Gate: {run.gate.verdict}.",
         "",
         "| class | precision | recall | F1 | images |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for label, row in metrics["per_class"].items():
-        lines.append(f"| {label} | {' | '.join(class_scores(row))} | {row['support']} |")
-    worst = ", ".join(f"{label} ({recall:.1%} recall)" for label, recall in report.worst_classes())
+    for label, scores in run.per_class.items():
+        lines.append(f"| {label} | {' | '.join(score_cells(scores))} | {scores.support} |")
+    worst = ", ".join(f"{label} ({recall:.1%} recall)" for label, recall in run.worst_classes())
     lines += ["", f"Worst classes: {worst}."]
     confusions = report.top_confusions()
     if confusions:
@@ -175,32 +135,16 @@ def summary_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def change_line(metrics: dict) -> str:
+def change_line(run: RunReport) -> str:
     """What a pull request did, data first: "+40 roses, ...; new: 1 error; fixed: 2; accuracy 91.0% -> 91.6%, ..."."""
-    return "; ".join(part for part in (metrics.get("dataset_change", ""), model_change_line(metrics)) if part)
+    return "; ".join(part for part in (run.dataset_change, model_change_line(run.diff)) if part)
 
 
-def class_scores(row: dict) -> list[str]:
+def score_cells(scores: ClassScores) -> list[str]:
     """Precision, recall and F1 as percentages; "n/a" for a class without test images, rather than a false 0%."""
-    if not row["support"]:
+    if not scores.support:
         return ["n/a"] * 3
-    return [f"{row[key]:.1%}" for key in ("precision", "recall", "f1")]
-
-
-def _predictions_table(evaluation: Evaluation) -> pd.DataFrame:
-    keys = {CONTENT_KEY: evaluation.content_keys} if evaluation.content_keys else {}
-    table = pd.DataFrame(
-        {
-            "path": [str(Path(p).resolve()) for p in evaluation.paths],
-            **keys,
-            "true_label": [evaluation.labels[i] for i in evaluation.truths],
-            "predicted_label": [evaluation.labels[i] for i in evaluation.predictions],
-            "confidence": evaluation.probabilities.max(axis=1) if len(evaluation.paths) else [],
-        }
-    )
-    for index, label in enumerate(evaluation.labels):
-        table[f"p:{label}"] = evaluation.probabilities[:, index]
-    return table
+    return [f"{value:.1%}" for value in (scores.precision, scores.recall, scores.f1)]
 
 
 def _misclassified_table(evaluation: Evaluation) -> pd.DataFrame:
@@ -232,11 +176,10 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def _baseline_html(metrics: dict) -> str:
+def _baseline_html(diff: ModelDiff | None) -> str:
     """ "Against the baseline": accuracy and per-class deltas, then the photos that flipped, both ways, as pictures."""
-    if not metrics.get("baseline"):
+    if diff is None:
         return ""
-    diff = ModelDiff.from_dict(metrics["baseline"])
     rows = pd.DataFrame(
         [
             [
@@ -254,7 +197,7 @@ def _baseline_html(metrics: dict) -> str:
     )
     sections = [
         "<h2>Against the baseline</h2>",
-        f"<p>{_html_text(model_change_line(metrics))}.</p>",
+        f"<p>{_html_text(model_change_line(diff))}.</p>",
         f"<p>Baseline: {_html_text(diff.baseline)} ({diff.images_before} test images; this run {diff.images_after})."
         f" Accuracy {diff.accuracy_before:.2%} &rarr; {diff.accuracy_after:.2%} ({diff.accuracy_delta:+.2%}).</p>",
         rows.to_html(border=0) if diff.classes else "",
@@ -292,24 +235,22 @@ def _flipped_card(item: FlippedImage) -> str:
 
 def _html(report: Report, evaluation: Evaluation, confusion_png: bytes) -> str:
     """One page with everything inlined (images as data URIs), so it opens anywhere, offline, as a lone file."""
-    metrics = report.metrics
+    run = report.run
     per_class = pd.DataFrame(
-        [[*class_scores(row), row["support"]] for row in metrics["per_class"].values()],
-        index=[printable(label) for label in metrics["per_class"]],  # to_html escapes HTML, not control characters
+        [[*score_cells(scores), scores.support] for scores in run.per_class.values()],
+        index=[printable(label) for label in run.per_class],  # to_html escapes HTML, not control characters
         columns=["precision", "recall", "F1", "images"],
     )
-    facts = {
-        "test accuracy": f"{metrics['test_accuracy']:.2%} ({metrics['test_images']} images)",
-        "gate": report.gate.verdict,
-    }
-    for key in ("validation_accuracy", "top5_accuracy"):
-        if key in metrics:
-            facts[key.replace("_", " ")] = f"{metrics[key]:.2%}"
-    if metrics.get("dataset_change"):
-        facts["dataset change"] = metrics["dataset_change"]
+    facts = {"test accuracy": f"{run.test_accuracy:.2%} ({run.test_images} images)", "gate": run.gate.verdict}
+    for name, value in (("validation accuracy", run.facts.validation_accuracy), ("top5 accuracy", run.top5_accuracy)):
+        if value is not None:
+            facts[name] = f"{value:.2%}"
+    if run.dataset_change:
+        facts["dataset change"] = run.dataset_change
     for key in ("module", "image_size", "steps", "seed", "dataset", "dataset_fingerprint"):
-        if key in metrics:
-            facts[key.replace("_", " ")] = str(metrics[key])
+        value = getattr(run.facts, key)
+        if value is not None and value != "":
+            facts[key.replace("_", " ")] = str(list(value) if isinstance(value, tuple) else value)
     cards = []
     for item in evaluation.misclassified()[:THUMBNAILS_SHOWN]:
         thumbnail = thumbnail_uri(item.path)  # None: moved or changed since the run
@@ -337,7 +278,7 @@ figure img {{ max-width: 100%; }}
 <img src="{data_uri(confusion_png, "image/png")}" alt="confusion matrix">
 <h2>Per class</h2>
 {per_class.to_html(border=0)}
-{_baseline_html(metrics)}
+{_baseline_html(run.diff)}
 <h2>Misclassified test images ({len(evaluation.misclassified())}, most confident first)</h2>
 <div class="grid">{"".join(cards) or "<p>None.</p>"}</div>
 {f"<p>... and {more} more in misclassified.csv</p>" if more > 0 else ""}

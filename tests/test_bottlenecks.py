@@ -184,7 +184,7 @@ def _writer(photos: Path, cache_dir: Path, vectors_file: Path, shard_rows: int, 
 
 
 def test_dataset_fingerprint_follows_content_from_the_cache_keys(photos: Path, module, tmp_path: Path) -> None:
-    from retrain.core.dataset import fingerprint
+    from retrain.core.dataset import dataset_fingerprint as fingerprint
 
     def current() -> str:
         dataset = list_dataset(photos, SplitSettings(20, 20))

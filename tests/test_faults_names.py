@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from markdown_it import MarkdownIt
 
+from retrain.core.assessment import assess
 from retrain.core.dataset import label_name, split_for
 from retrain.core.display import printable
-from retrain.core.gate import judge
 from retrain.core.results import Evaluation
+from retrain.core.run_report import RunFacts
 from retrain.core.settings import GateSettings
 from retrain.reports import rerender, write_report
 from tests.conftest import CliRun, copy_dataset, run_cli, sample_photos
@@ -157,14 +158,14 @@ def test_report_renders_again_with_numeric_and_na_class_names(hostile_run: CliRu
 def test_csv_cells_cannot_run_as_formulas(tmp_path: Path) -> None:
     labels = ("=cmd|' /C calc'!A0", "+sum", "@now", "-1")
     evaluation = Evaluation(labels, [Path(f"/p/{i}.jpg") for i in range(4)], np.arange(4), np.eye(4)[[1, 0, 3, 2]], [])
-    write_report(tmp_path / "report", evaluation, {}, judge(evaluation.accuracy, {}, GateSettings()))
+    write_report(tmp_path / "report", evaluation, assess(evaluation, RunFacts(dataset=""), GateSettings(), None))
     for name in ("predictions.csv", "misclassified.csv", "confusion_matrix.csv"):
         with open(tmp_path / "report" / name, newline="", encoding="utf-8") as f:
             cells = [cell for row in csv.reader(f) for cell in row]
         assert not [cell for cell in cells if cell[:1] in ("=", "+", "@", "-", "\t", "\r")], name
         assert "'=cmd|' /C calc'!A0" in cells
     again = rerender(tmp_path / "report")
-    assert tuple(again.metrics["per_class"]) == labels and again.metrics["test_accuracy"] == 0.0
+    assert tuple(again.run.per_class) == labels and again.run.test_accuracy == 0.0
 
 
 CHECKS = ("--only", "corrupt_image,undecodable_name,empty_label,exact_duplicates,label_clash")

@@ -12,12 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrain.cli.common import gate_settings
+from retrain.app.audit import settings_file
+from retrain.app.training import gate_settings
+from retrain.core.assessment import assess
 from retrain.core.bottleneck_cache import content_key
 from retrain.core.dataset import split_for
-from retrain.core.gate import judge
-from retrain.core.model_diff import compare, load_baseline_run, model_change_line
+from retrain.core.model_diff import model_change_line
 from retrain.core.results import Evaluation
+from retrain.core.run_json import BaselineRun, load_baseline_run, read_run_report
+from retrain.core.run_report import RunFacts
 from retrain.core.settings import GateSettings
 from retrain.reports import write_report
 from tests.conftest import DATA_ROOT, CliRun, copy_dataset, run_cli, sample_photos
@@ -111,7 +114,7 @@ def test_flipped_photos_are_matched_by_content_and_a_changed_test_set_is_counted
         == json.loads((trained_run.output_dir / "report" / "metrics.json").read_text())["test_accuracy"]
     )
 
-    line = model_change_line(metrics)
+    line = model_change_line(read_run_report(report / "metrics.json").diff)
     flipped = len(images["now_wrong"]) + len(images["now_right"])
     assert f"{flipped} test image" in line and "3 new test photos" in line and "1 moved to another class" in line
     assert f"Against the baseline: {line}" in run.stdout
@@ -220,11 +223,28 @@ def test_the_gate_thresholds_come_from_the_options_else_the_settings_file(tmp_pa
     (tmp_path / "pyproject.toml").write_text(
         "[tool.retrain-ci]\nmax-class-regression = 0.05\nmin-class-support = 4\nmax-regression = 0\n"
     )
-    from_file = gate_settings(tmp_path, None, max_class_regression=None, min_class_support=None, max_regression=None)
+    from_file = gate_settings(
+        settings_file(tmp_path, None, Path.cwd()),
+        None,
+        max_class_regression=None,
+        min_class_support=None,
+        max_regression=None,
+    )
     assert (from_file.max_class_regression, from_file.min_class_support, from_file.max_regression) == (0.05, 4, 0.0)
-    given = gate_settings(tmp_path, None, max_class_regression=0.3, min_class_support=None, max_regression=None)
+    given = gate_settings(
+        settings_file(tmp_path, None, Path.cwd()),
+        None,
+        max_class_regression=0.3,
+        min_class_support=None,
+        max_regression=None,
+    )
     assert (given.max_class_regression, given.min_class_support) == (0.3, 4)
-    assert gate_settings(tmp_path / "elsewhere", None, max_class_regression=None).min_class_support == 10
+    assert (
+        gate_settings(
+            settings_file(tmp_path / "elsewhere", None, Path.cwd()), None, max_class_regression=None
+        ).min_class_support
+        == 10
+    )
 
 
 def _bad_baselines(root: Path, golden_baseline: Path) -> dict[str, tuple[Path, str]]:
@@ -270,15 +290,14 @@ def test_the_baseline_section_escapes_names(flowers_sample: Path, tmp_path: Path
     paths = [first.rename(first.with_name("<img src=x onerror=alert(1)>.jpg")), second]
     keys = [content_key(p) for p in paths]
 
-    def report(folder: str, probabilities: list[list[float]], info: dict) -> Path:
+    def report(folder: str, probabilities: list[list[float]], baseline: BaselineRun | None) -> Path:
         evaluation = Evaluation(labels, paths, np.array([0, 1]), np.array(probabilities), [], keys)
-        write_report(tmp_path / folder, evaluation, info, judge(evaluation.accuracy, {}, GateSettings()))
+        gate = GateSettings(min_class_support=1)
+        write_report(tmp_path / folder, evaluation, assess(evaluation, RunFacts(dataset=""), gate, baseline))
         return tmp_path / folder
 
-    baseline = load_baseline_run(report("main", [[0.9, 0.1], [0.2, 0.8]], {}))
-    evaluation = Evaluation(labels, paths, np.array([0, 1]), np.array([[0.3, 0.7], [0.2, 0.8]]), [], keys)
-    diff = compare(baseline, evaluation, {}, min_class_support=1)
-    page = (report("pr", [[0.3, 0.7], [0.2, 0.8]], {"baseline": diff.to_dict()}) / "report.html").read_text()
+    baseline = load_baseline_run(report("main", [[0.9, 0.1], [0.2, 0.8]], None))
+    page = (report("pr", [[0.3, 0.7], [0.2, 0.8]], baseline) / "report.html").read_text()
     section = page[page.index("<h2>Against the baseline</h2>") : page.index("<h2>Misclassified")]
     assert "<script>" not in section and "\x1b" not in section and "<img src=x" not in section
     assert "&lt;img src=x onerror=alert(1)&gt;.jpg" in section and "&lt;script&gt;alert(1)&lt;/script&gt;" in section

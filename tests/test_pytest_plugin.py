@@ -53,12 +53,18 @@ def test_keyword_selects_dataset_checks(project: pytest.Pytester, flowers_sample
     result.stdout.fnmatch_lines(["datacheck::exact_duplicates PASSED*"])
 
 
-def test_accuracy_item_fails_below_the_threshold(project: pytest.Pytester, flowers_sample: Path) -> None:
+def test_accuracy_item_fails_below_the_threshold(
+    project: pytest.Pytester, flowers_sample: Path, bottleneck_dir: Path
+) -> None:
+    """The option's threshold, and the settings file's gate as `retrain-ci train` reads it."""
+    settings = f'bottleneck-dir = "{bottleneck_dir}"\nmin-class-recall = 0.9999\n'
+    project.makefile(".toml", **{"retrain-ci": settings})
     result = project.runpytest_subprocess(
         f"--retrain-data={flowers_sample}", "--retrain-min-accuracy", "0.999", "-k", "min_accuracy"
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*accuracy * is below --min-accuracy 0.9990*", "*## retrain-ci report*"])
+    result.stdout.fnmatch_lines(["*recall below --min-class-recall 0.9999*"])
 
 
 def test_fixtures_for_users_own_tests_and_ini_setting(project: pytest.Pytester, flowers_sample: Path) -> None:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from retrain.core.gate import GateResult, judge
+from retrain.core.gate import judge
 from retrain.core.settings import GateSettings
 from tests.conftest import CliRun, copy_dataset, run_cli, sample_photos
 
@@ -201,8 +201,10 @@ def test_gate_rules() -> None:
 def test_top5_accuracy_is_reported_beyond_five_classes(tmp_path: Path) -> None:
     import numpy as np
 
+    from retrain.core.assessment import assess
     from retrain.core.results import Evaluation
-    from retrain.reports import compute_metrics
+    from retrain.core.run_json import run_report_document
+    from retrain.core.run_report import RunFacts
 
     labels = tuple(f"class{i}" for i in range(7))
     truths = np.array([0, 1, 2, 3])
@@ -212,7 +214,7 @@ def test_top5_accuracy_is_reported_beyond_five_classes(tmp_path: Path) -> None:
     probabilities[2, [0, 1, 3, 4, 5, 2]] = [0.6, 0.5, 0.4, 0.3, 0.2, 0.1]  # true class ranked 6th: not
     probabilities[3, 3] = 0.9  # right
     evaluation = Evaluation(labels, [tmp_path / f"{i}.jpg" for i in range(4)], truths, probabilities, [])
-    metrics = compute_metrics(evaluation, {}, GateResult(GateSettings()))
+    metrics = run_report_document(assess(evaluation, RunFacts(dataset=""), GateSettings(), None))
     assert metrics["test_accuracy"] == 0.5
     assert metrics["top5_accuracy"] == 0.75
 
@@ -220,14 +222,18 @@ def test_top5_accuracy_is_reported_beyond_five_classes(tmp_path: Path) -> None:
 def test_a_class_without_test_images_is_not_reported_as_zero_recall(tmp_path: Path) -> None:
     import numpy as np
 
+    from retrain.core.assessment import assess
     from retrain.core.results import Evaluation
+    from retrain.core.run_report import RunFacts
     from retrain.reports import write_report
 
     probabilities = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1]])
     evaluation = Evaluation(
         ("a", "b", "c"), [tmp_path / f"{i}.jpg" for i in range(3)], np.array([0, 1, 1]), probabilities, []
     )
-    report = write_report(tmp_path / "report", evaluation, {}, GateResult(GateSettings()))
+    report = write_report(
+        tmp_path / "report", evaluation, assess(evaluation, RunFacts(dataset=""), GateSettings(), None)
+    )
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "| c | n/a | n/a | n/a | 0 |" in summary
-    assert report.worst_classes() == [("b", 0.5), ("a", 1.0)]
+    assert report.run.worst_classes() == [("b", 0.5), ("a", 1.0)]

@@ -11,7 +11,7 @@ from retrain.cli.common import user_errors
 from retrain.core.display import printable
 from retrain.core.errors import InputError
 from retrain.core.settings import AuditSettings
-from retrain.core.settings_file import find_config_file, load_settings
+from retrain.core.settings_file import resolve_settings
 
 AUDIT = AuditSettings()
 
@@ -43,12 +43,15 @@ def prune(
 ) -> None:
     """Drop cached entries of content no longer in DIR (deleted or edited photos), e.g. before CI saves the cache."""
     from datacheck.properties import property_cache as property_store
+    from retrain.app.audit import settings_file
     from retrain.core.bottleneck_cache import prune_caches
     from retrain.core.dataset import scan_folder
 
     with user_errors():
-        settings = load_settings(config_file or find_config_file(image_dir, Path.cwd())).replace(
-            bottleneck_dir=bottleneck_dir, property_cache=property_cache
+        settings = resolve_settings(
+            AuditSettings,
+            settings_file(image_dir, config_file, Path.cwd()),
+            {"bottleneck_dir": bottleneck_dir, "property_cache": property_cache},
         )
         images = [path for folder in scan_folder(image_dir).classes for path in folder.images]
         if not images:

@@ -9,21 +9,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from datacheck.baseline import Baseline, load_baseline
 from retrain.cli.common import (
     ExecutorOption,
     ProgressBars,
     RayAddressOption,
     console,
     err_console,
-    import_tensorflow_quietly,
     user_errors,
     warn,
 )
-from retrain.core.errors import InputError
-from retrain.core.outputs import check_replaceable, check_writable, staged_output
+from retrain.core.outputs import staged_output
 from retrain.core.settings import AcceptedFinding, AuditSettings
-from retrain.core.settings_file import CONFIG_FILE, find_config_file, load_settings, record_accepted
+from retrain.core.settings_file import CONFIG_FILE
 
 AUDIT = AuditSettings()
 # What --report-dir holds: file name -> format.
@@ -176,9 +173,11 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
 
     if output_format not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
+    from retrain.app.audit import accept_findings, audit_settings, check_audit_outputs, settings_file
+
     with user_errors():
-        settings_path = config_file or find_config_file(image_dir, Path.cwd())
-        settings = load_settings(settings_path).replace(
+        settings_path = settings_file(image_dir, config_file, Path.cwd())
+        options = dict(
             fail_on=fail_on,
             skip=_ids(skip),
             only=_ids(only),
@@ -196,36 +195,24 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             executor=executor.value if executor else None,
             ray_address=ray_address,
         )
-        if settings.fail_on_new and settings.baseline is None:
-            raise InputError("--fail-on-new needs --baseline: an earlier `retrain-ci check --format json`")
-        old = load_baseline(settings.baseline) if settings.baseline is not None else None
-        _check_outputs(settings, output, report_dir)
-        _connect_executor(settings)
+        settings = audit_settings(settings_path, options)
+        check_audit_outputs(settings, output, report_dir)
         if accept:
-            settings = settings.replace(
-                accepted=settings.accepted + tuple(AcceptedFinding(fingerprint, reason) for fingerprint in accept)
-            )
-        report = _audit(image_dir, settings, old)
+            accepted = tuple(AcceptedFinding(fingerprint, reason) for fingerprint in accept)
+            settings = audit_settings(settings_path, options | {"accepted": settings.accepted + accepted})
+        report = _audit(image_dir, settings)
         warn(report.warnings)
         if accept:
-            _record(report, accept, reason, settings_path or Path.cwd() / CONFIG_FILE)
+            target = settings_path or Path.cwd() / CONFIG_FILE
+            added = accept_findings(report, accept, reason, target)
+            if added:
+                err_console.print(
+                    f"accepted {len(added)} finding{'s' if len(added) != 1 else ''} in {target}", style="dim"
+                )
         if report_dir is not None:
             _write_folder(report, report_dir, settings)
         _write(report, output_format, output, settings)
     raise typer.Exit(1 if report.fails(settings.fail_on, new_only=settings.fail_on_new) else 0)
-
-
-def _record(report, fingerprints: list[str], reason: str, settings_path: Path) -> None:
-    """Only fingerprints of this audit's findings are recorded: a typo would otherwise accept nothing, silently."""
-    found = {finding.fingerprint for finding in report.findings}
-    unknown = [fingerprint for fingerprint in fingerprints if fingerprint not in found]
-    if unknown:
-        raise InputError(f"no finding of this audit has fingerprint {unknown[0]!r}; `--format json` lists them")
-    added = record_accepted(settings_path, fingerprints, reason)
-    if added:
-        err_console.print(
-            f"accepted {len(added)} finding{'s' if len(added) != 1 else ''} in {settings_path}", style="dim"
-        )
 
 
 def _ids(values: list[str] | None) -> tuple[str, ...] | None:
@@ -233,53 +220,13 @@ def _ids(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(i for value in values or () for i in value.split(",")) or None
 
 
-def _check_outputs(settings: AuditSettings, output: Path | None, report_dir: Path | None) -> None:
-    """Before any image is decoded: the report file and folder, the property cache and, when a check needs
-    bottlenecks, their cache are writable."""
-    from datacheck.properties import property_cache
-    from datacheck.registry import selected_checks
+def _audit(image_dir: Path, settings: AuditSettings):
+    """The audit job with progress bars."""
+    from retrain.app.audit import audit_job
 
-    if output is not None:
-        if not output.parent.is_dir():
-            raise InputError(f"cannot write the report to {output}: folder {output.parent} does not exist")
-        check_writable(output, "report", folder=False)
-    if report_dir is not None:
-        check_replaceable(report_dir, "audit folder")
-    if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
-        check_writable(settings.module.bottleneck_dir, "bottleneck cache", folder=True)
-    check_writable(property_cache(settings).directory, "property cache", folder=True)  # under it by default
-
-
-def _connect_executor(settings: AuditSettings) -> None:
-    """Before any image is decoded: with --executor ray, Ray is installed and reachable, or one error line says so."""
-    if settings.execution.executor == "ray":
-        from retrain.training.executors import connect
-
-        connect(settings.execution.ray_address)
-
-
-def _audit(image_dir: Path, settings: AuditSettings, baseline: Baseline | None):
-    """The audit with progress bars; the training engine (and TensorFlow) only when a check needs bottlenecks."""
-    from datacheck.audit import audit_dataset
-    from datacheck.registry import selected_checks
-    from retrain.training.executors import per_image_map
-
-    source = None
-    if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
-        import_tensorflow_quietly()
-        from retrain.training.bottlenecks import bottleneck_source
-
-        source = bottleneck_source(settings.module, settings.execution)
     bars = ProgressBars()
     try:
-        return audit_dataset(
-            image_dir,
-            settings,
-            hooks=bars.hooks(),
-            bottlenecks=source,
-            baseline=baseline,
-            per_image=per_image_map(settings.execution),
-        )
+        return audit_job(image_dir, settings, bars.hooks())
     finally:
         bars.stop()
 

@@ -18,10 +18,10 @@ from retrain.core.errors import InputError
 from retrain.core.gate import GateResult
 from retrain.core.hooks import Hooks
 from retrain.core.settings import EXECUTORS, ExecutionSettings, GateSettings
-from retrain.core.settings_file import find_config_file, load_gate_settings
 
 if TYPE_CHECKING:  # pandas stays out of the command line's start-up
-    from retrain.core.model_diff import BaselineRun
+    from retrain.core.run_report import ModelDiff
+    from retrain.reports import Report
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -43,15 +43,6 @@ def user_errors() -> Iterator[None]:
     except InputError as error:
         typer.echo(f"error: {printable(error)}", err=True)
         raise typer.Exit(2) from None
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with stderr closed: its C++ layer logs CUDA and oneDNN notices before any setting applies."""
-    from retrain.training.quiet import stderr_closed
-
-    with stderr_closed():
-        import tensorflow  # noqa: F401
-        import tensorflow_hub  # noqa: F401
 
 
 def warn(lines: list[str]) -> None:
@@ -168,20 +159,6 @@ RayAddressOption = Annotated[
 ]
 
 
-def read_baseline(path: Path | None) -> BaselineRun | None:
-    """The --baseline run, read and checked before any work (a bad one is an InputError, and nothing is written)."""
-    from retrain.core.model_diff import load_baseline_run
-
-    return load_baseline_run(path) if path else None
-
-
-def gate_settings(image_dir: Path, baseline: BaselineRun | None, **options: float | None) -> GateSettings:
-    """Each gate option given, else the project's settings file (found from the image folder), else the default."""
-    given = {name: value for name, value in options.items() if value is not None}
-    settings = load_gate_settings(find_config_file(Path(image_dir), Path.cwd())) | given
-    return GateSettings(**settings, baseline_accuracy=baseline.accuracy if baseline else None)
-
-
 def exit_on_gate(gate: GateResult) -> None:
     """After every output is written: exit 1 with one line when the gate failed."""
     if not gate.passed:
@@ -189,28 +166,28 @@ def exit_on_gate(gate: GateResult) -> None:
         raise typer.Exit(1)
 
 
-def print_change_line(metrics: dict) -> None:
+def print_change_line(diff: ModelDiff | None) -> None:
     """What the run changed against its baseline, in one line (the one summary.md leads with)."""
     from retrain.core.model_diff import model_change_line
 
-    line = model_change_line(metrics)
+    line = model_change_line(diff)
     if line:
         console.print(f"Against the baseline: {line}", soft_wrap=True, markup=False)
 
 
-def print_report_summary(report) -> None:
+def print_report_summary(report: Report) -> None:
     """Per-class table, top confusions, the gate's verdict and where the report is."""
-    from retrain.reports import class_scores
+    from retrain.reports import score_cells
 
     table = Table("class", "precision", "recall", "F1", "images", title="Test set, per class")
-    for label, row in report.metrics["per_class"].items():
-        table.add_row(label, *class_scores(row), str(row["support"]))
+    for label, scores in report.run.per_class.items():
+        table.add_row(label, *score_cells(scores), str(scores.support))
     console.print(table)
     confusions = report.top_confusions()
     if confusions:
         listed = ", ".join(f"{true} -> {predicted} ({count})" for true, predicted, count in confusions)
         console.print(f"Top confusions: {listed}", soft_wrap=True)
-    print_change_line(report.metrics)
-    if report.gated:
-        console.print(f"Gate: {'passed' if report.passed else 'FAILED'}")
+    print_change_line(report.run.diff)
+    if report.run.gated:
+        console.print(f"Gate: {'passed' if report.run.passed else 'FAILED'}")
     console.print(f"Report: {printable(report.directory / 'report.html')}", soft_wrap=True, markup=False)

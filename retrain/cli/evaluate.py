@@ -22,10 +22,7 @@ from retrain.cli.common import (
     console,
     err_console,
     exit_on_gate,
-    gate_settings,
-    import_tensorflow_quietly,
     print_change_line,
-    read_baseline,
     user_errors,
     warn_skipped,
 )
@@ -56,15 +53,14 @@ def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
     ),
 ) -> None:
     """Score an exported model on a fixed labeled folder (a golden set training never sees), and gate on it."""
-    import_tensorflow_quietly()
-    from retrain.training.evaluation import evaluate_model
-    from retrain.training.inference import load_exported_model
+    from retrain.app.audit import settings_file
+    from retrain.app.training import evaluate_job, gate_settings, read_baseline
 
     bars = ProgressBars()
     with user_errors():
         earlier = read_baseline(baseline)
         gate = gate_settings(
-            image_dir,
+            settings_file(image_dir, None, Path.cwd()),
             earlier,
             min_accuracy=min_accuracy,
             min_class_recall=min_class_recall,
@@ -72,23 +68,51 @@ def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
             max_class_regression=max_class_regression,
             min_class_support=min_class_support,
         )
-        exported = load_exported_model(model, labels, input_layer, output_layer)
         try:
-            result = evaluate_model(
-                exported, image_dir, gate=gate, report_dir=report_dir, baseline=earlier, hooks=bars.hooks()
+            result = evaluate_job(
+                model,
+                image_dir,
+                gate=gate,
+                labels=labels,
+                input_layer=input_layer,
+                output_layer=output_layer,
+                report_dir=report_dir,
+                baseline=earlier,
+                hooks=bars.hooks(),
             )
         finally:
             bars.stop()
     warn_skipped(result.evaluation.skipped)
     if output_format is OutputFormat.json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json.dumps(_json_document(result), indent=2))
     else:
         _print_tables(result.evaluation)
-        if result.diff:
-            print_change_line({"baseline": result.diff.to_dict()})
+        print_change_line(result.run.diff)
     if result.report:
         err_console.print(f"Report: {result.report.directory / 'report.html'}", soft_wrap=True, markup=False)
-    exit_on_gate(result.gate)
+    exit_on_gate(result.run.gate)
+
+
+def _json_document(result) -> dict:
+    """The documented JSON shape of ``retrain-ci evaluate --format json``."""
+    from retrain.core.run_json import run_report_document
+
+    evaluation, run = result.evaluation, result.run
+    document = {
+        "accuracy": evaluation.accuracy,
+        "images": len(evaluation.paths),
+        "per_class": [
+            {"label": row.Index, "images": int(row.images), "recall": float(row.recall)}
+            for row in evaluation.per_class().itertuples()
+        ],
+        "misclassified": [
+            {"path": str(m.path), "true": m.true_label, "predicted": m.predicted_label, "confidence": m.confidence}
+            for m in evaluation.misclassified()
+        ],
+        "skipped": [str(path) for path, _ in evaluation.skipped],
+    }
+    metrics = run_report_document(run)
+    return document | {"gate": metrics["gate"]} | ({"baseline": metrics["baseline"]} if run.diff else {})
 
 
 def _print_tables(evaluation) -> None:

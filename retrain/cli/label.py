@@ -10,10 +10,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from retrain.cli.common import OutputFormat, console, import_tensorflow_quietly, user_errors, warn_skipped
+from retrain.cli.common import OutputFormat, console, user_errors, warn_skipped
 from retrain.core.display import printable
 from retrain.core.errors import InputError
 from retrain.core.settings import FROZEN_INPUT_NAME, ExportSettings
+from retrain.training.quiet import import_tensorflow_quietly
 
 ModelOption = Annotated[Path, typer.Option("--model", "--graph", help="SavedModel folder, frozen .pb or .tflite.")]
 LabelsOption = Annotated[

@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from retrain.cli.common import OutputFormat, console, import_tensorflow_quietly
+from retrain.cli.common import OutputFormat, console
 from retrain.core.settings import FINE_TUNE_MODULE, ModuleSettings
+from retrain.training.quiet import import_tensorflow_quietly
 
 
 def modules(

@@ -22,10 +22,7 @@ from retrain.cli.common import (
     RayAddressOption,
     console,
     exit_on_gate,
-    gate_settings,
-    import_tensorflow_quietly,
     print_report_summary,
-    read_baseline,
     user_errors,
     warn,
     warn_skipped,
@@ -246,6 +243,9 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
     folder = image_dir_argument or image_dir
     if folder is None:
         raise typer.BadParameter("missing the image folder: retrain-ci train IMAGE_DIR")
+    from retrain.app.audit import settings_file
+    from retrain.app.training import gate_settings, read_baseline
+
     with user_errors():
         earlier = read_baseline(baseline)
         settings = RunSettings(
@@ -286,7 +286,7 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
                 report_dir=report_dir,
             ),
             gate=gate_settings(
-                folder,
+                settings_file(folder, None, Path.cwd()),
                 earlier,
                 min_accuracy=min_accuracy,
                 min_class_recall=min_class_recall,
@@ -304,8 +304,7 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
 
 def train_and_report(settings: RunSettings, print_misclassified: bool) -> None:
     """Run the flow with progress bars and step lines, print what it produced, then apply the gate."""
-    import_tensorflow_quietly()
-    from retrain.training.run import train as run_training
+    from retrain.app.training import train_job
 
     total_steps = settings.training.how_many_training_steps
     epochs = settings.fine_tune.epochs if settings.fine_tune else 0
@@ -335,11 +334,11 @@ def train_and_report(settings: RunSettings, print_misclassified: bool) -> None:
         on_stage=lambda message: console.print(message, soft_wrap=True), on_eval=on_eval, on_epoch=on_epoch
     )
     try:
-        result = run_training(settings, hooks)
+        result = train_job(settings, hooks)
     finally:
         bars.stop()
     _print_result(result, settings, print_misclassified)
-    exit_on_gate(result.report.gate)
+    exit_on_gate(result.run.gate)
 
 
 def _print_result(result, settings: RunSettings, print_misclassified: bool) -> None:
@@ -348,11 +347,11 @@ def _print_result(result, settings: RunSettings, print_misclassified: bool) -> N
     dataset = result.dataset
     skipped = [*dataset.skipped, *bottlenecks.skipped]
     warn_skipped(skipped)
-    seconds = result.report.metrics["durations_seconds"]
+    seconds = result.run.durations
     console.print(
         f"{len(dataset.images)} images in {len(dataset.labels)} classes; bottlenecks: "
         f"{bottlenecks.computed} computed, {bottlenecks.reused} from cache, {len(skipped)} skipped "
-        f"({seconds['bottlenecks']:.1f} s); training {seconds['training']:.1f} s",
+        f"({seconds.bottlenecks:.1f} s); training {seconds.training:.1f} s",
         soft_wrap=True,
     )
     if print_misclassified:
@@ -375,7 +374,8 @@ def _print_result(result, settings: RunSettings, print_misclassified: bool) -> N
     if tflite:
         size = Path(tflite).stat().st_size / 1e6
         quantize = settings.export.quantize
-        console.print(f"TensorFlow Lite test accuracy = {result.tflite_accuracy:.1%} ({quantize}, {size:.1f} MB)")
+        accuracy = result.run.tflite.test_accuracy
+        console.print(f"TensorFlow Lite test accuracy = {accuracy:.1%} ({quantize}, {size:.1f} MB)")
         shown.append(("TensorFlow Lite model", tflite))
     for what, path in shown:
         console.print(f"{what}: {printable(path)}", soft_wrap=True, markup=False)

@@ -202,7 +202,7 @@ def _require_usable_splits(dataset: Dataset, settings: SplitSettings) -> None:
             )
 
 
-def fingerprint(dataset: Dataset, images: list[LabeledImage], content_keys: list[str]) -> str:
+def dataset_fingerprint(dataset: Dataset, images: list[LabeledImage], content_keys: list[str]) -> str:
     """SHA-1 over every image's class, relative path and content key: changes whenever the data a model sees changes.
 
     The content keys are the ones the bottleneck cache already computed, so no file is read twice.

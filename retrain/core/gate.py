@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from retrain.core.settings import GateSettings
 
 if TYPE_CHECKING:  # pandas stays out of the command line's start-up
-    from retrain.core.model_diff import ModelDiff
+    from retrain.core.run_report import ModelDiff
 
 
 @dataclass(frozen=True)
@@ -27,16 +26,6 @@ class GateResult:
     def verdict(self) -> str:
         """The one wording of the outcome: ``passed`` or ``FAILED: <each failure>``."""
         return "passed" if self.passed else "FAILED: " + "; ".join(self.failures)
-
-    def to_dict(self) -> dict[str, Any]:
-        """As metrics.json keeps it."""
-        return {**dataclasses.asdict(self.settings), "failures": list(self.failures)}
-
-    @classmethod
-    def from_dict(cls, document: dict[str, Any]) -> GateResult:
-        names = {f.name for f in dataclasses.fields(GateSettings)}
-        settings = GateSettings(**{key: value for key, value in document.items() if key in names})
-        return cls(settings, tuple(document.get("failures", ())))
 
 
 def judge(

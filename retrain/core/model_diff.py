@@ -2,23 +2,23 @@
 
 Photos are matched by content key (the bottleneck cache's SHA-1 of the file), so a renamed photo is still the same
 photo, and photos new to the test split are counted apart: a change of the test set is not a change of the model.
-Pure pandas, no TensorFlow: the gate, the reports and ``retrain-ci report`` all read it.
+Pure pandas, no TensorFlow. The diff's types are in ``retrain.core.run_report``, part of a run's typed results.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from retrain.core.display import printable
-from retrain.core.errors import InputError
-from retrain.core.predictions import CONTENT_KEY, check_predictions, read_predictions
+from retrain.core.predictions import CONTENT_KEY, predictions_table
 from retrain.core.results import Evaluation
+from retrain.core.run_json import BaselineRun
+from retrain.core.run_report import ClassChange, ClassScores, FlippedImage, ImageChanges, ModelDiff, RunFacts
 
 # What makes two runs comparable photo by photo, as metrics.json records it (a run that records none, like
 # `evaluate` on a golden folder, is taken as comparable on it).
@@ -27,182 +27,34 @@ COMPARABLE = ("module", "split")
 CLASSES_NAMED = 3
 
 
-@dataclass(frozen=True)
-class BaselineRun:
-    """An earlier run's report, read and checked before any work: its metrics and the predictions kept beside them."""
-
-    metrics_file: Path
-    metrics: dict[str, Any]
-    predictions: pd.DataFrame | None  # None: a metrics.json alone
-
-    @property
-    def accuracy(self) -> float:
-        return float(self.metrics["test_accuracy"])
-
-
-def load_baseline_run(path: Path) -> BaselineRun:
-    """An earlier run's ``--output-dir``, its ``report/`` folder, or a metrics.json (predictions.csv beside it is used
-    when present); anything else is an InputError, raised before the run starts."""
-    metrics_file = _metrics_file(Path(path))
-    try:
-        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InputError(f"cannot read the baseline metrics {metrics_file} ({error.strerror})") from None
-    except ValueError:
-        raise InputError(f"cannot read the baseline metrics {metrics_file} (it is not JSON)") from None
-    problem = _metrics_problem(metrics)
-    if problem:
-        raise InputError(f"the baseline {metrics_file} is not a retrain-ci run's metrics.json ({problem})")
-    return BaselineRun(metrics_file, metrics, _baseline_predictions(metrics_file.parent, metrics))
-
-
-def _metrics_file(path: Path) -> Path:
-    if not path.is_dir():
-        return path
-    for candidate in (path / "report" / "metrics.json", path / "metrics.json"):
-        if candidate.is_file():
-            return candidate
-    raise InputError(f"the baseline {path} holds no retrain-ci report (metrics.json or report/metrics.json)")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _metrics_problem(metrics: Any) -> str | None:
-    if not isinstance(metrics, dict) or not _is_number(metrics.get("test_accuracy")):
-        return "no test_accuracy in it"
-    per_class = metrics.get("per_class", {})
-    rows = per_class.values() if isinstance(per_class, dict) else [None]
-    if not all(
-        isinstance(row, dict) and _is_number(row.get("recall")) and _is_number(row.get("support")) for row in rows
-    ):
-        return "its per_class is not each class's recall and support"
-    return None
-
-
-def _baseline_predictions(folder: Path, metrics: dict[str, Any]) -> pd.DataFrame | None:
-    file = folder / "predictions.csv"
-    if not file.is_file():
-        return None
-    try:
-        table = read_predictions(file)
-    except (OSError, ValueError) as error:
-        raise InputError(f"cannot read the baseline predictions {file} ({error})") from None
-    check_predictions(folder, table, tuple(metrics.get("per_class", ())), metrics.get("test_images"))
-    return table
-
-
-@dataclass(frozen=True)
-class ClassChange:
-    """One class's recall in each run (None: no test images of it there) and its test images in each."""
-
-    label: str
-    recall_before: float | None
-    recall_after: float | None
-    support_before: int
-    support_after: int
-
-    @property
-    def delta(self) -> float | None:
-        if self.recall_before is None or self.recall_after is None:
-            return None
-        return self.recall_after - self.recall_before
-
-    def gated(self, min_support: int) -> bool:
-        """Too few test images in either run and one photo moves the recall by many points: reported, not gated."""
-        return min(self.support_before, self.support_after) >= min_support
-
-
-@dataclass(frozen=True)
-class FlippedImage:
-    """A test photo in both runs, right in one and wrong in the other."""
-
-    path: str
-    content_key: str
-    true_label: str
-    predicted_before: str
-    predicted_after: str
-
-
-@dataclass(frozen=True)
-class ImageChanges:
-    """The test photos of both runs, matched by content."""
-
-    now_right: tuple[FlippedImage, ...]
-    now_wrong: tuple[FlippedImage, ...]
-    unchanged: int  # in both runs, with the same outcome
-    relabelled: int  # in both runs under different classes: a change of the labels, not of the model
-    new: int  # test photos the baseline did not have
-    new_right: int
-    gone: int  # the baseline's test photos this run does not have
-
-    @property
-    def flipped(self) -> int:
-        return len(self.now_right) + len(self.now_wrong)
-
-
-@dataclass(frozen=True)
-class ModelDiff:
-    """This run against the baseline; ``images`` is None when the runs cannot be matched photo by photo (``note``)."""
-
-    baseline: str
-    accuracy_before: float
-    accuracy_after: float
-    images_before: int | None
-    images_after: int
-    classes: tuple[ClassChange, ...]
-    min_class_support: int
-    images: ImageChanges | None
-    note: str = ""
-
-    @property
-    def accuracy_delta(self) -> float:
-        return self.accuracy_after - self.accuracy_before
-
-    def to_dict(self) -> dict[str, Any]:
-        """As metrics.json keeps it (its ``baseline`` section)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, document: dict[str, Any]) -> ModelDiff:
-        images = document.get("images")
-        if images is not None:
-            flips = {key: tuple(FlippedImage(**item) for item in images[key]) for key in ("now_right", "now_wrong")}
-            images = ImageChanges(**{**images, **flips})
-        classes = tuple(ClassChange(**item) for item in document["classes"])
-        return cls(**{**document, "classes": classes, "images": images})
-
-
-def compare(
-    baseline: BaselineRun, evaluation: Evaluation, run_info: dict[str, Any], min_class_support: int
-) -> ModelDiff:
+def run_diff(baseline: BaselineRun, evaluation: Evaluation, facts: RunFacts, min_class_support: int) -> ModelDiff:
     """This run's test predictions against the baseline's: deltas always, flipped photos when the runs allow it."""
-    before = baseline.metrics
-    note = _why_not_photo_by_photo(baseline, run_info, evaluation)
-    images = None if note else _image_changes(baseline.predictions, _predictions(evaluation))
+    before = baseline.report
+    note = _why_not_photo_by_photo(baseline, facts, evaluation)
+    images = None if note else _image_changes(baseline.predictions, predictions_table(evaluation))
     return ModelDiff(
         baseline=str(baseline.metrics_file.resolve()),
         accuracy_before=baseline.accuracy,
         accuracy_after=evaluation.accuracy,
-        images_before=before.get("test_images"),
+        images_before=before.test_images,
         images_after=len(evaluation.truths),
-        classes=_class_changes(before.get("per_class", {}), evaluation),
+        classes=_class_changes(before.per_class, evaluation),
         min_class_support=min_class_support,
         images=images,
         note=note,
     )
 
 
-def _why_not_photo_by_photo(baseline: BaselineRun, run_info: dict[str, Any], evaluation: Evaluation) -> str:
-    before = baseline.metrics
+def _why_not_photo_by_photo(baseline: BaselineRun, facts: RunFacts, evaluation: Evaluation) -> str:
+    before = baseline.report
     changed = [
-        f"{key} {_setting(before[key])} -> {_setting(run_info[key])}"
+        f"{key} {_setting(getattr(before.facts, key))} -> {_setting(getattr(facts, key))}"
         for key in COMPARABLE
-        if key in before and key in run_info and before[key] != run_info[key]
+        if None not in (getattr(before.facts, key), getattr(facts, key))
+        and getattr(before.facts, key) != getattr(facts, key)
     ]
-    if "per_class" in before and tuple(before["per_class"]) != tuple(evaluation.labels):
-        changed.append(f"classes {', '.join(before['per_class'])} -> {', '.join(evaluation.labels)}")
+    if before.per_class and tuple(before.per_class) != tuple(evaluation.labels):
+        changed.append(f"classes {', '.join(before.per_class)} -> {', '.join(evaluation.labels)}")
     if changed:
         return f"not comparable photo by photo ({'; '.join(changed)})"
     if baseline.predictions is None or CONTENT_KEY not in baseline.predictions.columns:
@@ -213,39 +65,28 @@ def _why_not_photo_by_photo(baseline: BaselineRun, run_info: dict[str, Any], eva
 
 
 def _setting(value: Any) -> str:
-    if isinstance(value, dict):
-        return "(" + ", ".join(f"{key} {item}" for key, item in value.items()) + ")"
+    if dataclasses.is_dataclass(value):
+        return "(" + ", ".join(f"{f.name} {getattr(value, f.name)}" for f in dataclasses.fields(value)) + ")"
     return str(value)
 
 
-def _class_changes(before: dict[str, dict[str, Any]], evaluation: Evaluation) -> tuple[ClassChange, ...]:
+def _class_changes(before: Mapping[str, ClassScores], evaluation: Evaluation) -> tuple[ClassChange, ...]:
     after = evaluation.per_class(every_label=True)
     labels = list(dict.fromkeys([*before, *after.index]))
     changes = []
     for label in labels:
-        old = before.get(label, {"support": 0})
+        old = before.get(label, ClassScores(0.0, 0.0, 0.0, 0))
         support = int(after.loc[label, "images"]) if label in after.index else 0
         changes.append(
             ClassChange(
                 label=label,
-                recall_before=float(old["recall"]) if old["support"] else None,
+                recall_before=old.recall if old.support else None,
                 recall_after=float(after.loc[label, "recall"]) if support else None,
-                support_before=int(old["support"]),
+                support_before=old.support,
                 support_after=support,
             )
         )
     return tuple(changes)
-
-
-def _predictions(evaluation: Evaluation) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "path": [str(Path(p).resolve()) for p in evaluation.paths],
-            CONTENT_KEY: evaluation.content_keys,
-            "true_label": [evaluation.labels[i] for i in evaluation.truths],
-            "predicted_label": [evaluation.labels[i] for i in evaluation.predictions],
-        }
-    )
 
 
 def _image_changes(before: pd.DataFrame, after: pd.DataFrame) -> ImageChanges:
@@ -283,13 +124,12 @@ def _image_changes(before: pd.DataFrame, after: pd.DataFrame) -> ImageChanges:
     )
 
 
-def model_change_line(metrics: dict[str, Any]) -> str:
+def model_change_line(diff: ModelDiff | None) -> str:
     """One line of what the run changed against its baseline, for summaries and pull requests ("" without one), e.g.
     ``accuracy 91.0% -> 91.6%, roses recall 87.5% -> 90.6%, 4 test images flipped (3 now right, 1 now wrong);
     12 new test photos``."""
-    if not metrics.get("baseline"):
+    if diff is None:
         return ""
-    diff = ModelDiff.from_dict(metrics["baseline"])
     parts = [f"accuracy {diff.accuracy_before:.1%} -> {diff.accuracy_after:.1%}"]
     parts += [
         f"{printable(change.label)} recall {change.recall_before:.1%} -> {change.recall_after:.1%}"

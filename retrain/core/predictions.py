@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from retrain.core.errors import InputError
+from retrain.core.results import Evaluation
 
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -68,3 +69,21 @@ def check_predictions(directory: Path, table: pd.DataFrame, labels: tuple[str, .
         problem = f"it has {len(table)} rows for {images} test images"
     if problem:
         raise InputError(f"{directory / 'predictions.csv'} does not match {directory / 'metrics.json'}: {problem}")
+
+
+def predictions_table(evaluation: Evaluation) -> pd.DataFrame:
+    """The table of an evaluation: each photo's path, content key (when known), true and predicted label, confidence
+    and every class's probability."""
+    keys = {CONTENT_KEY: evaluation.content_keys} if evaluation.content_keys else {}
+    table = pd.DataFrame(
+        {
+            "path": [str(Path(p).resolve()) for p in evaluation.paths],
+            **keys,
+            "true_label": [evaluation.labels[i] for i in evaluation.truths],
+            "predicted_label": [evaluation.labels[i] for i in evaluation.predictions],
+            "confidence": evaluation.probabilities.max(axis=1) if len(evaluation.paths) else [],
+        }
+    )
+    for index, label in enumerate(evaluation.labels):
+        table[f"p:{label}"] = evaluation.probabilities[:, index]
+    return table

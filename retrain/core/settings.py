@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from retrain.core.errors import InputError
 
 if TYPE_CHECKING:
-    from retrain.core.model_diff import BaselineRun
+    from retrain.core.run_json import BaselineRun
 
 SCHEDULES = ("cosine", "constant")
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")

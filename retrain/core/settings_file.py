@@ -1,13 +1,19 @@
-"""The settings file: `[tool.retrain-ci]` in pyproject.toml, or retrain-ci.toml; command-line options override it."""
+"""Where settings come from, in one place: defaults < the settings file < ``RETRAIN_CI_<NAME>`` environment variables <
+options given (on the command line or to the pytest plugin). Every settings class is loaded by ``resolve_settings``.
+
+The settings file is `[tool.retrain-ci]` in pyproject.toml, or retrain-ci.toml; its keys are the flat setting names
+(``min_images``, ``testing_percentage``: a nested section's fields by their own names), dashes or underscores.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from retrain.core.errors import InputError
 from retrain.core.outputs import staged_output
@@ -35,15 +41,62 @@ def find_config_file(dataset: Path, working_dir: Path) -> Path | None:
     return None
 
 
+ENVIRONMENT_PREFIX = "RETRAIN_CI_"
+Settings = TypeVar("Settings")
+
+
+def resolve_settings(
+    kind: type[Settings],
+    path: Path | None,
+    options: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Settings:
+    """``kind`` (AuditSettings, GateSettings) from its defaults, the file at ``path`` (None: none), the environment
+    and the ``options`` given (None values: not given), each overriding the ones before."""
+    known = _setting_fields(kind)
+    values = {name: value for name, value in _settings(path).items() if name in known}
+    for name, setting in known.items():
+        raw = environ.get(ENVIRONMENT_PREFIX + name.upper())  # paths in it are relative to the working folder
+        if raw is not None:
+            variable = ENVIRONMENT_PREFIX + name.upper()
+            values[name] = _coerce("the environment", Path.cwd(), variable, _toml_value(raw), setting)
+    values |= {name: value for name, value in (options or {}).items() if value is not None}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"{kind.__name__} has no setting {sorted(unknown)[0]!r}")
+    return with_flat(kind(), values)
+
+
+def _setting_fields(kind: type) -> dict[str, dataclasses.Field]:
+    """The flat names a settings class takes from a file: a gate's baseline accuracy is a run's input, not a setting."""
+    return GATE_FIELDS if kind is GateSettings else flat_fields(kind)
+
+
+def with_flat(settings: Settings, values: Mapping[str, Any]) -> Settings:
+    """A copy of ``settings`` with ``values`` set by flat name, in nested sections too."""
+    changes = {}
+    for setting in dataclasses.fields(settings):
+        current = getattr(settings, setting.name)
+        if setting.name in values:
+            changes[setting.name] = values[setting.name]
+        elif dataclasses.is_dataclass(current) and isinstance(setting.default_factory, type):
+            inner = {name: value for name, value in values.items() if name in flat_fields(type(current))}
+            if inner:
+                changes[setting.name] = with_flat(current, inner)
+    return dataclasses.replace(settings, **changes)
+
+
+def _toml_value(raw: str) -> Any:
+    """An environment variable's text as TOML reads a value (0.9, true, ["a", "b"]), else as the text itself."""
+    try:
+        return tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
 def load_settings(path: Path | None) -> AuditSettings:
-    """The audit's settings from a file (None: defaults)."""
-    audit = flat_fields(AuditSettings)
-    return AuditSettings().replace(**{name: value for name, value in _settings(path).items() if name in audit})
-
-
-def load_gate_settings(path: Path | None) -> dict[str, Any]:
-    """The gate thresholds a file sets (none: {}), by GateSettings' field names; options given override them."""
-    return {name: value for name, value in _settings(path).items() if name in GATE_FIELDS}
+    """The audit's settings from a file alone (None: defaults), as ``check --accept`` reads what it extends."""
+    return resolve_settings(AuditSettings, path, environ={})
 
 
 def _settings(path: Path | None) -> dict[str, Any]:
@@ -60,7 +113,7 @@ def _settings(path: Path | None) -> dict[str, Any]:
         name = key.replace("-", "_")
         if name not in known:
             raise InputError(f"{path}: unknown setting {key!r}; known: {', '.join(k.replace('_', '-') for k in known)}")
-        settings[name] = _coerce(path, key, value, known[name])
+        settings[name] = _coerce(str(path), path.parent, key, value, known[name])
     return settings
 
 
@@ -74,13 +127,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise InputError(f"config file {path} is not valid TOML ({error})") from None
 
 
-def _coerce(path: Path, key: str, value: Any, setting: dataclasses.Field) -> Any:
-    """Take the TOML value as the type of the default, or say which key is wrong."""
+def _coerce(source: str, folder: Path, key: str, value: Any, setting: dataclasses.Field) -> Any:
+    """Take the TOML value as the type of the default, or say which key (of ``source``) is wrong; a relative path is
+    relative to ``folder``."""
     default = setting.default
     if setting.name == "accepted":
-        return _accepted(path, value)
+        return _accepted(source, value)
     if "Path" in str(setting.type) and isinstance(value, str):
-        return (path.parent / value).expanduser()
+        return (folder / value).expanduser()
     kind = type(default) if default is not None else float if "float" in str(setting.type) else int
     if isinstance(default, bool) and isinstance(value, bool):
         return value
@@ -90,7 +144,7 @@ def _coerce(path: Path, key: str, value: Any, setting: dataclasses.Field) -> Any
         return float(value)
     if isinstance(value, kind) and not isinstance(value, bool):
         return value
-    raise InputError(f"{path}: {key} = {value!r} should be {_type_name(kind)}")
+    raise InputError(f"{source}: {key} = {value!r} should be {_type_name(kind)}")
 
 
 def _type_name(kind: type) -> str:
@@ -99,7 +153,7 @@ def _type_name(kind: type) -> str:
     )
 
 
-def _accepted(path: Path, value: Any) -> tuple[AcceptedFinding, ...]:
+def _accepted(source: str, value: Any) -> tuple[AcceptedFinding, ...]:
     """Fingerprints, or tables of ``fingerprint`` and ``reason`` (what ``check --accept`` writes)."""
     accepted = []
     for item in value if isinstance(value, list) else [None]:
@@ -108,7 +162,7 @@ def _accepted(path: Path, value: Any) -> tuple[AcceptedFinding, ...]:
         elif isinstance(item, dict) and isinstance(item.get("fingerprint"), str):
             accepted.append(AcceptedFinding(item["fingerprint"], str(item.get("reason", ""))))
         else:
-            raise InputError(f"{path}: accepted should be fingerprints or tables with a fingerprint and a reason")
+            raise InputError(f"{source}: accepted should be fingerprints or tables with a fingerprint and a reason")
     return tuple(accepted)
 
 

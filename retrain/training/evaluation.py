@@ -5,50 +5,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from retrain.core.assessment import assess
 from retrain.core.bottleneck_cache import content_key
 from retrain.core.dataset import UNDECODABLE_REASON, class_folders, is_image_file, label_name
 from retrain.core.display import is_undecodable
 from retrain.core.errors import InputError
-from retrain.core.gate import GateResult, judge
 from retrain.core.hooks import Hooks
-from retrain.core.model_diff import BaselineRun, ModelDiff, compare
 from retrain.core.outputs import check_replaceable
 from retrain.core.results import Evaluation
+from retrain.core.run_json import BaselineRun
+from retrain.core.run_report import RunFacts, RunReport
 from retrain.core.settings import GateSettings
 from retrain.reports import Report, write_report
 from retrain.training.inference import ExportedModel, classify
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelEvaluation:
-    """An exported model scored on a labeled folder, the gate's outcome, and the report when one was asked for."""
+    """An exported model scored on a labeled folder: the predictions, the typed report, and its files when written."""
 
     evaluation: Evaluation
-    gate: GateResult
+    run: RunReport
     report: Report | None
-    diff: ModelDiff | None = None  # against the --baseline run
-
-    def to_dict(self) -> dict[str, Any]:
-        """The documented JSON shape of ``retrain-ci evaluate --format json``."""
-        evaluation = self.evaluation
-        return {
-            "accuracy": evaluation.accuracy,
-            "images": len(evaluation.paths),
-            "per_class": [
-                {"label": row.Index, "images": int(row.images), "recall": float(row.recall)}
-                for row in evaluation.per_class().itertuples()
-            ],
-            "misclassified": [
-                {"path": str(m.path), "true": m.true_label, "predicted": m.predicted_label, "confidence": m.confidence}
-                for m in evaluation.misclassified()
-            ],
-            "skipped": [str(path) for path, _ in evaluation.skipped],
-            "gate": self.gate.to_dict(),
-        } | ({"baseline": self.diff.to_dict()} if self.diff else {})
 
 
 def evaluate_model(
@@ -60,18 +41,15 @@ def evaluate_model(
     baseline: BaselineRun | None = None,
     hooks: Hooks = Hooks(),
 ) -> ModelEvaluation:
-    """Classify every image of the folder, compare with the baseline run, judge the gate, and write a report when
+    """Classify every image of the folder, judge it (against the baseline run too), and write a report when
     ``report_dir`` is given."""
     if report_dir:
         check_replaceable(report_dir, "report folder")
     evaluation = evaluate_folder(model, image_dir, hooks.progress("Classifying"))
-    info = {"model": str(model.path), "dataset": str(image_dir), "skipped": len(evaluation.skipped)}
-    diff = compare(baseline, evaluation, info, gate.min_class_support) if baseline else None
-    result = judge(evaluation.accuracy, evaluation.recall_by_class(), gate, diff)
-    report = None
-    if report_dir:
-        report = write_report(report_dir, evaluation, info | ({"baseline": diff.to_dict()} if diff else {}), result)
-    return ModelEvaluation(evaluation, result, report, diff)
+    facts = RunFacts(dataset=str(image_dir), model=str(model.path), skipped=len(evaluation.skipped))
+    run = assess(evaluation, facts, gate, baseline)
+    report = write_report(report_dir, evaluation, run) if report_dir else None
+    return ModelEvaluation(evaluation, run, report)
 
 
 def evaluate_folder(

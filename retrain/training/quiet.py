@@ -19,3 +19,10 @@ def stderr_closed() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow with stderr closed: its C++ layer logs CUDA and oneDNN notices before any setting applies."""
+    with stderr_closed():
+        import tensorflow  # noqa: F401
+        import tensorflow_hub  # noqa: F401

@@ -6,22 +6,23 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import tensorflow as tf
 
 from retrain import __version__
+from retrain.core.assessment import assess
 from retrain.core.bottleneck_cache import BottleneckCache, Bottlenecks
-from retrain.core.dataset import SPLITS, Dataset, LabeledImage, fingerprint, list_dataset
+from retrain.core.dataset import SPLITS, Dataset, LabeledImage, dataset_fingerprint, list_dataset
 from retrain.core.errors import InputError
-from retrain.core.gate import judge
 from retrain.core.hooks import Hooks
 from retrain.core.images import is_lfs_pointer, load_image
-from retrain.core.model_diff import compare
 from retrain.core.outputs import OutputSet, check_replaceable, check_writable, staged_output
 from retrain.core.results import EvalStep, Evaluation, SoftmaxHead
+from retrain.core.run_report import Durations, FineTuneFacts, RunFacts, RunReport, TfliteResult
 from retrain.core.settings import RunSettings
 from retrain.reports import Report, write_report
 from retrain.training.bottlenecks import compute_bottlenecks
@@ -64,8 +65,10 @@ class SplitData:
         return SplitData([self.images[i] for i in rows], self.vectors[rows], self.labels[rows], mirrored)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunResult:
+    """What a training run produced: its typed report (``report.run``), and the parts a caller may look into."""
+
     dataset: Dataset
     module: ImageModule
     bottlenecks: Bottlenecks
@@ -73,8 +76,11 @@ class RunResult:
     test: Evaluation
     validation: Evaluation
     report: Report
-    tflite_accuracy: float | None = None
     fine_tuned: FineTuned | None = None
+
+    @property
+    def run(self) -> RunReport:
+        return self.report.run
 
 
 def train(settings: RunSettings, hooks: Hooks = Hooks()) -> RunResult:
@@ -120,16 +126,17 @@ def _train(settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: Outpu
     _export(settings, classifier, summaries, hooks, outputs)
     tflite = _export_tflite(settings, classifier, splits, hooks, outputs)
     seconds["total"] = time.perf_counter() - started
-    run_info = {**_run_info(settings, dataset, module, bottlenecks, validation), "durations_seconds": seconds}
-    run_info.update(_fine_tune_info(settings, tuned) | ({"tflite": tflite} if tflite else {}))
-    diff = compare(settings.baseline, test, run_info, settings.gate.min_class_support) if settings.baseline else None
-    if diff:
-        run_info["baseline"] = diff.to_dict()
-    gate = judge(test.accuracy, test.recall_by_class(), settings.gate, diff)
+    run = assess(
+        test,
+        _run_facts(settings, dataset, module, bottlenecks, validation, tuned),
+        settings.gate,
+        settings.baseline,
+        durations=Durations(**seconds),
+        tflite=TfliteResult(**tflite) if tflite else None,
+    )
     with outputs.staging(Path(settings.outputs.report_dir), "report folder") as staging:
-        report = write_report(staging, test, run_info, gate)
-    tflite_accuracy = tflite["test_accuracy"] if tflite else None
-    return RunResult(dataset, module, bottlenecks, head, test, validation, report, tflite_accuracy, tuned)
+        report = write_report(staging, test, run)
+    return RunResult(dataset, module, bottlenecks, head, test, validation, report, tuned)
 
 
 def _refuse_lfs_pointers(dataset: Dataset) -> None:
@@ -305,45 +312,42 @@ def _export_tflite(
     }
 
 
-def _run_info(
-    settings: RunSettings, dataset: Dataset, module: ImageModule, bottlenecks: Bottlenecks, validation: Evaluation
-) -> dict:
+def _run_facts(
+    settings: RunSettings,
+    dataset: Dataset,
+    module: ImageModule,
+    bottlenecks: Bottlenecks,
+    validation: Evaluation,
+    tuned: FineTuned | None,
+) -> RunFacts:
     """What produced the numbers, so that a report says how to reproduce it."""
     training = settings.training
-    return {
-        "validation_accuracy": validation.accuracy,
-        "validation_images": len(validation.truths),
-        "module": settings.module.tfhub_module,
-        "image_size": list(module.image_size),
-        "steps": training.how_many_training_steps,
-        "learning_rate": training.learning_rate,
-        "learning_rate_schedule": training.learning_rate_schedule,
-        "mirror_training": settings.mirrors_training,
-        "tta": settings.tta,
-        "train_batch_size": training.train_batch_size,
-        "seed": training.random_seed,
-        "split": asdict(settings.split),  # with the module: what makes two runs' test photos comparable
-        "distortions": asdict(settings.distortions),
-        "dataset": str(dataset.root),
-        "dataset_fingerprint": fingerprint(dataset, bottlenecks.images, bottlenecks.content_keys),
-        "images": {split: sum(1 for image in bottlenecks.images if image.split == split) for split in SPLITS}
-        | {"skipped": len(bottlenecks.skipped)},
-        "tool_version": __version__,
-        "tensorflow_version": tf.__version__,
-    }
-
-
-def _fine_tune_info(settings: RunSettings, tuned: FineTuned | None) -> dict:
-    if tuned is None:
-        return {}
-    return {
-        "fine_tune": {
-            **asdict(settings.fine_tune),
-            "image_size": tuned.module.image_size[0],
-            "best_epoch": tuned.best_epoch,
-            "epochs_run": [asdict(epoch) for epoch in tuned.epochs],
-        }
-    }
+    return RunFacts(
+        dataset=str(dataset.root),
+        validation_accuracy=validation.accuracy,
+        validation_images=len(validation.truths),
+        module=settings.module.tfhub_module,
+        image_size=tuple(module.image_size),
+        steps=training.how_many_training_steps,
+        learning_rate=training.learning_rate,
+        learning_rate_schedule=training.learning_rate_schedule,
+        mirror_training=settings.mirrors_training,
+        tta=settings.tta,
+        train_batch_size=training.train_batch_size,
+        seed=training.random_seed,
+        split=settings.split,
+        distortions=settings.distortions,
+        dataset_fingerprint=dataset_fingerprint(dataset, bottlenecks.images, bottlenecks.content_keys),
+        images=MappingProxyType(
+            {split: sum(1 for image in bottlenecks.images if image.split == split) for split in SPLITS}
+            | {"skipped": len(bottlenecks.skipped)}
+        ),
+        tool_version=__version__,
+        tensorflow_version=tf.__version__,
+        fine_tune=None
+        if tuned is None
+        else FineTuneFacts(settings.fine_tune, tuned.module.image_size[0], tuned.best_epoch, tuple(tuned.epochs)),
+    )
 
 
 def _check_outputs(settings: RunSettings) -> None:

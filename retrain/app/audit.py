@@ -1,0 +1,91 @@
+"""The audit job (``retrain-ci check``, the pytest plugin): settings, outputs, baseline, executor and bottlenecks
+decided once, then ``datacheck.audit.audit_dataset``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from datacheck.findings import AuditReport
+from retrain.core.bottleneck_cache import Bottlenecks, BottleneckSource
+from retrain.core.dataset import LabeledImage
+from retrain.core.errors import InputError
+from retrain.core.hooks import Hooks
+from retrain.core.outputs import check_replaceable, check_writable
+from retrain.core.settings import AuditSettings, ModuleSettings
+from retrain.core.settings_file import find_config_file, record_accepted, resolve_settings
+
+
+def settings_file(image_dir: Path, given: Path | None, working_dir: Path) -> Path | None:
+    """The settings file a job reads: the one given, else the first found for the dataset."""
+    return given or find_config_file(Path(image_dir), working_dir)
+
+
+def audit_settings(path: Path | None, options: Mapping[str, Any]) -> AuditSettings:
+    """The audit's settings (file < environment < options) and their one cross-check."""
+    settings = resolve_settings(AuditSettings, path, options)
+    if settings.fail_on_new and settings.baseline is None:
+        raise InputError("--fail-on-new needs --baseline: an earlier `retrain-ci check --format json`")
+    return settings
+
+
+def check_audit_outputs(settings: AuditSettings, output: Path | None, report_dir: Path | None) -> None:
+    """Before any image is decoded: the report file and folder, the property cache and, when the checks use
+    bottlenecks, their cache are writable."""
+    from datacheck.properties import property_cache
+    from datacheck.registry import selected_checks
+
+    if output is not None:
+        if not output.parent.is_dir():
+            raise InputError(f"cannot write the report to {output}: folder {output.parent} does not exist")
+        check_writable(output, "report", folder=False)
+    if report_dir is not None:
+        check_replaceable(report_dir, "audit folder")
+    if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
+        check_writable(settings.module.bottleneck_dir, "bottleneck cache", folder=True)
+    check_writable(property_cache(settings).directory, "property cache", folder=True)  # under it by default
+
+
+def audit_job(root: Path, settings: AuditSettings, hooks: Hooks = Hooks()) -> AuditReport:
+    """Audit ``root``: against ``settings.baseline`` when given, on the chosen executor, with bottlenecks (and
+    TensorFlow) only when a selected check asks the engine for them."""
+    from datacheck.audit import audit_dataset
+    from datacheck.baseline import load_baseline
+    from retrain.training.executors import connect, per_image_map
+
+    baseline = load_baseline(settings.baseline) if settings.baseline is not None else None
+    if settings.execution.executor == "ray":
+        connect(settings.execution.ray_address)  # before any image is decoded: one error line if Ray is not there
+    return audit_dataset(
+        root,
+        settings,
+        hooks=hooks,
+        bottlenecks=_bottlenecks_on_demand(settings.module, settings),
+        baseline=baseline,
+        per_image=per_image_map(settings.execution),
+    )
+
+
+def _bottlenecks_on_demand(module: ModuleSettings, settings: AuditSettings) -> BottleneckSource:
+    """The training engine's bottleneck source, imported (with TensorFlow) only if the audit calls it."""
+
+    def bottlenecks(images: Sequence[LabeledImage], hooks: Hooks) -> Bottlenecks:
+        from retrain.training.quiet import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+        from retrain.training.bottlenecks import bottleneck_source
+
+        return bottleneck_source(module, settings.execution)(images, hooks)
+
+    return bottlenecks
+
+
+def accept_findings(report: AuditReport, fingerprints: Sequence[str], reason: str, path: Path) -> list[str]:
+    """Record reviewed findings as accepted in the settings file; only this audit's fingerprints, since a typo would
+    otherwise accept nothing, silently. Returns the fingerprints added."""
+    found = {finding.fingerprint for finding in report.findings}
+    unknown = [fingerprint for fingerprint in fingerprints if fingerprint not in found]
+    if unknown:
+        raise InputError(f"no finding of this audit has fingerprint {unknown[0]!r}; `--format json` lists them")
+    return record_accepted(path, fingerprints, reason)
