@@ -47,8 +47,8 @@ class EpochResult:
     """One epoch of ``--fine-tune``; epoch 0 is the new layer alone, before fine-tuning."""
 
     epoch: int
-    train_accuracy: float
-    train_cross_entropy: float
+    train_accuracy: float | None  # None for epoch 0, which trains nothing
+    train_cross_entropy: float | None
     validation_accuracy: float
     validation_cross_entropy: float
     seconds: float

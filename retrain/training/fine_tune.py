@@ -95,7 +95,7 @@ def fine_tune(
     validations: list[np.ndarray] = []  # validation probabilities, one array per epoch
     with ThreadPoolExecutor(max_workers=2) as pool:
 
-        def validate(epoch: int, started: float, train_scores: tuple[float, float]) -> EpochResult:
+        def validate(epoch: int, started: float, train_scores: tuple[float | None, float | None]) -> EpochResult:
             probabilities = predict(validation_paths, pool)
             validations.append(probabilities)
             chosen = probabilities[np.arange(len(validation_labels)), validation_labels]
@@ -109,7 +109,7 @@ def fine_tune(
             hooks.on_epoch(result)
             return result
 
-        epochs = [validate(0, time.perf_counter(), (float("nan"), float("nan")))]
+        epochs = [validate(0, time.perf_counter(), (None, None))]
         best = run.values()
         for epoch in range(1, settings.epochs + 1):
             started = time.perf_counter()
