@@ -251,18 +251,18 @@ def _check_outputs(settings: AuditSettings, output: Path | None, report_dir: Pat
 
 
 def _connect_executor(settings: AuditSettings) -> None:
-    """Before any image is decoded: with --executor ray, Ray is installed and reachable, or one error line says so."""
-    if settings.execution.executor == "ray":
-        from retrain.training.executors import connect
+    """Before any image is decoded: the executor's workers are reachable (with --executor ray, Ray is installed and
+    reachable), or one error line says so."""
+    from retrain.training.executors import executor_for
 
-        connect(settings.execution.ray_address)
+    executor_for(settings.execution).connect()
 
 
 def _audit(image_dir: Path, settings: AuditSettings, baseline: Baseline | None):
     """The audit with progress bars; the training engine (and TensorFlow) only when a check needs bottlenecks."""
     from datacheck.audit import audit_dataset
     from datacheck.registry import selected_checks
-    from retrain.training.executors import per_image_map
+    from retrain.training.executors import executor_for
 
     source = None
     if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
@@ -278,7 +278,7 @@ def _audit(image_dir: Path, settings: AuditSettings, baseline: Baseline | None):
             hooks=bars.hooks(),
             bottlenecks=source,
             baseline=baseline,
-            per_image=per_image_map(settings.execution),
+            per_image=executor_for(settings.execution).per_image_map(),
         )
     finally:
         bars.stop()

@@ -26,6 +26,7 @@ from retrain.core.settings import RunSettings
 from retrain.reports import Report, write_report
 from retrain.training.bottlenecks import compute_bottlenecks
 from retrain.training.distortions import DistortedBottlenecks
+from retrain.training.executors import executor_for
 from retrain.training.export import (
     Classifier,
     export_frozen_graph,
@@ -84,10 +85,7 @@ def train(settings: RunSettings, hooks: Hooks = Hooks()) -> RunResult:
     _check_outputs(settings)
     dataset = list_dataset(Path(settings.image_dir), settings.split)  # bad input stops before any output is touched
     _refuse_lfs_pointers(dataset)
-    if settings.execution.executor == "ray":
-        from retrain.training.executors import connect
-
-        connect(settings.execution.ray_address)  # Ray missing or unreachable stops the run before any output
+    executor_for(settings.execution).connect()  # e.g. Ray missing or unreachable stops the run before any output
     with OutputSet(Path(settings.outputs.output_labels)) as outputs:
         result = _train(settings, dataset, hooks, outputs)
         outputs.commit()
