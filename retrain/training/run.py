@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from retrain import __version__
 from retrain.core.bottleneck_cache import BottleneckCache, Bottlenecks
-from retrain.core.dataset import SPLITS, Dataset, LabeledImage, fingerprint, list_dataset
+from retrain.core.dataset import SPLITS, Dataset, LabeledImage, Splits, fingerprint, list_dataset
 from retrain.core.errors import InputError
 from retrain.core.gate import judge
 from retrain.core.hooks import Hooks
@@ -109,7 +109,7 @@ def _train(settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: Outpu
         tuned = _fine_tune(settings, module, head, splits, recorded)
         module, head = tuned.module, tuned.head
         seconds["fine_tuning"] = time.perf_counter() - started - seconds["bottlenecks"] - seconds["training"]
-    splits["testing"] = _test_sample(settings, splits["testing"])
+    splits = replace(splits, testing=_test_sample(settings, splits.testing))
     test, validation = _evaluate(settings, dataset.labels, splits, head, tuned)
     key_of = dict(zip((image.path for image in bottlenecks.images), bottlenecks.content_keys, strict=True))
     test = replace(test, content_keys=[key_of[path] for path in test.paths])  # matches photos across runs
@@ -143,7 +143,7 @@ def _refuse_lfs_pointers(dataset: Dataset) -> None:
 
 def _bottlenecks(
     settings: RunSettings, dataset: Dataset, module: ImageModule, hooks: Hooks
-) -> tuple[Bottlenecks, dict[str, SplitData]]:
+) -> tuple[Bottlenecks, Splits[SplitData]]:
     """Every readable image's bottleneck (and its mirror image's, when needed), grouped by split."""
     cache = BottleneckCache(Path(settings.module.bottleneck_dir), module.cache_key)
     execution = settings.execution
@@ -159,13 +159,14 @@ def _bottlenecks(
             unreadable = ", ".join(str(path) for path, _ in mirrored.skipped)
             raise InputError(f"images changed while the run read them: {unreadable}")
         bottlenecks.warnings.extend(mirrored.warnings)
-    splits = {}
-    for name in SPLITS:
+
+    def split_data(name: str) -> SplitData:
         vectors, labels, images = bottlenecks.split(name)
         if len(vectors) == 0:
             raise InputError(f"no readable image is left in the {name} split; see the skipped files above")
-        splits[name] = SplitData(images, vectors, labels, mirrored.split(name)[0] if mirrored else None)
-    return bottlenecks, splits
+        return SplitData(images, vectors, labels, mirrored.split(name)[0] if mirrored else None)
+
+    return bottlenecks, Splits.of(split_data)
 
 
 def _training_examples(settings: RunSettings, module: ImageModule, training: SplitData, hooks: Hooks):
@@ -186,7 +187,7 @@ def _training_examples(settings: RunSettings, module: ImageModule, training: Spl
 
 
 def _train_layer(
-    settings: RunSettings, labels: tuple[str, ...], module: ImageModule, splits: dict[str, SplitData], hooks: Hooks
+    settings: RunSettings, labels: tuple[str, ...], module: ImageModule, splits: Splits[SplitData], hooks: Hooks
 ) -> SoftmaxHead:
     """The new layer, and the intermediate graphs asked for (``--intermediate-store-frequency``)."""
     snapshot_every = settings.export.intermediate_store_frequency
@@ -200,8 +201,8 @@ def _train_layer(
                 export_frozen_graph(frozen_graph(classifier), staging)
         hooks.on_eval(step)
 
-    validation = splits["validation"]
-    examples: TrainingExamples = _training_examples(settings, module, splits["training"], hooks)
+    validation = splits.validation
+    examples: TrainingExamples = _training_examples(settings, module, splits.training, hooks)
     return train_head(
         examples,
         LabeledVectors(validation.vectors, validation.labels),
@@ -213,7 +214,7 @@ def _train_layer(
 
 
 def _fine_tune(
-    settings: RunSettings, module: ImageModule, head: SoftmaxHead, splits: dict[str, SplitData], hooks: Hooks
+    settings: RunSettings, module: ImageModule, head: SoftmaxHead, splits: Splits[SplitData], hooks: Hooks
 ) -> FineTuned:
     backbone = fine_tunable_backbone(settings.module.tfhub_module)
     size = settings.fine_tune.input_size(backbone.image_size)
@@ -225,8 +226,8 @@ def _fine_tune(
         module,
         build_network(backbone, size),
         head,
-        training=splits["training"].images,
-        validation=splits["validation"].images,
+        training=splits.training.images,
+        validation=splits.validation.images,
         settings=settings.fine_tune,
         seed=settings.training.random_seed,
         tta=settings.tta,
@@ -245,12 +246,12 @@ def _test_sample(settings: RunSettings, testing: SplitData) -> SplitData:
 def _evaluate(
     settings: RunSettings,
     labels: tuple[str, ...],
-    splits: dict[str, SplitData],
+    splits: Splits[SplitData],
     head: SoftmaxHead,
     tuned: FineTuned | None,
 ) -> tuple[Evaluation, Evaluation]:
     """Test and validation predictions, as the exported model makes them (with --tta: image and mirror image)."""
-    test, validation = splits["testing"], splits["validation"]
+    test, validation = splits.testing, splits.validation
     if tuned:  # the cached bottlenecks are the original backbone's
         test_probabilities = tuned.probabilities(test.paths)
         validation_probabilities = tuned.validation_probabilities  # computed when its epoch was kept
@@ -281,7 +282,7 @@ def _export(
 
 
 def _export_tflite(
-    settings: RunSettings, classifier: Classifier, splits: dict[str, SplitData], hooks: Hooks, outputs: OutputSet
+    settings: RunSettings, classifier: Classifier, splits: Splits[SplitData], hooks: Hooks, outputs: OutputSet
 ) -> dict | None:
     """The TensorFlow Lite model when asked for, scored on the test images again (quantization costs accuracy)."""
     export = settings.export
@@ -289,8 +290,8 @@ def _export_tflite(
         return None
     hooks.on_stage(f"Converting to TensorFlow Lite (quantization: {export.quantize})")
     size = classifier.image_size
-    calibration = [load_image(path, size) for path in splits["training"].paths[:CALIBRATION_IMAGES]]
-    test = splits["testing"]
+    calibration = [load_image(path, size) for path in splits.training.paths[:CALIBRATION_IMAGES]]
+    test = splits.testing
     with outputs.staging(Path(export.tflite), "TensorFlow Lite file") as staging:
         export_tflite(classifier, staging, export.quantize, calibration)
         probabilities = classify(load_exported_model(staging), test.paths).probabilities
