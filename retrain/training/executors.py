@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from retrain.core.errors import InputError
 from retrain.core.per_image import ItemMap, thread_map
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from retrain.training.modules import ImageModule
 
 
+@runtime_checkable
 class Executor(Protocol):
     """What an ``--executor`` owns; built from the run's ``ExecutionSettings`` by ``executor_for``."""
 

@@ -27,14 +27,8 @@ from retrain.reports import Report, write_report
 from retrain.training.bottlenecks import compute_bottlenecks
 from retrain.training.distortions import DistortedBottlenecks
 from retrain.training.executors import executor_for
-from retrain.training.export import (
-    Classifier,
-    export_frozen_graph,
-    export_saved_model,
-    export_tflite,
-    frozen_graph,
-    write_labels,
-)
+from retrain.training.export import Classifier, ModelToExport, write_labels
+from retrain.training.exporters import EXPORTERS, exporters_asked
 from retrain.training.fine_tune import FineTuned, fine_tune
 from retrain.training.head import LabeledVectors, TrainingExamples, train_head
 from retrain.training.inference import classify, load_exported_model
@@ -198,7 +192,7 @@ def _train_layer(
             classifier = Classifier(module, step.layer, labels, settings.export.final_tensor_name, settings.tta)
             folder = Path(settings.outputs.intermediate_output_graphs_dir)
             with staged_output(folder / f"intermediate_{step.step}.pb", "intermediate graph") as staging:
-                export_frozen_graph(frozen_graph(classifier), staging)
+                EXPORTERS["frozen_graph"].write(ModelToExport(classifier), staging)
         hooks.on_eval(step)
 
     validation = splits.validation
@@ -267,38 +261,40 @@ def _evaluate(
 def _export(
     settings: RunSettings, classifier: Classifier, summaries: TrainingSummaries, hooks: Hooks, outputs: OutputSet
 ) -> None:
-    """Labels, SavedModel and frozen graph, staged in the run's output set; the graph also goes to TensorBoard."""
+    """Labels and every unquantized format asked for (SavedModel, frozen graph), staged in the run's output set; the
+    frozen graph also goes to TensorBoard."""
     hooks.on_stage("Exporting the model")
-    paths = settings.outputs
-    with outputs.staging(Path(paths.output_labels), "labels file") as staging:
+    with outputs.staging(Path(settings.outputs.output_labels), "labels file") as staging:
         write_labels(classifier.labels, staging)
-    with outputs.staging(Path(paths.saved_model_dir), "SavedModel folder") as staging:
-        export_saved_model(classifier, staging)
-    graph_def = frozen_graph(classifier)
-    with outputs.staging(Path(paths.output_graph), "frozen graph") as staging:
-        export_frozen_graph(graph_def, staging)
-    summaries.write_graph(graph_def)
+    model = ModelToExport(classifier)
+    for exporter, path in exporters_asked(settings):
+        if not exporter.quantized:
+            with outputs.staging(path, exporter.output_name) as staging:
+                exporter.write(model, staging)
+    summaries.write_graph(model.graph_def)
     summaries.close()
 
 
 def _export_tflite(
     settings: RunSettings, classifier: Classifier, splits: Splits[SplitData], hooks: Hooks, outputs: OutputSet
 ) -> dict | None:
-    """The TensorFlow Lite model when asked for, scored on the test images again (quantization costs accuracy)."""
-    export = settings.export
-    if not export.tflite:
+    """The quantized format when asked for (TensorFlow Lite, the only one), scored on the test images again:
+    quantization costs accuracy."""
+    quantized = [(exporter, path) for exporter, path in exporters_asked(settings) if exporter.quantized]
+    if not quantized:
         return None
-    hooks.on_stage(f"Converting to TensorFlow Lite (quantization: {export.quantize})")
-    size = classifier.image_size
-    calibration = [load_image(path, size) for path in splits.training.paths[:CALIBRATION_IMAGES]]
+    ((exporter, path),) = quantized  # one, reported as the run's "tflite"
+    quantize = settings.export.quantize
+    hooks.on_stage(f"Converting to TensorFlow Lite (quantization: {quantize})")
+    calibration = [load_image(image, classifier.image_size) for image in splits.training.paths[:CALIBRATION_IMAGES]]
     test = splits.testing
-    with outputs.staging(Path(export.tflite), "TensorFlow Lite file") as staging:
-        export_tflite(classifier, staging, export.quantize, calibration)
+    with outputs.staging(path, exporter.output_name) as staging:
+        exporter.write(ModelToExport(classifier, quantize, calibration), staging)
         probabilities = classify(load_exported_model(staging), test.paths).probabilities
         size_bytes = staging.stat().st_size
     return {
-        "path": str(export.tflite),
-        "quantize": export.quantize,
+        "path": str(settings.export.tflite),
+        "quantize": quantize,
         "bytes": size_bytes,
         "test_accuracy": float(np.mean(probabilities.argmax(axis=1) == test.labels)),
     }
@@ -350,15 +346,16 @@ def _check_outputs(settings: RunSettings) -> None:
     spec = settings.module.tfhub_module
     if settings.fine_tune and fine_tunable_backbone(spec) is None:
         raise InputError(f"--fine-tune trains the bundled backbones only ({', '.join(BUNDLED_BACKBONES)}), not {spec}")
-    outputs, export = settings.outputs, settings.export
+    outputs = settings.outputs
     check_writable(outputs.output_labels, "labels file", folder=False)
-    check_replaceable(outputs.saved_model_dir, "SavedModel folder")
-    check_writable(outputs.output_graph, "frozen graph", folder=False)
+    for exporter, path in exporters_asked(settings):
+        if exporter.folder:
+            check_replaceable(path, exporter.output_name)
+        else:
+            check_writable(path, exporter.output_name, folder=False)
     check_writable(settings.module.bottleneck_dir, "bottleneck cache", folder=True)
     check_writable(outputs.summaries_dir, "summaries folder", folder=True)
     refuse_foreign_logs(Path(outputs.summaries_dir))
-    if export.tflite:
-        check_writable(export.tflite, "TensorFlow Lite file", folder=False)
     check_replaceable(outputs.report_dir, "report folder")
-    if export.intermediate_store_frequency > 0:
+    if settings.export.intermediate_store_frequency > 0:
         check_writable(outputs.intermediate_output_graphs_dir, "intermediate graphs folder", folder=True)
