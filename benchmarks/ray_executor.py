@@ -66,7 +66,7 @@ def _round(images, module, scratch: Path) -> float:
     from retrain.core.hooks import Hooks
     from retrain.core.settings import ExecutionSettings
     from retrain.training.bottlenecks import compute_bottlenecks
-    from retrain.training.executors import connect
+    from retrain.training.ray_executor import connect
 
     started = time.perf_counter()
     connect("local")

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from retrain.core.settings import EXECUTORS
+
 _STATE = pytest.StashKey[dict[str, Any]]()
 
 
@@ -45,7 +47,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--retrain-executor",
-        choices=("local", "ray"),
+        choices=tuple(EXECUTORS),
         help="where the per-image work runs (default: the settings file's executor, local)",
     )
     group.addoption(

@@ -15,14 +15,8 @@ from retrain.core.dataset import LabeledImage
 from retrain.core.images import load_image
 from retrain.core.results import SoftmaxHead
 from retrain.core.settings import Distortions, FineTuneSettings
-from retrain.training.export import (
-    Classifier,
-    export_frozen_graph,
-    export_saved_model,
-    export_tflite,
-    frozen_graph,
-    write_labels,
-)
+from retrain.training.export import Classifier, ModelToExport, write_labels
+from retrain.training.exporters import EXPORTERS
 from retrain.training.fine_tune import fine_tune
 from retrain.training.inference import classify, load_exported_model
 from retrain.training.modules import ImageModule, load_image_module
@@ -111,9 +105,8 @@ def test_exports_carry_trained_backbone_weights(flowers_sample: Path, tmp_path: 
 
     classifier = Classifier(tuned, head, ("a", "b", "c"), "final_result")
     write_labels(("a", "b", "c"), tmp_path / "output_labels.txt")
-    export_saved_model(classifier, tmp_path / "saved_model")
-    export_frozen_graph(frozen_graph(classifier), tmp_path / "output_graph.pb")
-    export_tflite(classifier, tmp_path / "model.tflite", "none", [])
+    for exporter, export in zip(EXPORTERS.values(), ("saved_model", "output_graph.pb", "model.tflite"), strict=True):
+        exporter.write(ModelToExport(classifier), tmp_path / export)
     for export in ("saved_model", "output_graph.pb", "model.tflite"):
         model = load_exported_model(tmp_path / export, tmp_path / "output_labels.txt")
         np.testing.assert_allclose(classify(model, photos).probabilities, expected, atol=2e-4, err_msg=export)

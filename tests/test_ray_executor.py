@@ -27,8 +27,8 @@ from retrain.core.per_image import thread_map
 from retrain.core.settings import AuditSettings, ExecutionSettings, SplitSettings
 from retrain.core.settings_file import load_settings
 from retrain.training.bottlenecks import compute_bottlenecks
-from retrain.training.executors import ray_map
 from retrain.training.modules import load_image_module
+from retrain.training.ray_executor import ray_map
 from tests.conftest import copy_dataset, run_cli, sample_photos
 
 ray = pytest.importorskip("ray")

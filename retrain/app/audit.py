@@ -52,18 +52,18 @@ def audit_job(root: Path, settings: AuditSettings, hooks: Hooks = Hooks()) -> Au
     TensorFlow) only when a selected check asks the engine for them."""
     from datacheck.audit import audit_dataset
     from datacheck.baseline import load_baseline
-    from retrain.training.executors import connect, per_image_map
+    from retrain.training.executors import executor_for
 
     baseline = load_baseline(settings.baseline) if settings.baseline is not None else None
-    if settings.execution.executor == "ray":
-        connect(settings.execution.ray_address)  # before any image is decoded: one error line if Ray is not there
+    executor = executor_for(settings.execution)
+    executor.connect()  # before any image is decoded: one error line if its workers are not there
     return audit_dataset(
         root,
         settings,
         hooks=hooks,
         bottlenecks=_bottlenecks_on_demand(settings.module, settings),
         baseline=baseline,
-        per_image=per_image_map(settings.execution),
+        per_image=executor.per_image_map(),
     )
 
 

@@ -17,7 +17,8 @@ from retrain.core.display import printable
 from retrain.core.errors import InputError
 from retrain.core.gate import GateResult
 from retrain.core.hooks import Hooks
-from retrain.core.settings import EXECUTORS, ExecutionSettings, GateSettings
+from retrain.core.settings import ExecutionSettings, GateSettings
+from retrain.training.executors import EXECUTORS
 
 if TYPE_CHECKING:  # pandas stays out of the command line's start-up
     from retrain.core.run_report import ModelDiff

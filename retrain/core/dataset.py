@@ -7,8 +7,10 @@ import os
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from retrain.core.display import is_undecodable
 from retrain.core.errors import InputError
@@ -17,7 +19,25 @@ from retrain.core.settings import SplitSettings
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 # The tutorial hashes into this many buckets; keeping the constant keeps every split identical to retrain.py's.
 MAX_NUM_IMAGES_PER_CLASS = 2**27 - 1
-SPLITS = ("training", "validation", "testing")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Splits(Generic[T]):
+    """One value for each split (its images, vectors, ...), as fields, so that a misspelt split fails at once."""
+
+    training: T
+    validation: T
+    testing: T
+
+    @classmethod
+    def of(cls, value_for: Callable[[str], T]) -> Splits[T]:
+        """Each split's value from its name, computed in ``SPLITS`` order."""
+        return cls(*(value_for(name) for name in SPLITS))
+
+
+# The names ``split_for`` gives, on disk and in JSON; the fields of ``Splits``.
+SPLITS = tuple(field.name for field in fields(Splits))
 
 
 @dataclass(frozen=True)

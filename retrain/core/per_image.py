@@ -1,7 +1,7 @@
 """Where per-image work runs, as a value the engines take: a map over keyed items, here in threads or on a cluster.
 
 The audit's decoding pass takes one; for ``--executor ray`` the shell passes the Ray executor's
-(``retrain.training.executors.ray_map``), so the engines never import Ray.
+(``retrain.training.ray_executor.ray_map``), so the engines never import Ray.
 """
 
 from __future__ import annotations

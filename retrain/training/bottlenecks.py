@@ -11,12 +11,12 @@ import numpy as np
 
 from retrain.core.bottleneck_cache import VECTOR_DTYPE, BottleneckCache, Bottlenecks, BottleneckSource, content_key
 from retrain.core.dataset import LabeledImage
-from retrain.core.errors import ExecutorStopped, InputError
+from retrain.core.errors import ExecutorStopped
 from retrain.core.hooks import Hooks
 from retrain.core.settings import ExecutionSettings, ModuleSettings
+from retrain.training.executors import executor_for
 from retrain.training.features import Batch, FeatureRunner, run_batch
 from retrain.training.modules import ImageModule, load_image_module
-from retrain.training.modules.runners import converted_module, feature_runner
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -57,7 +57,8 @@ def compute_bottlenecks(
     on_progress(0, len(missing))  # also when nothing is missing: callers show or skip a bar for zero
     failures: dict[str, str] = {}
     if missing:
-        work = _Work(missing, unique_keys, _computed(missing, module, runner, mirrored, execution))
+        batches = executor_for(execution).bottleneck_batches(missing, module, runner, mirrored)
+        work = _Work(missing, unique_keys, batches)
         failures = work.fill(vectors, cache, on_progress)
     kept = [(image, row_of[key]) for image, key in zip(images, keys, strict=True) if key in row_of]
     skipped.extend((image.path, failures[unique_keys[row]]) for image, row in kept if unique_keys[row] in failures)
@@ -92,29 +93,6 @@ def _content_key_or_error(path: Path) -> str | OSError:
         return content_key(path)
     except OSError as error:
         return error
-
-
-def _computed(
-    missing: list[tuple[int, Path]],
-    module: ImageModule,
-    runner: FeatureRunner | None,
-    mirrored: bool,
-    execution: ExecutionSettings,
-) -> Iterator[Batch]:
-    """The executor seam: the missing rows' batches, computed in this process or on a Ray cluster."""
-    if execution.executor == "ray":
-        from retrain.training.ray_executor import ray_batches
-
-        try:
-            model = converted_module(module)
-        except Exception as error:  # the converter raises many types; any means this module has no TFLite form
-            raise InputError(
-                f"--executor ray runs modules converted to TFLite, and {module.name} does not convert ({error}); "
-                "use --executor local"
-            ) from None
-        sizes = (module.image_size, module.feature_size)
-        return ray_batches(missing, model, sizes, mirrored=mirrored, address=execution.ray_address)
-    return local_batches(missing, runner or feature_runner(module), mirrored)
 
 
 def local_batches(missing: list[tuple[int, Path]], runner: FeatureRunner, mirrored: bool) -> Iterator[Batch]:

@@ -20,7 +20,8 @@ from retrain.core.run_json import BaselineRun
 from retrain.core.run_report import RunFacts, RunReport
 from retrain.core.settings import GateSettings
 from retrain.reports import Report, write_report
-from retrain.training.inference import ExportedModel, classify
+from retrain.training.export import ExportedModel
+from retrain.training.inference import classify
 
 
 @dataclass(frozen=True)

@@ -1,84 +1,103 @@
-"""The Ray side of ``--executor ray`` that needs no module: joining the cluster, and a Ray Data map for per-image work.
+"""Where per-image work runs, chosen once by name: each executor joins its workers, maps the audit's per-image pass
+and computes the bottlenecks the cache lacks.
 
-Without TensorFlow, so that the audit's workers (and ``check`` without bottleneck checks) never import it.
+Without TensorFlow or Ray at import, so that the audit's workers (and ``check`` without bottleneck checks) never
+import them, and the command line reads the names for ``--executor`` cheaply; each executor imports its heavy half
+(``bottlenecks.local_batches``, ``ray_executor``) when it runs.
 """
 
 from __future__ import annotations
 
-import logging
-import pickle
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import numpy as np
-
-from retrain.core.errors import ExecutorStopped, InputError
-from retrain.core.per_image import Item, ItemMap, thread_map
+from retrain.core.errors import InputError
+from retrain.core.per_image import ItemMap, thread_map
 from retrain.core.settings import ExecutionSettings
 
-INSTALL = "pip install 'retrain-ci[ray]'"
-# Items per call of a map: enough to amortise a call, few enough that progress moves often.
-ITEMS_PER_BATCH = 32
+if TYPE_CHECKING:
+    from retrain.training.features import Batch, FeatureRunner
+    from retrain.training.modules import ImageModule
 
 
-def connect(address: str) -> Any:
-    """Ray, started on this machine (``local``) or joined at ``address``; one line of InputError when it cannot be.
+@runtime_checkable
+class Executor(Protocol):
+    """What an ``--executor`` owns; built from the run's ``ExecutionSettings`` by ``executor_for``."""
 
-    A Ray already initialised in this process (a test's, or an earlier stage's) is used as it is.
-    """
-    try:
-        import ray
-    except ImportError:
-        raise InputError(f"--executor ray needs Ray: {INSTALL}") from None
-    if not ray.is_initialized():
+    def connect(self) -> None:
+        """Before any work or output: make sure the workers can be reached, or raise one line of InputError."""
+
+    def per_image_map(self) -> ItemMap:
+        """The map the audit's per-image pass (decoding, measuring) runs through."""
+
+    def bottleneck_batches(
+        self, missing: list[tuple[int, Path]], module: ImageModule, runner: FeatureRunner | None, mirrored: bool
+    ) -> Iterator[Batch]:
+        """The missing (row, path) pairs' batches, as ``bottlenecks.local_batches`` yields them; this process
+        writes them to the cache. ``runner`` is the caller's choice of local runner, if any."""
+
+
+@dataclass(frozen=True)
+class LocalExecutor:
+    """This process: threads decode while the module runs."""
+
+    execution: ExecutionSettings
+
+    def connect(self) -> None:
+        """Nothing to join: this process is already running."""
+
+    def per_image_map(self) -> ItemMap:
+        return thread_map
+
+    def bottleneck_batches(
+        self, missing: list[tuple[int, Path]], module: ImageModule, runner: FeatureRunner | None, mirrored: bool
+    ) -> Iterator[Batch]:
+        from retrain.training.bottlenecks import local_batches
+        from retrain.training.modules.runners import feature_runner
+
+        return local_batches(missing, runner or feature_runner(module), mirrored)
+
+
+@dataclass(frozen=True)
+class RayExecutor:
+    """A Ray cluster at ``execution.ray_address``: Ray Data actors run the module converted to TFLite."""
+
+    execution: ExecutionSettings
+
+    def connect(self) -> None:
+        from retrain.training.ray_executor import connect
+
+        connect(self.execution.ray_address)
+
+    def per_image_map(self) -> ItemMap:
+        from retrain.training.ray_executor import ray_map
+
+        return ray_map(self.execution.ray_address)
+
+    def bottleneck_batches(
+        self, missing: list[tuple[int, Path]], module: ImageModule, runner: FeatureRunner | None, mirrored: bool
+    ) -> Iterator[Batch]:
+        from retrain.training.modules.runners import converted_module
+        from retrain.training.ray_executor import ray_batches
+
         try:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
-        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as error:  # e.g. a missing token
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise InputError(f"cannot start or reach Ray at {address!r} ({reason})") from None
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # progress goes through the run's hooks, like the local executor's
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled": on purpose
-    # A failed job's traceback: the exception reaches retrain-ci, which reports it in one line.
-    logging.getLogger("ray.data._internal.execution.streaming_executor_state").setLevel(logging.CRITICAL)
-    return ray
+            model = converted_module(module)
+        except Exception as error:  # the converter raises many types; any means this module has no TFLite form
+            raise InputError(
+                f"--executor ray runs modules converted to TFLite, and {module.name} does not convert ({error}); "
+                "use --executor local"
+            ) from None
+        sizes = (module.image_size, module.feature_size)
+        return ray_batches(missing, model, sizes, mirrored=mirrored, address=self.execution.ray_address)
 
 
-def per_image_map(execution: ExecutionSettings) -> ItemMap:
-    """Where the audit's per-image pass runs: this process's threads, or the Ray cluster ``execution`` names."""
-    return ray_map(execution.ray_address) if execution.executor == "ray" else thread_map
+# The executors by the name ``--executor`` and the settings file give; the core validates settings against
+# ``retrain.core.settings.EXECUTORS``, which a test keeps equal to these names.
+EXECUTORS: dict[str, Callable[[ExecutionSettings], Executor]] = {"local": LocalExecutor, "ray": RayExecutor}
 
 
-def ray_map(address: str) -> ItemMap:
-    """An ``ItemMap`` whose items run as a Ray Data map on the cluster at ``address``, results as they complete."""
-
-    def run(function: Callable[..., Any], items: Sequence[Item]) -> Iterator[tuple[int, Any]]:
-        ray = connect(address)
-        # Pickled both ways: the arguments (paths, sizes) and results (rows of mixed types) stay Python values.
-        dataset = ray.data.from_items([{"key": key, "arguments": pickle.dumps(arguments)} for key, arguments in items])
-        results = dataset.map_batches(
-            _apply, fn_kwargs={"function": function}, batch_size=ITEMS_PER_BATCH, batch_format="numpy"
-        )
-        try:
-            for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
-                yield from zip(batch["key"].tolist(), map(pickle.loads, batch["result"]), strict=True)
-        except ray.exceptions.RayError as error:
-            raise job_stopped("measuring images", error) from None
-
-    return run
-
-
-def job_stopped(what: str, error: Exception) -> ExecutorStopped:
-    """The one line for a Ray job that failed part-way (a lost node or actor), whose returned results are kept."""
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return ExecutorStopped(
-        f"the Ray job {what} stopped ({type(error).__name__}: {reason}); "
-        "what it returned is cached, so running again computes only the rest"
-    )
-
-
-def _apply(batch: dict[str, np.ndarray], function: Callable[..., Any]) -> dict[str, np.ndarray]:
-    results = [pickle.dumps(function(*pickle.loads(arguments))) for arguments in batch["arguments"]]
-    return {"key": batch["key"], "result": np.array(results, dtype=object)}
+def executor_for(execution: ExecutionSettings) -> Executor:
+    """The executor ``execution`` names: the one place that reads the name."""
+    return EXECUTORS[execution.executor](execution)

@@ -1,33 +1,32 @@
-"""Writing a run's outputs: labels file, SavedModel, frozen graph (for label_image.py) and TensorFlow Lite model.
+"""What every export format shares: the classifier going out, the model coming back, labels files, the frozen graph.
 
-Each model carries its labels: the SavedModel as an asset, the frozen graph as a constant node, the TensorFlow Lite
-model in its metadata. A model is then never read with another run's labels file, which a run killed while replacing
-its outputs, or two runs writing to one folder, could otherwise leave beside it (``retrain.core.outputs``). The
-callers stage the paths these functions write to.
+Each format (``retrain.training.exporters``) carries its labels in the model: the SavedModel as an asset, the frozen
+graph as a constant node, the TensorFlow Lite model in its metadata. A model is then never read with another run's
+labels file, which a run killed while replacing its outputs, or two runs writing to one folder, could otherwise leave
+beside it (``retrain.core.outputs``). The callers stage the paths the formats write to.
 """
 
 from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
-import flatbuffers
 import numpy as np
 import tensorflow as tf
-from tensorflow.lite.python import schema_py_generated as tflite_schema
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from retrain.core.errors import InputError
 from retrain.core.results import SoftmaxHead
-from retrain.core.settings import FROZEN_INPUT_NAME
+from retrain.core.settings import FROZEN_INPUT_NAME, ExportSettings
 from retrain.training.modules import ImageModule
 
 LABELS_ASSET = "labels.txt"
-# Where the frozen graph and the TensorFlow Lite model keep their labels (one label per line in the metadata).
+# Where the frozen graph keeps its labels: a constant node label_image.py never evaluates.
 LABELS_NODE = "retrain_ci_labels"
-LABELS_METADATA = b"retrain_ci_labels"
 
 
 class Classifier(tf.Module):
@@ -80,15 +79,50 @@ class Classifier(tf.Module):
         return tf.matmul(self._module(images), self.final_weights) + self.final_biases
 
 
+@dataclass
+class ModelToExport:
+    """A trained classifier as every format takes it; what formats derive from it is derived once, on first use."""
+
+    classifier: Classifier
+    quantize: str = "none"  # for the formats that quantize (TensorFlow Lite)
+    calibration_images: list[np.ndarray] = field(default_factory=list)  # for int8 quantization
+
+    @cached_property
+    def graph_def(self) -> tf.compat.v1.GraphDef:
+        """The frozen graph, for the frozen-graph format and TensorBoard alike (freezing copies every weight)."""
+        return frozen_graph(self.classifier)
+
+
+@dataclass
+class ExportedModel:
+    """Any exported classifier, as: float images in [0, 1] of ``image_size`` -> probabilities over ``labels``."""
+
+    path: Path
+    labels: tuple[str, ...]
+    image_size: tuple[int, int]
+    predict: Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to read a model that does not say it itself (a frozen graph's tensor names and input size)."""
+
+    input_layer: str = FROZEN_INPUT_NAME
+    output_layer: str = ExportSettings().final_tensor_name
+    image_size: tuple[int | None, int | None] = (None, None)
+
+
 def write_labels(labels: list[str] | tuple[str, ...], path: Path) -> None:
     """One label per line, in class-index order (the tutorial's output_labels.txt)."""
     Path(path).write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
 
 
-def export_saved_model(classifier: Classifier, directory: Path) -> None:
-    """A SavedModel with a ``serving_default`` signature (``images`` -> ``probabilities``), as TF Serving expects."""
-    with _write_errors():
-        tf.saved_model.save(classifier, str(directory), signatures={"serving_default": classifier.serve})
+def read_labels(path: Path) -> tuple[str, ...]:
+    """A labels file as ``write_labels`` writes it (blank lines and surrounding spaces ignored)."""
+    try:
+        return tuple(line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
+    except OSError as error:
+        raise InputError(f"cannot read the labels file {path} ({error.strerror})") from None
 
 
 def frozen_graph(classifier: Classifier) -> tf.compat.v1.GraphDef:
@@ -108,66 +142,6 @@ def frozen_graph(classifier: Classifier) -> tf.compat.v1.GraphDef:
     labels.attr["dtype"].type = tf.string.as_datatype_enum
     labels.attr["value"].tensor.CopyFrom(tf.make_tensor_proto([label.encode() for label in classifier.labels]))
     return graph_def
-
-
-def graph_labels(graph_def: tf.compat.v1.GraphDef) -> tuple[str, ...] | None:
-    """The labels a frozen graph carries; None for a graph exported elsewhere (or by an earlier version)."""
-    for node in graph_def.node:
-        if node.name == LABELS_NODE:
-            return tuple(label.decode() for label in tf.make_ndarray(node.attr["value"].tensor).tolist())
-    return None
-
-
-def export_frozen_graph(graph_def: tf.compat.v1.GraphDef, path: Path) -> None:
-    Path(path).write_bytes(graph_def.SerializeToString())
-
-
-def export_tflite(classifier: Classifier, path: Path, quantize: str, calibration_images: list[np.ndarray]) -> None:
-    """TensorFlow Lite flatbuffer; ``int8`` quantization is calibrated on the given (training) images."""
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [classifier.__call__.get_concrete_function()], classifier
-    )
-    if quantize != "none":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if quantize == "int8":
-        converter.representative_dataset = lambda: ([image[None]] for image in calibration_images)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    Path(path).write_bytes(_with_labels(converter.convert(), classifier.labels))
-
-
-def tflite_labels(model: bytes) -> tuple[str, ...] | None:
-    """The labels a TensorFlow Lite model carries in its metadata; None for one exported elsewhere."""
-    root = tflite_schema.Model.GetRootAs(model, 0)
-    for i in range(root.MetadataLength()):
-        entry = root.Metadata(i)
-        if entry.Name() == LABELS_METADATA:
-            return tuple(root.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode().split("\n"))
-    return None
-
-
-def _with_labels(model: bytes, labels: tuple[str, ...]) -> bytes:
-    """The flatbuffer with one more metadata entry (a name and a buffer), which interpreters ignore."""
-    unpacked = tflite_schema.ModelT.InitFromObj(tflite_schema.Model.GetRootAs(model, 0))
-    buffer = tflite_schema.BufferT()
-    buffer.data = np.frombuffer("\n".join(labels).encode(), dtype=np.uint8)
-    unpacked.buffers.append(buffer)
-    entry = tflite_schema.MetadataT()
-    entry.name, entry.buffer = LABELS_METADATA, len(unpacked.buffers) - 1
-    unpacked.metadata = [*(unpacked.metadata or []), entry]
-    builder = flatbuffers.Builder(len(model) + 1024)
-    builder.Finish(unpacked.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-@contextmanager
-def _write_errors() -> Iterator[None]:
-    """TensorFlow reports a failed write (a full disk) as its own error; the output staging expects an OSError."""
-    try:
-        yield
-    except tf.errors.OpError as error:
-        raise OSError(failed_write_reason(error)) from None
 
 
 def failed_write_reason(error: tf.errors.OpError) -> str:

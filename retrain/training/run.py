@@ -16,7 +16,7 @@ import tensorflow as tf
 from retrain import __version__
 from retrain.core.assessment import assess
 from retrain.core.bottleneck_cache import BottleneckCache, Bottlenecks
-from retrain.core.dataset import SPLITS, Dataset, LabeledImage, dataset_fingerprint, list_dataset
+from retrain.core.dataset import SPLITS, Dataset, LabeledImage, Splits, dataset_fingerprint, list_dataset
 from retrain.core.errors import InputError
 from retrain.core.hooks import Hooks
 from retrain.core.images import is_lfs_pointer, load_image
@@ -27,14 +27,9 @@ from retrain.core.settings import RunSettings
 from retrain.reports import Report, write_report
 from retrain.training.bottlenecks import compute_bottlenecks
 from retrain.training.distortions import DistortedBottlenecks
-from retrain.training.export import (
-    Classifier,
-    export_frozen_graph,
-    export_saved_model,
-    export_tflite,
-    frozen_graph,
-    write_labels,
-)
+from retrain.training.executors import executor_for
+from retrain.training.export import Classifier, ModelToExport, write_labels
+from retrain.training.exporters import EXPORTERS, exporters_asked
 from retrain.training.fine_tune import FineTuned, fine_tune
 from retrain.training.head import LabeledVectors, TrainingExamples, train_head
 from retrain.training.inference import classify, load_exported_model
@@ -90,10 +85,7 @@ def train(settings: RunSettings, hooks: Hooks = Hooks()) -> RunResult:
     _check_outputs(settings)
     dataset = list_dataset(Path(settings.image_dir), settings.split)  # bad input stops before any output is touched
     _refuse_lfs_pointers(dataset)
-    if settings.execution.executor == "ray":
-        from retrain.training.executors import connect
-
-        connect(settings.execution.ray_address)  # Ray missing or unreachable stops the run before any output
+    executor_for(settings.execution).connect()  # e.g. Ray missing or unreachable stops the run before any output
     with OutputSet(Path(settings.outputs.output_labels)) as outputs:
         result = _train(settings, dataset, hooks, outputs)
         outputs.commit()
@@ -117,7 +109,7 @@ def _train(settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: Outpu
         tuned = _fine_tune(settings, module, head, splits, recorded)
         module, head = tuned.module, tuned.head
         seconds["fine_tuning"] = time.perf_counter() - started - seconds["bottlenecks"] - seconds["training"]
-    splits["testing"] = _test_sample(settings, splits["testing"])
+    splits = replace(splits, testing=_test_sample(settings, splits.testing))
     test, validation = _evaluate(settings, dataset.labels, splits, head, tuned)
     key_of = dict(zip((image.path for image in bottlenecks.images), bottlenecks.content_keys, strict=True))
     test = replace(test, content_keys=[key_of[path] for path in test.paths])  # matches photos across runs
@@ -132,7 +124,7 @@ def _train(settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: Outpu
         settings.gate,
         settings.baseline,
         durations=Durations(**seconds),
-        tflite=TfliteResult(**tflite) if tflite else None,
+        tflite=tflite,
     )
     with outputs.staging(Path(settings.outputs.report_dir), "report folder") as staging:
         report = write_report(staging, test, run)
@@ -152,7 +144,7 @@ def _refuse_lfs_pointers(dataset: Dataset) -> None:
 
 def _bottlenecks(
     settings: RunSettings, dataset: Dataset, module: ImageModule, hooks: Hooks
-) -> tuple[Bottlenecks, dict[str, SplitData]]:
+) -> tuple[Bottlenecks, Splits[SplitData]]:
     """Every readable image's bottleneck (and its mirror image's, when needed), grouped by split."""
     cache = BottleneckCache(Path(settings.module.bottleneck_dir), module.cache_key)
     execution = settings.execution
@@ -168,13 +160,14 @@ def _bottlenecks(
             unreadable = ", ".join(str(path) for path, _ in mirrored.skipped)
             raise InputError(f"images changed while the run read them: {unreadable}")
         bottlenecks.warnings.extend(mirrored.warnings)
-    splits = {}
-    for name in SPLITS:
+
+    def split_data(name: str) -> SplitData:
         vectors, labels, images = bottlenecks.split(name)
         if len(vectors) == 0:
             raise InputError(f"no readable image is left in the {name} split; see the skipped files above")
-        splits[name] = SplitData(images, vectors, labels, mirrored.split(name)[0] if mirrored else None)
-    return bottlenecks, splits
+        return SplitData(images, vectors, labels, mirrored.split(name)[0] if mirrored else None)
+
+    return bottlenecks, Splits.of(split_data)
 
 
 def _training_examples(settings: RunSettings, module: ImageModule, training: SplitData, hooks: Hooks):
@@ -195,7 +188,7 @@ def _training_examples(settings: RunSettings, module: ImageModule, training: Spl
 
 
 def _train_layer(
-    settings: RunSettings, labels: tuple[str, ...], module: ImageModule, splits: dict[str, SplitData], hooks: Hooks
+    settings: RunSettings, labels: tuple[str, ...], module: ImageModule, splits: Splits[SplitData], hooks: Hooks
 ) -> SoftmaxHead:
     """The new layer, and the intermediate graphs asked for (``--intermediate-store-frequency``)."""
     snapshot_every = settings.export.intermediate_store_frequency
@@ -206,11 +199,11 @@ def _train_layer(
             classifier = Classifier(module, step.layer, labels, settings.export.final_tensor_name, settings.tta)
             folder = Path(settings.outputs.intermediate_output_graphs_dir)
             with staged_output(folder / f"intermediate_{step.step}.pb", "intermediate graph") as staging:
-                export_frozen_graph(frozen_graph(classifier), staging)
+                EXPORTERS["frozen_graph"].write(ModelToExport(classifier), staging)
         hooks.on_eval(step)
 
-    validation = splits["validation"]
-    examples: TrainingExamples = _training_examples(settings, module, splits["training"], hooks)
+    validation = splits.validation
+    examples: TrainingExamples = _training_examples(settings, module, splits.training, hooks)
     return train_head(
         examples,
         LabeledVectors(validation.vectors, validation.labels),
@@ -222,7 +215,7 @@ def _train_layer(
 
 
 def _fine_tune(
-    settings: RunSettings, module: ImageModule, head: SoftmaxHead, splits: dict[str, SplitData], hooks: Hooks
+    settings: RunSettings, module: ImageModule, head: SoftmaxHead, splits: Splits[SplitData], hooks: Hooks
 ) -> FineTuned:
     backbone = fine_tunable_backbone(settings.module.tfhub_module)
     size = settings.fine_tune.input_size(backbone.image_size)
@@ -234,8 +227,8 @@ def _fine_tune(
         module,
         build_network(backbone, size),
         head,
-        training=splits["training"].images,
-        validation=splits["validation"].images,
+        training=splits.training.images,
+        validation=splits.validation.images,
         settings=settings.fine_tune,
         seed=settings.training.random_seed,
         tta=settings.tta,
@@ -254,12 +247,12 @@ def _test_sample(settings: RunSettings, testing: SplitData) -> SplitData:
 def _evaluate(
     settings: RunSettings,
     labels: tuple[str, ...],
-    splits: dict[str, SplitData],
+    splits: Splits[SplitData],
     head: SoftmaxHead,
     tuned: FineTuned | None,
 ) -> tuple[Evaluation, Evaluation]:
     """Test and validation predictions, as the exported model makes them (with --tta: image and mirror image)."""
-    test, validation = splits["testing"], splits["validation"]
+    test, validation = splits.testing, splits.validation
     if tuned:  # the cached bottlenecks are the original backbone's
         test_probabilities = tuned.probabilities(test.paths)
         validation_probabilities = tuned.validation_probabilities  # computed when its epoch was kept
@@ -275,41 +268,39 @@ def _evaluate(
 def _export(
     settings: RunSettings, classifier: Classifier, summaries: TrainingSummaries, hooks: Hooks, outputs: OutputSet
 ) -> None:
-    """Labels, SavedModel and frozen graph, staged in the run's output set; the graph also goes to TensorBoard."""
+    """Labels and every unquantized format asked for (SavedModel, frozen graph), staged in the run's output set; the
+    frozen graph also goes to TensorBoard."""
     hooks.on_stage("Exporting the model")
-    paths = settings.outputs
-    with outputs.staging(Path(paths.output_labels), "labels file") as staging:
+    with outputs.staging(Path(settings.outputs.output_labels), "labels file") as staging:
         write_labels(classifier.labels, staging)
-    with outputs.staging(Path(paths.saved_model_dir), "SavedModel folder") as staging:
-        export_saved_model(classifier, staging)
-    graph_def = frozen_graph(classifier)
-    with outputs.staging(Path(paths.output_graph), "frozen graph") as staging:
-        export_frozen_graph(graph_def, staging)
-    summaries.write_graph(graph_def)
+    model = ModelToExport(classifier)
+    for exporter, path in exporters_asked(settings):
+        if not exporter.quantized:
+            with outputs.staging(path, exporter.output_name) as staging:
+                exporter.write(model, staging)
+    summaries.write_graph(model.graph_def)
     summaries.close()
 
 
 def _export_tflite(
-    settings: RunSettings, classifier: Classifier, splits: dict[str, SplitData], hooks: Hooks, outputs: OutputSet
-) -> dict | None:
-    """The TensorFlow Lite model when asked for, scored on the test images again (quantization costs accuracy)."""
-    export = settings.export
-    if not export.tflite:
+    settings: RunSettings, classifier: Classifier, splits: Splits[SplitData], hooks: Hooks, outputs: OutputSet
+) -> TfliteResult | None:
+    """The quantized format when asked for (TensorFlow Lite, the only one), scored on the test images again:
+    quantization costs accuracy."""
+    quantized = [(exporter, path) for exporter, path in exporters_asked(settings) if exporter.quantized]
+    if not quantized:
         return None
-    hooks.on_stage(f"Converting to TensorFlow Lite (quantization: {export.quantize})")
-    size = classifier.image_size
-    calibration = [load_image(path, size) for path in splits["training"].paths[:CALIBRATION_IMAGES]]
-    test = splits["testing"]
-    with outputs.staging(Path(export.tflite), "TensorFlow Lite file") as staging:
-        export_tflite(classifier, staging, export.quantize, calibration)
+    ((exporter, path),) = quantized  # one, reported as the run's "tflite"
+    quantize = settings.export.quantize
+    hooks.on_stage(f"Converting to TensorFlow Lite (quantization: {quantize})")
+    calibration = [load_image(image, classifier.image_size) for image in splits.training.paths[:CALIBRATION_IMAGES]]
+    test = splits.testing
+    with outputs.staging(path, exporter.output_name) as staging:
+        exporter.write(ModelToExport(classifier, quantize, calibration), staging)
         probabilities = classify(load_exported_model(staging), test.paths).probabilities
         size_bytes = staging.stat().st_size
-    return {
-        "path": str(export.tflite),
-        "quantize": export.quantize,
-        "bytes": size_bytes,
-        "test_accuracy": float(np.mean(probabilities.argmax(axis=1) == test.labels)),
-    }
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == test.labels))
+    return TfliteResult(str(settings.export.tflite), quantize, size_bytes, accuracy)
 
 
 def _run_facts(
@@ -355,15 +346,16 @@ def _check_outputs(settings: RunSettings) -> None:
     spec = settings.module.tfhub_module
     if settings.fine_tune and fine_tunable_backbone(spec) is None:
         raise InputError(f"--fine-tune trains the bundled backbones only ({', '.join(BUNDLED_BACKBONES)}), not {spec}")
-    outputs, export = settings.outputs, settings.export
+    outputs = settings.outputs
     check_writable(outputs.output_labels, "labels file", folder=False)
-    check_replaceable(outputs.saved_model_dir, "SavedModel folder")
-    check_writable(outputs.output_graph, "frozen graph", folder=False)
+    for exporter, path in exporters_asked(settings):
+        if exporter.folder:
+            check_replaceable(path, exporter.output_name)
+        else:
+            check_writable(path, exporter.output_name, folder=False)
     check_writable(settings.module.bottleneck_dir, "bottleneck cache", folder=True)
     check_writable(outputs.summaries_dir, "summaries folder", folder=True)
     refuse_foreign_logs(Path(outputs.summaries_dir))
-    if export.tflite:
-        check_writable(export.tflite, "TensorFlow Lite file", folder=False)
     check_replaceable(outputs.report_dir, "report folder")
-    if export.intermediate_store_frequency > 0:
+    if settings.export.intermediate_store_frequency > 0:
         check_writable(outputs.intermediate_output_graphs_dir, "intermediate graphs folder", folder=True)
