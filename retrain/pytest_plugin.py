@@ -105,17 +105,17 @@ def _audit(config: pytest.Config):
     state = _state(config)
     if "audit" not in state:
         from datacheck.audit import audit_dataset
-        from datacheck.baseline import load_baseline
-        from datacheck.registry import selected_checks
+        from datacheck.audit_json import load_audit_baseline
+        from datacheck.registry import wants_bottlenecks
         from retrain.training.executors import per_image_map
 
         settings = _settings(config)
         source = None
-        if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
+        if wants_bottlenecks(settings):
             from retrain.training.bottlenecks import bottleneck_source
 
             source = bottleneck_source(settings.module, settings.execution)
-        baseline = load_baseline(settings.baseline) if settings.baseline is not None else None
+        baseline = load_audit_baseline(settings.baseline) if settings.baseline is not None else None
         state["audit"] = audit_dataset(
             _data_dir(config),
             settings,
@@ -203,10 +203,9 @@ class DatasetCheckItem(_DatasetItem):
     """One registered check: fails on findings at or above fail-on, warns about the others."""
 
     def runtest(self) -> None:
-        fail_on = _settings(self.config).fail_on
         report = _audit(self.config)
         findings = [finding for finding in report.findings if finding.check == self.name]
-        failing = [finding for finding in report.gating() if finding.check == self.name and finding.fails(fail_on)]
+        failing = [finding for finding in report.gate.failing if finding.check == self.name]
         for finding in findings:
             if finding not in failing:
                 warnings.warn(DatasetFindingWarning(_describe(finding)), stacklevel=1)
@@ -228,7 +227,7 @@ class FindingItem(_DatasetItem):
         status = report.comparison.status(self.finding).status
         if status != "new":
             pytest.skip(f"{status} since the baseline: {self.finding.fingerprint}")
-        if self.finding.fails(_settings(self.config).fail_on):
+        if self.finding in report.gate.failing:
             raise DatasetCheckFailed(_describe(self.finding))
         warnings.warn(DatasetFindingWarning(_describe(self.finding)), stacklevel=1)
 

@@ -19,12 +19,13 @@ import pandas as pd
 import pytest
 
 from datacheck.audit import audit_dataset
+from datacheck.settings import AuditSettings
 from retrain.core.bottleneck_cache import BottleneckCache
 from retrain.core.dataset import LabeledImage, list_dataset
 from retrain.core.errors import ExecutorStopped, InputError
 from retrain.core.hooks import Hooks
 from retrain.core.per_image import thread_map
-from retrain.core.settings import AuditSettings, ExecutionSettings, SplitSettings
+from retrain.core.settings import ExecutionSettings, SplitSettings
 from retrain.core.settings_file import load_settings
 from retrain.training.bottlenecks import compute_bottlenecks
 from retrain.training.executors import ray_map

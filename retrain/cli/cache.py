@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
+from datacheck.settings import AuditSettings
 from retrain.cli.common import user_errors
 from retrain.core.display import printable
 from retrain.core.errors import InputError
-from retrain.core.settings import AuditSettings
 from retrain.core.settings_file import find_config_file, load_settings
 
 AUDIT = AuditSettings()

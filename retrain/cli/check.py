@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from datacheck.baseline import Baseline, load_baseline
+from datacheck.audit_json import load_audit_baseline
+from datacheck.baseline import Baseline
+from datacheck.settings import AuditSettings
 from retrain.cli.common import (
     ExecutorOption,
     ProgressBars,
@@ -22,7 +24,7 @@ from retrain.cli.common import (
 )
 from retrain.core.errors import InputError
 from retrain.core.outputs import check_replaceable, check_writable, staged_output
-from retrain.core.settings import AcceptedFinding, AuditSettings
+from retrain.core.settings import AcceptedFinding
 from retrain.core.settings_file import CONFIG_FILE, find_config_file, load_settings, record_accepted
 
 AUDIT = AuditSettings()
@@ -168,11 +170,20 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             show_default="the bottleneck dir",
         ),
     ] = None,
+    use_bottlenecks: Annotated[
+        bool | None,
+        typer.Option(
+            "--bottlenecks/--no-bottlenecks",
+            help="Compute bottlenecks for the checks that find more with them (near_duplicates, split_leakage), as "
+            "the default audit does; --no-bottlenecks: they compare pixels alone, without TensorFlow.",
+            show_default=True,
+        ),
+    ] = None,
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
 ) -> None:
     """Audit a dataset before training: broken files, duplicates, leaks between splits, suspected mislabels, ..."""
-    from datacheck.reports import FORMATS
+    from datacheck.audit_formats import FORMATS
 
     if output_format not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
@@ -193,12 +204,13 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             baseline=baseline,
             fail_on_new=fail_on_new,
             property_cache=property_cache,
+            use_bottlenecks=use_bottlenecks,
             executor=executor.value if executor else None,
             ray_address=ray_address,
         )
         if settings.fail_on_new and settings.baseline is None:
             raise InputError("--fail-on-new needs --baseline: an earlier `retrain-ci check --format json`")
-        old = load_baseline(settings.baseline) if settings.baseline is not None else None
+        old = load_audit_baseline(settings.baseline) if settings.baseline is not None else None
         _check_outputs(settings, output, report_dir)
         _connect_executor(settings)
         if accept:
@@ -210,9 +222,9 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         if accept:
             _record(report, accept, reason, settings_path or Path.cwd() / CONFIG_FILE)
         if report_dir is not None:
-            _write_folder(report, report_dir, settings)
-        _write(report, output_format, output, settings)
-    raise typer.Exit(1 if report.fails(settings.fail_on, new_only=settings.fail_on_new) else 0)
+            _write_folder(report, report_dir)
+        _write(report, output_format, output)
+    raise typer.Exit(0 if report.gate.passed else 1)
 
 
 def _record(report, fingerprints: list[str], reason: str, settings_path: Path) -> None:
@@ -237,7 +249,7 @@ def _check_outputs(settings: AuditSettings, output: Path | None, report_dir: Pat
     """Before any image is decoded: the report file and folder, the property cache and, when a check needs
     bottlenecks, their cache are writable."""
     from datacheck.properties import property_cache
-    from datacheck.registry import selected_checks
+    from datacheck.registry import wants_bottlenecks
 
     if output is not None:
         if not output.parent.is_dir():
@@ -245,7 +257,7 @@ def _check_outputs(settings: AuditSettings, output: Path | None, report_dir: Pat
         check_writable(output, "report", folder=False)
     if report_dir is not None:
         check_replaceable(report_dir, "audit folder")
-    if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
+    if wants_bottlenecks(settings):
         check_writable(settings.module.bottleneck_dir, "bottleneck cache", folder=True)
     check_writable(property_cache(settings).directory, "property cache", folder=True)  # under it by default
 
@@ -259,13 +271,13 @@ def _connect_executor(settings: AuditSettings) -> None:
 
 
 def _audit(image_dir: Path, settings: AuditSettings, baseline: Baseline | None):
-    """The audit with progress bars; the training engine (and TensorFlow) only when a check needs bottlenecks."""
+    """The audit with progress bars; the training engine (and TensorFlow) only when the checks want bottlenecks."""
     from datacheck.audit import audit_dataset
-    from datacheck.registry import selected_checks
+    from datacheck.registry import wants_bottlenecks
     from retrain.training.executors import per_image_map
 
     source = None
-    if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
+    if wants_bottlenecks(settings):
         import_tensorflow_quietly()
         from retrain.training.bottlenecks import bottleneck_source
 
@@ -284,26 +296,27 @@ def _audit(image_dir: Path, settings: AuditSettings, baseline: Baseline | None):
         bars.stop()
 
 
-def _write_folder(report, report_dir: Path, settings: AuditSettings) -> None:
+def _write_folder(report, report_dir: Path) -> None:
     """The audit for machines (the next audit's baseline), pull requests and people, replaced together."""
     with staged_output(report_dir, "audit folder") as staging:
         staging.mkdir()
         for name, output_format in AUDIT_FILES.items():
-            (staging / name).write_text(_rendered(report, output_format, settings), encoding="utf-8")
+            (staging / name).write_text(_rendered(report, output_format), encoding="utf-8")
 
 
-def _rendered(report, output_format: str, settings: AuditSettings) -> str:
+def _rendered(report, output_format: str) -> str:
+    from datacheck.audit_formats import render_github, render_markdown
+    from datacheck.audit_json import render_json
     from datacheck.html_report import render_html
-    from datacheck.reports import render_github, render_json, render_markdown
 
     if output_format == "html":
-        return render_html(report, fail_on=settings.fail_on, new_only=settings.fail_on_new)
+        return render_html(report)
     return {"json": render_json, "markdown": render_markdown, "github": render_github}[output_format](report)
 
 
-def _write(report, output_format: str, output: Path | None, settings: AuditSettings) -> None:
+def _write(report, output_format: str, output: Path | None) -> None:
     """To stdout, or staged into FILE so that a failed write leaves the old file as it was."""
-    from datacheck.reports import render_table
+    from datacheck.audit_formats import render_table
 
     if output_format == "table":
         if output is None:
@@ -313,7 +326,7 @@ def _write(report, output_format: str, output: Path | None, settings: AuditSetti
         buffer.print(render_table(report), crop=False)
         text = buffer.file.getvalue()
     else:
-        text = _rendered(report, output_format, settings)
+        text = _rendered(report, output_format)
     if output is None:
         typer.echo(text, nl=False)
         return

@@ -9,9 +9,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from datacheck.settings import AuditSettings
 from retrain.core.errors import InputError
 from retrain.core.outputs import staged_output
-from retrain.core.settings import AcceptedFinding, AuditSettings, GateSettings, flat_fields
+from retrain.core.settings import AcceptedFinding, GateSettings, flat_fields
 
 if sys.version_info >= (3, 11):
     import tomllib
