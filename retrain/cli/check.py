@@ -176,7 +176,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             "--bottlenecks/--no-bottlenecks",
             help="Compute bottlenecks for the checks that find more with them (near_duplicates, split_leakage), as "
             "the default audit does; --no-bottlenecks: they compare pixels alone, without TensorFlow.",
-            show_default=True,
+            show_default="--bottlenecks",
         ),
     ] = None,
     executor: ExecutorOption = None,
