@@ -74,7 +74,7 @@ class ImageProperties:
 
 
 def property_cache(settings: AuditSettings) -> ShardStore:
-    """Where measured rows are kept, by content key: ``properties-v<N>-d<decoder>/`` under ``--property-cache``, by
+    """Where measured rows are kept, by content key: ``properties-<digest>-d<decoder>/`` under ``--property-cache``, by
     default beside the bottlenecks (so whatever keeps the bottleneck cache between CI runs keeps this one too)."""
     root = settings.property_cache or settings.module.bottleneck_dir
     folder = f"properties-{properties_version()}-d{DECODER_VERSION}"
@@ -83,12 +83,15 @@ def property_cache(settings: AuditSettings) -> ShardStore:
 
 @functools.cache
 def measurements() -> tuple[Measurement, ...]:
-    """The shared statistics, then every registered check's measurements, in report order; one name, one column each."""
+    """The shared statistics, then every registered check's measurements, in report order; two checks may share one
+    measurement, but no two measurements a name or a column."""
     from datacheck.registry import registered_checks
 
     found = {SHARED.name: SHARED}
     for check in registered_checks().values():
-        found.update((measurement.name, measurement) for measurement in check.measurements)
+        for measurement in check.measurements:
+            if found.setdefault(measurement.name, measurement) is not measurement:
+                raise ValueError(f"check {check.id!r} declares another measurement named {measurement.name!r}")
     owners: dict[str, str] = {}
     for measurement in found.values():
         for column in measurement.columns:
