@@ -45,8 +45,8 @@ def peak_mb() -> float:
 def audit_stages(root: Path, cache: Path, vectors: Path | None) -> dict:
     """In a child process: the pixel pass and each check's seconds, and the peak RSS after each."""
     from datacheck.audit import audit_data
-    from datacheck.registry import selected_checks
-    from retrain.core.settings import AuditSettings
+    from datacheck.registry import Need, selected_checks
+    from datacheck.settings import AuditSettings
 
     settings = AuditSettings(property_cache=cache)
     started = time.perf_counter()
@@ -56,7 +56,7 @@ def audit_stages(root: Path, cache: Path, vectors: Path | None) -> dict:
     if vectors is not None:  # built in photo order: each file's name ends in -v<its index>
         data.bottlenecks = np.load(vectors)[data.images["path"].str.extract(r"-v(\d+)\.jpg$")[0].astype(int)]
     for check in selected_checks():
-        if check.needs_bottlenecks and vectors is None:
+        if Need.BOTTLENECKS in check.needs and vectors is None:
             continue
         started = time.perf_counter()
         check().run(data)
@@ -112,7 +112,8 @@ def build_photos(image_dir: Path, root: Path, count: int) -> list[int]:
 def real_data(image_dir: Path, bottleneck_dir: Path) -> tuple[list[str], np.ndarray]:
     """flowers-dev's perceptual hashes and bottlenecks (from the shared cache; computed if missing)."""
     from datacheck.audit import audit_data
-    from retrain.core.settings import AuditSettings, ModuleSettings
+    from datacheck.settings import AuditSettings
+    from retrain.core.settings import ModuleSettings
     from retrain.training.bottlenecks import bottleneck_source
 
     settings = AuditSettings(module=ModuleSettings(bottleneck_dir=bottleneck_dir))
@@ -211,7 +212,7 @@ def judged_pairs(
 ) -> set:
     """The near-duplicate rule of datacheck.checks.duplicates on the neighbour lists of ``rows`` (with neighbours in
     ``only``, when given)."""
-    from retrain.core.settings import AuditSettings
+    from datacheck.settings import AuditSettings
 
     settings = AuditSettings()
     pairs = set()
@@ -229,7 +230,7 @@ def vector_benchmark(real: np.ndarray, count: int) -> None:
 
     import datacheck.neighbours as neighbours
     from datacheck.checks.duplicates import NEIGHBOURS, _EmbeddingJudge
-    from retrain.core.settings import AuditSettings
+    from datacheck.settings import AuditSettings
 
     exact = _EmbeddingJudge(real, AuditSettings()).found
     limit = neighbours.EXACT_LIMIT

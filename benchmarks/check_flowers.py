@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from datacheck.audit import audit_dataset
-from retrain.core.settings import AuditSettings, ModuleSettings
+from datacheck.settings import AuditSettings
+from retrain.core.settings import ModuleSettings
 from retrain.training.bottlenecks import bottleneck_source
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers-dev"

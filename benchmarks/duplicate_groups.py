@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from datacheck.checks.duplicates import group_pictures
-from retrain.core.settings import AuditSettings
+from datacheck.settings import AuditSettings
 
 
 def timed(hashes: list[str]) -> tuple[float, int]:

@@ -1,4 +1,5 @@
-"""Run the audit: scan the folder, decode every image once, fetch bottlenecks if a check needs them, run the checks."""
+"""Run the audit: scan the folder, decode every image once, fetch bottlenecks if a check wants them, run the checks,
+judge the gate."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datacheck.baseline import Baseline, ManifestEntry, compare, fingerprint, members
+from datacheck.baseline import Baseline, ManifestEntry, audit_diff, finding_fingerprint, members
 from datacheck.findings import AuditReport, Finding
 from datacheck.properties import image_properties, property_cache
-from datacheck.registry import AuditData, selected_checks
+from datacheck.registry import AuditData, selected_checks, wants_bottlenecks
+from datacheck.settings import AuditSettings
 from retrain.core.bottleneck_cache import BottleneckSource
 from retrain.core.dataset import LabeledImage, scan_folder
 from retrain.core.errors import InputError
 from retrain.core.hooks import Hooks
 from retrain.core.per_image import ItemMap, thread_map
-from retrain.core.settings import AuditSettings
 
 
 def audit_dataset(
@@ -32,13 +33,14 @@ def audit_dataset(
 ) -> AuditReport:
     """Audit an image folder; raises InputError only for input it cannot audit at all (a missing folder).
 
-    ``bottlenecks`` computes them for the checks that need them (the training engine's ``bottleneck_source``);
-    with a ``baseline`` (an earlier audit) the report also says what changed since. ``per_image`` runs the decoding
-    pass (``--executor ray``: on the cluster); the dataset-wide checks run here, on the gathered table.
+    ``bottlenecks`` (the training engine's ``bottleneck_source``) is called when the selected checks want them
+    (``wants_bottlenecks``); with a ``baseline`` (an earlier audit) the report also says what changed since, and
+    its gate is judged from the settings' ``fail_on``, ``fail_on_new`` and accepted findings. ``per_image`` runs the
+    decoding pass (``--executor ray``: on the cluster); the dataset-wide checks run here, on the gathered table.
     """
     started = time.perf_counter()
     checks = selected_checks(settings.only, settings.skip)
-    needed = bottlenecks if any(check.needs_bottlenecks for check in checks) else None
+    needed = bottlenecks if wants_bottlenecks(settings) else None
     data = audit_data(root, settings, hooks=hooks, bottlenecks=needed, per_image=per_image)
     manifest = {
         row.path: ManifestEntry(row.path, row.label, row.split, row.sha1)
@@ -57,14 +59,16 @@ def audit_dataset(
         properties=data.property_counts,
         warnings=data.warnings + data.bottleneck_warnings,
         manifest=manifest,
-        comparison=compare(baseline, findings, manifest) if baseline is not None else None,
+        comparison=audit_diff(baseline, findings, manifest) if baseline is not None else None,
         accepted={accepted.fingerprint: accepted.reason for accepted in settings.accepted},
+        fail_on=settings.fail_on,
+        fail_on_new=settings.fail_on_new,
     )
 
 
 def _fingerprinted(finding: Finding, manifest: dict[str, ManifestEntry]) -> Finding:
     return dataclasses.replace(
-        finding, fingerprint=fingerprint(finding.check, members(finding.check, finding.paths, manifest))
+        finding, fingerprint=finding_fingerprint(finding.check, members(finding.check, finding.paths, manifest))
     )
 
 

@@ -8,22 +8,14 @@ severity or wording, so a reworded message or a retuned threshold does not turn 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datacheck.findings import Finding, Severity
-from retrain.core.errors import InputError
-
-AUDIT_FORMAT = "retrain-ci-audit"
-AUDIT_VERSION = 1
-# Checks about which class an image is in: moving the image to another class changes the finding, so the class counts.
-LABEL_CHECKS = frozenset({"conflicting_labels", "suspected_mislabel"})
-# Checks whose findings group copies of one picture: how a change's photo duplicates one already there.
-DUPLICATE_CHECKS = ("exact_duplicates", "near_duplicates", "conflicting_labels", "split_leakage")
+from datacheck.findings import Finding
+from datacheck.registry import check_class
 
 
 @dataclass(frozen=True)
@@ -44,11 +36,11 @@ def members(check: str, paths: Iterable[str], entries: Mapping[str, ManifestEntr
         if entry is None or entry.key is None:
             tokens.append(path)
         else:
-            tokens.append(f"{entry.key}@{entry.label}" if check in LABEL_CHECKS else entry.key)
+            tokens.append(f"{entry.key}@{entry.label}" if check_class(check).label_bound else entry.key)
     return tuple(sorted(tokens))
 
 
-def fingerprint(check: str, tokens: Iterable[str]) -> str:
+def finding_fingerprint(check: str, tokens: Iterable[str]) -> str:
     """Stable across runs, machines, renames and rewordings: the check and what it names."""
     text = "\n".join([check, *tokens])
     return f"{check}:{hashlib.sha1(text.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
@@ -56,44 +48,12 @@ def fingerprint(check: str, tokens: Iterable[str]) -> str:
 
 @dataclass(frozen=True)
 class Baseline:
-    """An earlier audit, as read back from its JSON."""
+    """An earlier audit, as read back from its JSON (datacheck.audit_json.load_audit_baseline)."""
 
     path: Path
     manifest: dict[str, ManifestEntry]
     findings: list[Finding]
     change: str = ""  # that audit's own change line against its baseline ("" when it had none)
-
-
-def load_baseline(path: Path, what: str = "baseline") -> Baseline:
-    """Read and validate ``check --format json`` output; anything else is an InputError that says what it is."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8", errors="surrogateescape"))
-    except FileNotFoundError:
-        raise InputError(f"{what} {path} does not exist") from None
-    except OSError as error:
-        raise InputError(f"cannot read {what} {path} ({error.strerror or error})") from None
-    except ValueError as error:
-        raise InputError(f"{what} {path} is not JSON ({error})") from None
-    if not isinstance(data, dict) or data.get("format") != AUDIT_FORMAT:
-        raise InputError(f"{what} {path} is not a `retrain-ci check --format json` audit")
-    if data.get("version") != AUDIT_VERSION:
-        raise InputError(
-            f"{what} {path} is audit format version {data.get('version')!r}; this retrain-ci reads {AUDIT_VERSION}"
-        )
-    try:
-        manifest = {
-            row["path"]: ManifestEntry(row["path"], row["label"], row["split"], row["key"]) for row in data["manifest"]
-        }
-        findings = [
-            Finding(
-                row["check"], Severity(row["severity"]), tuple(row["paths"]), row["message"], {}, row["fingerprint"]
-            )
-            for row in data["findings"]
-        ]
-        change = str(data["summary"].get("change", ""))
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise InputError(f"{what} {path} is damaged: an entry lacks or mangles {error}") from None
-    return Baseline(Path(path), manifest, findings, change)
 
 
 @dataclass(frozen=True)
@@ -189,7 +149,7 @@ def duplicates_of_existing(diff: DatasetDiff, findings: Iterable[Finding]) -> li
     added = {entry.path for entry in diff.added}
     named: dict[str, DuplicateOfExisting] = {}
     for finding in findings:
-        if finding.check not in DUPLICATE_CHECKS:
+        if not check_class(finding.check).groups_copies:
             continue
         existing = tuple(path for path in finding.paths if path not in added)
         for path in finding.paths:
@@ -220,7 +180,7 @@ class Comparison:
         return self.statuses[finding.fingerprint]
 
 
-def compare(baseline: Baseline, findings: list[Finding], manifest: Mapping[str, ManifestEntry]) -> Comparison:
+def audit_diff(baseline: Baseline, findings: list[Finding], manifest: Mapping[str, ManifestEntry]) -> Comparison:
     """Each finding's status; a finding whose files all came with the change is new even if it matches an old group."""
     diff = diff_manifests(baseline.manifest, manifest)
     diff.duplicates = duplicates_of_existing(diff, findings)

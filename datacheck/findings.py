@@ -1,8 +1,12 @@
-"""What an audit returns: findings and the report that holds them, as plain values the reporters render."""
+"""What an audit returns: findings, the report that holds them and its gate, as plain values the reporters render.
+
+The audit JSON is written and read in datacheck.audit_json; comparing with a baseline is datacheck.baseline's (which
+imports this module, never the other way round at run time).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -42,12 +46,40 @@ class Finding:
     paths: tuple[str, ...]
     message: str
     details: dict[str, Any] = field(default_factory=dict)
-    fingerprint: str = ""  # datacheck.baseline.fingerprint: the check and what it names, stable across runs
+    fingerprint: str = ""  # datacheck.baseline.finding_fingerprint: the check and what it names, stable across runs
 
     def fails(self, fail_on: str) -> bool:
         """Whether this finding fails a gate set to ``fail_on``."""
         threshold = Severity.threshold(fail_on)
         return threshold is not None and self.severity.rank >= threshold.rank
+
+
+@dataclass(frozen=True)
+class AuditGate:
+    """What ``--fail-on`` (and ``--fail-on-new``) make of an audit: the exit code, the pytest items and the page's
+    gate line all read it, so they agree."""
+
+    fail_on: str
+    fail_on_new: bool
+    passed: bool
+    verdict: str  # one line: "passes --fail-on error", "fails --fail-on error: 2 findings at or above error"
+    # The findings that fail it: not accepted, new ones only with fail_on_new, at or above fail_on.
+    failing: tuple[Finding, ...] = ()
+
+    @property
+    def option(self) -> str:
+        """The options that set this gate, as a user types them."""
+        return f"--fail-on {self.fail_on}" + (" --fail-on-new" if self.fail_on_new else "")
+
+    @classmethod
+    def judge(cls, report: AuditReport, fail_on: str, fail_on_new: bool) -> AuditGate:
+        failing = tuple(finding for finding in report.gating(new_only=fail_on_new) if finding.fails(fail_on))
+        gate = cls(fail_on, fail_on_new, not failing, "", failing)
+        if not failing:
+            return replace(gate, verdict=f"passes {gate.option}")
+        which = "new finding" if fail_on_new else "finding"
+        count = f"{len(failing)} {which}{'s' if len(failing) != 1 else ''}"
+        return replace(gate, verdict=f"fails {gate.option}: {count} at or above {fail_on}")
 
 
 @dataclass
@@ -64,6 +96,12 @@ class AuditReport:
     manifest: dict[str, ManifestEntry] = field(default_factory=dict)  # by path: every file, to diff a later audit
     comparison: Comparison | None = None  # against --baseline
     accepted: dict[str, str] = field(default_factory=dict)  # fingerprint -> reason, from the settings
+    fail_on: str = "error"
+    fail_on_new: bool = False  # gate on findings new against the baseline only
+    gate: AuditGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gate = AuditGate.judge(self, self.fail_on, self.fail_on_new)
 
     def counts(self) -> dict[str, int]:
         """Findings per severity, every severity present."""
@@ -87,10 +125,6 @@ class AuditReport:
             if finding.fingerprint not in self.accepted
             and not (new_only and self.comparison and self.comparison.status(finding).status != "new")
         ]
-
-    def fails(self, fail_on: str, *, new_only: bool = False) -> bool:
-        """Whether the CI gate fails: any gating finding at or above ``fail_on`` (error, warning; never)."""
-        return any(finding.fails(fail_on) for finding in self.gating(new_only=new_only))
 
     def new_counts(self) -> dict[str, int]:
         """New findings per severity (against the baseline), every severity present."""
@@ -123,36 +157,3 @@ class AuditReport:
         counts = self.new_counts().items()
         new = [f"{n} {Severity(severity).noun}{'s' if n != 1 else ''}" for severity, n in counts if n]
         return f"{self.comparison.diff.summary()}; new: {', '.join(new) or 'none'}; fixed: {len(self.comparison.fixed)}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The documented JSON shape; ``format`` and ``version`` let a later audit read it as its baseline."""
-        from datacheck.baseline import AUDIT_FORMAT, AUDIT_VERSION
-
-        shape: dict[str, Any] = {
-            "format": AUDIT_FORMAT,
-            "version": AUDIT_VERSION,
-            "dataset": self.dataset,
-            "summary": self.summary(),
-            "findings": [self._finding_dict(finding) for finding in self.findings],
-        }
-        if self.comparison is not None:
-            shape["baseline"] = str(self.comparison.baseline)
-            shape["diff"] = self.comparison.diff.to_dict()
-            shape["fixed"] = [_plain(finding) for finding in self.comparison.fixed]
-        shape["manifest"] = [vars(entry) for entry in self.manifest.values()]
-        return shape
-
-    def _finding_dict(self, finding: Finding) -> dict[str, Any]:
-        shape = _plain(finding)
-        if self.comparison is not None:
-            status = self.comparison.status(finding)
-            shape["status"] = status.status
-            if status.status == "changed":
-                shape.update(gained=list(status.gained), lost=list(status.lost))
-        if finding.fingerprint in self.accepted:
-            shape["accepted"] = {"reason": self.accepted[finding.fingerprint]}
-        return shape
-
-
-def _plain(finding: Finding) -> dict[str, Any]:
-    return {**asdict(finding), "severity": finding.severity.value, "paths": list(finding.paths)}

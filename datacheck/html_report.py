@@ -7,9 +7,10 @@ import html
 from collections.abc import Iterable
 from pathlib import Path
 
+from datacheck.audit_formats import finding_mark, findings_by_check, plural, shown_value
 from datacheck.baseline import DatasetDiff
 from datacheck.findings import AuditReport, Finding, Severity
-from datacheck.reports import finding_mark, findings_by_check, plural, shown_value
+from datacheck.registry import check_class
 from retrain.core.dataset import IMAGE_EXTENSIONS
 from retrain.core.display import printable
 from retrain.core.thumbnails import THUMBNAIL_SIZE, thumbnail_uri
@@ -20,10 +21,9 @@ THUMBNAILS_PER_FINDING = 6
 PICTURED_PER_CHECK = 12
 LISTED_PER_CHECK = 200
 LISTED_PER_CHANGE = 200
-SHOWN_ELSEWHERE = frozenset({"reason"})  # in the message and the placeholder of the file it could not picture
 
 
-def render_html(report: AuditReport, *, fail_on: str, new_only: bool = False) -> str:
+def render_html(report: AuditReport) -> str:
     """The page; only the pictured files are decoded again (through the guarded decoder), one after another: a
     thumbnail costs about 4 ms, and a thread pool was no faster on two cores (benchmarks/README.md)."""
     groups = list(findings_by_check(report))
@@ -36,7 +36,7 @@ def render_html(report: AuditReport, *, fail_on: str, new_only: bool = False) ->
     }
     body = [
         f"<h1>Dataset audit: {_text(report.dataset)}</h1>",
-        _summary(report, fail_on, new_only),
+        _summary(report),
         _change(report),
         *(_check_section(report, check, findings, pictures) for check, findings in groups),
     ]
@@ -58,13 +58,13 @@ def _images(report: AuditReport, finding: Finding) -> list[str]:
     ]
 
 
-def _summary(report: AuditReport, fail_on: str, new_only: bool) -> str:
+def _summary(report: AuditReport) -> str:
     counts = report.counts()
     rows = {
         "dataset": _text(report.dataset),
         "images": f"{report.images} in {plural(len(report.classes), 'class')}",
         "findings": _severities(counts),
-        "gate": _gate(report, fail_on, new_only),
+        "gate": _gate(report),
         "audit time": f"{report.seconds:.1f} s",
     }
     if report.comparison is not None:
@@ -85,14 +85,16 @@ def _severities(counts: dict[str, int]) -> str:
     return ", ".join(shown)
 
 
-def _gate(report: AuditReport, fail_on: str, new_only: bool) -> str:
+def _gate(report: AuditReport) -> str:
     """What ``--fail-on`` (and ``--fail-on-new``) make of this audit, as the exit code says it."""
-    option = f"--fail-on {fail_on}" + (" --fail-on-new" if new_only else "")
-    failing = [finding for finding in report.gating(new_only=new_only) if finding.fails(fail_on)]
-    if not failing:
-        return f"<span class=pass>passes</span> <code>{option}</code>"
-    which = "new finding" if new_only else "finding"
-    return f"<span class=fail>fails</span> <code>{option}</code>: {plural(len(failing), which)} at or above {fail_on}"
+    gate = report.gate
+    if gate.passed:
+        return f"<span class=pass>passes</span> <code>{gate.option}</code>"
+    which = "new finding" if gate.fail_on_new else "finding"
+    return (
+        f"<span class=fail>fails</span> <code>{gate.option}</code>: {plural(len(gate.failing), which)} at or above "
+        f"{gate.fail_on}"
+    )
 
 
 def _per_check(report: AuditReport) -> str:
@@ -242,19 +244,13 @@ def _members_changed(report: AuditReport, finding: Finding) -> str:
 
 
 def _details(finding: Finding) -> str:
-    """A finding's own values (the JSON's names); a mislabel as its given and predicted class."""
-    details = finding.details
-    if "likely" in details and "given" in details:
-        return (
-            f"given <b>{_text(details['given'])}</b> ({details['given_probability']:.0%}), "
-            f"predicted <b>{_text(details['likely'])}</b> ({details['likely_probability']:.0%})"
-        )
-    values = [
-        f"{key} = <b>{_text(shown_value(value))}</b>"
-        for key, value in _flat(details.items())
-        if key not in SHOWN_ELSEWHERE
-    ]
+    """A finding's own values, as its check describes them (by default the JSON's names)."""
+    values = [f"{_text(name)} <b>{_text(shown_value(value))}</b>" for name, value in _described(finding)]
     return f"<span class=details>{', '.join(values)}</span>"
+
+
+def _described(finding: Finding) -> list[tuple[str, object]]:
+    return check_class(finding.check).describe(finding.details)
 
 
 def _flat(items: Iterable[tuple[str, object]]) -> list[tuple[str, object]]:
@@ -270,9 +266,8 @@ def _figure(report: AuditReport, finding: Finding, path: str, picture: str | Non
     else:
         shown = f"<div class=placeholder>{_text(_why_no_picture(report, finding, path))}</div>"
     per_path = [
-        f"{key} {_text(shown_value(value[path]))}"
-        for key, value in finding.details.items()
-        if isinstance(value, dict) and path in value and "hash" not in key
+        f"{_text(key)} {_text(shown_value(value))}"
+        for key, value in check_class(finding.check).per_path(finding.details, path)
     ]
     entry = report.manifest.get(path)
     split = [f"split {_text(entry.split)}"] if entry is not None and not per_path else []
@@ -280,8 +275,9 @@ def _figure(report: AuditReport, finding: Finding, path: str, picture: str | Non
 
 
 def _why_no_picture(report: AuditReport, finding: Finding, path: str) -> str:
-    if "reason" in finding.details:
-        return f"no picture: {finding.details['reason']}"
+    known = check_class(finding.check).missing_picture(finding.details)
+    if known is not None:
+        return known
     if not (Path(report.dataset) / path).exists():
         return "no picture: the file is no longer there"
     return "no picture: the file cannot be decoded"

@@ -1,11 +1,19 @@
-"""The one decoding pass: every image file is read once and all per-image properties come out of it, as a table."""
+"""The one decoding pass: every image file is read once and all per-image properties come out of it, as a table.
+
+What is measured is registered: the shared statistics here, and each check's own ``Measurement``
+(``Check.measurements``) in its module. The property cache's folder is named by what is registered, so changing one
+measurement's version (or adding one) measures every image again, while an unchanged set reuses every cached row.
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import imagehash
 import numpy as np
@@ -17,16 +25,42 @@ from retrain.core.dataset import FolderScan, split_for
 from retrain.core.errors import ExecutorStopped
 from retrain.core.images import DECODER_VERSION, ImageDecodeError, LfsPointerError, OversizedImageError, decode_image
 from retrain.core.per_image import ItemMap, thread_map
-from retrain.core.settings import AuditSettings, SplitSettings
+from retrain.core.settings import SplitSettings
+
+if TYPE_CHECKING:
+    from datacheck.settings import AuditSettings
 
 # Pixel statistics are measured at this size, so that sharpness and detail compare across photos of any size.
 MEASURE_SIZE = (256, 256)
-# Bump when what a row holds or how it is measured changes: cached rows are kept in a folder named by it.
-PROPERTIES_VERSION = 2
-# A channel at or above this (of 255) is clipped: the sensor or an edit saturated it and its detail is gone.
-CLIPPED_LEVEL = 250
 
 ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """A decoded image as measurements see it: scaled to fit MEASURE_SIZE, its RGB values (0..255), its channels
+    and luminance (0..1), computed once for every measurement."""
+
+    image: Image.Image
+    values: np.ndarray
+    red: np.ndarray
+    green: np.ndarray
+    blue: np.ndarray
+    luminance: np.ndarray
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Per-image values measured in the one decoding pass: ``measure`` returns one float per column.
+
+    Bump ``version`` when what it measures changes: the property cache is named by every registered measurement's
+    name and version, so its rows are then measured again.
+    """
+
+    name: str
+    measure: Callable[[Pixels], dict[str, float]]
+    columns: dict[str, str]  # column -> what it means
+    version: int = 1
 
 
 @dataclass
@@ -40,11 +74,36 @@ class ImageProperties:
 
 
 def property_cache(settings: AuditSettings) -> ShardStore:
-    """Where measured rows are kept, by content key: ``properties-v<N>-d<decoder>/`` under ``--property-cache``, by
+    """Where measured rows are kept, by content key: ``properties-<digest>-d<decoder>/`` under ``--property-cache``, by
     default beside the bottlenecks (so whatever keeps the bottleneck cache between CI runs keeps this one too)."""
     root = settings.property_cache or settings.module.bottleneck_dir
-    folder = f"properties-v{PROPERTIES_VERSION}-d{DECODER_VERSION}"
-    return ShardStore(Path(root) / folder, dtype=RECORD_DTYPE, what="image properties")
+    folder = f"properties-{properties_version()}-d{DECODER_VERSION}"
+    return ShardStore(Path(root) / folder, dtype=record_dtype(), what="image properties")
+
+
+@functools.cache
+def measurements() -> tuple[Measurement, ...]:
+    """The shared statistics, then every registered check's measurements, in report order; two checks may share one
+    measurement, but no two measurements a name or a column."""
+    from datacheck.registry import registered_checks
+
+    found = {SHARED.name: SHARED}
+    for check in registered_checks().values():
+        for measurement in check.measurements:
+            if found.setdefault(measurement.name, measurement) is not measurement:
+                raise ValueError(f"check {check.id!r} declares another measurement named {measurement.name!r}")
+    owners: dict[str, str] = {}
+    for measurement in found.values():
+        for column in measurement.columns:
+            if owners.setdefault(column, measurement.name) != measurement.name or column in _IDENTITY:
+                raise ValueError(f"measurement {measurement.name!r} adds column {column!r}, which is already measured")
+    return tuple(found.values())
+
+
+def properties_version() -> str:
+    """What the cached rows hold: a digest of every registered measurement's name, version and columns."""
+    text = "\n".join(f"{m.name}:{m.version}:{','.join(m.columns)}" for m in measurements())
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def image_properties(
@@ -87,7 +146,7 @@ def image_properties(
         _save(cache, rows, unsaved, files)
         cache.compact()
     result.computed = len(missing)
-    table = pd.DataFrame(rows, columns=list(_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(columns()))
     table.insert(0, "path", [path.relative_to(scan.root).as_posix() for _, path in files])
     table.insert(1, "label", [label for label, _ in files])
     table.insert(
@@ -97,8 +156,8 @@ def image_properties(
     return result
 
 
-# The measured columns, after path, label and split; what each means.
-_COLUMNS = {
+# A row's columns before the measured ones, after path, label and split; what each means.
+_IDENTITY = {
     "bytes": "file size",
     "sha1": "content key, as the bottleneck cache keys it",
     "error": "why the file could not be decoded, else None (and no statistics)",
@@ -107,18 +166,50 @@ _COLUMNS = {
     "height": "pixels, as displayed (after EXIF orientation)",
     "mode": "the file's own colour mode: RGB, L, CMYK, RGBA, P, ...",
     "format": "the file's actual format (JPEG, PNG, ...), whatever its extension",
-    "red": "mean red, 0..1",
-    "green": "mean green, 0..1",
-    "blue": "mean blue, 0..1",
-    "brightness": "mean luminance, 0..1",
-    "contrast": "standard deviation of luminance: near 0 for a blank image",
-    "sharpness": "variance of the Laplacian of luminance at MEASURE_SIZE: near 0 when blurred",
-    "shadows": "1st percentile of luminance: even the darkest pixels are light when this is high",
-    "highlights": "99th percentile of luminance: even the brightest pixels are dark when this is low",
-    "colourfulness": "99th percentile of the spread between largest and smallest channel: 0 when no pixel has colour",
-    "clipped": "fraction of pixels clipped in two or more channels: blown to white, or to yellow, cyan or magenta",
-    "phash": "perceptual hash (64 bits, hex): close for resized or re-encoded copies",
 }
+
+
+def _shared(pixels: Pixels) -> dict:
+    red, green, blue, luminance = pixels.red, pixels.green, pixels.blue, pixels.luminance
+    return dict(
+        red=float(red.mean()),
+        green=float(green.mean()),
+        blue=float(blue.mean()),
+        brightness=float(luminance.mean()),
+        contrast=float(luminance.std()),
+        shadows=_percentile(luminance, 0.01),
+        highlights=_percentile(luminance, 0.99),
+        colourfulness=_percentile(
+            np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue), 0.99
+        ),
+        phash=str(imagehash.phash(pixels.image)),
+    )
+
+
+# The statistics several checks read (dark, light, low_information, grayscale, near_duplicates, shortcut_bias, ...).
+SHARED = Measurement(
+    "shared",
+    _shared,
+    {
+        "red": "mean red, 0..1",
+        "green": "mean green, 0..1",
+        "blue": "mean blue, 0..1",
+        "brightness": "mean luminance, 0..1",
+        "contrast": "standard deviation of luminance: near 0 for a blank image",
+        "shadows": "1st percentile of luminance: even the darkest pixels are light when this is high",
+        "highlights": "99th percentile of luminance: even the brightest pixels are dark when this is low",
+        "colourfulness": "99th percentile of the spread between largest and smallest channel: 0 when no pixel has "
+        "colour",
+        "phash": "perceptual hash (64 bits, hex): close for resized or re-encoded copies",
+    },
+    version=2,
+)
+
+
+@functools.cache
+def columns() -> dict[str, str]:
+    """Every column of a row but path, label and split, and what each means."""
+    return _IDENTITY | {name: meaning for m in measurements() for name, meaning in m.columns.items()}
 
 
 _KINDS = {OversizedImageError: "oversized", LfsPointerError: "lfs_pointer"}
@@ -126,7 +217,7 @@ _KINDS = {OversizedImageError: "oversized", LfsPointerError: "lfs_pointer"}
 
 def _identify(path: Path) -> dict:
     """A row with the file's size and content key, or the reason it cannot be read."""
-    row: dict = dict.fromkeys(_COLUMNS)
+    row: dict = dict.fromkeys(columns())
     try:
         row["bytes"] = path.stat().st_size
         row["sha1"] = content_key(path)
@@ -148,40 +239,32 @@ def measured_row(path: Path, size: int) -> dict:
         return {"error": str(error), "error_kind": _KINDS[type(error)]}
     except ImageDecodeError as error:
         return {"error": _reason(size, error.__cause__ or error), "error_kind": "corrupt"}
-    pixels = decoded.pixels  # measured in place: a copy of a large image would double the pass's memory
-    pixels.thumbnail(MEASURE_SIZE, Image.Resampling.BILINEAR)
-    values = np.asarray(pixels)
+    image = decoded.pixels  # measured in place: a copy of a large image would double the pass's memory
+    image.thumbnail(MEASURE_SIZE, Image.Resampling.BILINEAR)
+    values = np.asarray(image)
     red, green, blue = (channel for channel in values.astype(np.float32).transpose(2, 0, 1) / 255.0)
-    luminance = 0.299 * red + 0.587 * green + 0.114 * blue
-    return dict(
-        width=decoded.width,
-        height=decoded.height,
-        mode=decoded.mode,
-        format=decoded.format,
-        red=float(red.mean()),
-        green=float(green.mean()),
-        blue=float(blue.mean()),
-        brightness=float(luminance.mean()),
-        contrast=float(luminance.std()),
-        sharpness=float(_laplacian(luminance).var()),
-        shadows=_percentile(luminance, 0.01),
-        highlights=_percentile(luminance, 0.99),
-        colourfulness=_percentile(
-            np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue), 0.99
-        ),
-        clipped=float(((values >= CLIPPED_LEVEL).sum(axis=2) >= 2).mean()),
-        phash=str(imagehash.phash(pixels)),
-    )
+    pixels = Pixels(image, values, red, green, blue, 0.299 * red + 0.587 * green + 0.114 * blue)
+    row = dict(width=decoded.width, height=decoded.height, mode=decoded.mode, format=decoded.format)
+    for measurement in measurements():
+        row.update(measurement.measure(pixels))
+    return row
 
 
 # A cached row: the measured columns but the key (the store's own) as fixed-width fields; floats as float64, so a
 # reused row is the measured one to the bit and findings are the same cold or warm. Strings are UTF-8.
 _TEXT = {"error": "S400", "error_kind": "S16", "mode": "S16", "format": "S16", "phash": "S16"}
 _INTEGERS = ("bytes", "width", "height")
-RECORD_DTYPE = np.dtype(
-    [(name, _TEXT.get(name, "<i8" if name in _INTEGERS else "<f8")) for name in _COLUMNS if name != "sha1"]
-)
-_MEASURED = [name for name in RECORD_DTYPE.names if name not in ("bytes", "error", "error_kind")]
+
+
+@functools.cache
+def record_dtype() -> np.dtype:
+    return np.dtype(
+        [(name, _TEXT.get(name, "<i8" if name in _INTEGERS else "<f8")) for name in columns() if name != "sha1"]
+    )
+
+
+def _measured() -> list[str]:
+    return [name for name in record_dtype().names if name not in ("bytes", "error", "error_kind")]
 
 
 def _reuse(rows: list[dict], cache: ShardStore | None) -> ImageProperties:
@@ -190,7 +273,7 @@ def _reuse(rows: list[dict], cache: ShardStore | None) -> ImageProperties:
     keys = sorted({row["sha1"] for row in rows if row["sha1"] is not None})
     if cache is None or not keys:
         return result
-    records = np.zeros((len(keys), 1), RECORD_DTYPE)
+    records = np.zeros((len(keys), 1), record_dtype())
     read = cache.read(keys, records)
     cached = {key: record for key, record, found in zip(keys, records[:, 0], read.found, strict=True) if found}
     for row in rows:
@@ -211,16 +294,16 @@ def _save(cache: ShardStore, rows: list[dict], indices: list[int], files: list[t
         row, path = rows[index], files[index][1]
         if (
             path.name not in (row["error"] or "")
-            and len((row["error"] or "").encode()) <= RECORD_DTYPE["error"].itemsize
+            and len((row["error"] or "").encode()) <= record_dtype()["error"].itemsize
         ):
             fresh[row["sha1"]] = _to_record(row)
     if fresh:
-        cache.add(list(fresh), np.array(list(fresh.values()), RECORD_DTYPE).reshape(-1, 1))
+        cache.add(list(fresh), np.array(list(fresh.values()), record_dtype()).reshape(-1, 1))
 
 
 def _to_record(row: dict) -> tuple:
     values = []
-    for name in RECORD_DTYPE.names:
+    for name in record_dtype().names:
         value = row[name]
         if name in _TEXT:
             values.append((value or "").encode())
@@ -237,7 +320,7 @@ def _from_record(record: np.void) -> dict:
     row = {"bytes": int(record["bytes"]), "error": error or None, "error_kind": record["error_kind"].decode() or None}
     if error:
         return row
-    for name in _MEASURED:
+    for name in _measured():
         value = record[name]
         if name in _TEXT:
             row[name] = value.decode() or None
@@ -250,14 +333,6 @@ def _percentile(values: np.ndarray, fraction: float) -> float:
     """A percentile of values in [0, 1] at 1/255 resolution, from a histogram rather than a sort: much faster."""
     cumulative = np.cumsum(np.bincount((values * 255).astype(np.uint8).ravel(), minlength=256)) / values.size
     return float(np.searchsorted(cumulative, fraction) / 255)
-
-
-def _laplacian(image: np.ndarray) -> np.ndarray:
-    return (
-        4 * image[1:-1, 1:-1] - image[:-2, 1:-1] - image[2:, 1:-1] - image[1:-1, :-2] - image[1:-1, 2:]
-        if min(image.shape) >= 3
-        else np.zeros(1, dtype=image.dtype)
-    )
 
 
 def _reason(size: int, error: BaseException) -> str:

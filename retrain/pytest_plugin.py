@@ -195,10 +195,9 @@ class DatasetCheckItem(_DatasetItem):
     """One registered check: fails on findings at or above fail-on, warns about the others."""
 
     def runtest(self) -> None:
-        fail_on = _settings(self.config).fail_on
         report = _audit(self.config)
         findings = [finding for finding in report.findings if finding.check == self.name]
-        failing = [finding for finding in report.gating() if finding.check == self.name and finding.fails(fail_on)]
+        failing = [finding for finding in report.gate.failing if finding.check == self.name]
         for finding in findings:
             if finding not in failing:
                 warnings.warn(DatasetFindingWarning(_describe(finding)), stacklevel=1)
@@ -220,7 +219,7 @@ class FindingItem(_DatasetItem):
         status = report.comparison.status(self.finding).status
         if status != "new":
             pytest.skip(f"{status} since the baseline: {self.finding.fingerprint}")
-        if self.finding.fails(_settings(self.config).fail_on):
+        if self.finding in report.gate.failing:
             raise DatasetCheckFailed(_describe(self.finding))
         warnings.warn(DatasetFindingWarning(_describe(self.finding)), stacklevel=1)
 

@@ -87,6 +87,7 @@ def test_duplicate_checks_alone_run_on_the_hash_without_tensorflow(leaky, tmp_pa
     code = (
         "import sys; from typer.testing import CliRunner; from retrain.cli import app; "
         f"r = CliRunner().invoke(app, ['check', {str(root)!r}, '--only', 'near_duplicates,split_leakage', "
+        "'--no-bottlenecks', "
         f"'--property-cache', {str(tmp_path / 'cache')!r}, '--fail-on', 'never']); "
         "print(r.exit_code, 'tensorflow' in sys.modules)"
     )

@@ -15,7 +15,8 @@ import datacheck.neighbours
 from datacheck.audit import audit_data
 from datacheck.checks.duplicates import NEIGHBOURS, _EmbeddingJudge, _hash_pairs
 from datacheck.neighbours import Neighbours
-from retrain.core.settings import AuditSettings, ModuleSettings
+from datacheck.settings import AuditSettings
+from retrain.core.settings import ModuleSettings
 from retrain.training.bottlenecks import bottleneck_source
 
 

@@ -135,6 +135,16 @@ def test_the_shell_the_reports_and_the_audit_import_without_tensorflow(module: s
     assert result.stdout.strip() == "False"
 
 
+def test_findings_and_baselines_do_not_import_each_other() -> None:
+    """A finding is a plain value: comparing it with a baseline builds on it, never the other way round."""
+    import subprocess
+    import sys
+
+    code = "import sys, datacheck.findings; print('datacheck.baseline' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
+
+
 def test_pixel_checks_and_reports_run_without_tensorflow(flowers_sample: Path, tmp_path: Path) -> None:
     """`report` and a pixel-only `check` never import TensorFlow: no oneDNN notice, and sys.modules says so."""
     import subprocess

@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import DefectiveDataset, copy_dataset, run_cli, sample_photos
 
-CHEAP = ("--skip", "suspected_mislabel,shortcut_bias,outlier")  # the options under test do not depend on these
+# the options under test do not depend on these
+CHEAP = ("--skip", "suspected_mislabel,shortcut_bias,outlier", "--no-bottlenecks")
 
 
 def _one_line_error(run, *fragments: str) -> None:

@@ -17,7 +17,7 @@ import pytest
 from retrain.core.display import printable
 from tests.conftest import DefectiveDataset, run_cli
 
-CHEAP = ("--skip", "suspected_mislabel,shortcut_bias,outlier")
+CHEAP = ("--skip", "suspected_mislabel,shortcut_bias,outlier", "--no-bottlenecks")
 REPO = Path(__file__).resolve().parents[1]
 LONG_NAME = "a-photo-whose-name-alone-is-longer-than-a-log-line-" + "x" * 40 + ".jpg"
 NAMES = {"error": "error", "warning": "warning", "info": "note"}

@@ -16,7 +16,8 @@ from retrain.core.settings_file import tomllib
 from tests.conftest import run_cli
 from tests.defects import edited, resized
 
-PIXELS = ("--skip", "suspected_mislabel,shortcut_bias,outlier")  # the pixel checks only: no TensorFlow
+# the pixel checks only: no TensorFlow
+PIXELS = ("--skip", "suspected_mislabel,shortcut_bias,outlier", "--no-bottlenecks")
 GRAYSCALE = "roses/13342823005_16d3df58df_n.jpg"  # black and white in the sample: the old finding the change fixes
 NEAR_PAIR = "sunflowers/14741866338_bdc8bfc8d5_n.jpg"  # one of the sample's near-duplicate pair, which the change grows
 pytest_plugins = ["pytester"]

@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from datacheck.properties import property_cache
+from datacheck.settings import AuditSettings
 from retrain.core.bottleneck_cache import BottleneckCache, content_key
 from tests.conftest import copy_dataset, run_cli, sample_photos
 
 # Pixel checks only: no TensorFlow, and every finding comes from the property table.
-PIXEL_CHECKS = ("--skip", "suspected_mislabel,outlier")
-PROPERTIES_FOLDER = "properties-v2-d2"
+PIXEL_CHECKS = ("--skip", "suspected_mislabel,outlier", "--no-bottlenecks")
+PROPERTIES_FOLDER = property_cache(AuditSettings()).directory.name
 
 
 @pytest.fixture

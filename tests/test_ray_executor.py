@@ -19,13 +19,14 @@ import pandas as pd
 import pytest
 
 from datacheck.audit import audit_dataset
+from datacheck.settings import AuditSettings
+from retrain.app.audit import audit_settings
 from retrain.core.bottleneck_cache import BottleneckCache
 from retrain.core.dataset import LabeledImage, list_dataset
 from retrain.core.errors import ExecutorStopped, InputError
 from retrain.core.hooks import Hooks
 from retrain.core.per_image import thread_map
-from retrain.core.settings import AuditSettings, ExecutionSettings, SplitSettings
-from retrain.core.settings_file import load_settings
+from retrain.core.settings import ExecutionSettings, SplitSettings
 from retrain.training.bottlenecks import compute_bottlenecks
 from retrain.training.modules import load_image_module
 from retrain.training.ray_executor import ray_map
@@ -68,10 +69,10 @@ def bottleneck_actors() -> int:
 def test_executor_is_a_setting_of_the_settings_file(tmp_path: Path) -> None:
     config = tmp_path / "retrain-ci.toml"
     config.write_text('executor = "ray"\nray-address = "auto"\n')
-    assert load_settings(config).execution == ExecutionSettings("ray", "auto")
+    assert audit_settings(config, {}).execution == ExecutionSettings("ray", "auto")
     config.write_text('executor = "spark"\n')
     with pytest.raises(InputError, match="executor must be one of local, ray"):
-        load_settings(config)
+        audit_settings(config, {})
 
 
 @pytest.mark.parametrize("command", ["train", "check"])

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import recall_score
 
 from datacheck.findings import Finding, Severity
-from datacheck.models import out_of_fold
 from datacheck.registry import AuditData, Check, register
 
 # What a camera, a room or a scraper leaves in every photo of a class, without looking at the object.
@@ -40,6 +37,12 @@ class ShortcutBias(Check):
     id = "shortcut_bias"
 
     def run(self, data: AuditData) -> list[Finding]:
+        # scikit-learn takes a second to load: only when the check runs, not whenever the settings are built
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.metrics import recall_score
+
+        from datacheck.models import out_of_fold
+
         images = data.readable()
         if len(images) > MAX_PHOTOS:
             images = images.groupby("label").sample(frac=MAX_PHOTOS / len(images), random_state=0)

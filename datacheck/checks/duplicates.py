@@ -9,14 +9,15 @@ its 12 neighbours (144 bytes) and, above 20,000 photos, a projected copy and gra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from datacheck.findings import Finding, Severity
 from datacheck.neighbours import Neighbours, hash_pairs
-from datacheck.registry import AuditData, Check, register
-from retrain.core.settings import AuditSettings
+from datacheck.registry import AuditData, Check, Need, register
+from datacheck.settings import AuditSettings
 
 # A photo's typical similarity to others: the mean over this many nearest neighbours after its nearest (which may be
 # its twin). A pair is one picture when it is much closer than either photo is to its neighbourhood, so a daisy among
@@ -189,6 +190,7 @@ class ExactDuplicates(Check):
     Memory per image: about 100 bytes beyond the audit table (grouping by content key)."""
 
     id = "exact_duplicates"
+    groups_copies = True
 
     def run(self, data: AuditData) -> list[Finding]:
         return [
@@ -209,6 +211,8 @@ class ConflictingLabels(Check):
     beyond the audit table (grouping by content key)."""
 
     id = "conflicting_labels"
+    groups_copies = True
+    label_bound = True
 
     def run(self, data: AuditData) -> list[Finding]:
         return [
@@ -230,6 +234,13 @@ class NearDuplicates(Check):
     about 5.5 KB with them (6.5 KB above 20,000 photos): see the module's docstring."""
 
     id = "near_duplicates"
+    needs = frozenset({Need.BETTER_WITH_BOTTLENECKS})
+    groups_copies = True
+
+    @classmethod
+    def per_path(cls, details: dict[str, Any], path: str) -> list[tuple[str, Any]]:
+        """Not the perceptual hashes, which say nothing to people."""
+        return [(key, value) for key, value in super().per_path(details, path) if key != "perceptual_hashes"]
 
     def run(self, data: AuditData) -> list[Finding]:
         findings = []
@@ -258,6 +269,8 @@ class SplitLeakage(Check):
     Memory per image: near_duplicates' picture groups, shared."""
 
     id = "split_leakage"
+    needs = frozenset({Need.BETTER_WITH_BOTTLENECKS})
+    groups_copies = True
 
     def run(self, data: AuditData) -> list[Finding]:
         return [

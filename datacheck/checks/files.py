@@ -3,6 +3,8 @@ other kinds, files outside any class."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from datacheck.findings import Finding, Severity
 from datacheck.registry import AuditData, Check, register
 from retrain.core.dataset import IMAGE_EXTENSIONS, UNDECODABLE_REASON
@@ -12,8 +14,21 @@ from retrain.core.settings_file import CONFIG_FILE, PYPROJECT
 EXTENSIONS = ", ".join(sorted(IMAGE_EXTENSIONS))
 
 
+class UnusableFile(Check):
+    """Findings that keep why a file or folder cannot be used in ``reason``: reports show it once, not beside it."""
+
+    @classmethod
+    def describe(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        """Not the reason: the message and the placeholder of the file say it."""
+        return super().describe({key: value for key, value in details.items() if key != "reason"})
+
+    @classmethod
+    def missing_picture(cls, details: dict[str, Any]) -> str | None:
+        return f"no picture: {details['reason']}" if "reason" in details else None
+
+
 @register
-class CorruptImage(Check):
+class CorruptImage(UnusableFile):
     """Truncated, empty, undecodable or not an image at all: training skips it, so it silently shrinks the class."""
 
     id = "corrupt_image"
@@ -62,7 +77,7 @@ class UndecodableName(Check):
 
 
 @register
-class OversizedImage(Check):
+class OversizedImage(UnusableFile):
     """Too many pixels to decode within the memory budget: training skips it rather than exhaust the machine."""
 
     id = "oversized_image"
@@ -87,7 +102,7 @@ class LfsPointer(Check):
 
 
 @register
-class UnreadableFolder(Check):
+class UnreadableFolder(UnusableFile):
     """A folder inside a class that cannot be listed: its images are missing from the audit and from training."""
 
     id = "unreadable_folder"

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-from cleanlab.filter import find_label_issues
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import Normalizer
 
 from datacheck.findings import Finding, Severity
-from datacheck.models import out_of_fold
-from datacheck.registry import AuditData, Check, register
+from datacheck.registry import AuditData, Check, Need, register
 
 
 @register
@@ -26,9 +23,26 @@ class SuspectedMislabel(Check):
     """
 
     id = "suspected_mislabel"
-    needs_bottlenecks = True
+    needs = frozenset({Need.BOTTLENECKS})
+    label_bound = True
+
+    @classmethod
+    def describe(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        """The given class and the predicted one, with their probabilities."""
+        return [
+            ("given", f"{details['given']} ({details['given_probability']:.0%})"),
+            ("predicted", f"{details['likely']} ({details['likely_probability']:.0%})"),
+        ]
 
     def run(self, data: AuditData) -> list[Finding]:
+        # scikit-learn takes a second to load: only when the check runs, not whenever the settings are built
+        from cleanlab.filter import find_label_issues
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import Normalizer
+
+        from datacheck.models import out_of_fold
+
         if data.bottlenecks is None:
             return []
         counts = data.images["label"].map(data.readable()["label"].value_counts()).fillna(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from datacheck.findings import Finding, Severity
-from datacheck.registry import AuditData, Check, register
+from datacheck.registry import AuditData, Check, Need, register
 
 # A photo's distance to the dataset: one minus its mean cosine similarity to this many nearest other photos, of any
 # class, so a photo filed in the wrong class (close to its true class) is suspected_mislabel's, not an outlier.
@@ -28,7 +28,7 @@ class Outlier(Check):
     """
 
     id = "outlier"
-    needs_bottlenecks = True
+    needs = frozenset({Need.BOTTLENECKS})
 
     def run(self, data: AuditData) -> list[Finding]:
         if data.bottlenecks is None:

@@ -1,4 +1,7 @@
-"""Image quality, from the statistics of the one decoding pass; thresholds flag no normal photo of the flower set."""
+"""Image quality, from the statistics of the one decoding pass; thresholds flag no normal photo of the flower set.
+
+``QualityCheck`` is the form of a pixel check: one measured value per image against one threshold. Checks with their
+own measurement and settings live in their own module (overexposed.py, blurry.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import pandas as pd
 
 from datacheck.findings import Finding, Severity
 from datacheck.registry import AuditData, Check, register
-from retrain.core.settings import AuditSettings
+from datacheck.settings import AuditSettings
 
 
 class QualityCheck(Check):
@@ -98,39 +101,6 @@ class Light(QualityCheck):
         return (
             f"overexposed or washed out: even its darkest parts are light (1st percentile of brightness {value:.2f}, "
             f"over {settings.light_shadows:g}): check that the subject is visible"
-        )
-
-
-@register
-class Overexposed(QualityCheck):
-    """Blown highlights: `light` misses a photo whose darkest parts stay black while most of it is clipped."""
-
-    id = "overexposed"
-    measure = "clipped"
-
-    def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:
-        return values >= settings.overexposed_clipped
-
-    def message(self, value: float, settings: AuditSettings) -> str:
-        return (
-            f"overexposed: {value:.0%} of the picture is clipped to white or a flat colour (at least "
-            f"{settings.overexposed_clipped:.0%}), its detail lost: use a better exposed photo, or accept it if it is "
-            "a subject on a white background"
-        )
-
-
-@register
-class Blurry(QualityCheck):
-    id = "blurry"
-    measure = "sharpness"
-
-    def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:
-        return values < settings.blurry_sharpness
-
-    def message(self, value: float, settings: AuditSettings) -> str:
-        return (
-            f"blurry (sharpness {value:.2g}, under {settings.blurry_sharpness:g}; out of focus or enlarged from a "
-            "thumbnail): a sharp photo teaches the class better"
         )
 
 

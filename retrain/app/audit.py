@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from datacheck.findings import AuditReport
+from datacheck.settings import AuditSettings
 from retrain.core.bottleneck_cache import Bottlenecks, BottleneckSource
 from retrain.core.dataset import LabeledImage
 from retrain.core.errors import InputError
 from retrain.core.hooks import Hooks
 from retrain.core.outputs import check_replaceable, check_writable
-from retrain.core.settings import AuditSettings, ModuleSettings
+from retrain.core.settings import GateSettings, ModuleSettings
 from retrain.core.settings_file import find_config_file, record_accepted, resolve_settings
 
 
@@ -24,7 +25,7 @@ def settings_file(image_dir: Path, given: Path | None, working_dir: Path) -> Pat
 
 def audit_settings(path: Path | None, options: Mapping[str, Any]) -> AuditSettings:
     """The audit's settings (file < environment < options) and their one cross-check."""
-    settings = resolve_settings(AuditSettings, path, options)
+    settings = resolve_settings(AuditSettings, path, options, shared_with=(GateSettings,))
     if settings.fail_on_new and settings.baseline is None:
         raise InputError("--fail-on-new needs --baseline: an earlier `retrain-ci check --format json`")
     return settings
@@ -34,7 +35,7 @@ def check_audit_outputs(settings: AuditSettings, output: Path | None, report_dir
     """Before any image is decoded: the report file and folder, the property cache and, when the checks use
     bottlenecks, their cache are writable."""
     from datacheck.properties import property_cache
-    from datacheck.registry import selected_checks
+    from datacheck.registry import wants_bottlenecks
 
     if output is not None:
         if not output.parent.is_dir():
@@ -42,7 +43,7 @@ def check_audit_outputs(settings: AuditSettings, output: Path | None, report_dir
         check_writable(output, "report", folder=False)
     if report_dir is not None:
         check_replaceable(report_dir, "audit folder")
-    if any(check.needs_bottlenecks for check in selected_checks(settings.only, settings.skip)):
+    if wants_bottlenecks(settings):
         check_writable(settings.module.bottleneck_dir, "bottleneck cache", folder=True)
     check_writable(property_cache(settings).directory, "property cache", folder=True)  # under it by default
 
@@ -51,10 +52,10 @@ def audit_job(root: Path, settings: AuditSettings, hooks: Hooks = Hooks()) -> Au
     """Audit ``root``: against ``settings.baseline`` when given, on the chosen executor, with bottlenecks (and
     TensorFlow) only when a selected check asks the engine for them."""
     from datacheck.audit import audit_dataset
-    from datacheck.baseline import load_baseline
+    from datacheck.audit_json import load_audit_baseline
     from retrain.training.executors import executor_for
 
-    baseline = load_baseline(settings.baseline) if settings.baseline is not None else None
+    baseline = load_audit_baseline(settings.baseline) if settings.baseline is not None else None
     executor = executor_for(settings.execution)
     executor.connect()  # before any image is decoded: one error line if its workers are not there
     return audit_dataset(

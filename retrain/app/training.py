@@ -19,7 +19,9 @@ def read_baseline(path: Path | None) -> BaselineRun | None:
 
 def gate_settings(settings_path: Path | None, baseline: BaselineRun | None, **options: float | None) -> GateSettings:
     """The gate (file < environment < options), held to the baseline run's accuracy when there is one."""
-    gate = resolve_settings(GateSettings, settings_path, options)
+    from datacheck.settings import AuditSettings
+
+    gate = resolve_settings(GateSettings, settings_path, options, shared_with=(AuditSettings,))
     return replace(gate, baseline_accuracy=baseline.accuracy if baseline else None)
 
 

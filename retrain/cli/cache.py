@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
+from datacheck.settings import AuditSettings
 from retrain.cli.common import user_errors
 from retrain.core.display import printable
 from retrain.core.errors import InputError
-from retrain.core.settings import AuditSettings
+from retrain.core.settings import GateSettings, ModuleSettings
 from retrain.core.settings_file import resolve_settings
 
-AUDIT = AuditSettings()
+MODULE = ModuleSettings()
 
 cache = typer.Typer(
     help="Keep the bottleneck and image-property caches small: they grow with every change to the data.",
@@ -29,7 +30,7 @@ def prune(
         typer.Option(
             "--bottleneck-dir",
             help="As for train; every module's folder in it is pruned.",
-            show_default=str(AUDIT.module.bottleneck_dir),
+            show_default=str(MODULE.bottleneck_dir),
         ),
     ] = None,
     property_cache: Annotated[
@@ -52,6 +53,7 @@ def prune(
             AuditSettings,
             settings_file(image_dir, config_file, Path.cwd()),
             {"bottleneck_dir": bottleneck_dir, "property_cache": property_cache},
+            shared_with=(GateSettings,),
         )
         images = [path for folder in scan_folder(image_dir).classes for path in folder.images]
         if not images:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from datacheck.settings import AuditSettings
 from retrain.cli.common import (
     ExecutorOption,
     ProgressBars,
@@ -19,10 +21,12 @@ from retrain.cli.common import (
     warn,
 )
 from retrain.core.outputs import staged_output
-from retrain.core.settings import AcceptedFinding, AuditSettings
+from retrain.core.settings import AcceptedFinding, ModuleSettings, SplitSettings
 from retrain.core.settings_file import CONFIG_FILE
 
-AUDIT = AuditSettings()
+# The defaults --help shows, read off the dataclass: building one would import every check (and pandas) at start-up.
+AUDIT = {f.name: f.default for f in dataclasses.fields(AuditSettings) if f.default is not dataclasses.MISSING}
+SPLIT, MODULE = SplitSettings(), ModuleSettings()
 # What --report-dir holds: file name -> format.
 AUDIT_FILES = {"audit.json": "json", "audit.md": "markdown", "audit.html": "html"}
 
@@ -54,7 +58,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         typer.Option(
             "--fail-on",
             metavar="LEVEL",
-            show_default=AUDIT.fail_on,
+            show_default=AUDIT["fail_on"],
             help="Exit 1 on a finding at or above: error, warning, never.",
         ),
     ] = None,
@@ -75,7 +79,10 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
     min_images: Annotated[
         int | None,
         typer.Option(
-            "--min-images", help="Error below this many images in a class.", show_default=str(AUDIT.min_images), min=0
+            "--min-images",
+            help="Error below this many images in a class.",
+            show_default=str(AUDIT["min_images"]),
+            min=0,
         ),
     ] = None,
     recommended_images: Annotated[
@@ -83,7 +90,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         typer.Option(
             "--recommended-images",
             help="Warning below this many images in a class.",
-            show_default=str(AUDIT.recommended_images),
+            show_default=str(AUDIT["recommended_images"]),
             min=0,
         ),
     ] = None,
@@ -92,7 +99,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         typer.Option(
             "--max-imbalance",
             help="Warning when the largest class is this many times a class.",
-            show_default=f"{AUDIT.max_imbalance:g}",
+            show_default=f"{AUDIT['max_imbalance']:g}",
         ),
     ] = None,
     near_duplicate_bits: Annotated[
@@ -100,7 +107,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         typer.Option(
             "--near-duplicate-bits",
             help="Perceptual hashes this close (of 64 bits) are one picture.",
-            show_default=str(AUDIT.near_duplicate_bits),
+            show_default=str(AUDIT["near_duplicate_bits"]),
         ),
     ] = None,
     testing_percentage: Annotated[
@@ -108,7 +115,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         typer.Option(
             "--testing-percentage",
             help="As for train.",
-            show_default=f"{AUDIT.split.testing_percentage:g}",
+            show_default=f"{SPLIT.testing_percentage:g}",
             min=0.0,
             max=100.0,
         ),
@@ -118,17 +125,17 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         typer.Option(
             "--validation-percentage",
             help="As for train.",
-            show_default=f"{AUDIT.split.validation_percentage:g}",
+            show_default=f"{SPLIT.validation_percentage:g}",
             min=0.0,
             max=100.0,
         ),
     ] = None,
     bottleneck_dir: Annotated[
         Path | None,
-        typer.Option("--bottleneck-dir", help="As for train.", show_default=str(AUDIT.module.bottleneck_dir)),
+        typer.Option("--bottleneck-dir", help="As for train.", show_default=str(MODULE.bottleneck_dir)),
     ] = None,
     tfhub_module: Annotated[
-        str | None, typer.Option("--tfhub-module", help="As for train.", show_default=AUDIT.module.tfhub_module)
+        str | None, typer.Option("--tfhub-module", help="As for train.", show_default=MODULE.tfhub_module)
     ] = None,
     baseline: Annotated[
         Path | None,
@@ -165,11 +172,20 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             show_default="the bottleneck dir",
         ),
     ] = None,
+    use_bottlenecks: Annotated[
+        bool | None,
+        typer.Option(
+            "--bottlenecks/--no-bottlenecks",
+            help="Compute bottlenecks for the checks that find more with them (near_duplicates, split_leakage), as "
+            "the default audit does; --no-bottlenecks: they compare pixels alone, without TensorFlow.",
+            show_default="--bottlenecks",
+        ),
+    ] = None,
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
 ) -> None:
     """Audit a dataset before training: broken files, duplicates, leaks between splits, suspected mislabels, ..."""
-    from datacheck.reports import FORMATS
+    from datacheck.audit_formats import FORMATS
 
     if output_format not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
@@ -192,6 +208,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             baseline=baseline,
             fail_on_new=fail_on_new,
             property_cache=property_cache,
+            use_bottlenecks=use_bottlenecks,
             executor=executor.value if executor else None,
             ray_address=ray_address,
         )
@@ -210,9 +227,9 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
                     f"accepted {len(added)} finding{'s' if len(added) != 1 else ''} in {target}", style="dim"
                 )
         if report_dir is not None:
-            _write_folder(report, report_dir, settings)
-        _write(report, output_format, output, settings)
-    raise typer.Exit(1 if report.fails(settings.fail_on, new_only=settings.fail_on_new) else 0)
+            _write_folder(report, report_dir)
+        _write(report, output_format, output)
+    raise typer.Exit(0 if report.gate.passed else 1)
 
 
 def _ids(values: list[str] | None) -> tuple[str, ...] | None:
@@ -231,26 +248,27 @@ def _audit(image_dir: Path, settings: AuditSettings):
         bars.stop()
 
 
-def _write_folder(report, report_dir: Path, settings: AuditSettings) -> None:
+def _write_folder(report, report_dir: Path) -> None:
     """The audit for machines (the next audit's baseline), pull requests and people, replaced together."""
     with staged_output(report_dir, "audit folder") as staging:
         staging.mkdir()
         for name, output_format in AUDIT_FILES.items():
-            (staging / name).write_text(_rendered(report, output_format, settings), encoding="utf-8")
+            (staging / name).write_text(_rendered(report, output_format), encoding="utf-8")
 
 
-def _rendered(report, output_format: str, settings: AuditSettings) -> str:
+def _rendered(report, output_format: str) -> str:
+    from datacheck.audit_formats import render_github, render_markdown
+    from datacheck.audit_json import render_json
     from datacheck.html_report import render_html
-    from datacheck.reports import render_github, render_json, render_markdown
 
     if output_format == "html":
-        return render_html(report, fail_on=settings.fail_on, new_only=settings.fail_on_new)
+        return render_html(report)
     return {"json": render_json, "markdown": render_markdown, "github": render_github}[output_format](report)
 
 
-def _write(report, output_format: str, output: Path | None, settings: AuditSettings) -> None:
+def _write(report, output_format: str, output: Path | None) -> None:
     """To stdout, or staged into FILE so that a failed write leaves the old file as it was."""
-    from datacheck.reports import render_table
+    from datacheck.audit_formats import render_table
 
     if output_format == "table":
         if output is None:
@@ -260,7 +278,7 @@ def _write(report, output_format: str, output: Path | None, settings: AuditSetti
         buffer.print(render_table(report), crop=False)
         text = buffer.file.getvalue()
     else:
-        text = _rendered(report, output_format, settings)
+        text = _rendered(report, output_format)
     if output is None:
         typer.echo(text, nl=False)
         return

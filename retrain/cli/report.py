@@ -51,6 +51,6 @@ def report(
 
 def _dataset_change(audit: Path) -> str:
     """The audit's change line against its own baseline ("" for an audit without one: no change to speak of)."""
-    from datacheck.baseline import load_baseline
+    from datacheck.audit_json import load_audit_baseline
 
-    return load_baseline(audit, "audit").change
+    return load_audit_baseline(audit, "audit").change

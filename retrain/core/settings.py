@@ -241,79 +241,37 @@ class AcceptedFinding:
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class AuditSettings:
-    """Every setting of the audit; the defaults are tuned on the tutorial's flower photos to flag no normal photo."""
-
-    # Shared with `retrain-ci train`, so the audit sees the splits and the bottleneck cache that training uses.
-    split: SplitSettings = field(default_factory=SplitSettings)
-    module: ModuleSettings = field(default_factory=ModuleSettings)
-    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
-    # Classes: the tutorial asks for at least a hundred photos per class; fewer than 20 rarely trains at all.
-    min_images: int = 20
-    recommended_images: int = 100
-    max_imbalance: float = 3.0
-    # Duplicates: perceptual hashes at most this many bits apart (of 64) are the same picture re-encoded or resized.
-    near_duplicate_bits: int = 4
-    # ... or bottlenecks (when the audit computes them) at least this cosine similarity, and this much above the two
-    # photos' typical similarity to their nearest neighbours. On flowers-dev: 21 pairs flagged (16 of 20 looked at are
-    # one subject: bursts, sessions, edits), and of copies placed beside their originals 83% of 80% crops, 85% of
-    # 5-degree rotations, 99% of mirror images and colour edits found (a plain cosine threshold flagging 24 pairs
-    # finds 67% and 77%).
-    near_duplicate_similarity: float = 0.75
-    near_duplicate_margin: float = 0.15
-    # Image quality, measured on the image scaled to fit 256x256.
-    min_side: int = 100
-    max_aspect_ratio: float = 3.0
-    dark_highlights: float = 0.25
-    light_shadows: float = 0.75
-    overexposed_clipped: float = 0.5  # most of the picture: flags only white-background studio shots of flowers-dev
-    blurry_sharpness: float = 0.0001
-    low_information_contrast: float = 0.03
-    grayscale_colourfulness: float = 0.06
-    # Outliers: a photo's distance to its nearest photos this many robust standard deviations above its class's
-    # typical one; flags 13 of the 1,837 flowers-dev photos: 7 show no flower (a sign, a bus, a painting, ...), 6
-    # show one as a small part of another scene.
-    outlier_score: float = 3.0
-    # Labels and shortcuts, from cross-validated classifiers.
-    cross_validation_folds: int = 5
-    max_shortcut_skill: float = 0.6  # balanced accuracy rescaled so chance is 0 and perfect is 1
-    # Where each image's measured properties are cached by content; None: beside the bottlenecks (bottleneck_dir).
-    property_cache: Path | None = None
-    # Which checks run and what fails the gate.
-    only: tuple[str, ...] = ()
-    skip: tuple[str, ...] = ()
-    fail_on: str = "error"
-    # Against an earlier audit (`check --format json`): what changed, and optionally a gate on new findings only, so
-    # that a dataset's old debts do not block every pull request.
-    baseline: Path | None = None
-    fail_on_new: bool = False
-    accepted: tuple[AcceptedFinding, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.fail_on not in FAIL_ON:
-            raise InputError(f"fail-on must be one of {', '.join(FAIL_ON)}, not {self.fail_on!r}")
-        if self.cross_validation_folds < 2:
-            raise InputError("cross-validation-folds must be at least 2")
-
-    def replace(self, **changes: Any) -> AuditSettings:
-        """A copy with the given settings changed, by flat name (``testing_percentage`` too); None leaves one as is."""
-        changes = {name: value for name, value in changes.items() if value is not None}
-        nested = {}
-        for section in ("split", "module", "execution"):
-            current = getattr(self, section)
-            names = {f.name for f in dataclasses.fields(current)}
-            moved = {name: changes.pop(name) for name in list(changes) if name in names}
-            nested[section] = dataclasses.replace(current, **moved)
-        return dataclasses.replace(self, **nested, **changes)
-
-
 def flat_fields(settings: type) -> dict[str, dataclasses.Field]:
-    """Settings by flat name, nested sections' fields included: the names the settings file and options use."""
+    """Settings by flat name, the fields of nested sections (at any depth) included: the names the settings file and
+    options use. A section is a field whose default factory makes a dataclass."""
     fields = {}
     for f in dataclasses.fields(settings):
-        if isinstance(f.default_factory, type) and dataclasses.is_dataclass(f.default_factory):
-            fields.update({inner.name: inner for inner in dataclasses.fields(f.default_factory)})
-        else:
-            fields[f.name] = f
+        section = _section_type(f)
+        fields.update(flat_fields(section) if section is not None else {f.name: f})
     return fields
+
+
+def replace_flat(settings: Any, changes: dict[str, Any]) -> Any:
+    """A copy of a settings dataclass with settings changed by flat name, in whichever nested section holds them."""
+    remaining = dict(changes)
+    own = {}
+    for f in dataclasses.fields(settings):
+        section = _section_type(f)
+        if f.name in remaining:
+            own[f.name] = remaining.pop(f.name)
+        elif section is not None:
+            inner = {name: remaining.pop(name) for name in list(remaining) if name in flat_fields(section)}
+            if inner:
+                own[f.name] = replace_flat(getattr(settings, f.name), inner)
+    if remaining:
+        raise TypeError(f"{type(settings).__name__} has no setting {next(iter(remaining))!r}")
+    return dataclasses.replace(settings, **own)
+
+
+def _section_type(f: dataclasses.Field) -> type | None:
+    """The dataclass a field's default factory makes (a nested section of settings), else None."""
+    if f.default_factory is dataclasses.MISSING:
+        return None
+    factory = f.default_factory
+    kind = factory if isinstance(factory, type) else type(factory())
+    return kind if dataclasses.is_dataclass(kind) else None

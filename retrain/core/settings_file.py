@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from retrain.core.errors import InputError
 from retrain.core.outputs import staged_output
-from retrain.core.settings import AcceptedFinding, AuditSettings, GateSettings, flat_fields
+from retrain.core.settings import AcceptedFinding, GateSettings, flat_fields, replace_flat
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,40 +50,27 @@ def resolve_settings(
     path: Path | None,
     options: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] = os.environ,
+    *,
+    shared_with: Iterable[type] = (),
 ) -> Settings:
-    """``kind`` (AuditSettings, GateSettings) from its defaults, the file at ``path`` (None: none), the environment
-    and the ``options`` given (None values: not given), each overriding the ones before."""
-    known = _setting_fields(kind)
-    values = {name: value for name, value in _settings(path).items() if name in known}
+    """``kind`` (the audit's settings, the gate's) from its defaults, the file at ``path`` (None: none), the
+    environment and the ``options`` given (None values: not given), each overriding the ones before. The file also
+    holds the settings of the kinds it is ``shared_with``: only a key none of them knows is an error."""
+    known = setting_fields(kind)
+    in_file = _settings(path, known | {n: f for other in shared_with for n, f in setting_fields(other).items()})
+    values = {name: value for name, value in in_file.items() if name in known}
     for name, setting in known.items():
         raw = environ.get(ENVIRONMENT_PREFIX + name.upper())  # paths in it are relative to the working folder
         if raw is not None:
             variable = ENVIRONMENT_PREFIX + name.upper()
             values[name] = _coerce("the environment", Path.cwd(), variable, _toml_value(raw), setting)
     values |= {name: value for name, value in (options or {}).items() if value is not None}
-    unknown = set(values) - set(known)
-    if unknown:
-        raise ValueError(f"{kind.__name__} has no setting {sorted(unknown)[0]!r}")
-    return with_flat(kind(), values)
+    return replace_flat(kind(), values)
 
 
-def _setting_fields(kind: type) -> dict[str, dataclasses.Field]:
+def setting_fields(kind: type) -> dict[str, dataclasses.Field]:
     """The flat names a settings class takes from a file: a gate's baseline accuracy is a run's input, not a setting."""
     return GATE_FIELDS if kind is GateSettings else flat_fields(kind)
-
-
-def with_flat(settings: Settings, values: Mapping[str, Any]) -> Settings:
-    """A copy of ``settings`` with ``values`` set by flat name, in nested sections too."""
-    changes = {}
-    for setting in dataclasses.fields(settings):
-        current = getattr(settings, setting.name)
-        if setting.name in values:
-            changes[setting.name] = values[setting.name]
-        elif dataclasses.is_dataclass(current) and isinstance(setting.default_factory, type):
-            inner = {name: value for name, value in values.items() if name in flat_fields(type(current))}
-            if inner:
-                changes[setting.name] = with_flat(current, inner)
-    return dataclasses.replace(settings, **changes)
 
 
 def _toml_value(raw: str) -> Any:
@@ -94,12 +81,7 @@ def _toml_value(raw: str) -> Any:
         return raw
 
 
-def load_settings(path: Path | None) -> AuditSettings:
-    """The audit's settings from a file alone (None: defaults), as ``check --accept`` reads what it extends."""
-    return resolve_settings(AuditSettings, path, environ={})
-
-
-def _settings(path: Path | None) -> dict[str, Any]:
+def _settings(path: Path | None, known: Mapping[str, dataclasses.Field]) -> dict[str, Any]:
     """Every setting of a file, checked and typed. In pyproject.toml they live in ``[tool.retrain-ci]``; in any other
     file at the top level. Keys may be spelled with dashes, like the command-line options."""
     if path is None:
@@ -107,7 +89,6 @@ def _settings(path: Path | None) -> dict[str, Any]:
     table = _read_toml(path)
     if path.name == PYPROJECT:
         table = table.get("tool", {}).get("retrain-ci", {})
-    known = flat_fields(AuditSettings) | GATE_FIELDS
     settings = {}
     for key, value in table.items():
         name = key.replace("-", "_")
@@ -173,7 +154,7 @@ def record_accepted(path: Path, fingerprints: Iterable[str], reason: str) -> lis
     pyproject.toml) appended at the end; the result is parsed before it replaces the file. Returns those added.
     """
     text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    known = {accepted.fingerprint for accepted in (load_settings(path).accepted if text else ())}
+    known = {accepted.fingerprint for accepted in (_file_accepted(path) if text else ())}
     added = [fp for fp in dict.fromkeys(fingerprints) if fp not in known]
     table = "tool.retrain-ci.accepted" if path.name == PYPROJECT else "accepted"
     blocks = [f"\n[[{table}]]\nfingerprint = {_toml_string(fp)}\nreason = {_toml_string(reason)}\n" for fp in added]
@@ -189,6 +170,13 @@ def record_accepted(path: Path, fingerprints: Iterable[str], reason: str) -> lis
         with staged_output(path, "settings file") as staging:
             staging.write_text(updated, encoding="utf-8")
     return added
+
+
+def _file_accepted(path: Path) -> tuple[AcceptedFinding, ...]:
+    table = _read_toml(path)
+    if path.name == PYPROJECT:
+        table = table.get("tool", {}).get("retrain-ci", {})
+    return _accepted(str(path), table.get("accepted", []))
 
 
 def _toml_string(text: str) -> str:

@@ -1,9 +1,8 @@
-"""Reporters: the same AuditReport as a rich table for people, JSON for machines, Markdown for pull requests, and
-GitHub workflow annotations."""
+"""Renderers: the same AuditReport as a rich table for people, Markdown for pull requests and GitHub workflow
+annotations (JSON for machines is datacheck.audit_json's, the HTML page datacheck.html_report's)."""
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 from collections import Counter
@@ -14,6 +13,7 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.text import Text
 
 from datacheck.findings import AuditReport, Finding, Severity
+from datacheck.registry import check_class
 from retrain.core.display import printable
 
 FORMATS = ("table", "json", "markdown", "github", "html")
@@ -136,11 +136,9 @@ def _detail(finding: Finding, advice: str) -> str:
 
 
 def _path_detail(finding: Finding, path: str) -> str:
-    """Values a finding keeps per path (the split of each copy), but not hashes, which say nothing to people."""
+    """Values a finding keeps per path (the split of each copy), as its check shows them."""
     return " ".join(
-        f"{key}={shown_value(value[path])}"
-        for key, value in finding.details.items()
-        if isinstance(value, dict) and path in value and "hash" not in key
+        f"{key}={shown_value(value)}" for key, value in check_class(finding.check).per_path(finding.details, path)
     )
 
 
@@ -150,13 +148,6 @@ def shown_value(value: object) -> str:
     if isinstance(value, list | tuple):
         return ",".join(map(str, value))
     return str(value)
-
-
-def render_json(report: AuditReport) -> str:
-    """Paths as they are, in JSON's own escapes; a byte of a name that is not valid UTF-8 as its \\udcXX escape,
-    which Python's ``json`` and ``os.fsencode`` turn back into the byte."""
-    text = json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
-    return re.sub("[\ud800-\udfff]", lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def render_markdown(report: AuditReport) -> str:
