@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +14,7 @@ from retrain.core.errors import ExecutorStopped
 from retrain.core.hooks import Hooks
 from retrain.core.settings import ExecutionSettings, ModuleSettings
 from retrain.training.executors import executor_for
-from retrain.training.features import Batch, FeatureRunner, run_batch
+from retrain.training.features import Batch, FeatureRunner
 from retrain.training.modules import ImageModule, load_image_module
 
 ProgressCallback = Callable[[int, int], None]
@@ -93,22 +92,6 @@ def _content_key_or_error(path: Path) -> str | OSError:
         return content_key(path)
     except OSError as error:
         return error
-
-
-def local_batches(missing: list[tuple[int, Path]], runner: FeatureRunner, mirrored: bool) -> Iterator[Batch]:
-    """Each batch's rows computed, their features, and the rows that failed to decode.
-
-    Each worker thread decodes a batch and runs it, so one core decodes while the other runs the module, with no
-    hand-off between threads; at most two batches per worker are in memory, never the whole dataset.
-    """
-    size = runner.batch_size
-    batches = deque(missing[i : i + size] for i in range(0, len(missing), size))
-    with ThreadPoolExecutor(runner.workers) as pool:
-        pending = deque()
-        while batches or pending:
-            while batches and len(pending) < 2 * runner.workers:
-                pending.append(pool.submit(run_batch, runner, batches.popleft(), mirrored))
-            yield pending.popleft().result()
 
 
 class _Work:

@@ -3,7 +3,7 @@ and computes the bottlenecks the cache lacks.
 
 Without TensorFlow or Ray at import, so that the audit's workers (and ``check`` without bottleneck checks) never
 import them, and the command line reads the names for ``--executor`` cheaply; each executor imports its heavy half
-(``bottlenecks.local_batches``, ``ray_executor``) when it runs.
+(``features.local_batches``, ``ray_executor``) when it runs.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Executor(Protocol):
     def bottleneck_batches(
         self, missing: list[tuple[int, Path]], module: ImageModule, runner: FeatureRunner | None, mirrored: bool
     ) -> Iterator[Batch]:
-        """The missing (row, path) pairs' batches, as ``bottlenecks.local_batches`` yields them; this process
+        """The missing (row, path) pairs' batches, as ``features.local_batches`` yields them; this process
         writes them to the cache. ``runner`` is the caller's choice of local runner, if any."""
 
 
@@ -54,7 +54,7 @@ class LocalExecutor:
     def bottleneck_batches(
         self, missing: list[tuple[int, Path]], module: ImageModule, runner: FeatureRunner | None, mirrored: bool
     ) -> Iterator[Batch]:
-        from retrain.training.bottlenecks import local_batches
+        from retrain.training.features import local_batches
         from retrain.training.modules.runners import feature_runner
 
         return local_batches(missing, runner or feature_runner(module), mirrored)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import queue
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,3 +110,19 @@ class _InterpreterPool:
             return interpreter.get_tensor(features["index"])
         finally:
             self.interpreters.put(interpreter)
+
+
+def local_batches(missing: list[tuple[int, Path]], runner: FeatureRunner, mirrored: bool) -> Iterator[Batch]:
+    """Each batch's rows computed, their features, and the rows that failed to decode.
+
+    Each worker thread decodes a batch and runs it, so one core decodes while the other runs the module, with no
+    hand-off between threads; at most two batches per worker are in memory, never the whole dataset.
+    """
+    size = runner.batch_size
+    batches = deque(missing[i : i + size] for i in range(0, len(missing), size))
+    with ThreadPoolExecutor(runner.workers) as pool:
+        pending = deque()
+        while batches or pending:
+            while batches and len(pending) < 2 * runner.workers:
+                pending.append(pool.submit(run_batch, runner, batches.popleft(), mirrored))
+            yield pending.popleft().result()
