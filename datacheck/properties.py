@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from retrain.core.bottleneck_cache import SHARD_ROWS, ShardStore, content_key
 from retrain.core.dataset import FolderScan, split_for
 from retrain.core.errors import ExecutorStopped
 from retrain.core.images import DECODER_VERSION, ImageDecodeError, LfsPointerError, OversizedImageError, decode_image
 from retrain.core.per_image import ItemMap, thread_map
 from retrain.core.settings import SplitSettings
+from retrain.core.shard_store import SHARD_ROWS, ShardStore, content_key
 
 if TYPE_CHECKING:
     from datacheck.settings import AuditSettings

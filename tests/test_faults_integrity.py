@@ -18,10 +18,11 @@ import tensorflow as tf
 import tensorflow_hub as hub
 from PIL import Image
 
-from retrain.core.bottleneck_cache import TRAILER_BYTES, BottleneckCache
+from retrain.core.bottleneck_cache import BottleneckCache
 from retrain.core.dataset import LabeledImage, list_dataset
 from retrain.core.images import load_pixels, to_float
 from retrain.core.settings import SplitSettings
+from retrain.core.shard_store import TRAILER_BYTES
 from retrain.training.bottlenecks import compute_bottlenecks
 from retrain.training.features import NON_FINITE, FeatureRunner, tflite_runner
 from retrain.training.modules import cache_root, load_image_module
@@ -252,7 +253,8 @@ KILLED_WRITER = """
 import os, pathlib, signal, sys
 from pathlib import Path
 
-from retrain.core.bottleneck_cache import BottleneckCache, _HashingWriter
+from retrain.core.bottleneck_cache import BottleneckCache
+from retrain.core.shard_store import _HashingWriter
 from retrain.core.dataset import LabeledImage, list_dataset
 from retrain.core.settings import SplitSettings
 from retrain.training.bottlenecks import compute_bottlenecks

@@ -15,13 +15,13 @@ import pytest
 from retrain.app.audit import settings_file
 from retrain.app.training import gate_settings
 from retrain.core.assessment import assess
-from retrain.core.bottleneck_cache import content_key
 from retrain.core.dataset import split_for
 from retrain.core.model_diff import model_change_line
 from retrain.core.results import Evaluation
 from retrain.core.run_json import BaselineRun, load_baseline_run, read_run_report
 from retrain.core.run_report import RunFacts
 from retrain.core.settings import GateSettings
+from retrain.core.shard_store import content_key
 from retrain.reports import write_report
 from tests.conftest import DATA_ROOT, CliRun, copy_dataset, run_cli, sample_photos
 

@@ -15,7 +15,8 @@ from PIL import Image
 
 from datacheck.properties import property_cache
 from datacheck.settings import AuditSettings
-from retrain.core.bottleneck_cache import BottleneckCache, content_key
+from retrain.core.bottleneck_cache import BottleneckCache
+from retrain.core.shard_store import content_key
 from tests.conftest import copy_dataset, run_cli, sample_photos
 
 # Pixel checks only: no TensorFlow, and every finding comes from the property table.

@@ -92,7 +92,8 @@ class ProgressBars:
         return Hooks(on_progress=self.update, **others)
 
     def stop(self) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:  # stopping a bar never started would print an empty line
+            self.progress.stop()
 
 
 MinAccuracyOption = Annotated[

@@ -168,42 +168,64 @@ def _epoch_type() -> type:
     return EpochResult
 
 
-def _typed(kind: Any, value: Any, where: str) -> Any:  # noqa: C901 (one branch per kind of declared type)
+def _typed(kind: Any, value: Any, where: str) -> Any:
     """``value`` as the declared ``kind`` (a type hint), or _Invalid naming where it went wrong."""
     origin, arguments = typing.get_origin(kind), typing.get_args(kind)
     if origin in (types.UnionType, typing.Union):
         if value is None and type(None) in arguments:
             return None
         return _typed(next(a for a in arguments if a is not type(None)), value, where)
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise _Invalid(f"{where}: {_shown(value)} is not a finite number")
-        if where.rsplit(" ", 1)[-1] in FRACTIONS and not 0 <= value <= 1:
-            raise _Invalid(f"{where}: {_shown(value)} is not a fraction between 0 and 1")
-        return float(value)
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise _Invalid(f"{where}: {_shown(value)} is not a whole number")
-        return value
-    if kind in (str, bool):
-        if not isinstance(value, kind):
-            raise _Invalid(f"{where}: {_shown(value)} is not {'text' if kind is str else 'true or false'}")
-        return value
     if origin is tuple:
-        if not isinstance(value, list):
-            raise _Invalid(f"{where}: {_shown(value)} is not a list")
-        if len(arguments) == 2 and arguments[1] is Ellipsis:
-            return tuple(_typed(arguments[0], item, where) for item in value)
-        if len(value) != len(arguments):
-            raise _Invalid(f"{where}: {_shown(value)} does not hold {len(arguments)} values")
-        return tuple(_typed(a, item, where) for a, item in zip(arguments, value, strict=True))
-    if kind is types.MappingProxyType:
-        if not isinstance(value, dict):
-            raise _Invalid(f"{where}: {_shown(value)} is not a table")
-        return types.MappingProxyType({_typed(str, k, where): _typed(int, v, f"{where} {k}") for k, v in value.items()})
+        return _tuple(arguments, value, where)
     if dataclasses.is_dataclass(kind):
         return _dataclass(kind, value, where)
-    raise TypeError(f"no reader for {kind}")
+    return _SCALARS[kind](value, where)
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _Invalid(f"{where}: {_shown(value)} is not a finite number")
+    if where.rsplit(" ", 1)[-1] in FRACTIONS and not 0 <= value <= 1:
+        raise _Invalid(f"{where}: {_shown(value)} is not a fraction between 0 and 1")
+    return float(value)
+
+
+def _whole(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Invalid(f"{where}: {_shown(value)} is not a whole number")
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"{where}: {_shown(value)} is not text")
+    return value
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"{where}: {_shown(value)} is not true or false")
+    return value
+
+
+def _counts(value: Any, where: str) -> types.MappingProxyType:
+    if not isinstance(value, dict):
+        raise _Invalid(f"{where}: {_shown(value)} is not a table")
+    return types.MappingProxyType({_text(k, where): _whole(v, f"{where} {k}") for k, v in value.items()})
+
+
+def _tuple(arguments: tuple, value: Any, where: str) -> tuple:
+    if not isinstance(value, list):
+        raise _Invalid(f"{where}: {_shown(value)} is not a list")
+    if len(arguments) == 2 and arguments[1] is Ellipsis:
+        return tuple(_typed(arguments[0], item, where) for item in value)
+    if len(value) != len(arguments):
+        raise _Invalid(f"{where}: {_shown(value)} does not hold {len(arguments)} values")
+    return tuple(_typed(a, item, where) for a, item in zip(arguments, value, strict=True))
+
+
+# The reader of each plain type a report declares.
+_SCALARS = {float: _number, int: _whole, str: _text, bool: _flag, types.MappingProxyType: _counts}
 
 
 def _dataclass(kind: type, value: Any, where: str) -> Any:

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from retrain.core.bottleneck_cache import VECTOR_DTYPE, BottleneckCache, Bottlenecks, BottleneckSource, content_key
+from retrain.core.bottleneck_cache import BottleneckCache, Bottlenecks, BottleneckSource
 from retrain.core.dataset import LabeledImage
 from retrain.core.errors import ExecutorStopped
 from retrain.core.hooks import Hooks
 from retrain.core.settings import ExecutionSettings, ModuleSettings
+from retrain.core.shard_store import VECTOR_DTYPE, content_key
 from retrain.training.executors import executor_for
 from retrain.training.features import Batch, FeatureRunner
 from retrain.training.modules import ImageModule, load_image_module

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from retrain.core.assessment import assess
-from retrain.core.bottleneck_cache import content_key
 from retrain.core.dataset import UNDECODABLE_REASON, class_folders, is_image_file, label_name
 from retrain.core.display import is_undecodable
 from retrain.core.errors import InputError
@@ -19,6 +18,7 @@ from retrain.core.results import Evaluation
 from retrain.core.run_json import BaselineRun
 from retrain.core.run_report import RunFacts, RunReport
 from retrain.core.settings import GateSettings
+from retrain.core.shard_store import content_key
 from retrain.reports import Report, write_report
 from retrain.training.export import ExportedModel
 from retrain.training.inference import classify

@@ -23,6 +23,7 @@ from retrain.core.errors import InputError
 from retrain.core.results import SoftmaxHead
 from retrain.core.settings import FROZEN_INPUT_NAME, ExportSettings
 from retrain.training.modules import ImageModule
+from retrain.training.tta import mirrored_mean
 
 LABELS_ASSET = "labels.txt"
 # Where the frozen graph keeps its labels: a constant node label_image.py never evaluates.
@@ -71,9 +72,8 @@ class Classifier(tf.Module):
     def _probabilities(self, images: tf.Tensor) -> tf.Tensor:
         if not self.tta:
             return tf.nn.softmax(self._logits(images), name=self.final_tensor_name)
-        both = tf.nn.softmax(self._logits(tf.concat([images, tf.reverse(images, axis=[2])], axis=0)))
-        plain, mirrored = tf.split(both, 2, axis=0)
-        return tf.identity((plain + mirrored) / 2, name=self.final_tensor_name)
+        mean = mirrored_mean(lambda both: tf.nn.softmax(self._logits(both)), images)
+        return tf.identity(mean, name=self.final_tensor_name)
 
     def _logits(self, images: tf.Tensor) -> tf.Tensor:
         return tf.matmul(self._module(images), self.final_weights) + self.final_biases

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
-from retrain.core.bottleneck_cache import VECTOR_DTYPE
 from retrain.core.images import ImageDecodeError, load_pixels
+from retrain.core.shard_store import VECTOR_DTYPE
 from retrain.training.quiet import stderr_closed
 
 # One image per call is as fast as batches (measured 1-2 at 173, 4 at 161, 8 at 153 images/s end to end): one image's

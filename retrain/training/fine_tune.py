@@ -26,6 +26,7 @@ from retrain.core.settings import FineTuneSettings
 from retrain.training.distortions import distort
 from retrain.training.modules import ImageModule
 from retrain.training.modules.efficientnet_lite import EfficientNetLite
+from retrain.training.tta import mirrored_mean
 
 # Images per step of fine-tuning, and per batch when predicting with the fine-tuned network.
 BATCH_SIZE = 32
@@ -57,12 +58,10 @@ class Predictor:
 
         @tf.function(input_signature=[tf.TensorSpec([None, *self.size, 3], tf.float32)])
         def probabilities(images: tf.Tensor) -> tf.Tensor:
-            plain = tf.nn.softmax(tf.matmul(network.__call__(images), weights) + biases)
-            if not tta:
-                return plain
-            return (
-                plain + tf.nn.softmax(tf.matmul(network.__call__(tf.reverse(images, axis=[2])), weights) + biases)
-            ) / 2
+            def scored(batch: tf.Tensor) -> tf.Tensor:
+                return tf.nn.softmax(tf.matmul(network.__call__(batch), weights) + biases)
+
+            return mirrored_mean(scored, images) if tta else scored(images)
 
         self._probabilities = probabilities
 
