@@ -261,7 +261,8 @@ def test_unreadable_baseline(pull_request: PullRequest, tmp_path: Path) -> None:
 
 
 def test_pytest_plugin_makes_items_of_new_findings_only(pull_request: PullRequest, pytester: pytest.Pytester) -> None:
-    pytester.makefile(".toml", **{"retrain-ci": 'skip = ["suspected_mislabel", "shortcut_bias", "outlier"]\n'})
+    settings = 'skip = ["suspected_mislabel", "shortcut_bias", "outlier"]\nuse-bottlenecks = false\n'  # as PIXELS
+    pytester.makefile(".toml", **{"retrain-ci": settings})
     result = pytester.runpytest_subprocess(
         f"--retrain-data={pull_request.after}", f"--retrain-baseline={pull_request.baseline}", "-rfs"
     )
