@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,7 +57,8 @@ class LfsPointerError(ImageDecodeError):
 def is_lfs_pointer(path: Path) -> bool:
     """Whether the file is a Git LFS pointer: a few lines of text that name the real file's hash and size."""
     try:
-        if path.stat().st_size > LFS_POINTER_MAX_BYTES:
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode) or status.st_size > LFS_POINTER_MAX_BYTES:
             return False
         with open(path, "rb") as file:
             return file.read(len(LFS_POINTER_START)) == LFS_POINTER_START
@@ -96,6 +99,8 @@ def decode_image(path: Path, at_least: tuple[int, int]) -> DecodedImage:
     photo would cost a fifth of the decoding time. Raises ImageDecodeError for anything unreadable, including
     truncated files; OversizedImageError, before decoding, when the pixels to decode exceed MAX_DECODE_PIXELS.
     """
+    with _decode_errors(path):
+        _require_regular(path)
     with _decode_errors(path), Image.open(path) as image:
         width, height = image.size
         mode, file_format = image.mode, image.format
@@ -108,6 +113,12 @@ def decode_image(path: Path, at_least: tuple[int, int]) -> DecodedImage:
         image = _to_rgb(image)
         image.load()
         return DecodedImage(image, width, height, mode, file_format)
+
+
+def _require_regular(path: Path) -> None:
+    """Refuse, without opening it, what is not a regular file: opening a FIFO waits for a writer, forever."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ImageDecodeError("not a regular file (a FIFO, device or socket), so it is not read")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrain.core.dataset import is_image_file
+from retrain.core.dataset import IMAGE_EXTENSIONS
 from retrain.core.errors import InputError
 from retrain.core.images import ImageDecodeError, load_image
 from retrain.training.export import ExportedModel, LoadOptions, read_labels
@@ -55,16 +55,28 @@ def load_exported_model(
 
 
 def image_files(inputs: Iterable[Path]) -> list[Path]:
-    """Image files named directly, plus every image file under the folders named."""
+    """Image files named directly, plus every file with an image extension under the folders named.
+
+    A FIFO, device or socket named directly is refused without being opened (opening a FIFO waits for a writer);
+    one inside a folder is listed, and ``classify`` skips it with its reason, as any file it cannot read.
+    """
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files.extend(sorted(p for p in item.rglob("*") if is_image_file(p)))
-        elif item.exists():
+            files.extend(sorted(p for p in item.rglob("*") if _has_image_name(p)))
+        elif item.is_file():
             files.append(item)
+        elif item.exists():
+            raise InputError(f"{item} is not a regular file (a FIFO, device or socket); name image files or folders")
         else:
             raise InputError(f"{item} does not exist")
     return files
+
+
+def _has_image_name(path: Path) -> bool:
+    """A file named as an image, regular or not (decoding says why a FIFO is not read); never a folder."""
+    named = path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    return named and path.exists() and not path.is_dir()
 
 
 def classify(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import socket
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,9 @@ ACTOR_THREADS = 2
 ACTOR_CPUS = 1.0
 # Paths per call of an actor: enough to keep its threads busy, few enough that progress moves often.
 PATHS_PER_BATCH = 32
+# Seconds to wait for a cluster's address to answer before ray.init, which would otherwise retry an address where
+# nothing listens forever (a warning every 40 s). A cluster on a LAN answers in milliseconds.
+REACH_TIMEOUT = 5.0
 
 
 def ray_batches(
@@ -88,6 +92,7 @@ def connect(address: str) -> Any:
     except ImportError:
         raise InputError(f"--executor ray needs Ray: {INSTALL}") from None
     if not ray.is_initialized():
+        _check_answers(address)
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False, include_dashboard=False)
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as error:  # e.g. a missing token
@@ -101,6 +106,21 @@ def connect(address: str) -> Any:
     # A failed job's traceback: the exception reaches retrain-ci, which reports it in one line.
     logging.getLogger("ray.data._internal.execution.streaming_executor_state").setLevel(logging.CRITICAL)
     return ray
+
+
+def _check_answers(address: str) -> None:
+    """An InputError, after REACH_TIMEOUT at most, when nothing accepts a connection at a ``host:port`` address."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not (colon and port.isdigit()):  # ``local``, ``auto`` or a malformed address: Ray's own message says it
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT).close()
+    except (OSError, OverflowError) as error:  # OverflowError: a port above 65535
+        reason = getattr(error, "strerror", None) or str(error)
+        raise InputError(
+            f"cannot reach Ray at {address!r}: nothing answers there within {REACH_TIMEOUT:g} s ({reason}); "
+            "is the cluster started (`ray start --head`) and the address its GCS or ray:// client port?"
+        ) from None
 
 
 def ray_map(address: str) -> ItemMap:

@@ -19,6 +19,8 @@ import numpy as np
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
+# numpy 1's limit on an array's dimensions (numpy 2 allows 64); no state-dict tensor comes near it.
+MAX_DIMENSIONS = 32
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32,
@@ -42,41 +44,69 @@ def _is_count(value: object) -> bool:
     return type(value) is int and value >= 0
 
 
+class _Unbuildable:
+    """Refuses pickle's BUILD, which would rewrite the object's fields after the checks that made it."""
+
+    def __setstate__(self, state: object) -> None:
+        raise UnsafeCheckpointError("the checkpoint rewrites a tensor, storage or storage type after building it")
+
+
 @dataclass
-class _StorageRef:
+class _StorageRef(_Unbuildable):
     dtype: type
     numel: int
     data: np.ndarray | None = None
 
 
-@dataclass
-class _TensorRef:
+@dataclass(frozen=True)
+class _TensorRef(_Unbuildable):
     storage: _StorageRef
     offset: int
     size: tuple[int, ...]
     stride: tuple[int, ...]
 
     def to_numpy(self) -> np.ndarray:
-        """A copy of the tensor's elements, once the view is known to lie inside the storage's data."""
-        data = self.storage.data
-        if data is None:
+        """A copy of the tensor's elements, once the view is known to lie inside the storage's data.
+
+        Checked here, where the view is made, whatever built this reference: a negative offset or stride would read
+        before the data (``data[-1:]`` starts at its end), a large one past it.
+        """
+        data = self.storage.data if isinstance(self.storage, _StorageRef) else None
+        if not isinstance(data, np.ndarray):
             raise UnsafeCheckpointError("a tensor refers to a storage the checkpoint does not hold")
+        _check_counts(self.offset, self.size, self.stride)
         elements = int(np.prod(self.size, dtype=object))
-        # The last element the view reaches; an empty tensor reaches none.
-        end = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride, strict=True)) + 1
-        if self.offset > len(data) or (elements and (end > len(data) or elements > len(data))):
+        if not elements:  # reads nothing, whatever its offset and strides
+            try:
+                return np.empty(self.size, data.dtype)
+            except ValueError as error:  # e.g. (0, 2**62): more than numpy can index
+                raise UnsafeCheckpointError(f"an empty tensor of size {self.size}: {error}") from None
+        # A dimension of one element never steps, so its stride does not count (and may be any size).
+        strides = tuple(s if n > 1 else 0 for n, s in zip(self.size, self.stride, strict=True))
+        last = self.offset + sum((n - 1) * s for n, s in zip(self.size, strides, strict=True))
+        if last >= len(data) or elements > len(data):
             raise UnsafeCheckpointError(
                 f"a tensor of size {self.size}, stride {self.stride} at offset {self.offset} lies outside its "
                 f"storage of {len(data)} elements"
             )
         itemsize = data.dtype.itemsize
         view = np.lib.stride_tricks.as_strided(
-            data[self.offset :], shape=self.size, strides=tuple(s * itemsize for s in self.stride)
+            data[self.offset :], shape=self.size, strides=tuple(s * itemsize for s in strides)
         )
         return np.array(view, copy=True)
 
 
-class _StorageType:
+def _check_counts(offset: object, size: object, stride: object) -> None:
+    """Sizes, strides and offset are non-negative ints, one stride per dimension, no more dimensions than numpy has."""
+    if not (isinstance(size, tuple | list) and isinstance(stride, tuple | list) and len(size) == len(stride)):
+        raise UnsafeCheckpointError("a tensor's size and stride are not sequences of one length")
+    if len(size) > MAX_DIMENSIONS:
+        raise UnsafeCheckpointError(f"a tensor has {len(size)} dimensions, more than {MAX_DIMENSIONS}")
+    if not all(_is_count(value) for value in (offset, *size, *stride)):
+        raise UnsafeCheckpointError(f"a tensor has a negative or non-integer size {size}, stride {stride} or offset")
+
+
+class _StorageType(_Unbuildable):
     def __init__(self, name: str) -> None:
         self.dtype = _STORAGE_DTYPES[name]
 
@@ -91,10 +121,7 @@ def _rebuild_tensor(storage, storage_offset, size, stride) -> _TensorRef:
     """A tensor of counts only: sizes, strides and offset must be non-negative ints, one stride per dimension."""
     if not isinstance(storage, _StorageRef):
         raise UnsafeCheckpointError(f"a tensor is built on a {type(storage).__name__}, not a storage")
-    if not (isinstance(size, tuple | list) and isinstance(stride, tuple | list) and len(size) == len(stride)):
-        raise UnsafeCheckpointError("a tensor's size and stride are not sequences of one length")
-    if not all(_is_count(value) for value in (storage_offset, *size, *stride)):
-        raise UnsafeCheckpointError(f"a tensor has a negative or non-integer size {size}, stride {stride} or offset")
+    _check_counts(storage_offset, size, stride)
     return _TensorRef(storage, storage_offset, tuple(size), tuple(stride))
 
 
@@ -154,6 +181,18 @@ def _read_storages(file, storages: dict[str, _StorageRef], keys: object, *, file
 
 def load_legacy_state_dict(path: Path) -> dict[str, np.ndarray]:
     """Return the checkpoint's tensors as numpy arrays, keyed by their state-dict names."""
+    try:
+        state = _read_checkpoint(path)
+        return {name: value.to_numpy() for name, value in state.items() if isinstance(value, _TensorRef)}
+    except UnsafeCheckpointError:
+        raise
+    except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError) as error:
+        # A crafted pickle fails inside the unpickler in many ways; each means the same: not a checkpoint to trust.
+        raise UnsafeCheckpointError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """The state dict, its tensors still references to storages, every storage's data read."""
     storages: dict[str, _StorageRef] = {}
     with open(path, "rb") as f:
         if _safe_load(f) != _LEGACY_MAGIC:
@@ -165,4 +204,4 @@ def load_legacy_state_dict(path: Path) -> dict[str, np.ndarray]:
         _read_storages(f, storages, _safe_load(f), file_size=os.fstat(f.fileno()).st_size)
     if not isinstance(state, dict):
         raise UnsafeCheckpointError(f"{path} holds a {type(state).__name__}, not a state dict")
-    return {name: value.to_numpy() for name, value in state.items() if isinstance(value, _TensorRef)}
+    return state
