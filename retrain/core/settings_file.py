@@ -2,7 +2,8 @@
 options given (on the command line or to the pytest plugin). Every settings class is loaded by ``resolve_settings``.
 
 The settings file is `[tool.retrain-ci]` in pyproject.toml, or retrain-ci.toml; its keys are the flat setting names
-(``min_images``, ``testing_percentage``: a nested section's fields by their own names), dashes or underscores.
+(``min_images``, ``testing_percentage``: a nested section's fields by their own names), dashes or underscores. It is the
+one given (``--config``) or the working directory's, never one inside the dataset (``find_settings``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT
 
-from retrain.core.display import is_undecodable, printable
+from retrain.core.display import printable
 from retrain.core.errors import InputError
 from retrain.core.outputs import staged_output
 from retrain.core.settings import AcceptedFinding, GateSettings, flat_fields, replace_flat
@@ -59,31 +60,33 @@ def find_settings(dataset: Path | None, working_dir: Path, given: Path | None = 
     """The file given, else retrain-ci.toml or a pyproject.toml with ``[tool.retrain-ci]`` in the working directory
     (CI runs in the repository's root), never one inside the dataset: the data is not the place for its own gate."""
     inside = dataset is not None and _inside(working_dir, dataset)
-    found = None if inside or given else _settings_file_in(working_dir, strict=True)
-    ignored = [_settings_file_in(folder, strict=False) for folder in (dataset, working_dir if inside else None)]
-    return SettingsSource(
-        given or found,
-        tuple(dict.fromkeys(path for path in ignored if path is not None)),
-        None if inside else working_dir / CONFIG_FILE,
-    )
+    found = None if inside or given else _settings_file_in(working_dir)
+    ignored = [*_settings_files_in(dataset), *(_settings_files_in(working_dir) if inside else [])]
+    return SettingsSource(given or found, tuple(dict.fromkeys(ignored)), None if inside else working_dir / CONFIG_FILE)
 
 
-def _settings_file_in(folder: Path | None, strict: bool) -> Path | None:
-    """retrain-ci.toml, else a pyproject.toml with ``[tool.retrain-ci]``, in ``folder``. Not ``strict`` (a file that
-    is only reported): an unreadable pyproject.toml counts when it names retrain-ci, and is never an error."""
+def _settings_file_in(folder: Path) -> Path | None:
+    """retrain-ci.toml, else a pyproject.toml with ``[tool.retrain-ci]``, in ``folder``."""
+    if (folder / CONFIG_FILE).is_file():
+        return folder / CONFIG_FILE
+    pyproject = folder / PYPROJECT
+    return pyproject if pyproject.is_file() and "retrain-ci" in _read_toml(pyproject).get("tool", {}) else None
+
+
+def _settings_files_in(folder: Path | None) -> list[Path]:
+    """Every settings file in a folder that is not read, to say so: a pyproject.toml is only searched for the name,
+    so that a broken one is no error."""
     if folder is None:
-        return None
-    if (Path(folder) / CONFIG_FILE).is_file():
-        return Path(folder) / CONFIG_FILE
-    pyproject = Path(folder) / PYPROJECT
-    if not pyproject.is_file():
-        return None
+        return []
+    candidates = [Path(folder) / CONFIG_FILE, Path(folder) / PYPROJECT]
+    return [path for path in candidates if path.is_file() and (path.name == CONFIG_FILE or _names_retrain_ci(path))]
+
+
+def _names_retrain_ci(path: Path) -> bool:
     try:
-        return pyproject if "retrain-ci" in _read_toml(pyproject).get("tool", {}) else None
-    except InputError:
-        if strict:
-            raise
-        return pyproject if b"retrain-ci" in pyproject.read_bytes() else None
+        return b"retrain-ci" in path.read_bytes()
+    except OSError:
+        return False
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -214,8 +217,10 @@ def _accepted(source: str, value: Any) -> tuple[AcceptedFinding, ...]:
 def check_recordable(path: Path, reason: str) -> Path:
     """The file ``record_accepted`` writes (a link's target), refused before the audit when it cannot be: a
     read-only file stays read-only, a reason must be UTF-8 text (argv's undecodable bytes arrive surrogate-escaped)."""
-    if is_undecodable(reason):
-        raise InputError(f"the reason '{printable(reason)}' is not UTF-8 text; give it in UTF-8")
+    try:
+        reason.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"the reason '{printable(reason)}' is not UTF-8 text; give it in UTF-8") from None
     target = Path(path).resolve() if Path(path).is_symlink() else Path(path)
     if Path(path).is_symlink() and not target.is_file():
         raise InputError(f"cannot record accepted findings in {path}: it is a link to {target}, which is not a file")
@@ -246,8 +251,8 @@ def _with_accepted(text: str, path: Path, fingerprints: list[str], reason: str) 
     """``text`` with an ``accepted`` entry per fingerprint; checked by reading it back, since a file that spreads the
     table over dotted keys can lead tomlkit astray."""
     cannot = InputError(
-        f"cannot add accepted findings to {path}: it defines `accepted` in a way this cannot extend; "
-        "add them to that list by hand"
+        f"cannot add accepted findings to {path} without changing the rest of it (the way it spells `accepted` or "
+        "its table); add them by hand"
     )
     try:
         document = tomlkit.parse(text)
@@ -269,6 +274,8 @@ def _with_accepted(text: str, path: Path, fingerprints: list[str], reason: str) 
         updated = tomlkit.dumps(document)
     except TOMLKitError:
         raise cannot from None
+    if updated.endswith("\n\n") and not text.endswith("\n\n"):  # that blank line is for a table that follows
+        updated = updated[:-1]
     if "\r\n" in text and "\n" not in text.replace("\r\n", ""):  # the user's line ends, for the lines added
         updated = re.sub("(?<!\r)\n", "\r\n", updated)
     expected = (*_accepted_in(text, path), *(AcceptedFinding(fp, reason) for fp in fingerprints))
