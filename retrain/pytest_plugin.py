@@ -80,10 +80,27 @@ def _state(config: pytest.Config) -> dict[str, Any]:
 
 
 def _settings_file(config: pytest.Config) -> Path | None:
-    """The same settings file as ``retrain-ci check``: retrain-ci.toml or [tool.retrain-ci], in DIR then the rootdir."""
+    """As ``retrain-ci check`` finds it, with the rootdir as the working directory: never one inside the dataset."""
     from retrain.app.audit import settings_file
 
-    return settings_file(_data_dir(config), None, config.rootpath)
+    state = _state(config)
+    if "source" not in state:
+        state["source"] = settings_file(_data_dir(config), None, config.rootpath)
+    return state["source"].path
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which settings file the dataset's items read (and those inside the dataset they ignore), in the header."""
+    from retrain.core.display import printable
+    from retrain.core.errors import InputError
+
+    if _data_dir(config) is None:
+        return []
+    try:
+        _settings_file(config)
+    except InputError as error:  # the items' collection reports it too, as one line
+        return [f"retrain-ci error: {printable(error)}"]
+    return [f"retrain-ci {line}" for line in _state(config)["source"].lines()]
 
 
 def _settings(config: pytest.Config):
@@ -160,11 +177,14 @@ class DatasetCollector(pytest.Collector):
         from datacheck.registry import selected_checks
         from retrain.core.errors import InputError
 
-        settings = _settings(self.config)
+        try:
+            settings = _settings(self.config)
+        except InputError as error:  # one line, as the CLI says it
+            raise self.CollectError(f"error: {error}") from None
         if settings.baseline is not None:
             try:
                 findings = _audit(self.config).findings
-            except InputError as error:  # one line, as the CLI says it
+            except InputError as error:
                 raise self.CollectError(f"error: {error}") from None
             items: list[pytest.Item] = [
                 FindingItem.from_parent(self, name=finding.fingerprint, finding=finding) for finding in findings

@@ -72,8 +72,11 @@ def test_gate_follows_fail_on(small: Path, tmp_path: Path) -> None:
     assert run_cli("check", small, *only, "--min-images", "50", "--fail-on", "never").exit_code == 0
 
 
-def test_settings_from_pyproject_in_the_dataset(small: Path) -> None:
-    (small / "pyproject.toml").write_text('[tool.retrain-ci]\nrecommended-images = 25\nfail-on = "warning"\n')
+def test_settings_from_pyproject_in_the_working_directory(
+    small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.retrain-ci]\nrecommended-images = 25\nfail-on = "warning"\n')
+    monkeypatch.chdir(tmp_path)
     run = run_cli("check", small, "--only", "too_few_images,stray_file", "--format", "json")
     assert run.exit_code == 0 and json.loads(run.stdout)["findings"] == []
     assert run_cli("check", small, "--only", "too_few_images", "--recommended-images", "40").exit_code == 1

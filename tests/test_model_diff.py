@@ -196,12 +196,13 @@ def test_other_split_settings_are_not_compared_photo_by_photo_but_still_gated(
 
 
 def test_a_class_whose_recall_dropped_fails_the_gate_unless_it_has_too_few_test_photos(
-    trained_run: CliRun, golden_baseline: Path, flowers_sample: Path, tmp_path: Path
+    trained_run: CliRun, golden_baseline: Path, flowers_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Sunflowers filed as daisies (10) and as tulips (2): both recalls collapse; tulips has too few photos to gate.
     sunflowers = sample_photos(flowers_sample, "sunflowers", 12)
     golden = copy_dataset(tmp_path / "photos", {"daisy": sunflowers[:10], "tulips": sunflowers[10:]})
-    (golden / "retrain-ci.toml").write_text("max-class-regression = 0.2\n")  # the project's setting
+    (tmp_path / "retrain-ci.toml").write_text("max-class-regression = 0.2\n")  # the project's setting
+    monkeypatch.chdir(tmp_path)
     model = trained_run.output_dir / "saved_model"
     run = run_cli("evaluate", model, golden, "--baseline", golden_baseline, "--report-dir", tmp_path / "report")
     assert run.exit_code == 1, run.stdout + run.stderr
@@ -224,7 +225,7 @@ def test_the_gate_thresholds_come_from_the_options_else_the_settings_file(tmp_pa
         "[tool.retrain-ci]\nmax-class-regression = 0.05\nmin-class-support = 4\nmax-regression = 0\n"
     )
     from_file = gate_settings(
-        settings_file(tmp_path, None, Path.cwd()),
+        settings_file(tmp_path / "photos", None, tmp_path).path,
         None,
         max_class_regression=None,
         min_class_support=None,
@@ -232,7 +233,7 @@ def test_the_gate_thresholds_come_from_the_options_else_the_settings_file(tmp_pa
     )
     assert (from_file.max_class_regression, from_file.min_class_support, from_file.max_regression) == (0.05, 4, 0.0)
     given = gate_settings(
-        settings_file(tmp_path, None, Path.cwd()),
+        settings_file(tmp_path / "photos", None, tmp_path).path,
         None,
         max_class_regression=0.3,
         min_class_support=None,
@@ -241,7 +242,7 @@ def test_the_gate_thresholds_come_from_the_options_else_the_settings_file(tmp_pa
     assert (given.max_class_regression, given.min_class_support) == (0.3, 4)
     assert (
         gate_settings(
-            settings_file(tmp_path / "elsewhere", None, Path.cwd()), None, max_class_regression=None
+            settings_file(tmp_path / "photos", None, tmp_path / "elsewhere").path, None, max_class_regression=None
         ).min_class_support
         == 10
     )

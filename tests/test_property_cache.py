@@ -82,13 +82,14 @@ def test_a_damaged_property_shard_is_ignored_with_a_warning_and_measured_again(p
 
 
 def test_the_property_cache_lives_beside_the_bottlenecks_or_where_the_settings_file_says(
-    photos: Path, tmp_path: Path
+    photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = run_cli("check", photos, "--format", "json", "--bottleneck-dir", tmp_path / "bottlenecks", *PIXEL_CHECKS)
     assert json.loads(run.stdout)["summary"]["properties"]["computed"] == 26
     assert list((tmp_path / "bottlenecks" / PROPERTIES_FOLDER).glob("*.shard"))
 
-    (photos / "retrain-ci.toml").write_text('property-cache = "../from-settings"\n')
+    (tmp_path / "retrain-ci.toml").write_text('property-cache = "from-settings"\n')
+    monkeypatch.chdir(tmp_path)
     run = run_cli("check", photos, "--format", "json", *PIXEL_CHECKS)
     assert json.loads(run.stdout)["summary"]["properties"]["computed"] == 26
     assert list((tmp_path / "from-settings" / PROPERTIES_FOLDER).glob("*.shard"))

@@ -15,12 +15,31 @@ from retrain.core.errors import InputError
 from retrain.core.hooks import Hooks
 from retrain.core.outputs import check_replaceable, check_writable
 from retrain.core.settings import GateSettings, ModuleSettings
-from retrain.core.settings_file import find_config_file, record_accepted, resolve_settings
+from retrain.core.settings_file import (
+    SettingsSource,
+    check_recordable,
+    find_settings,
+    record_accepted,
+    resolve_settings,
+)
 
 
-def settings_file(image_dir: Path, given: Path | None, working_dir: Path) -> Path | None:
-    """The settings file a job reads: the one given, else the first found for the dataset."""
-    return given or find_config_file(Path(image_dir), working_dir)
+def settings_file(image_dir: Path | None, given: Path | None, working_dir: Path) -> SettingsSource:
+    """The settings file a job reads (the one given, else the working directory's; never one inside the dataset),
+    and those it ignored, for the shell to say."""
+    return find_settings(Path(image_dir) if image_dir is not None else None, working_dir, given)
+
+
+def accept_target(source: SettingsSource, reason: str) -> Path:
+    """The settings file ``--accept`` writes, refused before the audit when it cannot be written or would be ignored."""
+    target = source.path or source.default_target
+    if target is None:
+        raise InputError(
+            "cannot record accepted findings: the working directory is inside the dataset, whose settings files are "
+            "ignored; run from the repository's root or give --config"
+        )
+    check_recordable(target, reason)
+    return target
 
 
 def audit_settings(path: Path | None, options: Mapping[str, Any]) -> AuditSettings:

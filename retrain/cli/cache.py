@@ -39,7 +39,7 @@ def prune(
     ] = None,
     config_file: Annotated[
         Path | None,
-        typer.Option("--config", metavar="FILE", help="Settings file; default: the first in DIR, then here."),
+        typer.Option("--config", metavar="FILE", help="Settings file; default: the one here, never one inside DIR."),
     ] = None,
 ) -> None:
     """Drop cached entries of content no longer in DIR (deleted or edited photos), e.g. before CI saves the cache."""
@@ -49,9 +49,10 @@ def prune(
     from retrain.core.dataset import scan_folder
 
     with user_errors():
+        source = settings_file(image_dir, config_file, Path.cwd())
         settings = resolve_settings(
             AuditSettings,
-            settings_file(image_dir, config_file, Path.cwd()),
+            source.path,
             {"bottleneck_dir": bottleneck_dir, "property_cache": property_cache},
             shared_with=(GateSettings,),
         )
@@ -65,6 +66,8 @@ def prune(
     entries = sum(removed.entries for removed in pruned.values())
     freed = sum(removed.bytes for removed in pruned.values())
     typer.echo(f"removed {entries} cache entries ({_size(freed)}) of content no longer in {printable(str(image_dir))}")
+    for line in source.lines():
+        typer.echo(line, err=True)
 
 
 def _size(count: int) -> str:

@@ -22,7 +22,6 @@ from retrain.cli.common import (
 )
 from retrain.core.outputs import staged_output
 from retrain.core.settings import AcceptedFinding, ModuleSettings, SplitSettings
-from retrain.core.settings_file import CONFIG_FILE
 
 # The defaults --help shows, read off the dataclass: building one would import every check (and pandas) at start-up.
 AUDIT = {f.name: f.default for f in dataclasses.fields(AuditSettings) if f.default is not dataclasses.MISSING}
@@ -67,7 +66,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         typer.Option(
             "--config",
             metavar="FILE",
-            help="Settings file (pyproject.toml or retrain-ci.toml); default: the first in DIR, then here.",
+            help="Settings file (pyproject.toml or retrain-ci.toml); default: the one here, never one inside DIR.",
         ),
     ] = None,
     skip: Annotated[
@@ -189,10 +188,10 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
 
     if output_format not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
-    from retrain.app.audit import accept_findings, audit_settings, check_audit_outputs, settings_file
+    from retrain.app.audit import accept_findings, accept_target, audit_settings, check_audit_outputs, settings_file
 
     with user_errors():
-        settings_path = settings_file(image_dir, config_file, Path.cwd())
+        source = settings_file(image_dir, config_file, Path.cwd())
         options = dict(
             fail_on=fail_on,
             skip=_ids(skip),
@@ -212,15 +211,15 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             executor=executor.value if executor else None,
             ray_address=ray_address,
         )
-        settings = audit_settings(settings_path, options)
+        settings = audit_settings(source.path, options)
         check_audit_outputs(settings, output, report_dir)
+        target = accept_target(source, reason) if accept else None
         if accept:
             accepted = tuple(AcceptedFinding(fingerprint, reason) for fingerprint in accept)
-            settings = audit_settings(settings_path, options | {"accepted": settings.accepted + accepted})
+            settings = audit_settings(source.path, options | {"accepted": settings.accepted + accepted})
         report = _audit(image_dir, settings)
         warn(report.warnings)
-        if accept:
-            target = settings_path or Path.cwd() / CONFIG_FILE
+        if target is not None:
             added = accept_findings(report, accept, reason, target)
             if added:
                 err_console.print(
@@ -229,6 +228,8 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         if report_dir is not None:
             _write_folder(report, report_dir)
         _write(report, output_format, output)
+    for line in source.lines():  # after the report: a run that ends in an error says that one line only
+        err_console.print(line, soft_wrap=True, markup=False)
     raise typer.Exit(0 if report.gate.passed else 1)
 
 

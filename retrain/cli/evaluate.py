@@ -58,9 +58,10 @@ def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
 
     bars = ProgressBars()
     with user_errors():
+        source = settings_file(image_dir, None, Path.cwd())
         earlier = read_baseline(baseline)
         gate = gate_settings(
-            settings_file(image_dir, None, Path.cwd()),
+            source.path,
             earlier,
             min_accuracy=min_accuracy,
             min_class_recall=min_class_recall,
@@ -90,6 +91,8 @@ def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
         print_change_line(result.run.diff)
     if result.report:
         err_console.print(f"Report: {result.report.directory / 'report.html'}", soft_wrap=True, markup=False)
+    for line in source.lines():  # after the run: a run that ends in an error says that one line only
+        err_console.print(line, soft_wrap=True, markup=False)
     exit_on_gate(result.run.gate)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -21,6 +22,7 @@ from retrain.cli.common import (
     ProgressBars,
     RayAddressOption,
     console,
+    err_console,
     exit_on_gate,
     print_report_summary,
     user_errors,
@@ -247,6 +249,7 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
     from retrain.app.training import gate_settings, read_baseline
 
     with user_errors():
+        source = settings_file(folder, None, Path.cwd())
         earlier = read_baseline(baseline)
         settings = RunSettings(
             folder,
@@ -286,7 +289,7 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
                 report_dir=report_dir,
             ),
             gate=gate_settings(
-                settings_file(folder, None, Path.cwd()),
+                source.path,
                 earlier,
                 min_accuracy=min_accuracy,
                 min_class_recall=min_class_recall,
@@ -299,11 +302,12 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
             tta=tta,
             mirror_training=mirror_training,
         )
-        train_and_report(settings, print_misclassified_test_images)
+        train_and_report(settings, print_misclassified_test_images, source.lines())
 
 
-def train_and_report(settings: RunSettings, print_misclassified: bool) -> None:
-    """Run the flow with progress bars and step lines, print what it produced, then apply the gate."""
+def train_and_report(settings: RunSettings, print_misclassified: bool, settings_lines: Sequence[str] = ()) -> None:
+    """Run the flow with progress bars and step lines, print what it produced and the ``settings_lines`` (which
+    settings file the run read), then apply the gate."""
     from retrain.app.training import train_job
 
     total_steps = settings.training.how_many_training_steps
@@ -338,6 +342,8 @@ def train_and_report(settings: RunSettings, print_misclassified: bool) -> None:
     finally:
         bars.stop()
     _print_result(result, settings, print_misclassified)
+    for line in settings_lines:  # after the run: a run that ends in an error says that one line only
+        err_console.print(line, soft_wrap=True, markup=False)
     exit_on_gate(result.run.gate)
 
 

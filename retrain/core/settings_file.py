@@ -2,19 +2,26 @@
 options given (on the command line or to the pytest plugin). Every settings class is loaded by ``resolve_settings``.
 
 The settings file is `[tool.retrain-ci]` in pyproject.toml, or retrain-ci.toml; its keys are the flat setting names
-(``min_images``, ``testing_percentage``: a nested section's fields by their own names), dashes or underscores.
+(``min_images``, ``testing_percentage``: a nested section's fields by their own names), dashes or underscores. It is the
+one given (``--config``) or the working directory's, never one inside the dataset (``find_settings``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
+import re
+import stat
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import AoT
+
+from retrain.core.display import printable
 from retrain.core.errors import InputError
 from retrain.core.outputs import staged_output
 from retrain.core.settings import AcceptedFinding, GateSettings, flat_fields, replace_flat
@@ -30,15 +37,61 @@ PYPROJECT = "pyproject.toml"
 GATE_FIELDS = {f.name: f for f in dataclasses.fields(GateSettings) if f.name != "baseline_accuracy"}
 
 
-def find_config_file(dataset: Path, working_dir: Path) -> Path | None:
-    """The first of retrain-ci.toml or a pyproject.toml with ``[tool.retrain-ci]``, in the dataset folder, then the
-    working directory."""
-    for folder in (dataset, working_dir):
-        if (folder / CONFIG_FILE).is_file():
-            return folder / CONFIG_FILE
-        if (folder / PYPROJECT).is_file() and "retrain-ci" in _read_toml(folder / PYPROJECT).get("tool", {}):
-            return folder / PYPROJECT
-    return None
+@dataclasses.dataclass(frozen=True)
+class SettingsSource:
+    """The settings file a run reads (None: the defaults) and the settings files inside its dataset it did not read,
+    so that every run can say which it used: a pull request that only touches the data cannot weaken the gate."""
+
+    path: Path | None
+    ignored: tuple[Path, ...] = ()
+    default_target: Path | None = None  # where --accept creates a settings file: None when that is in the dataset
+
+    def lines(self) -> list[str]:
+        """What a run says on stderr: each file it ignored, then the file it used."""
+        ignored = [
+            f"warning: ignored {printable(path)} inside the dataset (settings come from the working directory or "
+            "--config)"
+            for path in self.ignored
+        ]
+        return [*ignored, f"settings: {printable(self.path) if self.path else 'none (defaults)'}"]
+
+
+def find_settings(dataset: Path | None, working_dir: Path, given: Path | None = None) -> SettingsSource:
+    """The file given, else retrain-ci.toml or a pyproject.toml with ``[tool.retrain-ci]`` in the working directory
+    (CI runs in the repository's root), never one inside the dataset: the data is not the place for its own gate."""
+    inside = dataset is not None and _inside(working_dir, dataset)
+    found = None if inside or given else _settings_file_in(working_dir)
+    ignored = [*_settings_files_in(dataset), *(_settings_files_in(working_dir) if inside else [])]
+    return SettingsSource(given or found, tuple(dict.fromkeys(ignored)), None if inside else working_dir / CONFIG_FILE)
+
+
+def _settings_file_in(folder: Path) -> Path | None:
+    """retrain-ci.toml, else a pyproject.toml with ``[tool.retrain-ci]``, in ``folder``."""
+    if (folder / CONFIG_FILE).is_file():
+        return folder / CONFIG_FILE
+    pyproject = folder / PYPROJECT
+    return pyproject if pyproject.is_file() and "retrain-ci" in _read_toml(pyproject).get("tool", {}) else None
+
+
+def _settings_files_in(folder: Path | None) -> list[Path]:
+    """Every settings file in a folder that is not read, to say so: a pyproject.toml is only searched for the name,
+    so that a broken one is no error."""
+    if folder is None:
+        return []
+    candidates = [Path(folder) / CONFIG_FILE, Path(folder) / PYPROJECT]
+    return [path for path in candidates if path.is_file() and (path.name == CONFIG_FILE or _names_retrain_ci(path))]
+
+
+def _names_retrain_ci(path: Path) -> bool:
+    try:
+        return b"retrain-ci" in path.read_bytes()
+    except OSError:
+        return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return folder == path or folder in path.parents
 
 
 ENVIRONMENT_PREFIX = "RETRAIN_CI_"
@@ -99,13 +152,27 @@ def _settings(path: Path | None, known: Mapping[str, dataclasses.Field]) -> dict
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    return _parse_toml(_read_text(path), path)
+
+
+def _parse_toml(text: str, path: Path) -> dict[str, Any]:
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except OSError as error:
-        raise InputError(f"cannot read config file {path} ({error.strerror})") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise InputError(f"config file {path} is not valid TOML ({error})") from None
+
+
+def _read_text(path: Path) -> str:
+    """The file's text with its own line ends (``read_text`` would turn CRLF into LF)."""
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except OSError as error:
+        raise InputError(f"cannot read config file {path} ({error.strerror})") from None
+    except UnicodeDecodeError as error:  # TOML is UTF-8; a Latin-1 comment is a user's file to fix, not a crash
+        byte = error.object[error.start]
+        raise InputError(
+            f"config file {path} is not UTF-8 text (byte 0x{byte:02x} at offset {error.start}); save it as UTF-8"
+        ) from None
 
 
 def _coerce(source: str, folder: Path, key: str, value: Any, setting: dataclasses.Field) -> Any:
@@ -147,38 +214,88 @@ def _accepted(source: str, value: Any) -> tuple[AcceptedFinding, ...]:
     return tuple(accepted)
 
 
-def record_accepted(path: Path, fingerprints: Iterable[str], reason: str) -> list[str]:
-    """Append accepted findings to the settings file (created when missing), leaving everything else in it as it was.
-
-    tomllib cannot write, so each one is an ``[[accepted]]`` table (``[[tool.retrain-ci.accepted]]`` in
-    pyproject.toml) appended at the end; the result is parsed before it replaces the file. Returns those added.
-    """
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    known = {accepted.fingerprint for accepted in (_file_accepted(path) if text else ())}
-    added = [fp for fp in dict.fromkeys(fingerprints) if fp not in known]
-    table = "tool.retrain-ci.accepted" if path.name == PYPROJECT else "accepted"
-    blocks = [f"\n[[{table}]]\nfingerprint = {_toml_string(fp)}\nreason = {_toml_string(reason)}\n" for fp in added]
-    updated = text + ("\n" if text and not text.endswith("\n") else "") + "".join(blocks)
+def check_recordable(path: Path, reason: str) -> Path:
+    """The file ``record_accepted`` writes (a link's target), refused before the audit when it cannot be: a
+    read-only file stays read-only, a reason must be UTF-8 text (argv's undecodable bytes arrive surrogate-escaped)."""
     try:
-        tomllib.loads(updated)
-    except tomllib.TOMLDecodeError:
-        raise InputError(
-            f"cannot add accepted findings to {path}: it defines `accepted` in a way this cannot extend; "
-            "add them to that list by hand"
-        ) from None
-    if added:
-        with staged_output(path, "settings file") as staging:
-            staging.write_text(updated, encoding="utf-8")
+        reason.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"the reason '{printable(reason)}' is not UTF-8 text; give it in UTF-8") from None
+    target = Path(path).resolve() if Path(path).is_symlink() else Path(path)
+    if Path(path).is_symlink() and not target.is_file():
+        raise InputError(f"cannot record accepted findings in {path}: it is a link to {target}, which is not a file")
+    if target.is_file() and not target.stat().st_mode & stat.S_IWUSR:
+        raise InputError(f"cannot record accepted findings in {target}: it is read-only; make it writable first")
+    return target
+
+
+def record_accepted(path: Path, fingerprints: Iterable[str], reason: str) -> list[str]:
+    """Add accepted findings to the settings file (created when missing) with tomlkit, so that its comments, tables,
+    line ends and mode stay as they were; a link's target is written. Returns the fingerprints added."""
+    target = check_recordable(path, reason)
+    text = _read_text(target) if target.is_file() else ""
+    known = {accepted.fingerprint for accepted in _accepted_in(text, target)}
+    added = [fp for fp in dict.fromkeys(fingerprints) if fp not in known]
+    if not added:
+        return added
+    updated = _with_accepted(text, target, added, reason)
+    mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else None
+    with staged_output(target, "settings file") as staging:
+        staging.write_bytes(updated.encode("utf-8"))
+        if mode is not None:
+            staging.chmod(mode)
     return added
 
 
-def _file_accepted(path: Path) -> tuple[AcceptedFinding, ...]:
-    table = _read_toml(path)
+def _with_accepted(text: str, path: Path, fingerprints: list[str], reason: str) -> str:
+    """``text`` with an ``accepted`` entry per fingerprint; checked by reading it back, since a file that spreads the
+    table over dotted keys can lead tomlkit astray."""
+    cannot = InputError(
+        f"cannot add accepted findings to {path} without changing the rest of it (the way it spells `accepted` or "
+        "its table); add them by hand"
+    )
+    try:
+        document = tomlkit.parse(text)
+        table = document
+        if path.name == PYPROJECT:
+            table = document.setdefault("tool", tomlkit.table(is_super_table=True)).setdefault("retrain-ci", {})
+        accepted = table.setdefault("accepted", tomlkit.aot())
+        for fingerprint in fingerprints:
+            if isinstance(accepted, AoT):
+                entry = tomlkit.table()
+                entry.update({"fingerprint": fingerprint, "reason": reason})
+                accepted.append(entry)
+            elif isinstance(accepted, list):
+                accepted.append(_inline(fingerprint, reason))
+            else:
+                raise cannot
+        if isinstance(accepted, AoT):
+            accepted[-1].add(tomlkit.nl())  # a blank line before whatever table follows
+        updated = tomlkit.dumps(document)
+    except TOMLKitError:
+        raise cannot from None
+    if updated.endswith("\n\n") and not text.endswith("\n\n"):  # that blank line is for a table that follows
+        updated = updated[:-1]
+    if "\r\n" in text and "\n" not in text.replace("\r\n", ""):  # the user's line ends, for the lines added
+        updated = re.sub("(?<!\r)\n", "\r\n", updated)
+    expected = (*_accepted_in(text, path), *(AcceptedFinding(fp, reason) for fp in fingerprints))
+    try:
+        if _accepted_in(updated, path) != expected:
+            raise cannot
+    except InputError:
+        raise cannot from None
+    return updated
+
+
+def _inline(fingerprint: str, reason: str) -> Any:
+    entry = tomlkit.inline_table()
+    entry.update({"fingerprint": fingerprint, "reason": reason})
+    return entry
+
+
+def _accepted_in(text: str, path: Path) -> tuple[AcceptedFinding, ...]:
+    """The accepted findings ``text`` holds, read as the settings file at ``path``."""
+    table = _parse_toml(text, path)
     if path.name == PYPROJECT:
         table = table.get("tool", {}).get("retrain-ci", {})
     return _accepted(str(path), table.get("accepted", []))
-
-
-def _toml_string(text: str) -> str:
-    """A TOML basic string: JSON's escapes are TOML's, except that TOML takes no surrogates (kept as characters)."""
-    return json.dumps(text, ensure_ascii=False)
