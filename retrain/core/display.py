@@ -39,7 +39,7 @@ def markdown_text(text: object) -> str:
     """``text`` on one line for Markdown (a summary, a pull-request comment): Markdown and HTML characters escaped, so
     text from a file or a baseline renders as written, never as a heading, an image, a link or a tag."""
     shown = re.sub(r"([\\`*_\[\]|#~])", r"\\\1", printable(text))
-    return shown.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return shown.replace("&", "&amp;").replace("<", "&lt;")  # no tag can open; "->" stays as written
 
 
 def is_undecodable(name: str) -> bool:
