@@ -179,7 +179,7 @@ def _markdown_change(report: AuditReport) -> list[str]:
         copies = ", ".join(_code(path) for path in duplicate.existing)
         lines.append(f"- added {_code(duplicate.path)} copies {copies} (`{duplicate.check}`)")
     fixed = report.comparison.fixed
-    lines += [f"- **fixed** {_markdown_item(finding, '')[2:]} (`{finding.check}`)" for finding in fixed]
+    lines += [f"- **fixed** {_markdown_item(finding, '')[2:]} ({_code(finding.check)})" for finding in fixed]
     return [*lines, ""] if len(lines) > 2 else lines
 
 

@@ -117,6 +117,25 @@ def test_a_baseline_class_name_cannot_start_a_workflow_command(
         assert "1 moved x\\n::error file=README.md::X -> daisy" in run.stdout
 
 
+def test_a_fixed_finding_from_the_baseline_is_plain_text_in_markdown(
+    dataset: Path, audit: dict[str, Any], tmp_path: Path
+) -> None:
+    def fixed(document: dict[str, Any]) -> None:
+        document["findings"].append(
+            {**document["findings"][0], "check": "x`\n::error::", "message": MARKDOWN, "fingerprint": "x:1"}
+        )
+
+    run = run_cli("check", dataset, "--only", "corrupt_image", "--baseline", _forged(audit, tmp_path, fixed),
+                  "--format", "markdown")  # fmt: skip
+    fixed_line = next(line for line in run.stdout.splitlines() if line.startswith("- **fixed**"))
+    assert fixed_line.endswith(
+        "!\\[x\\](https://evil/x.png) \\[click\\](https://evil)\\\\n\\# Heading\\\\n::error::boom &lt;img src=x> "
+        "(``x`\\n::error::``)"
+    )
+    headings = [line for line in run.stdout.splitlines() if line.startswith(("::", "#"))]
+    assert headings == [f"## Dataset check: `{dataset}`", "### `corrupt_image` (1)"]
+
+
 def test_report_refuses_a_forged_audit(trained_run: CliRun, audit: dict[str, Any], tmp_path: Path) -> None:
     report = shutil.copytree(trained_run.output_dir / "report", tmp_path / "report")
     for forgery in ("fingerprint as a list", "label null", "images as NaN", "change as a number"):
