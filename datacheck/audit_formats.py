@@ -14,7 +14,7 @@ from rich.text import Text
 
 from datacheck.findings import AuditReport, Finding, Severity
 from datacheck.registry import check_class
-from retrain.core.display import printable
+from retrain.core.display import markdown_text, printable
 
 FORMATS = ("table", "json", "markdown", "github", "html")
 # Findings shown per check in the Markdown report; the table and JSON have all of them.
@@ -60,7 +60,8 @@ def render_table(report: AuditReport) -> RenderableType:
         FindingsOfCheck(report.dataset, check, findings, lambda finding: finding_mark(report, finding))
         for check, findings in findings_by_check(report)
     ]
-    change = [Text(report.change_line())] if report.comparison else []
+    # Class names in it come from the baseline: escaped, and never wrapped, so no line can start with its text.
+    change = [Text(printable(report.change_line()), no_wrap=True, overflow="ignore")] if report.comparison else []
     return Group(*checks, Text(_headline(report)), *change)
 
 
@@ -173,18 +174,18 @@ def _markdown_change(report: AuditReport) -> list[str]:
     """The change against the baseline in a line, then the copies it adds of photos already there and what it fixed."""
     if report.comparison is None:
         return []
-    lines = [f"**Change:** {_markdown_text(report.change_line())}", ""]
+    lines = [f"**Change:** {markdown_text(report.change_line())}", ""]
     for duplicate in report.comparison.diff.duplicates:
         copies = ", ".join(_code(path) for path in duplicate.existing)
         lines.append(f"- added {_code(duplicate.path)} copies {copies} (`{duplicate.check}`)")
     fixed = report.comparison.fixed
-    lines += [f"- **fixed** {_markdown_item(finding, '')[2:]} (`{finding.check}`)" for finding in fixed]
+    lines += [f"- **fixed** {_markdown_item(finding, '')[2:]} ({_code(finding.check)})" for finding in fixed]
     return [*lines, ""] if len(lines) > 2 else lines
 
 
 def _markdown_item(finding: Finding, mark: str) -> str:
     paths = ", ".join(_code(path) for path in finding.paths)
-    return f"- {f'**{mark}** ' if mark else ''}{paths}: {_markdown_text(finding.message)}"
+    return f"- {f'**{mark}** ' if mark else ''}{paths}: {markdown_text(finding.message)}"
 
 
 def _code(text: str) -> str:
@@ -193,12 +194,6 @@ def _code(text: str) -> str:
     fence = "`" * (max((len(run) for run in re.findall("`+", shown)), default=0) + 1)
     pad = " " if shown[:1] in ("`", " ") or shown[-1:] in ("`", " ") else ""
     return f"{fence}{pad}{shown}{pad}{fence}"
-
-
-def _markdown_text(text: str) -> str:
-    """Plain text on one line: Markdown and HTML characters escaped, so that it renders as written."""
-    shown = re.sub(r"([\\`*_\[\]|#])", r"\\\1", printable(text))
-    return shown.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def render_github(report: AuditReport) -> str:

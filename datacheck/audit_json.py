@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict
+import types
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from datacheck.baseline import Baseline, ManifestEntry
 from datacheck.findings import AuditReport, Finding, Severity
+from retrain.core.display import printable
 from retrain.core.errors import InputError
+from retrain.core.run_json import typed_value
 
 AUDIT_FORMAT = "retrain-ci-audit"
 AUDIT_VERSION = 1
+# An audit of a million files is a few hundred megabytes; anything far larger is not one.
+MAX_BYTES = 1 << 30
+# A path names a file (4096 bytes on Linux); anything longer in a baseline is not a file's name.
+MAX_NAME = 4096
 
 
 def render_json(report: AuditReport) -> str:
@@ -61,32 +68,100 @@ def _plain(finding: Finding) -> dict[str, Any]:
 
 
 def load_audit_baseline(path: Path, what: str = "baseline") -> Baseline:
-    """Read and validate ``check --format json`` output; anything else is an InputError that says what it is."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8", errors="surrogateescape"))
-    except FileNotFoundError:
-        raise InputError(f"{what} {path} does not exist") from None
-    except OSError as error:
-        raise InputError(f"cannot read {what} {path} ({error.strerror or error})") from None
-    except ValueError as error:
-        raise InputError(f"{what} {path} is not JSON ({error})") from None
+    """Read and validate ``check --format json`` output before any work: every value the reader uses has its declared
+    type, numbers are finite, names are short; anything else is one InputError that says what it is."""
+    data = _read_document(Path(path), what)
     if not isinstance(data, dict) or data.get("format") != AUDIT_FORMAT:
         raise InputError(f"{what} {path} is not a `retrain-ci check --format json` audit")
     if data.get("version") != AUDIT_VERSION:
         raise InputError(
-            f"{what} {path} is audit format version {data.get('version')!r}; this retrain-ci reads {AUDIT_VERSION}"
+            f"{what} {path} is audit format version {printable(_shown(data.get('version')))}; this retrain-ci reads "
+            f"{AUDIT_VERSION}"
         )
     try:
-        manifest = {
-            row["path"]: ManifestEntry(row["path"], row["label"], row["split"], row["key"]) for row in data["manifest"]
-        }
-        findings = [
-            Finding(
-                row["check"], Severity(row["severity"]), tuple(row["paths"]), row["message"], {}, row["fingerprint"]
-            )
-            for row in data["findings"]
-        ]
-        change = str(data["summary"].get("change", ""))
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise InputError(f"{what} {path} is damaged: an entry lacks or mangles {error}") from None
-    return Baseline(Path(path), manifest, findings, change)
+        return _baseline(Path(path), data)
+    except ValueError as problem:
+        raise InputError(f"{what} {path} is damaged ({printable(problem)})") from None
+
+
+def _read_document(path: Path, what: str) -> Any:
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            raise InputError(f"{what} {path} is not a `retrain-ci check --format json` audit (too large)")
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except OSError as error:
+        raise InputError(f"cannot read {what} {path} ({error.strerror or error})") from None
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except ValueError as error:
+        raise InputError(f"{what} {path} is not JSON ({error})") from None
+    except RecursionError:
+        raise InputError(f"{what} {path} is not an audit (nested too deep)") from None
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+@dataclass(frozen=True)
+class _Summary:
+    """The summary's numbers and its change line: what a baseline's reader shows or may one day compare."""
+
+    images: int
+    seconds: float
+    classes: types.MappingProxyType
+    findings: types.MappingProxyType
+    accepted: int = 0
+    new: types.MappingProxyType | None = None
+    fixed: int = 0
+    change: str = ""
+
+
+@dataclass(frozen=True)
+class _FindingRow:
+    """A finding as the audit JSON holds it; its details are for people and not read back."""
+
+    check: str
+    severity: str
+    paths: tuple[str, ...]
+    message: str
+    fingerprint: str
+
+
+def _baseline(path: Path, data: dict[str, Any]) -> Baseline:
+    """The Baseline a checked document holds, or a ValueError that says where it is wrong."""
+    summary = typed_value(_Summary, data.get("summary"), "summary")
+    manifest: dict[str, ManifestEntry] = {}
+    for row in _rows(data, "manifest"):
+        entry = typed_value(ManifestEntry, row, "manifest")
+        _names(entry.path, entry.label, entry.split, entry.key or "")
+        manifest[entry.path] = entry
+    findings = []
+    for row in _rows(data, "findings"):
+        finding = typed_value(_FindingRow, row, "findings")
+        _names(finding.check, finding.fingerprint, *finding.paths)
+        findings.append(
+            Finding(finding.check, Severity(finding.severity), finding.paths, finding.message, {}, finding.fingerprint)
+        )
+    return Baseline(path, manifest, findings, summary.change)
+
+
+def _rows(data: dict[str, Any], name: str) -> list[Any]:
+    rows = data.get(name)
+    if not isinstance(rows, list):
+        raise ValueError(f"{name}: {_shown(rows)} is not a list")
+    return rows
+
+
+def _names(*names: str) -> None:
+    """Paths, classes, checks and keys are file-name sized: a longer one is not from an audit."""
+    for name in names:
+        if len(name) > MAX_NAME:
+            raise ValueError(f"{_shown(name)} is too long for a name")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=True, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."

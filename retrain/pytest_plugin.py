@@ -184,8 +184,8 @@ class DatasetCollector(pytest.Collector):
         if settings.baseline is not None:
             try:
                 findings = _audit(self.config).findings
-            except InputError as error:
-                raise self.CollectError(f"error: {error}") from None
+            except InputError as error:  # one failing item with the CLI's one line; the user's own tests still run
+                return [BadInputItem.from_parent(self, name="baseline", error=f"error: {error}")]
             items: list[pytest.Item] = [
                 FindingItem.from_parent(self, name=finding.fingerprint, finding=finding) for finding in findings
             ]
@@ -242,6 +242,17 @@ class FindingItem(_DatasetItem):
         if self.finding in report.gate.failing:
             raise DatasetCheckFailed(_describe(self.finding))
         warnings.warn(DatasetFindingWarning(_describe(self.finding)), stacklevel=1)
+
+
+class BadInputItem(_DatasetItem):
+    """A baseline that cannot be read: this one item fails with the error line, rather than the whole collection."""
+
+    def __init__(self, *, error: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.error = error
+
+    def runtest(self) -> None:
+        raise DatasetCheckFailed(self.error)
 
 
 class AccuracyItem(_DatasetItem):

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix  # noqa: E402
 
-from retrain.core.display import printable  # noqa: E402
+from retrain.core.display import markdown_text, printable  # noqa: E402
 from retrain.core.errors import InputError  # noqa: E402
 from retrain.core.model_diff import model_change_line  # noqa: E402
 from retrain.core.outputs import check_replaceable, staged_output  # noqa: E402
@@ -116,7 +116,7 @@ def summary_markdown(report: Report) -> str:
     lines = [
         "## retrain-ci report",
         "",
-        *([f"**Change:** {change}.", ""] if change else []),
+        *([f"**Change:** {markdown_text(change)}.", ""] if change else []),
         f"**Test accuracy {run.test_accuracy:.1%}** on {run.test_images} images"
         + (f" (validation {validation:.1%})" if validation is not None else "")
         + f". Gate: {run.gate.verdict}.",
@@ -125,12 +125,14 @@ def summary_markdown(report: Report) -> str:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for label, scores in run.per_class.items():
-        lines.append(f"| {label} | {' | '.join(score_cells(scores))} | {scores.support} |")
-    worst = ", ".join(f"{label} ({recall:.1%} recall)" for label, recall in run.worst_classes())
+        lines.append(f"| {markdown_text(label)} | {' | '.join(score_cells(scores))} | {scores.support} |")
+    worst = ", ".join(f"{markdown_text(label)} ({recall:.1%} recall)" for label, recall in run.worst_classes())
     lines += ["", f"Worst classes: {worst}."]
     confusions = report.top_confusions()
     if confusions:
-        listed = ", ".join(f"{true} → {predicted} ({count})" for true, predicted, count in confusions)
+        listed = ", ".join(
+            f"{markdown_text(true)} → {markdown_text(predicted)} ({count})" for true, predicted, count in confusions
+        )
         lines.append(f"Top confusions: {listed}.")
     return "\n".join(lines) + "\n"
 

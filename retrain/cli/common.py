@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from retrain.core.display import printable
 from retrain.core.errors import InputError
@@ -183,12 +184,12 @@ def print_report_summary(report: Report) -> None:
 
     table = Table("class", "precision", "recall", "F1", "images", title="Test set, per class")
     for label, scores in report.run.per_class.items():
-        table.add_row(label, *score_cells(scores), str(scores.support))
+        table.add_row(Text(printable(label)), *score_cells(scores), str(scores.support))
     console.print(table)
     confusions = report.top_confusions()
     if confusions:
         listed = ", ".join(f"{true} -> {predicted} ({count})" for true, predicted, count in confusions)
-        console.print(f"Top confusions: {listed}", soft_wrap=True)
+        console.print(f"Top confusions: {printable(listed)}", soft_wrap=True, markup=False)
     print_change_line(report.run.diff)
     if report.run.gated:
         console.print(f"Gate: {'passed' if report.run.passed else 'FAILED'}")

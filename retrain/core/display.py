@@ -35,6 +35,13 @@ def printable(text: object) -> str:
     return "".join(_escape(char) if _needs_escape(char) else char for char in str(text))
 
 
+def markdown_text(text: object) -> str:
+    """``text`` on one line for Markdown (a summary, a pull-request comment): Markdown and HTML characters escaped, so
+    text from a file or a baseline renders as written, never as a heading, an image, a link or a tag."""
+    shown = re.sub(r"([\\`*_\[\]|#~])", r"\\\1", printable(text))
+    return shown.replace("&", "&amp;").replace("<", "&lt;")  # no tag can open; "->" stays as written
+
+
 def is_undecodable(name: str) -> bool:
     """Whether a name as ``os`` lists it held bytes that are not valid UTF-8 (surrogate-escaped by Python)."""
     return _ESCAPED_BYTE.search(name) is not None

@@ -48,13 +48,13 @@ def run_diff(baseline: BaselineRun, evaluation: Evaluation, facts: RunFacts, min
 def _why_not_photo_by_photo(baseline: BaselineRun, facts: RunFacts, evaluation: Evaluation) -> str:
     before = baseline.report
     changed = [
-        f"{key} {_setting(getattr(before.facts, key))} -> {_setting(getattr(facts, key))}"
+        printable(f"{key} {_setting(getattr(before.facts, key))} -> {_setting(getattr(facts, key))}")
         for key in COMPARABLE
         if None not in (getattr(before.facts, key), getattr(facts, key))
         and getattr(before.facts, key) != getattr(facts, key)
     ]
     if before.per_class and tuple(before.per_class) != tuple(evaluation.labels):
-        changed.append(f"classes {', '.join(before.per_class)} -> {', '.join(evaluation.labels)}")
+        changed.append(printable(f"classes {', '.join(before.per_class)} -> {', '.join(evaluation.labels)}"))
     if changed:
         return f"not comparable photo by photo ({'; '.join(changed)})"
     if baseline.predictions is None or CONTENT_KEY not in baseline.predictions.columns:
@@ -137,7 +137,7 @@ def model_change_line(diff: ModelDiff | None) -> str:
     ]
     images = diff.images
     if images is None:
-        return ", ".join(parts) + f"; {diff.note}"
+        return ", ".join(parts) + f"; {printable(diff.note)}"
     flipped = f"{images.flipped} test {_plural(images.flipped, 'image')} flipped"
     if images.flipped:
         flipped += f" ({len(images.now_right)} now right, {len(images.now_wrong)} now wrong)"

@@ -295,3 +295,12 @@ def _baseline_predictions(folder: Path, report: RunReport) -> pd.DataFrame | Non
         raise InputError(f"cannot read the baseline predictions {file} ({error})") from None
     check_predictions(folder, table, report.labels, report.test_images)
     return table
+
+
+def typed_value(kind: Any, value: Any, where: str) -> Any:
+    """``value`` as the declared ``kind`` (a type hint), or a ValueError naming where: other files' readers (the audit
+    JSON) check by the same rules as metrics.json."""
+    try:
+        return _typed(kind, value, where)
+    except _Invalid as problem:
+        raise ValueError(str(problem)) from None
