@@ -14,6 +14,7 @@ from typing import Any
 
 from datacheck.baseline import Baseline, ManifestEntry
 from datacheck.findings import AuditReport, Finding, Severity
+from retrain.core.display import is_undecodable, name_bytes, printable
 from retrain.core.errors import InputError
 
 AUDIT_FORMAT = "retrain-ci-audit"
@@ -21,10 +22,17 @@ AUDIT_VERSION = 1
 
 
 def render_json(report: AuditReport) -> str:
-    """Paths as they are, in JSON's own escapes; a byte of a name that is not valid UTF-8 as its \\udcXX escape,
-    which Python's ``json`` and ``os.fsencode`` turn back into the byte."""
-    text = json.dumps(audit_document(report), indent=2, ensure_ascii=False) + "\n"
-    return re.sub("[\ud800-\udfff]", lambda match: f"\\u{ord(match.group()):04x}", text)
+    """Valid UTF-8: a byte of a name that is not UTF-8 is written as ``printable`` shows it (``\\xff``), and each such
+    path's bytes as base64 beside it (``paths_bytes`` of a finding, ``path_bytes`` of a manifest entry)."""
+    document = audit_document(report)
+    for row in (*document["findings"], *document.get("fixed", ())):
+        if any(map(is_undecodable, row["paths"])):
+            row["paths_bytes"] = [name_bytes(path) for path in row["paths"]]
+    for row in document["manifest"]:
+        if is_undecodable(row["path"]):
+            row["path_bytes"] = name_bytes(row["path"])
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return re.sub("[\ud800-\udfff]", lambda match: json.dumps(printable(match.group()))[1:-1], text)
 
 
 def audit_document(report: AuditReport) -> dict[str, Any]:

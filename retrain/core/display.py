@@ -7,6 +7,8 @@ keep their real bytes wherever they identify a file (JSON, the cache, the split 
 
 from __future__ import annotations
 
+import base64
+import os
 import re
 import unicodedata
 
@@ -33,6 +35,17 @@ def _needs_escape(char: str) -> bool:
 def printable(text: object) -> str:
     """``text`` with control characters, line breaks, bidi controls and undecodable bytes as backslash escapes."""
     return "".join(_escape(char) if _needs_escape(char) else char for char in str(text))
+
+
+def escaped_bytes(name: str) -> str:
+    """``name`` with each byte that is not valid UTF-8 as ``printable`` shows it (``\\xff``), all else as it is: a
+    string JSON can carry as valid UTF-8 (a lone surrogate escape is refused by most JSON tools)."""
+    return _ESCAPED_BYTE.sub(lambda match: _escape(match.group()), name)
+
+
+def name_bytes(name: str) -> str:
+    """The name's bytes on disk as base64: what a tool needs, beside ``escaped_bytes``, to open the file."""
+    return base64.b64encode(os.fsencode(name)).decode("ascii")
 
 
 def is_undecodable(name: str) -> bool:
