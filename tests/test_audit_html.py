@@ -128,7 +128,9 @@ def pull_request(flowers_sample: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 def _image_files(after: Path, finding: dict) -> list[str]:
-    return [p for p in finding["paths"] if Path(p).suffix.lower() in IMAGE_EXTENSIONS and (after / p).is_file()]
+    """The finding's image files, by their names on disk (``paths_bytes`` where a name is not valid UTF-8)."""
+    paths = [os.fsdecode(base64.b64decode(raw)) for raw in finding.get("paths_bytes", [])] or finding["paths"]
+    return [p for p in paths if Path(p).suffix.lower() in IMAGE_EXTENSIONS and (after / p).is_file()]
 
 
 def _uri_image(uri: str) -> Image.Image:
