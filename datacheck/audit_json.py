@@ -6,16 +6,19 @@ InputError that says what it is.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import os
 import re
 import types
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from datacheck.baseline import Baseline, ManifestEntry
 from datacheck.findings import AuditReport, Finding, Severity
-from retrain.core.display import printable
+from retrain.core.display import is_undecodable, name_bytes, printable
 from retrain.core.errors import InputError
 from retrain.core.run_json import typed_value
 
@@ -28,10 +31,17 @@ MAX_NAME = 4096
 
 
 def render_json(report: AuditReport) -> str:
-    """Paths as they are, in JSON's own escapes; a byte of a name that is not valid UTF-8 as its \\udcXX escape,
-    which Python's ``json`` and ``os.fsencode`` turn back into the byte."""
-    text = json.dumps(audit_document(report), indent=2, ensure_ascii=False) + "\n"
-    return re.sub("[\ud800-\udfff]", lambda match: f"\\u{ord(match.group()):04x}", text)
+    """Valid UTF-8: a byte of a name that is not UTF-8 is written as ``printable`` shows it (``\\xff``), and each such
+    path's bytes as base64 beside it (``paths_bytes`` of a finding, ``path_bytes`` of a manifest entry)."""
+    document = audit_document(report)
+    for row in (*document["findings"], *document.get("fixed", ())):
+        if any(map(is_undecodable, row["paths"])):
+            row["paths_bytes"] = [name_bytes(path) for path in row["paths"]]
+    for row in document["manifest"]:
+        if is_undecodable(row["path"]):
+            row["path_bytes"] = name_bytes(row["path"])
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return re.sub("[\ud800-\udfff]", lambda match: json.dumps(printable(match.group()))[1:-1], text)
 
 
 def audit_document(report: AuditReport) -> dict[str, Any]:
@@ -136,16 +146,29 @@ def _baseline(path: Path, data: dict[str, Any]) -> Baseline:
     manifest: dict[str, ManifestEntry] = {}
     for row in _rows(data, "manifest"):
         entry = typed_value(ManifestEntry, row, "manifest")
+        if "path_bytes" in row:  # a name that is not UTF-8, as the scan of the dataset lists it
+            entry = replace(entry, path=_raw_name(row["path_bytes"], "manifest path_bytes"))
         _names(entry.path, entry.label, entry.split, entry.key or "")
         manifest[entry.path] = entry
     findings = []
     for row in _rows(data, "findings"):
         finding = typed_value(_FindingRow, row, "findings")
+        if "paths_bytes" in row:
+            raw = typed_value(tuple[str, ...], row["paths_bytes"], "findings paths_bytes")
+            finding = replace(finding, paths=tuple(_raw_name(name, "findings paths_bytes") for name in raw))
         _names(finding.check, finding.fingerprint, *finding.paths)
         findings.append(
             Finding(finding.check, Severity(finding.severity), finding.paths, finding.message, {}, finding.fingerprint)
         )
     return Baseline(path, manifest, findings, summary.change)
+
+
+def _raw_name(encoded: Any, where: str) -> str:
+    """A name's bytes (base64, as ``render_json`` writes them) as Python names a file: undecodable bytes escaped."""
+    try:
+        return os.fsdecode(base64.b64decode(typed_value(str, encoded, where), validate=True))
+    except binascii.Error:
+        raise ValueError(f"{where}: not base64") from None
 
 
 def _rows(data: dict[str, Any], name: str) -> list[Any]:

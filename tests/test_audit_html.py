@@ -128,7 +128,9 @@ def pull_request(flowers_sample: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 def _image_files(after: Path, finding: dict) -> list[str]:
-    return [p for p in finding["paths"] if Path(p).suffix.lower() in IMAGE_EXTENSIONS and (after / p).is_file()]
+    """The finding's image files, by their names on disk (``paths_bytes`` where a name is not valid UTF-8)."""
+    paths = [os.fsdecode(base64.b64decode(raw)) for raw in finding.get("paths_bytes", [])] or finding["paths"]
+    return [p for p in paths if Path(p).suffix.lower() in IMAGE_EXTENSIONS and (after / p).is_file()]
 
 
 def _uri_image(uri: str) -> Image.Image:
@@ -182,7 +184,7 @@ def test_a_hostile_file_name_is_text_never_markup(pull_request: PullRequest) -> 
         captions = [caption.content() for caption in page.card(finding["fingerprint"]).all("figcaption")]
         assert any(caption.startswith(shown) for caption in captions), captions
     assert shown in [item.content() for item in page.root.all("ul", id="change-added")[0].all("li")]
-    (undecodable,) = [f for f in pull_request.audit["findings"] if f["paths"] == ["daisy/" + UNDECODABLE]]
+    (undecodable,) = [f for f in pull_request.audit["findings"] if f["paths"] == ["daisy/bad\\xffname.jpg"]]
     (caption,) = page.card(undecodable["fingerprint"]).all("figcaption")
     assert caption.text[0] == "daisy/bad\\xffname.jpg"
 

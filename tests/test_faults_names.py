@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
@@ -213,6 +214,7 @@ def test_check_json_keeps_paths_raw(with_bad_folders: Path) -> None:
     assert "true/" + _in_test_split(f"x\n{INJECTION} annotation") in paths
     assert "true/" + _in_test_split(ESC_OSC) in paths
     assert "true/" + CORRUPT in paths and "!!!" in paths
-    undecodable = [p for p in paths if p.startswith("0/")]
-    assert [os.fsencode(p) for p in undecodable] == [b"0/" + UNDECODABLE]
-    assert (with_bad_folders / undecodable[0]).is_file()  # an identity: it names the file
+    (finding,) = [f for f in document["findings"] if f["paths"] == ["0/caf\\xe9-latin1.jpg"]]  # valid UTF-8
+    (raw,) = [base64.b64decode(name) for name in finding["paths_bytes"]]
+    assert raw == b"0/" + UNDECODABLE
+    assert (with_bad_folders / os.fsdecode(raw)).is_file()  # an identity: its bytes name the file

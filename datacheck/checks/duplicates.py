@@ -24,6 +24,10 @@ from datacheck.settings import AuditSettings
 # many look-alike daisies needs more than a daisy alone in its corner of the feature space.
 NEIGHBOURS = 10
 LISTED_PAIRS = 20
+# Smaller than the perceptual hash's 8x8 grid of frequencies, or longer than 8:1 (far beyond any panorama of
+# flowers-dev), an image is resampled into a square hash that no longer tells it from other such images.
+MIN_HASH_SIDE = 8
+MAX_HASH_ASPECT = 8
 SIGNAL_WORDS = {
     "hash": "perceptual hash (re-encoded, resized or retouched)",
     "embedding": "bottleneck (cropped, mirrored, recoloured, rotated, or one burst of shots)",
@@ -69,7 +73,11 @@ def picture_groups(data: AuditData) -> list[PictureGroup]:
 def group_pictures(images: pd.DataFrame, neighbours: Neighbours | None, settings: AuditSettings) -> list[PictureGroup]:
     """Group ``images`` (path and phash columns) by perceptual hash, and by bottleneck where their ``neighbours``
     (rows are positions in ``images``) are given."""
-    pairs = set(_hash_pairs(images["phash"], settings.near_duplicate_bits))
+    hashable = _hash_is_meaningful(images)
+    rows = np.flatnonzero(hashable)
+    pairs = {
+        (int(rows[i]), int(rows[j])) for i, j in _hash_pairs(images["phash"].iloc[rows], settings.near_duplicate_bits)
+    }
     judge = _EmbeddingJudge(neighbours, settings) if neighbours is not None else None
     if judge is not None:
         pairs |= judge.pairs()
@@ -80,7 +88,7 @@ def group_pictures(images: pd.DataFrame, neighbours: Neighbours | None, settings
     for i, j in sorted(pairs):
         bits = (hashes[i] ^ hashes[j]).bit_count()
         similarity, by_embedding = judge.judge(i, j) if judge is not None else (None, False)
-        by_hash = bits <= settings.near_duplicate_bits
+        by_hash = bits <= settings.near_duplicate_bits and hashable[i] and hashable[j]
         pairs_of.setdefault(int(roots[i]), []).append(
             {
                 "paths": [paths[i], paths[j]],
@@ -93,6 +101,19 @@ def group_pictures(images: pd.DataFrame, neighbours: Neighbours | None, settings
     for row in np.flatnonzero(np.isin(roots, list(pairs_of))):
         rows_of.setdefault(int(roots[row]), []).append(row)
     return [PictureGroup(images.iloc[rows_of[root]], found) for root, found in pairs_of.items()]
+
+
+def _hash_is_meaningful(images: pd.DataFrame) -> np.ndarray:
+    """Rows whose perceptual hash describes the picture: one too small or too long and thin to resample into the hash's
+    square grid hashes alike whatever it shows (a 1x1 dot and a 20000x10 strip), so it is never paired by hash.
+
+    A table without sizes (as benchmarks build) is taken as all ordinary photos.
+    """
+    if "width" not in images or "height" not in images:
+        return np.ones(len(images), bool)
+    short = np.minimum(images["width"], images["height"]).to_numpy(float)
+    long = np.maximum(images["width"], images["height"]).to_numpy(float)
+    return (short >= MIN_HASH_SIDE) & (long <= short * MAX_HASH_ASPECT)
 
 
 def _union(count: int, pairs: set[tuple[int, int]]) -> list[int]:

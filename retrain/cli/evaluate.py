@@ -27,7 +27,7 @@ from retrain.cli.common import (
     warn_skipped,
 )
 from retrain.cli.label import InputLayerOption, LabelsOption, OutputLayerOption
-from retrain.core.display import printable
+from retrain.core.display import escaped_bytes, is_undecodable, name_bytes, printable
 from retrain.core.settings import FROZEN_INPUT_NAME, ExportSettings
 
 MISCLASSIFIED_SHOWN = 20
@@ -109,13 +109,21 @@ def _json_document(result) -> dict:
             for row in evaluation.per_class().itertuples()
         ],
         "misclassified": [
-            {"path": str(m.path), "true": m.true_label, "predicted": m.predicted_label, "confidence": m.confidence}
+            _json_path(m.path) | {"true": m.true_label, "predicted": m.predicted_label, "confidence": m.confidence}
             for m in evaluation.misclassified()
         ],
-        "skipped": [str(path) for path, _ in evaluation.skipped],
+        "skipped": [escaped_bytes(str(path)) for path, _ in evaluation.skipped],
     }
+    if any(is_undecodable(str(path)) for path, _ in evaluation.skipped):
+        document["skipped_bytes"] = [name_bytes(str(path)) for path, _ in evaluation.skipped]
     metrics = run_report_document(run)
     return document | {"gate": metrics["gate"]} | ({"baseline": metrics["baseline"]} if run.diff else {})
+
+
+def _json_path(path: Path) -> dict[str, str]:
+    """A path as valid UTF-8 JSON: a name that is not valid UTF-8 escaped (``\\xff``), its bytes in ``path_bytes``."""
+    shown = {"path": escaped_bytes(str(path))}
+    return shown | ({"path_bytes": name_bytes(str(path))} if is_undecodable(str(path)) else {})
 
 
 def _print_tables(evaluation) -> None:

@@ -353,6 +353,7 @@ def _print_result(result, settings: RunSettings, print_misclassified: bool) -> N
     dataset = result.dataset
     skipped = [*dataset.skipped, *bottlenecks.skipped]
     warn_skipped(skipped)
+    warn([f"skipped link {path}: {reason}" for path, reason in dataset.skipped_links])
     seconds = result.run.durations
     console.print(
         f"{len(dataset.images)} images in {len(dataset.labels)} classes; bottlenecks: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -53,6 +54,7 @@ class Dataset:
     labels: tuple[str, ...]
     images: tuple[LabeledImage, ...]
     skipped: tuple[tuple[Path, str], ...] = ()  # files left out before any is read, with the reason
+    skipped_links: tuple[tuple[Path, str], ...] = ()  # links left out (``link_problem``), with the reason
 
     def split(self, name: str) -> list[LabeledImage]:
         return [image for image in self.images if image.split == name]
@@ -93,9 +95,35 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+def link_problem(path: Path, root: Path) -> str | None:
+    """Why a link is not followed, or None: a link is followed only to a target inside the dataset folder ``root``.
+
+    A link that dangles, loops or leaves the dataset would make the data depend on what lies elsewhere on this
+    machine (and silently lose a class or its images on the next), so it is skipped and reported instead.
+    """
+    if not path.is_symlink():
+        return None
+    target = os.readlink(path)
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"it points to {target}, which leads back to a link (a link loop)"
+        return f"it points to {target}, which does not exist (a dangling link)"
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+        return f"it points to {target}, outside the dataset folder"
+    return None
+
+
 def class_folders(root: Path) -> list[Path]:
-    """The class subfolders of an image-folder dataset, in label-index order (sorted by name, as the tutorial)."""
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The class subfolders of an image-folder dataset, in label-index order (sorted by name, as the tutorial).
+
+    A linked folder is a class when its target is inside ``root`` (``link_problem``); other links are left out.
+    """
+    return sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and link_problem(p, root) is None
+    )
 
 
 @dataclass(frozen=True)
@@ -115,6 +143,7 @@ class FolderScan:
     classes: tuple[ClassFolder, ...]
     stray_files: tuple[Path, ...]  # files directly in the root, which belong to no class
     unreadable_folders: tuple[tuple[Path, str], ...] = ()  # class folders or subfolders that cannot be listed, and why
+    skipped_links: tuple[tuple[Path, str], ...] = ()  # links not followed (``link_problem``), and why
 
     def require_readable(self) -> None:
         """Refuse a dataset with a folder that cannot be listed: a gate must not silently train on less data."""
@@ -131,37 +160,72 @@ def scan_folder(root: Path) -> FolderScan:
     """List every class folder with its image and other files; the base of both training and the dataset audit.
 
     Hidden files and folders (``.DS_Store``, ``.git``) are left out, as training leaves them out. Folders that cannot
-    be listed are named in ``unreadable_folders`` rather than skipped without a word.
+    be listed are named in ``unreadable_folders``, and links not followed in ``skipped_links``, rather than skipped
+    without a word.
     """
     if not root.exists():
         raise InputError(f"image folder {root} does not exist")
     if not root.is_dir():
         raise InputError(f"{root} is not a folder; give a folder with one subfolder of images per class")
     try:
-        folders = class_folders(root)
-        stray = tuple(sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")))
+        entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     except OSError as error:
         raise InputError(f"cannot read image folder {root}: {error.strerror or error}") from error
+    links = [(p, problem) for p in entries if (problem := link_problem(p, root))]
+    skipped = {p for p, _ in links}
+    folders = [p for p in entries if p not in skipped and p.is_dir()]
+    stray = tuple(p for p in entries if p not in skipped and p.is_file())
     classes = []
     unreadable: list[tuple[Path, str]] = []
     for folder in folders:
-        files = _files_under(folder, unreadable)
+        files = _files_under(folder, root, unreadable, links)
         undecodable = {p for p in files if is_undecodable(str(p.relative_to(folder)))}
         files = [p for p in files if p not in undecodable]
         images = tuple(p for p in files if is_image_file(p))
         others = tuple(p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS)
         classes.append(ClassFolder(folder, label_name(folder.name), images, others, tuple(sorted(undecodable))))
-    return FolderScan(root, tuple(classes), stray, tuple(unreadable))
+    return FolderScan(root, tuple(classes), stray, tuple(unreadable), tuple(sorted(links)))
 
 
-def _files_under(folder: Path, unreadable: list[tuple[Path, str]]) -> list[Path]:
-    """Every file under ``folder`` not itself hidden, sorted; folders that cannot be listed go to ``unreadable``."""
+def _files_under(
+    folder: Path, root: Path, unreadable: list[tuple[Path, str]], links: list[tuple[Path, str]]
+) -> list[Path]:
+    """Every file under ``folder`` not itself hidden, sorted; folders that cannot be listed go to ``unreadable``.
+
+    Links inside the dataset are followed, once per target folder (a link back up would list the class forever);
+    every other link goes to ``links`` with the reason.
+    """
 
     def on_error(error: OSError) -> None:
         unreadable.append((Path(error.filename), error.strerror or str(error)))
 
-    files = [Path(parent) / name for parent, _, names in os.walk(folder, onerror=on_error) for name in names]
-    return sorted(p for p in files if not p.name.startswith(".") and p.is_file())
+    real_folder = os.path.realpath(folder)
+    listed = {real_folder}
+    files = []
+    for parent, folder_names, names in os.walk(folder, onerror=on_error, followlinks=True):
+        folder_names.sort()
+        for name in list(folder_names):
+            path = Path(parent) / name
+            problem = link_problem(path, root)
+            if problem is None and path.is_symlink() and _lists_again(os.path.realpath(path), listed, real_folder):
+                problem = f"it points to {os.readlink(path)}, a folder this class already lists (a link loop)"
+            if problem is None:
+                listed.add(os.path.realpath(path))
+                continue
+            folder_names.remove(name)
+            if not name.startswith("."):
+                links.append((path, problem))
+        for path in (Path(parent) / name for name in names if not name.startswith(".")):
+            if problem := link_problem(path, root):
+                links.append((path, problem))
+            elif path.is_file():
+                files.append(path)
+    return sorted(files)
+
+
+def _lists_again(target: str, listed: set[str], real_folder: str) -> bool:
+    """A folder link to one already listed, or to the class folder or above it, which holds the link itself."""
+    return target in listed or os.path.commonpath([target, real_folder]) == target
 
 
 def list_dataset(root: Path, split: SplitSettings = SplitSettings()) -> Dataset:
@@ -183,7 +247,7 @@ def list_dataset(root: Path, split: SplitSettings = SplitSettings()) -> Dataset:
             for p in folder.images
         )
     skipped = tuple((p, UNDECODABLE_REASON) for folder in scan.classes for p in folder.undecodable)
-    dataset = Dataset(root, labels, tuple(images), skipped)
+    dataset = Dataset(root, labels, tuple(images), skipped, scan.skipped_links)
     _require_usable_splits(dataset, split)
     return dataset
 

@@ -7,6 +7,8 @@ keep their real bytes wherever they identify a file (JSON, the cache, the split 
 
 from __future__ import annotations
 
+import base64
+import os
 import re
 import unicodedata
 
@@ -40,6 +42,17 @@ def markdown_text(text: object) -> str:
     text from a file or a baseline renders as written, never as a heading, an image, a link or a tag."""
     shown = re.sub(r"([\\`*_\[\]|#~])", r"\\\1", printable(text))
     return shown.replace("&", "&amp;").replace("<", "&lt;")  # no tag can open; "->" stays as written
+
+
+def escaped_bytes(name: str) -> str:
+    """``name`` with each byte that is not valid UTF-8 as ``printable`` shows it (``\\xff``), all else as it is: a
+    string JSON can carry as valid UTF-8 (a lone surrogate escape is refused by most JSON tools)."""
+    return _ESCAPED_BYTE.sub(lambda match: _escape(match.group()), name)
+
+
+def name_bytes(name: str) -> str:
+    """The name's bytes on disk as base64: what a tool needs, beside ``escaped_bytes``, to open the file."""
+    return base64.b64encode(os.fsencode(name)).decode("ascii")
 
 
 def is_undecodable(name: str) -> bool:

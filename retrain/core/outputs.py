@@ -125,6 +125,7 @@ def staged_output(target: Path, what: str = "output") -> Iterator[Path]:
     """
     target = _absolute(target)
     _make_parent(target)
+    _remove_dead_runs_files(target)  # a killed run's half-written copy, which no one else would ever remove
     staging = _side_path(target, "tmp")
     with _staging_errors(staging, target, what):
         yield staging

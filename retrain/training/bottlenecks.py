@@ -61,7 +61,12 @@ def compute_bottlenecks(
         work = _Work(missing, unique_keys, batches)
         failures = work.fill(vectors, cache, on_progress)
     kept = [(image, row_of[key]) for image, key in zip(images, keys, strict=True) if key in row_of]
-    skipped.extend((image.path, failures[unique_keys[row]]) for image, row in kept if unique_keys[row] in failures)
+    # A copy's reason was found decoding the first file of its content: it must name the copy, not that file.
+    skipped.extend(
+        (image.path, failures[unique_keys[row]].replace(str(paths[row]), str(image.path)))
+        for image, row in kept
+        if unique_keys[row] in failures
+    )
     kept = [(image, row) for image, row in kept if unique_keys[row] not in failures]
     rows = [row for _, row in kept]
     if rows != list(range(len(vectors))):  # duplicates or failures: copy into image order
