@@ -71,6 +71,17 @@ def test_train_warns_about_every_skipped_link(linked: Path, bottleneck_dir: Path
         assert why in run.stderr
     assert "in 3 classes" in run.stdout
 
+    # evaluate lists a labeled folder as training does: the same links skipped, each said
+    evaluated = run_cli("evaluate", tmp_path / "out" / "saved_model", linked, "--format", "json")
+    assert evaluated.exit_code == 0, evaluated.stdout + evaluated.stderr
+    skipped = json.loads(evaluated.stdout)["skipped"]
+    assert {Path(path).relative_to(linked).as_posix() for path in skipped} == SKIPPED.keys()
+    for path, why in SKIPPED.items():
+        assert f"warning: skipped unreadable image {linked / path}: a link not followed: it points to " in (
+            evaluated.stderr
+        )
+        assert why in evaluated.stderr
+
 
 def test_check_reports_every_skipped_link_with_where_it_points(linked: Path, tmp_path: Path) -> None:
     report = tmp_path / "audit.json"

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from retrain.core.assessment import assess
-from retrain.core.dataset import UNDECODABLE_REASON, class_folders, is_image_file, label_name
-from retrain.core.display import is_undecodable
+from retrain.core.dataset import UNDECODABLE_REASON, scan_folder
 from retrain.core.errors import InputError
 from retrain.core.hooks import Hooks
 from retrain.core.outputs import check_replaceable
@@ -60,16 +59,17 @@ def evaluate_folder(
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise InputError(f"image folder {image_dir} does not exist or is not a folder")
-    paths, truths, undecodable = [], [], []
-    for folder in class_folders(image_dir):
-        label = label_name(folder.name)
-        if label not in model.labels:
-            raise InputError(f"class folder {folder.name!r} is not a label of the model ({', '.join(model.labels)})")
-        files = sorted(p for p in folder.rglob("*") if is_image_file(p))
-        undecodable += [(p, UNDECODABLE_REASON) for p in files if is_undecodable(str(p.relative_to(image_dir)))]
-        files = [p for p in files if not is_undecodable(str(p.relative_to(image_dir)))]
-        paths.extend(files)
-        truths.extend([model.labels.index(label)] * len(files))
+    scan = scan_folder(image_dir)  # as training lists a dataset: its link policy, hidden and undecodable names
+    paths, truths = [], []
+    skipped = [(path, UNDECODABLE_REASON) for folder in scan.classes for path in folder.undecodable]
+    skipped += [(path, f"a link not followed: {reason}") for path, reason in scan.skipped_links]
+    for folder in scan.classes:
+        if folder.label not in model.labels:
+            raise InputError(
+                f"class folder {folder.folder.name!r} is not a label of the model ({', '.join(model.labels)})"
+            )
+        paths.extend(folder.images)
+        truths.extend([model.labels.index(folder.label)] * len(folder.images))
     if not paths:
         raise InputError(f"{image_dir} has no images in class subfolders")
     classified = classify(model, paths, on_progress)
@@ -79,6 +79,6 @@ def evaluate_folder(
         classified.paths,
         np.array([truth_of[path] for path in classified.paths], dtype=np.int64),
         classified.probabilities,
-        [*undecodable, *classified.skipped],
+        [*skipped, *classified.skipped],
         [content_key(path) for path in classified.paths],  # matches photos across runs (--baseline)
     )
