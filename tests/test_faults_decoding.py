@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from retrain.core.images import MAX_DECODE_PIXELS, OversizedImageError, decode_image, load_pixels
+from tests.checkpoints import pickled_int, pickled_text, pickled_tuple
 from tests.conftest import copy_dataset, run_cli, sample_photos
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,31 +217,26 @@ def test_train_refuses_a_dataset_with_an_unreadable_subfolder(locked_subfolder, 
 # Crafted checkpoints
 
 
-def _int(value: int) -> bytes:
-    return b"I%d\n" % value
-
-
-def _text(value: str) -> bytes:
-    return b"X" + struct.pack("<I", len(value)) + value.encode()
-
-
-def _tuple(*items: bytes) -> bytes:
-    return b"(" + b"".join(items) + b"t"
-
-
 def _checkpoint(*, declared: int, stored: int, floats: int, offset: int, size: tuple, stride: tuple) -> bytes:
     """A legacy PyTorch checkpoint, pickle opcode by opcode: one tensor ``w`` on one float storage that declares
     ``declared`` elements, whose data header says ``stored`` and which holds ``floats`` float32 values."""
-    storage = _tuple(_text("storage"), b"ctorch\nFloatStorage\n", _text("0"), _text("cpu"), _int(declared), b"N")
-    arguments = _tuple(
+    storage = pickled_tuple(
+        pickled_text("storage"),
+        b"ctorch\nFloatStorage\n",
+        pickled_text("0"),
+        pickled_text("cpu"),
+        pickled_int(declared),
+        b"N",
+    )
+    arguments = pickled_tuple(
         storage + b"Q",
-        _int(offset),
-        _tuple(*map(_int, size)),
-        _tuple(*map(_int, stride)),
+        pickled_int(offset),
+        pickled_tuple(*map(pickled_int, size)),
+        pickled_tuple(*map(pickled_int, stride)),
         b"\x89",
         b"ccollections\nOrderedDict\n)R",
     )
-    state = b"\x80\x02}" + _text("w") + b"ctorch._utils\n_rebuild_tensor_v2\n" + arguments + b"Rs."
+    state = b"\x80\x02}" + pickled_text("w") + b"ctorch._utils\n_rebuild_tensor_v2\n" + arguments + b"Rs."
     header = b"".join(
         pickle.dumps(value, protocol=2) for value in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True})
     )

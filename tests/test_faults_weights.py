@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from retrain.training.modules.torch_weights import UnsafeCheckpointError, _StorageRef, _TensorRef
+from tests.checkpoints import pickled_int, pickled_text, pickled_tuple
 
 REPO = Path(__file__).resolve().parents[1]
 READER = REPO / "retrain" / "training" / "modules" / "torch_weights.py"
@@ -54,27 +55,15 @@ def _load_each(paths: list[Path]) -> list[dict]:
 # A legacy PyTorch checkpoint, pickle opcode by opcode
 
 
-def _int(value: int) -> bytes:
-    return b"I%d\n" % value
-
-
-def _text(value: str) -> bytes:
-    return b"X" + struct.pack("<I", len(value)) + value.encode()
-
-
-def _tuple(*items: bytes) -> bytes:
-    return b"(" + b"".join(items) + b"t"
-
-
 def _value(value: int | str | tuple) -> bytes:
     if isinstance(value, tuple):
-        return _tuple(*map(_value, value))
-    return _text(value) if isinstance(value, str) else _int(value)
+        return pickled_tuple(*map(_value, value))
+    return pickled_text(value) if isinstance(value, str) else pickled_int(value)
 
 
 def _build(fields: dict, *, slots: bool = False) -> bytes:
     """BUILD with ``fields`` on the object on top of the stack: as its ``__dict__``, or as slot state."""
-    state = b"}" + b"".join(_text(name) + _value(value) + b"s" for name, value in fields.items())
+    state = b"}" + b"".join(pickled_text(name) + _value(value) + b"s" for name, value in fields.items())
     return (b"N" + state + b"\x86b") if slots else (state + b"b")
 
 
@@ -83,9 +72,16 @@ def _checkpoint(floats: int, offset: int, size: tuple, stride: tuple, rewrite: d
     "storage" or "storage type" to fields a BUILD sets on that object after it is made."""
     rewrite = rewrite or {}
     storage_type = b"ctorch\nFloatStorage\n" + (_build(rewrite["storage type"]) if "storage type" in rewrite else b"")
-    storage = _tuple(_text("storage"), storage_type, _text("0"), _text("cpu"), _int(floats), b"N") + b"Q"
+    storage = (
+        pickled_tuple(
+            pickled_text("storage"), storage_type, pickled_text("0"), pickled_text("cpu"), pickled_int(floats), b"N"
+        )
+        + b"Q"
+    )
     storage += _build(rewrite["storage"]) if "storage" in rewrite else b""
-    arguments = _tuple(storage, _int(offset), _value(size), _value(stride), b"\x89", b"ccollections\nOrderedDict\n)R")
+    arguments = pickled_tuple(
+        storage, pickled_int(offset), _value(size), _value(stride), b"\x89", b"ccollections\nOrderedDict\n)R"
+    )
     tensor = b"ctorch._utils\n_rebuild_tensor_v2\n" + arguments + b"R"
     tensor += _build(rewrite["tensor"]) if "tensor" in rewrite else b""
     tensor += _build(rewrite["slots"], slots=True) if "slots" in rewrite else b""
@@ -94,7 +90,7 @@ def _checkpoint(floats: int, offset: int, size: tuple, stride: tuple, rewrite: d
     )
     keys = pickle.dumps(["0"], protocol=2)
     data = struct.pack("<q", floats) + np.arange(floats, dtype=np.float32).tobytes()
-    return header + b"\x80\x02}" + _text("w") + tensor + b"s." + keys + data
+    return header + b"\x80\x02}" + pickled_text("w") + tensor + b"s." + keys + data
 
 
 def _numpy_reading(floats: int, offset: int, size: tuple, stride: tuple) -> np.ndarray | None:
