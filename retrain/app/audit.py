@@ -14,7 +14,7 @@ from retrain.core.dataset import LabeledImage
 from retrain.core.errors import InputError
 from retrain.core.hooks import Hooks
 from retrain.core.outputs import check_replaceable, check_writable
-from retrain.core.settings import GateSettings, ModuleSettings
+from retrain.core.settings import GateSettings
 from retrain.core.settings_file import (
     SettingsSource,
     check_recordable,
@@ -81,13 +81,13 @@ def audit_job(root: Path, settings: AuditSettings, hooks: Hooks = Hooks()) -> Au
         root,
         settings,
         hooks=hooks,
-        bottlenecks=_bottlenecks_on_demand(settings.module, settings),
+        bottlenecks=_bottlenecks_on_demand(settings),
         baseline=baseline,
         per_image=executor.per_image_map(),
     )
 
 
-def _bottlenecks_on_demand(module: ModuleSettings, settings: AuditSettings) -> BottleneckSource:
+def _bottlenecks_on_demand(settings: AuditSettings) -> BottleneckSource:
     """The training engine's bottleneck source, imported (with TensorFlow) only if the audit calls it."""
 
     def bottlenecks(images: Sequence[LabeledImage], hooks: Hooks) -> Bottlenecks:
@@ -96,7 +96,7 @@ def _bottlenecks_on_demand(module: ModuleSettings, settings: AuditSettings) -> B
         import_tensorflow_quietly()
         from retrain.training.bottlenecks import bottleneck_source
 
-        return bottleneck_source(module, settings.execution)(images, hooks)
+        return bottleneck_source(settings.module, settings.execution)(images, hooks)
 
     return bottlenecks
 

@@ -216,7 +216,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         target = accept_target(source, reason) if accept else None
         if accept:
             accepted = tuple(AcceptedFinding(fingerprint, reason) for fingerprint in accept)
-            settings = audit_settings(source.path, options | {"accepted": settings.accepted + accepted})
+            settings = dataclasses.replace(settings, accepted=settings.accepted + accepted)  # no second read
         report = _audit(image_dir, settings)
         warn(report.warnings)
         if target is not None:

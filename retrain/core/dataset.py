@@ -116,16 +116,6 @@ def link_problem(path: Path, root: Path) -> str | None:
     return None
 
 
-def class_folders(root: Path) -> list[Path]:
-    """The class subfolders of an image-folder dataset, in label-index order (sorted by name, as the tutorial).
-
-    A linked folder is a class when its target is inside ``root`` (``link_problem``); other links are left out.
-    """
-    return sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and link_problem(p, root) is None
-    )
-
-
 @dataclass(frozen=True)
 class ClassFolder:
     folder: Path

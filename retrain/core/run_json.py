@@ -21,6 +21,7 @@ import pandas as pd
 from retrain.core.errors import InputError
 from retrain.core.gate import GateResult
 from retrain.core.predictions import check_predictions, read_predictions
+from retrain.core.results import EpochResult
 from retrain.core.run_report import (
     ClassScores,
     Durations,
@@ -158,14 +159,8 @@ def _fine_tune(section: Any) -> FineTuneFacts:
         settings=_typed(FineTuneSettings, {k: v for k, v in section.items() if k in names}, "fine_tune"),
         image_size=_typed(int, section.get("image_size"), "fine_tune image_size"),
         best_epoch=_typed(int, section.get("best_epoch"), "fine_tune best_epoch"),
-        epochs_run=_typed(tuple[_epoch_type(), ...], section.get("epochs_run", []), "fine_tune epochs_run"),
+        epochs_run=_typed(tuple[EpochResult, ...], section.get("epochs_run", []), "fine_tune epochs_run"),
     )
-
-
-def _epoch_type() -> type:
-    from retrain.core.results import EpochResult
-
-    return EpochResult
 
 
 def _typed(kind: Any, value: Any, where: str) -> Any:
