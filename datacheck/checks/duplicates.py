@@ -16,34 +16,35 @@ import pandas as pd
 
 from datacheck.findings import Finding, Severity
 from datacheck.neighbours import Neighbours, hash_pairs
+from datacheck.picture_match import ONE_PICTURE, ONE_SCENE, PairMatch, PictureMatcher
 from datacheck.registry import AuditData, Check, Need, register
 from datacheck.settings import AuditSettings
 
 # A photo's typical similarity to others: the mean over this many nearest neighbours after its nearest (which may be
-# its twin). A pair is one picture when it is much closer than either photo is to its neighbourhood, so a daisy among
-# many look-alike daisies needs more than a daisy alone in its corner of the feature space.
+# its twin). A candidate pair is much closer than either photo is to its neighbourhood, so a daisy among many look-alike
+# daisies needs more than a daisy alone in its corner of the feature space.
 NEIGHBOURS = 10
 LISTED_PAIRS = 20
 # Smaller than the perceptual hash's 8x8 grid of frequencies, or longer than 8:1 (far beyond any panorama of
 # flowers-dev), an image is resampled into a square hash that no longer tells it from other such images.
 MIN_HASH_SIDE = 8
 MAX_HASH_ASPECT = 8
-SIGNAL_WORDS = {
-    "hash": "perceptual hash (re-encoded, resized or retouched)",
-    "embedding": "bottleneck (cropped, mirrored, recoloured, rotated, or one burst of shots)",
-    "both": "perceptual hash and bottleneck",
-}
+FOUND_BY = {"hash": "perceptual hash", "embedding": "bottleneck"}
 
 
 @dataclass(frozen=True)
 class PictureGroup:
-    """Images of one picture, and the pairs that joined them: which signal matched each (hash, embedding or both)."""
+    """Images joined by verified pairs, and those pairs: each says its ``kind`` (one picture or one scene), what found
+    it (``signal``: hash, embedding or both) and the geometric evidence (inliers, detail correlation, mirrored)."""
 
     images: pd.DataFrame
     pairs: list[dict]  # enough to join the group: for n copies of one hash, n - 1 of them
 
     def matched_by(self) -> list[str]:
         return sorted({pair["signal"] for pair in self.pairs})
+
+    def kinds(self) -> list[str]:
+        return sorted({pair["kind"] for pair in self.pairs})
 
     def listed_pairs(self) -> list[dict]:
         """The pairs a finding lists: a few, so that a group of thousands keeps its report small."""
@@ -56,47 +57,102 @@ def exact_groups(images: pd.DataFrame) -> list[pd.DataFrame]:
 
 
 def picture_groups(data: AuditData) -> list[PictureGroup]:
-    """The audit's groups of one picture, computed once and shared by the checks that report them.
+    """Groups of one picture (edited or re-encoded copies), joined by pairs the geometric match confirms."""
+    return _groups(data, {ONE_PICTURE})
 
-    The perceptual hash always takes part; the bottlenecks too when the audit has them (a check that needs them was
-    selected, as by default), so an audit of pixel checks only still runs without TensorFlow.
-    """
-    if "picture_groups" not in data.derived:
+
+def scene_groups(data: AuditData) -> list[PictureGroup]:
+    """Groups of one picture or one scene (shots of one subject from one shoot): what leaks between splits."""
+    return _groups(data, {ONE_PICTURE, ONE_SCENE})
+
+
+def _groups(data: AuditData, kinds: set[str]) -> list[PictureGroup]:
+    key = f"groups of {sorted(kinds)}"
+    if key not in data.derived:
+        images = data.readable()
+        data.derived[key] = group_pairs(images, [pair for pair in verified_pairs(data) if pair["kind"] in kinds])
+    return data.derived[key]
+
+
+def verified_pairs(data: AuditData) -> list[dict]:
+    """Every candidate pair (perceptual hash, and bottleneck when the audit has them) that the geometric match
+    confirms, computed once per audit and shared by near_duplicates and split_leakage."""
+    if "verified_pairs" not in data.derived:
         images = data.readable()
         neighbours = None
         if data.bottlenecks is not None and len(images) > 1:
             neighbours = data.bottleneck_neighbours(NEIGHBOURS + 2)
-        data.derived["picture_groups"] = group_pictures(images, neighbours, data.settings)
-    return data.derived["picture_groups"]
+        candidates = candidate_pairs(images, neighbours, data.settings)
+        matcher = PictureMatcher(
+            data.scan.root,
+            min_inliers=data.settings.near_duplicate_inliers,
+            min_detail_correlation=data.settings.near_duplicate_detail,
+        )
+        data.derived["verified_pairs"] = verify_pairs(images, candidates, matcher, data.settings)
+    return data.derived["verified_pairs"]
 
 
-def group_pictures(images: pd.DataFrame, neighbours: Neighbours | None, settings: AuditSettings) -> list[PictureGroup]:
-    """Group ``images`` (path and phash columns) by perceptual hash, and by bottleneck where their ``neighbours``
-    (rows are positions in ``images``) are given."""
+def candidate_pairs(
+    images: pd.DataFrame, neighbours: Neighbours | None, settings: AuditSettings
+) -> dict[tuple[int, int], dict]:
+    """Pairs of rows (positions in ``images``) that look alike, each with what found it: perceptual hashes within
+    ``near_duplicate_bits``, or bottleneck neighbours (``neighbours``' rows are positions in ``images``)."""
     hashable = _hash_is_meaningful(images)
     rows = np.flatnonzero(hashable)
-    pairs = {
-        (int(rows[i]), int(rows[j])) for i, j in _hash_pairs(images["phash"].iloc[rows], settings.near_duplicate_bits)
-    }
-    judge = _EmbeddingJudge(neighbours, settings) if neighbours is not None else None
-    if judge is not None:
-        pairs |= judge.pairs()
-    roots = np.array(_union(len(images), pairs))
     hashes = [int(h, 16) for h in images["phash"]]
-    paths = images["path"].to_numpy()
+    by_hash = {
+        tuple(sorted((int(rows[i]), int(rows[j]))))
+        for i, j in _hash_pairs(images["phash"].iloc[rows], settings.near_duplicate_bits)
+    }
+    by_embedding = _EmbeddingCandidates(neighbours, settings).found if neighbours is not None else {}
+    candidates = {}
+    for pair in sorted(by_hash | set(by_embedding)):
+        i, j = pair
+        signal = "both" if pair in by_hash and pair in by_embedding else "hash" if pair in by_hash else "embedding"
+        candidates[pair] = {
+            "signal": signal,
+            "hash_bits": (hashes[i] ^ hashes[j]).bit_count(),
+            "similarity": round(by_embedding[pair], 4) if pair in by_embedding else None,
+        }
+    return candidates
+
+
+def verify_pairs(
+    images: pd.DataFrame, candidates: dict[tuple[int, int], dict], matcher: PictureMatcher, settings: AuditSettings
+) -> list[dict]:
+    """The candidates that are one picture or one scene, as pairs with their evidence. Byte-identical files need no
+    match; where local features cannot judge (a tiny or flat image), a perceptual-hash match alone makes one picture."""
+    paths, keys = images["path"].to_numpy(), images["sha1"].to_numpy()
+    verified = []
+    for (i, j), found in candidates.items():
+        if keys[i] == keys[j]:
+            match = PairMatch(ONE_PICTURE, detail_correlation=1.0)
+        else:
+            match = matcher.match(paths[i], paths[j])
+            if match.kind is None and found["hash_bits"] <= settings.near_duplicate_bits:
+                match = PairMatch(ONE_PICTURE)
+        if match.kind in (ONE_PICTURE, ONE_SCENE):
+            verified.append(
+                {
+                    "paths": [paths[i], paths[j]],
+                    "kind": match.kind,
+                    **found,
+                    "inliers": match.inliers,
+                    "detail_correlation": match.detail_correlation,
+                    "mirrored": match.mirrored,
+                }
+            )
+    return verified
+
+
+def group_pairs(images: pd.DataFrame, pairs: list[dict]) -> list[PictureGroup]:
+    """Groups of ``images`` joined by ``pairs`` (union-find), each with the pairs that joined it."""
+    row_of = {path: row for row, path in enumerate(images["path"])}
+    edges = {(row_of[pair["paths"][0]], row_of[pair["paths"][1]]) for pair in pairs}
+    roots = np.array(_union(len(images), edges))
     pairs_of: dict[int, list[dict]] = {}
-    for i, j in sorted(pairs):
-        bits = (hashes[i] ^ hashes[j]).bit_count()
-        similarity, by_embedding = judge.judge(i, j) if judge is not None else (None, False)
-        by_hash = bits <= settings.near_duplicate_bits and hashable[i] and hashable[j]
-        pairs_of.setdefault(int(roots[i]), []).append(
-            {
-                "paths": [paths[i], paths[j]],
-                "signal": "both" if by_hash and by_embedding else "hash" if by_hash else "embedding",
-                "hash_bits": bits,
-                "similarity": similarity,
-            }
-        )
+    for pair in pairs:
+        pairs_of.setdefault(int(roots[row_of[pair["paths"][0]]]), []).append(pair)
     rows_of: dict[int, list[int]] = {}
     for row in np.flatnonzero(np.isin(roots, list(pairs_of))):
         rows_of.setdefault(int(roots[row]), []).append(row)
@@ -152,44 +208,25 @@ def _hash_pairs(phashes: pd.Series, max_bits: int) -> list[tuple[int, int]]:
     return pairs + list(zip(close[:, 0].tolist(), close[:, 1].tolist(), strict=True))
 
 
-class _EmbeddingJudge:
-    """Near-duplicates by bottleneck: cosine similarity at least ``near_duplicate_similarity`` and at least
+class _EmbeddingCandidates:
+    """Candidate pairs by bottleneck: cosine similarity at least ``near_duplicate_similarity`` and at least
     ``near_duplicate_margin`` above the two photos' typical similarity to their neighbours (datacheck.neighbours:
-    exact search, no all-pairs matrix). Photos without a bottleneck (it failed) take no part.
-    """
+    exact search, no all-pairs matrix). Photos without a bottleneck (it failed) take no part."""
 
     def __init__(self, nearest: Neighbours, settings: AuditSettings) -> None:
-        self.settings = settings
-        self.rows, self.unit = nearest.rows, nearest.unit
-        self.position = {int(row): index for index, row in enumerate(self.rows)}
-        similarities, neighbours = nearest.similarities, nearest.indices
+        rows, similarities, neighbours = nearest.rows, nearest.similarities, nearest.indices
         beyond = similarities[:, 2:]  # past itself and its nearest
-        self.typical = beyond.mean(axis=1) if beyond.shape[1] else np.zeros(len(self.rows), np.float32)
+        typical = beyond.mean(axis=1) if beyond.shape[1] else np.zeros(len(rows), np.float32)
         self.found: dict[tuple[int, int], float] = {}
         for a, b in zip(*np.nonzero(neighbours >= 0), strict=True):
-            other = int(neighbours[a, b])
-            if other != a and self._matches(float(similarities[a, b]), a, other):
-                pair = tuple(sorted((int(self.rows[a]), int(self.rows[other]))))
-                self.found[pair] = float(similarities[a, b])
-
-    def pairs(self) -> set[tuple[int, int]]:
-        """Pairs of rows (positions in the images) that the bottlenecks say are one picture: a photo's near-duplicates
-        are among its nearest neighbours."""
-        return set(self.found)
-
-    def judge(self, i: int, j: int) -> tuple[float | None, bool]:
-        """The cosine similarity of rows ``i`` and ``j`` (None when either has no bottleneck) and whether it matches."""
-        if (i, j) in self.found:
-            return round(self.found[i, j], 4), True
-        if i not in self.position or j not in self.position:
-            return None, False
-        a, b = self.position[i], self.position[j]
-        similarity = float(self.unit[a] @ self.unit[b])
-        return round(similarity, 4), self._matches(similarity, a, b)
-
-    def _matches(self, similarity: float, a: int, b: int) -> bool:
-        margin = similarity - (self.typical[a] + self.typical[b]) / 2
-        return similarity >= self.settings.near_duplicate_similarity and margin >= self.settings.near_duplicate_margin
+            other, similarity = int(neighbours[a, b]), float(similarities[a, b])
+            margin = similarity - (typical[a] + typical[other]) / 2
+            if (
+                other != a
+                and similarity >= settings.near_duplicate_similarity
+                and margin >= settings.near_duplicate_margin
+            ):
+                self.found[tuple(sorted((int(rows[a]), int(rows[other]))))] = similarity
 
 
 def _where(group: pd.DataFrame) -> str:
@@ -201,8 +238,18 @@ def _classes(group: pd.DataFrame) -> list[str]:
     return sorted(group["label"].unique())
 
 
-def _signals(group: PictureGroup) -> str:
-    return " and ".join(SIGNAL_WORDS[signal] for signal in group.matched_by())
+def _found_by(group: PictureGroup) -> str:
+    """What found the group's pairs, in words: each signal once (a pair found by both counts for each)."""
+    signals = {
+        name for signal in group.matched_by() for name in (("hash", "embedding") if signal == "both" else (signal,))
+    }
+    return " and ".join(FOUND_BY[signal] for signal in sorted(signals, key=list(FOUND_BY).index))
+
+
+def _how(group: PictureGroup) -> str:
+    """How the copies differ, as far as the match tells."""
+    mirrored = any(pair["mirrored"] for pair in group.pairs)
+    return "mirrored or edited copies" if mirrored else "edited, cropped or re-encoded copies"
 
 
 @register
@@ -250,13 +297,20 @@ class ConflictingLabels(Check):
 
 @register
 class NearDuplicates(Check):
-    """Copies that byte comparison misses: re-encoded or resized (perceptual hash), cropped, mirrored, recoloured or
-    shot in one burst (bottleneck, when the audit has them). Memory per image: about 200 bytes without bottlenecks,
-    about 5.5 KB with them (6.5 KB above 20,000 photos): see the module's docstring."""
+    """Copies that byte comparison misses: re-encoded, resized, cropped, mirrored, rotated or recoloured. Perceptual
+    hashes and bottleneck neighbours (when the audit has them) propose look-alike pairs; a pair is one picture only
+    when its details match point for point (datacheck.picture_match), so two gerberas or two sunflower fields are never
+    called copies, and two shots of one scene are left to split_leakage. Memory per image: about 200 bytes without
+    bottlenecks, about 5.5 KB with them (6.5 KB above 20,000 photos): see the module's docstring; the match keeps the
+    keypoints of at most 256 photos (about 80 MB)."""
 
     id = "near_duplicates"
     needs = frozenset({Need.BETTER_WITH_BOTTLENECKS})
     groups_copies = True
+
+    @classmethod
+    def describe(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        return _described_pairs(details)
 
     @classmethod
     def per_path(cls, details: dict[str, Any], path: str) -> list[tuple[str, Any]]:
@@ -273,9 +327,10 @@ class NearDuplicates(Check):
                 self.finding(
                     Severity.WARNING,
                     images["path"],
-                    f"{len(images)} photos of one picture in {_where(images)}, matched by {_signals(group)}: keep "
-                    "the best one, or accept the finding if they are truly different photos",
+                    f"{len(images)} photos are one picture in {_where(images)} ({_how(group)}: found by "
+                    f"{_found_by(group)}, their details match point for point): keep the best one",
                     classes=_classes(images),
+                    kinds=group.kinds(),
                     matched_by=group.matched_by(),
                     pairs=group.listed_pairs(),
                     perceptual_hashes=dict(zip(images["path"], images["phash"], strict=True)),
@@ -287,25 +342,54 @@ class NearDuplicates(Check):
 @register
 class SplitLeakage(Check):
     """A copy in training lets the model score on its twin in validation or testing: the score overstates accuracy.
-    Memory per image: near_duplicates' picture groups, shared."""
+    So does another shot of one scene (a burst, a photo shoot), which is no duplicate to delete but must share a split
+    with its siblings. Memory per image: near_duplicates' verified pairs, shared."""
 
     id = "split_leakage"
     needs = frozenset({Need.BETTER_WITH_BOTTLENECKS})
     groups_copies = True
+
+    @classmethod
+    def describe(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        return _described_pairs(details)
 
     def run(self, data: AuditData) -> list[Finding]:
         return [
             self.finding(
                 Severity.WARNING,
                 group.images["path"],
-                f"copies of one picture (matched by {_signals(group)}) fall in the "
-                f"{' and '.join(sorted(group.images['split'].unique()))} splits, so the evaluation has seen them in "
-                "training: keep one copy, or name the copies alike up to `_nohash_` (e.g. `rose7_nohash_1.jpg`, "
-                "`rose7_nohash_2.jpg`) so they always share a split",
+                f"{_leaked(group)} fall in the {' and '.join(sorted(group.images['split'].unique()))} splits, so the "
+                f"evaluation has seen them in training: {_leak_advice(group)}",
                 splits=dict(zip(group.images["path"], group.images["split"], strict=True)),
+                kinds=group.kinds(),
                 matched_by=group.matched_by(),
                 pairs=group.listed_pairs(),
             )
-            for group in picture_groups(data)
+            for group in scene_groups(data)
             if group.images["split"].nunique() > 1
         ]
+
+
+def _leaked(group: PictureGroup) -> str:
+    if group.kinds() == [ONE_PICTURE]:
+        return f"{len(group.images)} copies of one picture ({_how(group)})"
+    return f"{len(group.images)} photos of one scene (shots of one subject, as in a burst or a photo shoot)"
+
+
+def _leak_advice(group: PictureGroup) -> str:
+    nohash = "name them alike up to `_nohash_` (`rose7_nohash_1.jpg`, `rose7_nohash_2.jpg`) to keep them in one split"
+    return f"keep one copy, or {nohash}" if group.kinds() == [ONE_PICTURE] else nohash
+
+
+def _described_pairs(details: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Each listed pair as a person reads it: the two files, what they are to each other and the evidence."""
+    described = []
+    for pair in details.get("pairs", []):
+        first, second = (path.rsplit("/", 1)[-1] for path in pair["paths"])
+        evidence = f"{pair['inliers']} matching points" if pair.get("inliers") else "identical or hash match"
+        if pair.get("detail_correlation") is not None and pair.get("inliers"):
+            evidence += f", detail correlation {pair['detail_correlation']:.2f}"
+        if pair.get("mirrored"):
+            evidence += ", mirrored"
+        described.append((f"{first} ~ {second}", f"{pair['kind']} ({evidence})"))
+    return described
