@@ -77,9 +77,9 @@ class AuditSettings:
     near_duplicate_margin: float = 0.05
     # A candidate is one picture or one scene when this many keypoints agree on one similarity transform (RANSAC, also
     # mirrored): of the pairs judged by eye on flowers-dev and flowers-sample (benchmarks/labels/pairs.csv), different
-    # pictures matched at most 9 with a sound transform, 13 of 19 shots of one scene 12 and more. It is one picture (an edited
-    # or re-encoded copy), not another shot, when the aligned photos' fine detail correlates this well: shots of one
-    # scene at most 0.57 (two exposures of one tulip bed from a tripod), edited copies at least 0.75, and planted
+    # pictures matched at most 9 on a sound transform, 13 of 19 shots of one scene 12 and more. It is one picture (an
+    # edited or re-encoded copy), not another shot, when the aligned photos' fine detail correlates this well: shots of
+    # one scene at most 0.57 (two exposures of one tulip bed from a tripod), edited copies at least 0.75, and planted
     # crops, mirrors, rotations, colour edits, JPEG quality 30 and collages of 12 flowers-dev photos 0.72 and up.
     near_duplicate_inliers: int = 12
     near_duplicate_detail: float = 0.65
