@@ -133,9 +133,7 @@ def main() -> None:
         caches = Path(scratch)
         for dataset in args.data:
             for tree in trees:
-                audit(
-                    tree, dataset, caches
-                )  # warms the caches: the timed run compares the checks
+                audit(tree, dataset, caches)  # warms the caches: the timed run compares the checks
                 report, seconds = audit(tree, dataset, caches)
                 name = "this tree" if tree == TREE else f"{tree.name}"
                 print(f"\n{dataset.name}, {name}: audit {report['summary']['seconds']:.1f} s, command {seconds:.1f} s")
