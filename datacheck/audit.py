@@ -13,7 +13,7 @@ import pandas as pd
 from datacheck.baseline import Baseline, ManifestEntry, audit_diff, finding_fingerprint, members
 from datacheck.findings import AuditReport, Finding
 from datacheck.properties import image_properties, property_cache
-from datacheck.registry import AuditData, selected_checks, wants_bottlenecks
+from datacheck.registry import AuditData, Need, selected_checks, wants_bottlenecks
 from datacheck.settings import AuditSettings
 from retrain.core.bottleneck_cache import BottleneckSource
 from retrain.core.dataset import LabeledImage, scan_folder
@@ -57,13 +57,25 @@ def audit_dataset(
         seconds=time.perf_counter() - started,
         bottlenecks=data.bottleneck_counts,
         properties=data.property_counts,
-        warnings=data.warnings + data.bottleneck_warnings,
+        warnings=data.warnings + data.bottleneck_warnings + _without_bottlenecks(checks, settings),
         manifest=manifest,
         comparison=audit_diff(baseline, findings, manifest) if baseline is not None else None,
         accepted={accepted.fingerprint: accepted.reason for accepted in settings.accepted},
         fail_on=settings.fail_on,
         fail_on_new=settings.fail_on_new,
     )
+
+
+def _without_bottlenecks(checks: list[type], settings: AuditSettings) -> list[str]:
+    """One line when checks that find more with bottlenecks run without them (--no-bottlenecks), so that a smaller
+    list of findings is never mistaken for a cleaner dataset."""
+    weaker = [check.id for check in checks if Need.BETTER_WITH_BOTTLENECKS in check.needs]
+    if settings.use_bottlenecks or not weaker:
+        return []
+    return [
+        f"{', '.join(weaker)} compared perceptual hashes only (--no-bottlenecks): cropped, mirrored or rotated "
+        "copies go unfound"
+    ]
 
 
 def _fingerprinted(finding: Finding, manifest: dict[str, ManifestEntry]) -> Finding:

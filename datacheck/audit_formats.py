@@ -129,11 +129,18 @@ def _fit(words: list[str], room: int) -> str:
 def _detail(finding: Finding, advice: str) -> str:
     """A finding's own values (``key=value``, the JSON's names), else its message when the heading's is not it."""
     shown = [
-        f"{key}={shown_value(value)}" for key, value in finding.details.items() if not isinstance(value, dict)
+        f"{key}={shown_value(value)}" for key, value in finding.details.items() if not _structured(value)
     ] + _path_detail(finding, finding.paths[0] if finding.paths else "").split()
     if shown:
         return " ".join(shown)
     return "" if finding.message == advice else finding.message
+
+
+def _structured(value: object) -> bool:
+    """Values kept per path or per pair (a dict, a list of dicts): the JSON and the HTML page show them, not a line."""
+    return isinstance(value, dict) or (
+        isinstance(value, list | tuple) and any(isinstance(item, dict) for item in value)
+    )
 
 
 def _path_detail(finding: Finding, path: str) -> str:

@@ -204,9 +204,14 @@ def _lines(lines: list[str]) -> str:
 
 
 def _badges(report: AuditReport, finding: Finding) -> str:
+    """Severity, the change against a baseline, and what a group of look-alikes is (one picture, one scene)."""
     mark = finding_mark(report, finding)
     badge = f"<span class='badge {finding.severity.value}'>{finding.severity.noun}</span>"
-    return badge + (f"<span class='badge mark {mark}'>{mark}</span>" if mark else "")
+    kinds = "".join(
+        f"<span class='badge kind {_text(kind).replace(' ', '-')}'>{_text(kind)}</span>"
+        for kind in finding.details.get("kinds", [])
+    )
+    return badge + kinds + (f"<span class='badge mark {mark}'>{mark}</span>" if mark else "")
 
 
 def _line(report: AuditReport, finding: Finding) -> str:
@@ -214,8 +219,9 @@ def _line(report: AuditReport, finding: Finding) -> str:
 
 
 def _card(report: AuditReport, finding: Finding, pictures: dict[str, str | None], advice: str) -> str:
-    """One finding: its marks, its own values (else its message when it is not the check's), its pictures."""
-    own = not _flat(finding.details.items()) and finding.message != advice
+    """One finding: its marks, its own values (else its message when it is not the check's), its pictures. A group of
+    look-alikes always shows its message where it is not the check's: one picture and one scene advise differently."""
+    own = finding.message != advice and (not _flat(finding.details.items()) or "kinds" in finding.details)
     message = f"<p class=message>{_text(finding.message)}</p>" if own else ""
     images = _images(report, finding)
     pictured = images[:THUMBNAILS_PER_FINDING]
@@ -304,6 +310,7 @@ a {{ color: #0645ad; }} code {{ background: #f4f4f4; padding: 0 3px; }}
   color: white; font-weight: bold; }}
 .badge.error {{ background: #b00020; }} .badge.warning {{ background: #c77700; }} .badge.info {{ background: #00639b; }}
 .badge.mark {{ background: #8e24aa; }} .badge.accepted {{ background: #777; }}
+.badge.one-picture {{ background: #6d4c41; }} .badge.one-scene {{ background: #00796b; }}
 .grid {{ display: flex; flex-wrap: wrap; gap: 12px; margin-top: 6px; }}
 figure {{ margin: 0; width: {size}px; font-size: 12px; overflow-wrap: anywhere; }}
 figure img {{ max-width: 100%; max-height: {size}px; display: block; }}
