@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from datacheck.settings import AuditSettings
 from tests.conftest import copy_dataset, run_cli, sample_photos
 from tests.defects import EDITS, brightened, edited, leaked_edits, screenshot
 
@@ -30,8 +31,8 @@ def _flagged(findings: list[dict], check: str) -> set[str]:
 
 
 def test_brightened_photos_are_overexposed_where_light_says_nothing(flowers_sample: Path, tmp_path: Path) -> None:
-    """Daisies brightened 3x and 6x: most of each picture clipped, but in all but one the darkest parts stay dark, so
-    only `overexposed` sees them. Of the originals only a daisy on a pure white background is, as it should be."""
+    """Daisies brightened 3x and 6x: their subjects clipped, but in all but one the darkest parts stay dark, so only
+    `overexposed` sees them. Of the originals none is: a daisy on a pure white background is a studio shot."""
     daisies = sorted((flowers_sample / "daisy").glob("*.jpg"))
     roses = sample_photos(flowers_sample, "roses", 20)
     root = copy_dataset(tmp_path / "photos", {"daisy": daisies[:20], "roses": roses})
@@ -39,12 +40,44 @@ def test_brightened_photos_are_overexposed_where_light_says_nothing(flowers_samp
         edited(daisies[index], root / "daisy" / f"{daisies[index].stem}-x{factor}.jpg", brightened(factor), quality=90)
         for index, factor in ((27, 6), (32, 6), (36, 6), (27, 3), (36, 3))
     ]
+    assert (root / WHITE_BACKGROUND).exists()
     findings = _findings(root, tmp_path, "--only", "overexposed,light", "--property-cache", tmp_path / "cache")
-    white_background = "daisy/11642632_1e7627a2cc.jpg"
-    assert _flagged(findings, "overexposed") == {f"daisy/{path.name}" for path in planted} | {white_background}
+    assert _flagged(findings, "overexposed") == {f"daisy/{path.name}" for path in planted}
     assert _flagged(findings, "light") == {f"daisy/{planted[0].name}"}  # the one blown to white all over
-    clipped = [f["details"]["clipped"] for f in findings if f["check"] == "overexposed"]
-    assert min(clipped) >= 0.5
+    subject = [f["details"]["subject_clipped"] for f in findings if f["check"] == "overexposed"]
+    assert min(subject) >= AuditSettings().overexposed_clipped
+
+
+# A daisy on a pure white studio background (58% of the picture clipped) and tulips on white (39%).
+WHITE_BACKGROUND = "daisy/11642632_1e7627a2cc.jpg"
+TULIPS_ON_WHITE = "tulips/112428665_d8f3632f36_n.jpg"
+# Flowers of flowers-sample over a dark background (tulips, a rose on soil) and over a light one (a daisy in sunlit
+# grass), with how much they are brightened: enough to blow the flower out, by eye.
+OVER_DARK = (("tulips/13529687904_3d60abb479_n.jpg", 6), ("roses/14573732424_1bb91e2e42_n.jpg", 3))
+OVER_LIGHT = (("daisy/11124324295_503f3a0804.jpg", 3),)
+
+
+def test_a_blown_subject_is_overexposed_on_a_dark_or_light_background(flowers_sample: Path, tmp_path: Path) -> None:
+    """Brightened until the flower is blown to white or a flat colour: flagged whether the background stays dark
+    (under half the picture clipped, which the whole-picture rule missed) or is blown too; the studio shots on white
+    beside them are not."""
+    photos = {label: sample_photos(flowers_sample, label, 8) for label in ("daisy", "roses", "tulips")}
+    photos["tulips"].append(flowers_sample / TULIPS_ON_WHITE)
+    photos["daisy"].append(flowers_sample / WHITE_BACKGROUND)
+    root = copy_dataset(tmp_path / "photos", photos)
+    planted = {
+        path: edited(flowers_sample / path, root / f"{path[:-4]}-x{factor}.jpg", brightened(factor), quality=90)
+        .relative_to(root)
+        .as_posix()
+        for path, factor in OVER_DARK + OVER_LIGHT
+    }
+    findings = _findings(root, tmp_path, "--only", "overexposed", "--property-cache", tmp_path / "cache")
+    found = {f["paths"][0]: f for f in findings}
+    assert set(found) == set(planted.values())
+    assert all(found[planted[path]]["details"]["clipped"] < 0.5 for path, _ in OVER_DARK)
+    message = found[planted[OVER_LIGHT[0][0]]]["message"]
+    assert message.startswith("overexposed: ") and "of the subject is clipped" in message
+    assert all(type(value) is float for f in findings for value in f["details"].values())
 
 
 @pytest.fixture(scope="module")
