@@ -21,6 +21,7 @@ its pairs are judged.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,8 @@ class _Features:
 
 
 class PictureMatcher:
-    """Judges pairs of photos under ``root`` (paths relative to it); keeps the keypoints of recently judged photos."""
+    """Judges pairs of photos under ``root`` (paths relative to it); keeps the keypoints of recently judged photos.
+    ``match`` may run in several threads at once (OpenCV releases the GIL)."""
 
     def __init__(self, root: Path, *, min_inliers: int, min_detail_correlation: float) -> None:
         import cv2  # only audits that verify duplicates load OpenCV
@@ -72,9 +74,14 @@ class PictureMatcher:
         self.root = root
         self.min_inliers = min_inliers
         self.min_detail_correlation = min_detail_correlation
-        self._orb = cv2.ORB_create(nfeatures=KEYPOINTS)
-        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+        self._local = threading.local()  # OpenCV's detector and matcher are not shared between threads
         self.features = functools.lru_cache(maxsize=FEATURE_CACHE)(self._features)
+
+    def _tools(self) -> tuple:
+        if not hasattr(self._local, "orb"):
+            self._local.orb = self._cv2.ORB_create(nfeatures=KEYPOINTS)
+            self._local.matcher = self._cv2.BFMatcher(self._cv2.NORM_HAMMING)
+        return self._local.orb, self._local.matcher
 
     def match(self, first: str, second: str) -> PairMatch:
         """The kind of the pair ``first``, ``second``; None when either photo is too small or flat for keypoints (or
@@ -100,7 +107,8 @@ class PictureMatcher:
             return None
         decoded.thumbnail((MATCH_SIDE, MATCH_SIDE), Image.Resampling.BILINEAR)
         grey = np.asarray(decoded.convert("L"))
-        found = [self._orb.detectAndCompute(image, None) for image in (grey, np.ascontiguousarray(grey[:, ::-1]))]
+        orb, _ = self._tools()
+        found = [orb.detectAndCompute(image, None) for image in (grey, np.ascontiguousarray(grey[:, ::-1]))]
         points = tuple(np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2) for keypoints, _ in found)
         return _Features(grey, points, tuple(descriptors for _, descriptors in found))
 
@@ -112,7 +120,7 @@ class PictureMatcher:
         cv2 = self._cv2
         if descriptors_a is None or descriptors_b is None or len(descriptors_a) < 2 or len(descriptors_b) < 2:
             return 0, None
-        pairs = self._matcher.knnMatch(descriptors_a, descriptors_b, k=2)
+        pairs = self._tools()[1].knnMatch(descriptors_a, descriptors_b, k=2)
         good = [
             best
             for best, second in (pair for pair in pairs if len(pair) == 2)

@@ -19,6 +19,7 @@ from datacheck.neighbours import Neighbours, hash_pairs
 from datacheck.picture_match import ONE_PICTURE, ONE_SCENE, PairMatch, PictureMatcher
 from datacheck.registry import AuditData, Check, Need, register
 from datacheck.settings import AuditSettings
+from retrain.core.per_image import thread_map
 
 # A photo's typical similarity to others: the mean over this many nearest neighbours after its nearest (which may be
 # its twin). A candidate pair is much closer than either photo is to its neighbourhood, so a daisy among many look-alike
@@ -123,14 +124,13 @@ def verify_pairs(
     """The candidates that are one picture or one scene, as pairs with their evidence. Byte-identical files need no
     match; where local features cannot judge (a tiny or flat image), a perceptual-hash match alone makes one picture."""
     paths, keys = images["path"].to_numpy(), images["sha1"].to_numpy()
+    to_match = [(index, (paths[i], paths[j])) for index, (i, j) in enumerate(candidates) if keys[i] != keys[j]]
+    matches = dict(thread_map(matcher.match, to_match))  # in candidate order: a photo's pairs share its keypoints
     verified = []
-    for (i, j), found in candidates.items():
-        if keys[i] == keys[j]:
-            match = PairMatch(ONE_PICTURE, detail_correlation=1.0)
-        else:
-            match = matcher.match(paths[i], paths[j])
-            if match.kind is None and found["hash_bits"] <= settings.near_duplicate_bits:
-                match = PairMatch(ONE_PICTURE)
+    for index, ((i, j), found) in enumerate(candidates.items()):
+        match = matches.get(index, PairMatch(ONE_PICTURE, detail_correlation=1.0))  # byte-identical: no match needed
+        if match.kind is None and found["hash_bits"] <= settings.near_duplicate_bits:
+            match = PairMatch(ONE_PICTURE)
         if match.kind in (ONE_PICTURE, ONE_SCENE):
             verified.append(
                 {
