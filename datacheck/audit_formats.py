@@ -24,16 +24,17 @@ ICONS = {Severity.ERROR: "🛑", Severity.WARNING: "⚠️", Severity.INFO: "ℹ
 
 
 def findings_by_check(report: AuditReport) -> Iterator[tuple[str, list[Finding]]]:
-    """Findings grouped by check, in report order (most severe first); with a baseline, new findings first."""
+    """Findings grouped by check, in report order (most severe first); with a baseline, those the change caused
+    first."""
     groups: dict[str, list[Finding]] = {}
     for finding in report.findings:
         groups.setdefault(finding.check, []).append(finding)
     for check, findings in groups.items():
-        yield check, sorted(findings, key=lambda finding: finding_mark(report, finding) != "new")
+        yield check, sorted(findings, key=lambda finding: finding_mark(report, finding) != "caused")
 
 
 def finding_mark(report: AuditReport, finding: Finding) -> str:
-    """ "new", "changed" or "accepted" (with a baseline or accepted findings), else ""."""
+    """ "caused", "shifted" or "accepted" (with a baseline or accepted findings), else ""."""
     if finding.fingerprint in report.accepted:
         return "accepted"
     status = report.comparison.status(finding).status if report.comparison is not None else ""
@@ -73,7 +74,7 @@ class FindingsOfCheck:
         self.folder = dataset.rstrip("/") + "/"
         self.check = check
         self.findings = findings
-        self.mark = mark  # "new", "changed", "accepted" against a baseline, else ""
+        self.mark = mark  # "caused", "shifted", "accepted" against a baseline, else ""
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self._heading()
@@ -206,16 +207,16 @@ def _code(text: str) -> str:
 def render_github(report: AuditReport) -> str:
     """``::error file=...::`` workflow commands, one per finding, on its first path; notes become ``::notice``.
 
-    With a baseline, only what the change brought (new and changed findings) is annotated, so a pull request's files
-    show its own problems rather than the dataset's old debts; accepted findings are never annotated. One notice
-    counts what was left out.
+    With a baseline, only what the change caused is annotated, so a pull request's files show its own problems rather
+    than the dataset's old debts or findings that shifted on untouched files; accepted findings are never annotated.
+    One notice counts what was left out.
     """
     lines = []
     annotated = [
         finding
         for finding in report.findings
         if finding.fingerprint not in report.accepted
-        and (report.comparison is None or report.comparison.status(finding).status != "unchanged")
+        and (report.comparison is None or report.comparison.status(finding).status == "caused")
     ]
     for finding in annotated:
         command = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}[finding.severity]
@@ -227,7 +228,7 @@ def render_github(report: AuditReport) -> str:
         lines.append(f"::{command} {properties}::{_escape_data(printable(finding.message + others))}")
     left_out = len(report.findings) - len(annotated)
     if left_out:
-        why = "unchanged from the baseline or accepted" if report.comparison else "accepted"
+        why = "not caused by the change (old or shifted) or accepted" if report.comparison else "accepted"
         lines.append(f"::notice title=retrain-ci check::{left_out} more findings, {why}, are in the job summary")
     return "\n".join(lines) + ("\n" if lines else "")
 

@@ -34,7 +34,7 @@ def render_json(report: AuditReport) -> str:
     """Valid UTF-8: a byte of a name that is not UTF-8 is written as ``printable`` shows it (``\\xff``), and each such
     path's bytes as base64 beside it (``paths_bytes`` of a finding, ``path_bytes`` of a manifest entry)."""
     document = audit_document(report)
-    for row in (*document["findings"], *document.get("fixed", ())):
+    for row in (*document["findings"], *document.get("fixed", ()), *document.get("vanished", ())):
         if any(map(is_undecodable, row["paths"])):
             row["paths_bytes"] = [name_bytes(path) for path in row["paths"]]
     for row in document["manifest"]:
@@ -57,6 +57,7 @@ def audit_document(report: AuditReport) -> dict[str, Any]:
         shape["baseline"] = str(report.comparison.baseline)
         shape["diff"] = report.comparison.diff.to_dict()
         shape["fixed"] = [_plain(finding) for finding in report.comparison.fixed]
+        shape["vanished"] = [_plain(finding) for finding in report.comparison.vanished]
     shape["manifest"] = [vars(entry) for entry in report.manifest.values()]
     return shape
 
@@ -66,7 +67,7 @@ def _finding_dict(report: AuditReport, finding: Finding) -> dict[str, Any]:
     if report.comparison is not None:
         status = report.comparison.status(finding)
         shape["status"] = status.status
-        if status.status == "changed":
+        if status.gained or status.lost:
             shape.update(gained=list(status.gained), lost=list(status.lost))
     if finding.fingerprint in report.accepted:
         shape["accepted"] = {"reason": report.accepted[finding.fingerprint]}
@@ -124,7 +125,7 @@ class _Summary:
     classes: types.MappingProxyType
     findings: types.MappingProxyType
     accepted: int = 0
-    new: types.MappingProxyType | None = None
+    caused: types.MappingProxyType | None = None
     fixed: int = 0
     change: str = ""
 

@@ -158,9 +158,15 @@ def duplicates_of_existing(diff: DatasetDiff, findings: Iterable[Finding]) -> li
     return [named[path] for path in sorted(named)]
 
 
+CAUSED = "caused"  # names a file the change added, changed or moved in, or a class folder whose count it altered
+SHIFTED = "shifted"  # names untouched files only: it appeared because a dataset-wide model or statistic moved
+UNCHANGED = "unchanged"
+
+
 @dataclass(frozen=True)
 class FindingStatus:
-    """A finding against the baseline: new, changed (a group that gained or lost members) or unchanged."""
+    """A finding against the baseline: caused by the change, shifted (on untouched files), or unchanged. A group that
+    matches an old one (the same copies, grown or shrunk) says which members it gained and lost."""
 
     status: str
     gained: tuple[str, ...] = ()  # paths, in this audit
@@ -169,28 +175,57 @@ class FindingStatus:
 
 @dataclass
 class Comparison:
-    """An audit against its baseline: the dataset diff, each finding's status, and the baseline's fixed findings."""
+    """An audit against its baseline: the dataset diff and each finding's status; of the baseline's findings that are
+    gone, those whose files the change touched (fixed) and those on untouched files (vanished: shifted, not fixed)."""
 
     baseline: Path
     diff: DatasetDiff
     statuses: dict[str, FindingStatus]  # by fingerprint
     fixed: list[Finding]
+    vanished: list[Finding] = field(default_factory=list)
 
     def status(self, finding: Finding) -> FindingStatus:
         return self.statuses[finding.fingerprint]
 
+    def shifted(self, findings: Iterable[Finding]) -> int:
+        """Findings that appeared on untouched files, of ``findings``."""
+        return sum(self.status(finding).status == SHIFTED for finding in findings)
+
+
+@dataclass(frozen=True)
+class _Touched:
+    """What the change touched, on one side of it: file paths and class folders (a path's first part)."""
+
+    paths: frozenset[str]
+    folders: frozenset[str]
+
+    @classmethod
+    def of(cls, paths: Iterable[str]) -> _Touched:
+        paths = frozenset(paths)
+        return cls(paths, frozenset(path.split("/", 1)[0] for path in paths))
+
+    def names(self, paths: Iterable[str]) -> bool:
+        """Whether a finding on ``paths`` concerns the change: one of its files, or a class folder it altered."""
+        return any(path in self.paths or path in self.folders for path in paths)
+
 
 def audit_diff(baseline: Baseline, findings: list[Finding], manifest: Mapping[str, ManifestEntry]) -> Comparison:
-    """Each finding's status; a finding whose files all came with the change is new even if it matches an old group."""
+    """Each finding's status, attributed to the change only where it names what the change touched; a finding whose
+    files all came with the change is caused even if it matches an old group."""
     diff = diff_manifests(baseline.manifest, manifest)
     diff.duplicates = duplicates_of_existing(diff, findings)
     added = {entry.path for entry in diff.added}
+    now = _Touched.of([*added, *(e.path for e in diff.changed), *(m.target for m in diff.moved)])
+    before = _Touched.of(
+        [*(e.path for e in diff.removed), *(e.path for e in diff.changed), *(m.source for m in diff.moved)]
+    )
+    now = _Touched(now.paths, now.folders | before.folders)  # a class that lost photos changed too
     old = {finding.fingerprint: finding for finding in baseline.findings}
     statuses: dict[str, FindingStatus] = {}
     for finding in findings:
         if finding.fingerprint in old:
             old.pop(finding.fingerprint)
-            statuses[finding.fingerprint] = FindingStatus("unchanged")
+            statuses[finding.fingerprint] = FindingStatus(UNCHANGED)
     for finding in findings:
         if finding.fingerprint in statuses:
             continue
@@ -198,14 +233,18 @@ def audit_diff(baseline: Baseline, findings: list[Finding], manifest: Mapping[st
         brought = finding.paths and all(path in added for path in finding.paths)
         match = None if brought else _overlapping(finding.check, mine, old.values(), baseline.manifest)
         if match is None:
-            statuses[finding.fingerprint] = FindingStatus("new")
+            statuses[finding.fingerprint] = FindingStatus(CAUSED if now.names(finding.paths) else SHIFTED)
             continue
         old.pop(match.fingerprint)
         theirs = set(members(match.check, match.paths, baseline.manifest))
-        gained = [p for p in finding.paths if members(finding.check, [p], manifest)[0] not in theirs]
-        lost = [p for p in match.paths if members(match.check, [p], baseline.manifest)[0] not in mine]
-        statuses[finding.fingerprint] = FindingStatus("changed", tuple(gained), tuple(lost))
-    return Comparison(baseline.path, diff, statuses, list(old.values()))
+        gained = tuple(p for p in finding.paths if members(finding.check, [p], manifest)[0] not in theirs)
+        lost = tuple(p for p in match.paths if members(match.check, [p], baseline.manifest)[0] not in mine)
+        status = CAUSED if now.names(gained) else SHIFTED if gained else UNCHANGED
+        statuses[finding.fingerprint] = FindingStatus(status, gained, lost)
+    gone = list(old.values())
+    fixed = [finding for finding in gone if before.names(finding.paths) or now.names(finding.paths)]
+    vanished = [finding for finding in gone if finding not in fixed]
+    return Comparison(baseline.path, diff, statuses, fixed, vanished)
 
 
 def _overlapping(

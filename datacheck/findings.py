@@ -63,7 +63,7 @@ class AuditGate:
     fail_on_new: bool
     passed: bool
     verdict: str  # one line: "passes --fail-on error", "fails --fail-on error: 2 findings at or above error"
-    # The findings that fail it: not accepted, new ones only with fail_on_new, at or above fail_on.
+    # The findings that fail it: not accepted, only those the change caused with fail_on_new, at or above fail_on.
     failing: tuple[Finding, ...] = ()
 
     @property
@@ -73,12 +73,12 @@ class AuditGate:
 
     @classmethod
     def judge(cls, report: AuditReport, fail_on: str, fail_on_new: bool) -> AuditGate:
-        failing = tuple(finding for finding in report.gating(new_only=fail_on_new) if finding.fails(fail_on))
+        failing = tuple(finding for finding in report.gating(caused_only=fail_on_new) if finding.fails(fail_on))
         gate = cls(fail_on, fail_on_new, not failing, "", failing)
         if not failing:
             return replace(gate, verdict=f"passes {gate.option}")
-        which = "new finding" if fail_on_new else "finding"
-        count = f"{len(failing)} {which}{'s' if len(failing) != 1 else ''}"
+        which = "finding the change caused" if fail_on_new else "finding"
+        count = f"{len(failing)} {which.replace('finding', 'findings') if len(failing) != 1 else which}"
         return replace(gate, verdict=f"fails {gate.option}: {count} at or above {fail_on}")
 
 
@@ -97,7 +97,7 @@ class AuditReport:
     comparison: Comparison | None = None  # against --baseline
     accepted: dict[str, str] = field(default_factory=dict)  # fingerprint -> reason, from the settings
     fail_on: str = "error"
-    fail_on_new: bool = False  # gate on findings new against the baseline only
+    fail_on_new: bool = False  # gate only on findings the change caused (against the baseline)
     gate: AuditGate = field(init=False)
 
     def __post_init__(self) -> None:
@@ -117,20 +117,21 @@ class AuditReport:
             counts[finding.check] = counts.get(finding.check, 0) + 1
         return counts
 
-    def gating(self, *, new_only: bool = False) -> list[Finding]:
-        """The findings a gate judges: never accepted ones; with ``new_only``, only those new against the baseline."""
+    def gating(self, *, caused_only: bool = False) -> list[Finding]:
+        """The findings a gate judges: never accepted ones; with ``caused_only``, only those the change caused (not
+        those that shifted on untouched files, nor old ones)."""
         return [
             finding
             for finding in self.findings
             if finding.fingerprint not in self.accepted
-            and not (new_only and self.comparison and self.comparison.status(finding).status != "new")
+            and not (caused_only and self.comparison and self.comparison.status(finding).status != "caused")
         ]
 
-    def new_counts(self) -> dict[str, int]:
-        """New findings per severity (against the baseline), every severity present."""
+    def caused_counts(self) -> dict[str, int]:
+        """Findings the change caused, per severity (against the baseline), every severity present."""
         counts = dict.fromkeys((s.value for s in reversed(Severity)), 0)
         for finding in self.findings:
-            if self.comparison and self.comparison.status(finding).status == "new":
+            if self.comparison and self.comparison.status(finding).status == "caused":
                 counts[finding.severity.value] += 1
         return counts
 
@@ -147,13 +148,27 @@ class AuditReport:
             "properties": self.properties,
         }
         if self.comparison is not None:
-            summary.update(new=self.new_counts(), fixed=len(self.comparison.fixed), change=self.change_line())
+            summary.update(
+                caused=self.caused_counts(),
+                fixed=len(self.comparison.fixed),
+                shifted={"appeared": self.comparison.shifted(self.findings), "vanished": len(self.comparison.vanished)},
+                change=self.change_line(),
+            )
         return summary
 
     def change_line(self) -> str:
-        """ "+40 roses, -3 tulips, 2 moved tulips -> roses; new: 1 error, 3 warnings; fixed: 2" (with a baseline)."""
+        """ "+40 roses, 2 moved tulips -> roses; caused: 1 error, 3 warnings; fixed: 2; 3 shifted on untouched files
+        (2 appeared, 1 vanished)" (with a baseline): what the change did, apart from what the audit's models moved."""
         if self.comparison is None:
             return ""
-        counts = self.new_counts().items()
-        new = [f"{n} {Severity(severity).noun}{'s' if n != 1 else ''}" for severity, n in counts if n]
-        return f"{self.comparison.diff.summary()}; new: {', '.join(new) or 'none'}; fixed: {len(self.comparison.fixed)}"
+        counts = self.caused_counts().items()
+        caused = [f"{n} {Severity(severity).noun}{'s' if n != 1 else ''}" for severity, n in counts if n]
+        fixed = len(self.comparison.fixed)
+        line = f"{self.comparison.diff.summary()}; caused: {', '.join(caused) or 'none'}; fixed: {fixed}"
+        appeared, vanished = self.comparison.shifted(self.findings), len(self.comparison.vanished)
+        if appeared or vanished:
+            line += (
+                f"; {appeared + vanished} shifted on untouched files ({appeared} appeared, {vanished} vanished), "
+                "neither caused nor fixed"
+            )
+        return line

@@ -68,7 +68,7 @@ def _summary(report: AuditReport) -> str:
         "audit time": f"{report.seconds:.1f} s",
     }
     if report.comparison is not None:
-        rows["findings"] += f" <span class=new>(new: {_severities(report.new_counts())})</span>"
+        rows["findings"] += f" <span class=new>(caused by the change: {_severities(report.caused_counts())})</span>"
         rows["baseline"] = _text(report.comparison.baseline)
     accepted = sum(finding.fingerprint in report.accepted for finding in report.findings)
     if accepted:
@@ -90,7 +90,7 @@ def _gate(report: AuditReport) -> str:
     gate = report.gate
     if gate.passed:
         return f"<span class=pass>passes</span> <code>{gate.option}</code>"
-    which = "new finding" if gate.fail_on_new else "finding"
+    which = "finding the change caused" if gate.fail_on_new else "finding"
     return (
         f"<span class=fail>fails</span> <code>{gate.option}</code>: {plural(len(gate.failing), which)} at or above "
         f"{gate.fail_on}"
@@ -103,12 +103,12 @@ def _per_check(report: AuditReport) -> str:
     rows = []
     for check, findings in findings_by_check(report):
         worst = max((finding.severity for finding in findings), key=lambda severity: severity.rank)
-        new = sum(finding_mark(report, finding) == "new" for finding in findings)
+        new = sum(finding_mark(report, finding) == "caused" for finding in findings)
         rows.append(
             f"<tr><td><a href='#{_anchor(check)}'>{_text(check)}</a></td><td class={worst.value}>{worst.noun}</td>"
             f"<td>{len(findings)}</td>{f'<td>{new}</td>' if report.comparison else ''}</tr>"
         )
-    new_column = "<th>new</th>" if report.comparison else ""
+    new_column = "<th>caused</th>" if report.comparison else ""
     return f"<table><tr><th>check</th><th>severity</th><th>findings</th>{new_column}</tr>{''.join(rows)}</table>"
 
 
@@ -143,6 +143,11 @@ def _change(report: AuditReport) -> str:
             "fixed",
             "fixed findings",
             [f"<b>{_text(f.check)}</b>: {', '.join(map(_text, f.paths))}" for f in report.comparison.fixed],
+        ),
+        _file_list(
+            "vanished",
+            "findings that vanished from untouched files (shifted, not fixed)",
+            [f"<b>{_text(f.check)}</b>: {', '.join(map(_text, f.paths))}" for f in report.comparison.vanished],
         ),
     ]
     return "\n".join(part for part in parts if part)
@@ -231,7 +236,8 @@ def _card(report: AuditReport, finding: Finding, pictures: dict[str, str | None]
     left_out = len(images) - len(pictured)
     if left_out:
         named += f"<p class=more>{left_out} more images not pictured (named above)</p>"
-    classes = "finding" + (" marked" if finding_mark(report, finding) == "new" else "") + (" pictured" * bool(pictured))
+    caused = finding_mark(report, finding) == "caused"
+    classes = "finding" + (" marked" if caused else "") + (" pictured" * bool(pictured))
     return (
         f"<div class='{classes}' data-fingerprint='{_text(finding.fingerprint)}'>"
         f"<div class=head>{_badges(report, finding)} {_details(finding)}</div>"
@@ -243,7 +249,7 @@ def _card(report: AuditReport, finding: Finding, pictures: dict[str, str | None]
 def _members_changed(report: AuditReport, finding: Finding) -> str:
     """A group that gained or lost members against the baseline says which."""
     status = report.comparison.status(finding) if report.comparison else None
-    if status is None or status.status != "changed":
+    if status is None or not (status.gained or status.lost):
         return ""
     gained, lost = (", ".join(map(_text, paths)) or "none" for paths in (status.gained, status.lost))
     return f"<p class=message>gained: {gained}; lost: {lost}</p>"

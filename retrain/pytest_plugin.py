@@ -226,7 +226,8 @@ class DatasetCheckItem(_DatasetItem):
 
 
 class FindingItem(_DatasetItem):
-    """One finding against the baseline: a new one fails at or above fail-on; any other is skipped, by fingerprint."""
+    """One finding against the baseline: one the change caused fails at or above fail-on; any other (old, or shifted on
+    untouched files) is skipped, by fingerprint."""
 
     def __init__(self, *, finding, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -237,7 +238,7 @@ class FindingItem(_DatasetItem):
         if self.finding.fingerprint in report.accepted:
             pytest.skip(f"accepted {self.finding.fingerprint}: {report.accepted[self.finding.fingerprint]}")
         status = report.comparison.status(self.finding).status
-        if status != "new":
+        if status != "caused":
             pytest.skip(f"{status} since the baseline: {self.finding.fingerprint}")
         if self.finding in report.gate.failing:
             raise DatasetCheckFailed(_describe(self.finding))

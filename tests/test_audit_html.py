@@ -149,7 +149,7 @@ def test_every_finding_appears_with_one_inline_picture_per_image(pull_request: P
         assert [figure.all("figcaption")[0].text[0] for figure in figures] == [printable(p) for p in expected], finding
         for figure in figures:
             assert len(figure.all("img")) + len(figure.all("div", class_="placeholder")) == 1
-        assert ("marked" in card.attrs["class"].split()) == (finding["status"] == "new")
+        assert ("marked" in card.attrs["class"].split()) == (finding["status"] == "caused")
     assert any(not card.all("figure") for card in page.root.all("div", class_="finding")), "class-level findings"
     # Self-contained: pictures are data URIs, links only lead within the page.
     assert all(tag.attrs["src"].startswith("data:image/jpeg;base64,") for tag in page.tags if "src" in tag.attrs)
@@ -217,7 +217,7 @@ def test_a_corrupt_file_shows_a_placeholder_with_the_reason(pull_request: PullRe
     assert not card.all("img")
     (placeholder,) = card.all("div", class_="placeholder")
     assert placeholder.content() == f"no picture: {corrupt['details']['reason']}"
-    assert corrupt["status"] == "new" and "marked" in card.attrs["class"].split()
+    assert corrupt["status"] == "caused" and "marked" in card.attrs["class"].split()
 
 
 @pytest.mark.parametrize("where", ["a folder", "under a file"])

@@ -105,21 +105,22 @@ def test_diff_names_exactly_what_the_change_did(pull_request: PullRequest) -> No
     )
 
 
-def test_findings_are_new_changed_unchanged_or_fixed(pull_request: PullRequest) -> None:
+def test_findings_are_caused_unchanged_or_fixed(pull_request: PullRequest) -> None:
     old = json.loads(pull_request.baseline.read_text())
     code, new = audit(pull_request.after, "--baseline", pull_request.baseline)
     status = {(f["check"], tuple(f["paths"])): f["status"] for f in new["findings"]}
-    assert status.pop(("corrupt_image", ("tulips/broken.jpg",))) == "new"
-    assert status.pop(("near_duplicates", (pull_request.test_photo, "dandelion/resized-copy.jpg"))) == "new"
-    assert status.pop(("split_leakage", (pull_request.test_photo, "dandelion/resized-copy.jpg"))) == "new"
+    assert status.pop(("corrupt_image", ("tulips/broken.jpg",))) == "caused"
+    assert status.pop(("near_duplicates", (pull_request.test_photo, "dandelion/resized-copy.jpg"))) == "caused"
+    assert status.pop(("split_leakage", (pull_request.test_photo, "dandelion/resized-copy.jpg"))) == "caused"
     grown = next(f for f in new["findings"] if f["check"] == "near_duplicates" and NEAR_PAIR in f["paths"])
-    assert (grown["status"], grown["gained"], grown["lost"]) == ("changed", ["sunflowers/third-copy.jpg"], [])
+    assert (grown["status"], grown["gained"], grown["lost"]) == ("caused", ["sunflowers/third-copy.jpg"], [])
     status.pop(("near_duplicates", tuple(grown["paths"])))
     assert set(status.values()) == {"unchanged"}  # the classes' too_few_images and the other grayscale photos
     assert len(status) == len(old["findings"]) - 2  # less the grown group and the fixed photo
     assert [(f["check"], f["paths"]) for f in new["fixed"]] == [("grayscale", [GRAYSCALE])]
-    assert new["summary"]["new"] == {"error": 1, "warning": 2, "info": 0}
-    assert new["summary"]["change"].endswith("; new: 1 error, 2 warnings; fixed: 1")
+    assert new["summary"]["caused"] == {"error": 1, "warning": 3, "info": 0}  # the grown group too: a copy it added
+    assert new["summary"]["change"].endswith("; caused: 1 error, 3 warnings; fixed: 1")
+    assert new["vanished"] == [] and new["summary"]["shifted"] == {"appeared": 0, "vanished": 0}
 
 
 def test_fail_on_new_gates_only_on_what_the_change_brought(pull_request: PullRequest, tmp_path: Path) -> None:
@@ -143,13 +144,13 @@ def test_table_and_markdown_lead_with_the_change(pull_request: PullRequest) -> N
     assert f"- added `dandelion/resized-copy.jpg` copies `{pull_request.test_photo}` (`near_duplicates`)" in markdown
     assert f"- **fixed** `{GRAYSCALE}`: black and white" in markdown
     section = markdown.split("### `near_duplicates` (2)")[1]
-    assert section.index("**new** `dandelion/") < section.index("**changed** `sunflowers/")
+    assert section.index("**caused** `dandelion/") < section.index("**caused** `sunflowers/")
     table = run_cli(*args).stdout
-    assert "new: 1 error, 2 warnings; fixed: 1" in " ".join(table.split())
+    assert "caused: 1 error, 3 warnings; fixed: 1" in " ".join(table.split())
     block = table.split("near_duplicates:")[1].split("\n\n")[0].splitlines()
     marked = [line.split()[0] for line in block if line.startswith("[")]
-    assert marked == ["[new]", "[changed]"]  # new findings first in each check, marked before the path
-    assert any(line.startswith(f"[new] {pull_request.after}/dandelion/") for line in block)
+    assert marked == ["[caused]", "[caused]"]  # caused findings first in each check, marked before the path
+    assert any(line.startswith(f"[caused] {pull_request.after}/dandelion/") for line in block)
 
 
 def test_github_annotations_mark_only_what_the_change_brought(pull_request: PullRequest) -> None:
@@ -162,7 +163,7 @@ def test_github_annotations_mark_only_what_the_change_brought(pull_request: Pull
     assert sum("tulips/broken.jpg" in line for line in annotated) == 1
     assert all("too_few_images" not in line for line in annotated)  # main's old debts are not the change's
     (notice,) = [line for line in lines if "title=retrain-ci check" in line]
-    assert notice.startswith(f"::notice title=retrain-ci check::{len(everything) - 4} more findings, unchanged")
+    assert notice.startswith(f"::notice title=retrain-ci check::{len(everything) - 4} more findings, not caused")
 
 
 def test_accepted_finding_is_recorded_and_never_fails_the_gate(pull_request: PullRequest, tmp_path: Path) -> None:
@@ -187,7 +188,7 @@ def test_accepted_finding_is_recorded_and_never_fails_the_gate(pull_request: Pul
     code, again = audit(pull_request.after, "--baseline", pull_request.baseline, "--config", pyproject)
     assert code == 0  # read back from the file: still listed, never failing
     listed = next(f for f in again["findings"] if f["fingerprint"] == corrupt)
-    assert listed["accepted"] == {"reason": 'a test fixture, "broken" on purpose'} and listed["status"] == "new"
+    assert listed["accepted"] == {"reason": 'a test fixture, "broken" on purpose'} and listed["status"] == "caused"
     assert again["summary"]["accepted"] == 1
     run_cli("check", pull_request.after, *PIXELS, "--config", pyproject, "--accept", corrupt)
     assert pyproject.read_text() == written  # accepting twice records it once
@@ -271,8 +272,8 @@ def test_pytest_plugin_makes_items_of_new_findings_only(pull_request: PullReques
     for finding in new["findings"]:
         by_status.setdefault(finding["status"], []).append(finding["fingerprint"])
     # the corrupt tulip fails; the new near-duplicate and leak are warnings; the rest are skipped, each once
-    others = len(new["findings"]) - len(by_status["new"])
-    result.assert_outcomes(failed=1, passed=len(by_status["new"]) - 1, skipped=others)
+    others = len(new["findings"]) - len(by_status["caused"])
+    result.assert_outcomes(failed=1, passed=len(by_status["caused"]) - 1, skipped=others)
     corrupt = next(f["fingerprint"] for f in new["findings"] if f["check"] == "corrupt_image")
     result.stdout.fnmatch_lines([f"FAILED datacheck::{corrupt}*"])
     for fingerprint in by_status["unchanged"]:
@@ -289,3 +290,32 @@ def test_pytest_plugin_bad_baseline_is_one_line(
     result.assert_outcomes(failed=1)  # one item; the collection, and so the user's own tests, go on
     result.stdout.fnmatch_lines(["error: baseline */missing.json does not exist"])
     assert "Traceback" not in result.stdout.str()
+
+
+def test_findings_on_untouched_files_shift_they_are_neither_caused_nor_fixed(
+    pull_request: PullRequest, tmp_path: Path
+) -> None:
+    """What moves without the change touching it (here a retuned threshold; in real audits a dataset-wide model) is
+    "shifted": listed apart, never counted as caused or fixed, and never failing --fail-on-new (issue 27)."""
+    strict = tmp_path / "strict.toml"
+    strict.write_text("min-side = 250\n")  # tiny_image (a warning) on every photo under 250 px
+    baseline = tmp_path / "strict.json"
+    run = run_cli("check", pull_request.before, *PIXELS, "--config", strict, "--format", "json", "--output", baseline)
+    assert run.exit_code == 0, run.stdout + run.stderr
+    old = json.loads(baseline.read_text())
+    code, new = audit(pull_request.before, "--baseline", baseline, "--fail-on", "warning", "--fail-on-new")
+    gone = [f for f in old["findings"] if f["check"] == "tiny_image"]
+    still = [f for f in new["findings"] if f["check"] == "tiny_image"]
+    assert len(gone) > len(still)  # the strict threshold flagged more photos, none of which the change touched
+    assert new["fixed"] == [] and len(new["vanished"]) == len(gone) - len(still)
+    assert new["summary"]["shifted"] == {"appeared": 0, "vanished": len(gone) - len(still)}
+    assert "neither caused nor fixed" in new["summary"]["change"] and "; fixed: 0" in new["summary"]["change"]
+    assert code == 0
+    # The other way round: photos flagged only by the stricter audit appear on untouched files, shifted.
+    code, reverse = audit(
+        pull_request.before, "--config", strict, "--baseline", pull_request.baseline, "--fail-on", "warning",
+        "--fail-on-new",
+    )  # fmt: skip
+    appeared = [f for f in reverse["findings"] if f["status"] == "shifted"]
+    assert appeared and {f["check"] for f in appeared} == {"tiny_image"}
+    assert reverse["summary"]["caused"] == {"error": 0, "warning": 0, "info": 0} and code == 0

@@ -100,14 +100,14 @@ def test_the_dataset_gate_flow_from_main_to_a_pull_request(github: dict[str, str
     annotations = [line for line in check.stdout.splitlines() if line.startswith("::error")]
     assert len(annotations) == 1 and "notes.jpg" in annotations[0]
     change = json.loads((audit / "audit.json").read_text())["summary"]["change"]
-    assert change.startswith("+3 roses, 1 moved daisy -> roses; new: 1 error")
+    assert change.startswith("+3 roses, 1 moved daisy -> roses; caused: 1 error")
 
     (data / "roses" / "notes.jpg").unlink()
     train = _step("train", github)
     assert train.returncode == 0, train.stderr
     _step("summary", github)
     lead = Path(github["GITHUB_STEP_SUMMARY"]).read_text().splitlines()[2]
-    assert lead.startswith("**Change:** +3 roses, 1 moved daisy -> roses; new: 1 error")
+    assert lead.startswith("**Change:** +3 roses, 1 moved daisy -> roses; caused: 1 error")
     assert " -> " in lead.split("accuracy ")[1]
 
     metrics = tmp_path / "baseline" / "report" / "metrics.json"

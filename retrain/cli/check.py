@@ -142,14 +142,14 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             "--baseline",
             metavar="OLD.json",
             help="An earlier `check --format json`: report the files added, removed, changed and moved since, and "
-            "each finding as new, changed or unchanged.",
+            "each finding as caused by the change, shifted (on untouched files) or unchanged.",
         ),
     ] = None,
     fail_on_new: Annotated[
         bool | None,
         typer.Option(
             "--fail-on-new/--fail-on-all",
-            help="Gate only on findings new since --baseline (the totals still show).",
+            help="Gate only on findings the change since --baseline caused (the totals still show).",
             show_default=False,
         ),
     ] = None,
