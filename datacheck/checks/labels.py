@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ LIKELY_FRACTION = 0.045
 @dataclass(frozen=True)
 class SuspectedMislabelSettings:
     # Only the likely ones by default: the rest are mostly hard photos of their own class (benchmarks/labels/).
-    mislabel_suspects: str = "likely"
+    mislabel_suspects: str = field(default="likely", metadata={"choices": SUSPECTS})
 
     def __post_init__(self) -> None:
         if self.mislabel_suspects not in SUSPECTS:
