@@ -2,10 +2,10 @@
 the suspects judged by eye (benchmarks/labels/).
 
     python benchmarks/mislabels.py [IMAGE_DIR] [--seeds 0 1 2 3] [--digits-fraction 0.02] [--flowers-planted 20]
-        [--bottleneck-dir DIR] [--judged-only]
+        [--bottleneck-dir DIR] [--judged-only | --planted-only] [--planted digits flowers]
 
 For each seed: the 1,797 digits as PNG files with 2% of them filed under another digit, and a copy of IMAGE_DIR
-(symbolic links) with 20 photos moved to another class. Prints, for every suspect cleanlab finds (``all``, the check
+(hard links) with 20 photos moved to another class. Prints, for every suspect cleanlab finds (``all``, the check
 before issue 26) and for the default's likely ones (``likely``), how many of the moved files it reports (recall) and
 the share of the files left in place it reports (flagged). Then, on IMAGE_DIR, flowers-sample and the digits with no
 move, how many suspects are mislabelled, ambiguous or of their class by benchmarks/labels/mislabels*.csv.
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -40,14 +42,22 @@ CHOICE_SEED = 0  # the seed the cut was chosen on
 VERDICTS = ("mislabelled", "ambiguous", "correct")
 
 
+def linked_or_copied(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy(source, target)
+
+
 def flowers_dataset(image_dir: Path, root: Path, *, planted: int, seed: int) -> list[str]:
-    """Symbolic links to every photo of ``image_dir``, ``planted`` of them under another class. Returns those."""
+    """Hard links to every photo of ``image_dir`` (copies across file systems), ``planted`` of them under another
+    class: the audit skips symbolic links that leave the dataset. Returns those."""
     photos = sorted(p for p in image_dir.rglob("*") if p.is_file())
     given = moved_labels([photo.parent.name for photo in photos], planted / len(photos), seed)
     moved = []
     for photo, label in zip(photos, given, strict=True):
         (root / label).mkdir(parents=True, exist_ok=True)
-        (root / label / photo.name).symlink_to(photo)
+        linked_or_copied(photo, root / label / photo.name)
         if label != photo.parent.name:
             moved.append(f"{label}/{photo.name}")
     return moved
@@ -68,7 +78,7 @@ def suspects(root: Path, bottleneck_dir: Path) -> dict[str, set[str]]:
 
 
 def planted(args: argparse.Namespace, scratch: Path, bottleneck_dir: Path) -> None:
-    for name in ("digits", "flowers"):
+    for name in args.planted:
         fresh: dict[str, list[int]] = {"all": [0, 0], "likely": [0, 0]}
         for seed in args.seeds:
             root = scratch / f"{name}-{seed}"
@@ -116,18 +126,27 @@ def main() -> None:
     parser.add_argument("--flowers-planted", type=int, default=20)
     parser.add_argument("--bottleneck-dir", type=Path, help="default: a scratch folder")
     parser.add_argument("--judged-only", action="store_true", help="only the suspects judged by eye")
+    parser.add_argument("--planted-only", action="store_true", help="only the planted moves")
+    parser.add_argument("--planted", nargs="+", choices=["digits", "flowers"], default=["digits", "flowers"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         bottleneck_dir = args.bottleneck_dir or Path(scratch) / "bottlenecks"
-        sample = {path.relative_to(SAMPLE_DATA).as_posix() for path in SAMPLE_DATA.rglob("*") if path.is_file()}
-        judged("flowers-dev outside flowers-sample", args.image_dir, LABELS / "mislabels.csv", bottleneck_dir, sample)
-        judged("flowers-dev", args.image_dir, LABELS / "mislabels.csv", bottleneck_dir)
-        judged("flowers-sample (choice)", SAMPLE_DATA, LABELS / "mislabels.csv", bottleneck_dir)
-        digits = Path(scratch) / "digits-unmoved"
-        digits_dataset(digits, moved_fraction=0.0)
-        judged("digits, none moved", digits, LABELS / "mislabels-digits.csv", bottleneck_dir)
+        if not args.planted_only:
+            judge_all(args.image_dir, Path(scratch), bottleneck_dir)
         if not args.judged_only:
             planted(args, Path(scratch), bottleneck_dir)
+
+
+def judge_all(image_dir: Path, scratch: Path, bottleneck_dir: Path) -> None:
+    """The judged suspects of flowers-dev (outside flowers-sample, the data reported on, and all), flowers-sample and
+    the digits with none moved."""
+    sample = {path.relative_to(SAMPLE_DATA).as_posix() for path in SAMPLE_DATA.rglob("*") if path.is_file()}
+    judged("flowers-dev outside flowers-sample", image_dir, LABELS / "mislabels.csv", bottleneck_dir, sample)
+    judged("flowers-dev", image_dir, LABELS / "mislabels.csv", bottleneck_dir)
+    judged("flowers-sample (choice)", SAMPLE_DATA, LABELS / "mislabels.csv", bottleneck_dir)
+    digits = scratch / "digits-unmoved"
+    digits_dataset(digits, moved_fraction=0.0)
+    judged("digits, none moved", digits, LABELS / "mislabels-digits.csv", bottleneck_dir)
 
 
 if __name__ == "__main__":
