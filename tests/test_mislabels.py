@@ -116,7 +116,7 @@ def test_all_suspects_adds_the_less_sure_ones_as_notes(flowers_audits) -> None:
     assert len(every["findings"]) == len(warned) + len(noted)
     for finding in noted:
         assert finding["details"]["likely_mislabel"] is False
-        assert finding["message"].startswith("possibly mislabelled (less sure")
+        assert finding["message"].startswith("possibly mislabelled (less sure:")
         assert finding["details"]["given_probability"] > LIKELY_FRACTION * finding["details"]["typical"] - 1e-4
     ranks = [finding["details"]["rank"] for finding in every["findings"]]
     assert ranks == list(range(1, len(ranks) + 1))  # the sure ones first

@@ -120,7 +120,7 @@ class SuspectedMislabel(Check):
                 )
             else:
                 message = (
-                    f"possibly mislabelled (less sure; most such photos are hard photos of their class): filed as "
+                    f"possibly mislabelled (less sure: many such photos are hard photos of their class): filed as "
                     f"'{given}', but {said}: look at it when you have time"
                 )
             findings.append(
