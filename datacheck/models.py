@@ -19,6 +19,15 @@ class OutOfFold:
     labels: np.ndarray  # given class of each row, as a column index
     probabilities: np.ndarray
 
+    def given_probabilities(self) -> np.ndarray:
+        """Each row's probability of its given class (confident learning's self-confidence)."""
+        return self.probabilities[np.arange(len(self.labels)), self.labels]
+
+    def typical_given_probabilities(self) -> np.ndarray:
+        """Per class, the mean probability its own rows get: confident learning's per-class threshold."""
+        given = self.given_probabilities()
+        return np.array([given[self.labels == column].mean() for column in range(len(self.classes))])
+
 
 def out_of_fold(model: ClassifierMixin, features: np.ndarray, labels: Sequence[str], folds: int) -> OutOfFold | None:
     """Cross-validate ``model``; classes with fewer than two rows are left out. None when under two classes are left."""

@@ -130,10 +130,10 @@ def test_photos_moved_to_the_wrong_class_are_suspected(
     for source, target in moves.items():
         photo = sorted((dataset / source).glob("*.jpg"))[-1]
         moved.append(Path(shutil.move(photo, dataset / target / photo.name)).relative_to(dataset).as_posix())
-    run, report = _check(dataset, bottleneck_dir, tmp_path, "--only", "suspected_mislabel")
+    # Every suspect, the less sure ones too: on 200 photos, with 32 per class to learn from in each fold, the model is
+    # less sure, and the default (the likely ones only, tested on flowers-dev in test_mislabels.py) reports 2 of them.
+    run, report = _check(dataset, bottleneck_dir, tmp_path, "--only", "suspected_mislabel", "--suspects", "all")
     suspected = _reported(report, "suspected_mislabel")
-    # On the 1,837 photos of flowers-dev the audit finds 85% of moved photos and flags 1% of the others; on 200,
-    # with 32 photos per class to learn from in each fold, it is less sure.
     assert len(set(moved) & suspected) >= 3
     assert len(suspected - set(moved)) <= 6
     first = next(f for f in report["findings"] if f["paths"] == [moved[0]])

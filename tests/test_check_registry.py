@@ -73,8 +73,10 @@ class _NoSettings:
     """A check without settings of its own."""
 
 
-def _another(value: object) -> object:
-    """A valid value other than the default, of its type."""
+def _another(value: object, choices: tuple = ()) -> object:
+    """A valid value other than the default, of its type (another of its choices, for a setting that has some)."""
+    if choices:
+        return next(choice for choice in choices if choice != value)
     if isinstance(value, bool):
         return not value
     return value * 2 + 1 if isinstance(value, int | float) else f"{value}x"
@@ -82,12 +84,17 @@ def _another(value: object) -> object:
 
 # Every check's own settings, as (check id, flat name).
 SETTINGS = [(check.id, f.name) for check in CHECKS.values() for f in dataclasses.fields(check.settings or _NoSettings)]
+CHOICES = {
+    f.name: f.metadata.get("choices", ())
+    for check in CHECKS.values()
+    for f in dataclasses.fields(check.settings or _NoSettings)
+}
 
 
 @pytest.mark.parametrize(("check_id", "name"), SETTINGS)
 def test_a_checks_settings_are_set_by_flat_name(check_id: str, name: str, tmp_path: Path) -> None:
     """A check's own setting is an audit setting like any other: by replace, and in the settings file, with dashes."""
-    value = _another(getattr(AuditSettings(), name))
+    value = _another(getattr(AuditSettings(), name), CHOICES[name])
     assert getattr(AuditSettings().replace(**{name: value}), name) == value
     toml = "true" if value is True else "false" if value is False else repr(value)
     for key in (name, name.replace("_", "-")):

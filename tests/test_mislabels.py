@@ -1,32 +1,69 @@
 """A user audits handwritten digits, far from the photos the backbone learnt on, with 2% of them filed under the
-wrong digit: `retrain-ci check` finds most of them and leaves the rest alone."""
+wrong digit, and flower photos with some moved to another class: `retrain-ci check` warns about the ones it is sure of
+and, with `--suspects all`, notes the less sure ones too."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 from sklearn.datasets import load_digits
 
-from tests.conftest import copy_dataset, run_cli, sample_photos
-from tests.defects import digits_dataset
+from datacheck.checks.labels import LIKELY_FRACTION
+from tests.conftest import DATA_ROOT, copy_dataset, run_cli, sample_photos
+from tests.defects import digits_dataset, moved_labels
 
-# A draw that played no part in choosing anything (benchmarks/mislabels.py tried alternatives on seed 0).
+# A draw that played no part in choosing anything (benchmarks/mislabels.py chose the cut on seed 0).
 FRESH_SEED = 1
+MISLABELS_ONLY = ("--only", "suspected_mislabel", "--format", "json", "--fail-on", "never")
+
+
+def _audit(root: Path, bottleneck_dir: Path, *options: str) -> dict:
+    run = run_cli("check", root, *MISLABELS_ONLY, "--bottleneck-dir", bottleneck_dir, *options)
+    assert run.exit_code == 0, run.stdout + run.stderr
+    return json.loads(run.stdout)
 
 
 @pytest.fixture(scope="module")
-def digits_audit(bottleneck_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], dict]:
+def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     root = tmp_path_factory.mktemp("digits") / "digits"
-    moved = digits_dataset(root, moved_fraction=0.02, seed=FRESH_SEED)
-    report = root.parent / "report.json"
-    run = run_cli(
-        "check", root, "--only", "suspected_mislabel", "--bottleneck-dir", bottleneck_dir,
-        "--format", "json", "--output", report, "--fail-on", "never",
-    )  # fmt: skip
-    assert run.exit_code == 0, run.stdout + run.stderr
-    return root, moved, json.loads(report.read_text())
+    return root, digits_dataset(root, moved_fraction=0.02, seed=FRESH_SEED)
+
+
+@pytest.fixture(scope="module")
+def digits_audit(digits, bottleneck_dir: Path) -> tuple[Path, list[str], dict]:
+    root, moved = digits
+    return root, moved, _audit(root, bottleneck_dir)
+
+
+@pytest.fixture(scope="module")
+def moved_flowers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set[str]]:
+    """flowers-dev (hard links: the audit skips symbolic links that leave the dataset) with 20 of its 1,837 photos
+    moved to another class by a draw that played no part in choosing the cut."""
+    flowers = DATA_ROOT / "flowers-dev"
+    if not flowers.is_dir():
+        pytest.fail(f"flowers-dev not found at {flowers}; set RETRAIN_CI_DATA to the shared data folder")
+    photos = sorted(flowers.rglob("*.jpg"))
+    given = moved_labels([photo.parent.name for photo in photos], 20 / len(photos), FRESH_SEED)
+    root, moved = tmp_path_factory.mktemp("flowers") / "flowers", set()
+    for photo, label in zip(photos, given, strict=True):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(photo, root / label / photo.name)
+        except OSError:
+            shutil.copy(photo, root / label / photo.name)
+        if label != photo.parent.name:
+            moved.add(f"{label}/{photo.name}")
+    return root, moved
+
+
+@pytest.fixture(scope="module")
+def flowers_audits(moved_flowers, bottleneck_dir: Path) -> tuple[set[str], dict, dict]:
+    root, moved = moved_flowers
+    return moved, _audit(root, bottleneck_dir), _audit(root, bottleneck_dir, "--suspects", "all")
 
 
 def test_most_digits_filed_under_another_digit_are_suspected(digits_audit) -> None:
@@ -49,6 +86,50 @@ def test_a_suspected_digit_names_the_digit_it_shows(digits_audit) -> None:
     assert [finding["details"]["rank"] for finding in report["findings"]] == list(range(1, len(report["findings"]) + 1))
 
 
+def test_by_default_only_suspects_the_model_gives_almost_nothing_to_their_class_are_warned_about(digits_audit) -> None:
+    _, _, report = digits_audit
+    assert report["findings"]
+    for finding in report["findings"]:
+        details = finding["details"]
+        assert finding["severity"] == "warning" and details["likely_mislabel"] is True
+        assert details["given_probability"] <= LIKELY_FRACTION * details["typical"] + 1e-4
+        assert details["given_probability"] < 0.05  # a typical digit gets most of the probability
+        assert finding["message"].startswith(f"very likely mislabelled: filed as '{details['given']}'")
+        assert f"the model gives '{details['given']}' {details['given_probability']:.0%}" in finding["message"]
+
+
+def test_photos_moved_to_another_class_are_still_found_by_default(flowers_audits) -> None:
+    moved, default, _ = flowers_audits
+    warned = {path for finding in default["findings"] for path in finding["paths"]}
+    assert len(moved) == 20
+    assert len(warned & moved) >= 14  # 16 on this draw, as many as every suspect cleanlab finds
+    assert len(warned - moved) <= 10  # of the 1,817 photos left in place (every suspect: 15)
+    assert all(finding["severity"] == "warning" for finding in default["findings"])
+
+
+def test_all_suspects_adds_the_less_sure_ones_as_notes(flowers_audits) -> None:
+    _, default, every = flowers_audits
+    warned = [finding for finding in every["findings"] if finding["severity"] == "warning"]
+    noted = [finding for finding in every["findings"] if finding["severity"] == "info"]
+    assert [finding["paths"] for finding in warned] == [finding["paths"] for finding in default["findings"]]
+    assert noted, "cleanlab suspects more photos than the default reports"
+    assert len(every["findings"]) == len(warned) + len(noted)
+    for finding in noted:
+        assert finding["details"]["likely_mislabel"] is False
+        assert finding["message"].startswith("possibly mislabelled (less sure:")
+        assert finding["details"]["given_probability"] > LIKELY_FRACTION * finding["details"]["typical"] - 1e-4
+    ranks = [finding["details"]["rank"] for finding in every["findings"]]
+    assert ranks == list(range(1, len(ranks) + 1))  # the sure ones first
+
+
+def test_an_unknown_suspects_value_is_one_line_and_exit_2(flowers_sample: Path, tmp_path: Path) -> None:
+    run = run_cli("check", flowers_sample, "--suspects", "some", "--bottleneck-dir", tmp_path / "bottlenecks")
+    assert run.exit_code == 2
+    assert run.stderr.strip().splitlines() == [
+        "error: mislabel-suspects (--suspects) must be one of likely, all, not 'some'"
+    ]
+
+
 def test_classes_of_a_few_photos_are_judged_without_error(
     flowers_sample: Path, bottleneck_dir: Path, tmp_path: Path
 ) -> None:
@@ -56,9 +137,10 @@ def test_classes_of_a_few_photos_are_judged_without_error(
     dataset = copy_dataset(
         tmp_path / "photos", {label: sample_photos(flowers_sample, label, 3) for label in ("daisy", "roses", "tulips")}
     )
-    run = run_cli(
-        "check", dataset, "--only", "suspected_mislabel", "--min-images", "2", "--bottleneck-dir", bottleneck_dir,
-        "--format", "json", "--fail-on", "never",
-    )  # fmt: skip
-    assert run.exit_code == 0, run.stdout + run.stderr
-    assert json.loads(run.stdout)["summary"]["images"] == 9
+    for suspects in ("likely", "all"):
+        run = run_cli(
+            "check", dataset, "--only", "suspected_mislabel", "--min-images", "2", "--bottleneck-dir", bottleneck_dir,
+            "--format", "json", "--fail-on", "never", "--suspects", suspects,
+        )  # fmt: skip
+        assert run.exit_code == 0, run.stdout + run.stderr
+        assert json.loads(run.stdout)["summary"]["images"] == 9

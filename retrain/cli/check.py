@@ -180,6 +180,15 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             show_default="--bottlenecks",
         ),
     ] = None,
+    suspects: Annotated[
+        str | None,
+        typer.Option(
+            "--suspects",
+            metavar="WHICH",
+            help="Suspected mislabels to report: likely (warnings), or all (the less sure ones too, as notes).",
+            show_default="likely",
+        ),
+    ] = None,
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
 ) -> None:
@@ -208,6 +217,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             fail_on_new=fail_on_new,
             property_cache=property_cache,
             use_bottlenecks=use_bottlenecks,
+            mislabel_suspects=suspects,
             executor=executor.value if executor else None,
             ray_address=ray_address,
         )
