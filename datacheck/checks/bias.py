@@ -48,7 +48,9 @@ class ShortcutBias(Check):
             images = images.groupby("label").sample(frac=MAX_PHOTOS / len(images), random_state=0)
         features = images[list(TRIVIAL_STATISTICS)].to_numpy(dtype=float)
         model = RandomForestClassifier(n_estimators=100, min_samples_leaf=2, random_state=0)
-        predictions = out_of_fold(model, features, images["label"].tolist(), data.settings.cross_validation_folds)
+        predictions = out_of_fold(
+            model, features, images["label"].tolist(), data.settings.cross_validation_folds, images["sha1"].tolist()
+        )
         if predictions is None:
             return []
         recalls = recall_score(

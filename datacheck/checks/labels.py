@@ -87,7 +87,11 @@ class SuspectedMislabel(Check):
         images = data.images.iloc[usable]
         model = make_pipeline(Normalizer(), LogisticRegression(C=10, max_iter=1000))
         predictions = out_of_fold(
-            model, data.bottlenecks[usable], images["label"].tolist(), data.settings.cross_validation_folds
+            model,
+            data.bottlenecks[usable],
+            images["label"].tolist(),
+            data.settings.cross_validation_folds,
+            images["sha1"].tolist(),
         )
         if predictions is None:
             return []
