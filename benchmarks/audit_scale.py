@@ -229,13 +229,13 @@ def vector_benchmark(real: np.ndarray, count: int) -> None:
     import faiss
 
     import datacheck.neighbours as neighbours
-    from datacheck.checks.duplicates import NEIGHBOURS, _EmbeddingJudge
+    from datacheck.checks.duplicates import NEIGHBOURS, _EmbeddingCandidates
     from datacheck.settings import AuditSettings
 
-    exact = _EmbeddingJudge(real, AuditSettings()).found
+    exact = _EmbeddingCandidates(real, AuditSettings()).found
     limit = neighbours.EXACT_LIMIT
     neighbours.EXACT_LIMIT = 0
-    approximate = _EmbeddingJudge(real, AuditSettings()).found
+    approximate = _EmbeddingCandidates(real, AuditSettings()).found
     neighbours.EXACT_LIMIT = limit
     print(
         f"bottleneck pairs on flowers-dev: exact {len(exact)}, approximate {len(approximate)}, "

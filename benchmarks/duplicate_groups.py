@@ -1,4 +1,5 @@
-"""Seconds of grouping by hash (``group_pictures``) on N images of one perceptual hash and on N distinct ones.
+"""Seconds of pairing and grouping by hash (``candidate_pairs``, ``group_pairs``) on N images of one perceptual hash and
+on N distinct ones (the geometric match of the pairs is not timed: these images are synthetic).
 
     python benchmarks/duplicate_groups.py [--images 8000]
 
@@ -14,14 +15,18 @@ import time
 import numpy as np
 import pandas as pd
 
-from datacheck.checks.duplicates import group_pictures
+from datacheck.checks.duplicates import candidate_pairs, group_pairs
 from datacheck.settings import AuditSettings
 
 
 def timed(hashes: list[str]) -> tuple[float, int]:
     images = pd.DataFrame({"path": [f"{i}.jpg" for i in range(len(hashes))], "phash": hashes})
     started = time.perf_counter()
-    groups = group_pictures(images, None, AuditSettings(near_duplicate_bits=4))
+    paths = images["path"].to_numpy()
+    pairs = [
+        {"paths": [paths[i], paths[j]]} for i, j in candidate_pairs(images, None, AuditSettings(near_duplicate_bits=4))
+    ]
+    groups = group_pairs(images, pairs)
     return time.perf_counter() - started, len(groups)
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 import datacheck.neighbours
 from datacheck.audit import audit_data
-from datacheck.checks.duplicates import NEIGHBOURS, _EmbeddingJudge, _hash_pairs
+from datacheck.checks.duplicates import NEIGHBOURS, _EmbeddingCandidates, _hash_pairs
 from datacheck.neighbours import Neighbours
 from datacheck.settings import AuditSettings
 from retrain.core.settings import ModuleSettings
@@ -76,9 +76,9 @@ def test_approximate_neighbours_keep_the_exact_near_duplicate_pairs(
     copies = rng.choice(3000, 300, replace=False)
     photos[copies] = photos[copies - 1] * np.exp(rng.uniform(0.2, 0.5, (300, 1)) * rng.standard_normal((300, 1280)))
     settings = AuditSettings()
-    exact = _EmbeddingJudge(Neighbours.of(photos.astype(np.float32), NEIGHBOURS + 2), settings).found
+    exact = _EmbeddingCandidates(Neighbours.of(photos.astype(np.float32), NEIGHBOURS + 2), settings).found
     monkeypatch.setattr(datacheck.neighbours, "EXACT_LIMIT", 1000)
-    approximate = _EmbeddingJudge(Neighbours.of(photos.astype(np.float32), NEIGHBOURS + 2), settings).found
+    approximate = _EmbeddingCandidates(Neighbours.of(photos.astype(np.float32), NEIGHBOURS + 2), settings).found
     recall = len(exact.keys() & approximate.keys()) / len(exact)
     assert len(exact) > 100
     assert recall >= 0.95, recall
