@@ -116,7 +116,8 @@ MaxRegressionOption = Annotated[
     float | None,
     typer.Option(
         "--max-regression",
-        help="Gate: largest accuracy drop allowed against --baseline.",
+        help="Gate: largest accuracy drop allowed against --baseline, on the test photos both runs share under the "
+        "same class.",
         min=0.0,
         show_default=str(GATE.max_regression),
     ),
@@ -125,7 +126,8 @@ MaxClassRegressionOption = Annotated[
     float | None,
     typer.Option(
         "--max-class-regression",
-        help="Gate: largest drop of any class's recall allowed against --baseline.",
+        help="Gate: largest drop of any class's recall allowed against --baseline, on the test photos both runs "
+        "share under the same class.",
         min=0.0,
         max=1.0,
         show_default="not gated",
