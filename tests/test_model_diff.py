@@ -238,6 +238,7 @@ def test_a_class_whose_recall_dropped_fails_the_gate_unless_it_has_too_few_test_
 def test_the_gate_thresholds_come_from_the_options_else_the_settings_file(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(
         "[tool.retrain-ci]\nmax-class-regression = 0.05\nmin-class-support = 4\nmax-regression = 0\n"
+        "min-test-images = 40\n"
     )
     from_file = gate_settings(
         settings_file(tmp_path / "photos", None, tmp_path).path,
@@ -247,6 +248,7 @@ def test_the_gate_thresholds_come_from_the_options_else_the_settings_file(tmp_pa
         max_regression=None,
     )
     assert (from_file.max_class_regression, from_file.min_class_support, from_file.max_regression) == (0.05, 4, 0.0)
+    assert from_file.min_test_images == 40
     given = gate_settings(
         settings_file(tmp_path / "photos", None, tmp_path).path,
         None,

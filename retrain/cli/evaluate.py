@@ -25,6 +25,7 @@ from retrain.cli.common import (
     exit_on_gate,
     print_story,
     user_errors,
+    warn,
     warn_skipped,
 )
 from retrain.cli.label import InputLayerOption, LabelsOption, OutputLayerOption
@@ -90,6 +91,7 @@ def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
     warn_skipped(result.evaluation.skipped)
     if output_format is OutputFormat.json:
         typer.echo(json.dumps(_json_document(result), indent=2))
+        warn(list(result.run.gate.warnings))  # stdout is the JSON alone; the table's story prints them otherwise
     else:
         _print_tables(result.evaluation, result.run)
         print_story(result.run)

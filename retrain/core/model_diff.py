@@ -145,17 +145,17 @@ def _image_changes(before: pd.DataFrame, after: pd.DataFrame) -> ImageChanges:
         gone=len(removed),
         shared_right_before=int(np.sum(right_before)),
         shared_right_after=int(np.sum(right_after)),
-        shared_classes=_shared_classes(new["true_label"].to_numpy()[same_class], right_before, right_after, same_class),
+        shared_classes=_shared_classes(
+            new["true_label"].to_numpy()[same_class], right_before[same_class], right_after[same_class]
+        ),
         relabelled_images=tuple(sorted(relabelled, key=lambda item: item.path)),
         new_by_class=_counts(added["true_label"]),
         gone_by_class=_counts(removed["true_label"]),
     )
 
 
-def _shared_classes(
-    labels: np.ndarray, right_before: np.ndarray, right_after: np.ndarray, same_class: np.ndarray
-) -> tuple[ClassChange, ...]:
-    """Each class's recall on the photos both runs share under it: the same photos on both sides."""
+def _shared_classes(labels: np.ndarray, right_before: np.ndarray, right_after: np.ndarray) -> tuple[ClassChange, ...]:
+    """Each class's recall on the photos both runs share under it (one row each): the same photos on both sides."""
     changes = []
     for label in sorted(set(labels.tolist())):
         rows = labels == label
@@ -163,8 +163,8 @@ def _shared_classes(
         changes.append(
             ClassChange(
                 label=str(label),
-                recall_before=float(right_before[same_class][rows].mean()),
-                recall_after=float(right_after[same_class][rows].mean()),
+                recall_before=float(right_before[rows].mean()),
+                recall_after=float(right_after[rows].mean()),
                 support_before=count,
                 support_after=count,
             )
@@ -192,11 +192,11 @@ def changed_photos_line(diff: ModelDiff | None) -> str:
         )
     if images.relabelled and not images.relabelled_images:  # an older report: the count alone
         parts.append(f"{images.relabelled} moved to another class")
-    parts += relabelled_lines(images.relabelled_images)
+    parts += _relabelled_lines(images.relabelled_images)
     return "; ".join(parts)
 
 
-def relabelled_lines(relabelled: tuple[RelabelledImage, ...]) -> list[str]:
+def _relabelled_lines(relabelled: tuple[RelabelledImage, ...]) -> list[str]:
     """One line per move (old class -> new class) and what the model says of those photos now, e.g. ``3 test photos
     relabelled tulips -> daisy: the model still says tulips``."""
     moves: dict[tuple[str, str], list[RelabelledImage]] = {}
