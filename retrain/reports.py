@@ -22,7 +22,8 @@ from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix  # noqa: E4
 
 from retrain.core.display import markdown_text, printable  # noqa: E402
 from retrain.core.errors import InputError  # noqa: E402
-from retrain.core.model_diff import model_change_line  # noqa: E402
+from retrain.core.gate import interval_text  # noqa: E402
+from retrain.core.model_diff import changed_photos_line, shared_photos_line  # noqa: E402
 from retrain.core.outputs import check_replaceable, staged_output  # noqa: E402
 from retrain.core.predictions import (  # noqa: E402
     CONTENT_KEY,
@@ -33,7 +34,7 @@ from retrain.core.predictions import (  # noqa: E402
 )
 from retrain.core.results import Evaluation  # noqa: E402
 from retrain.core.run_json import read_run_report, run_report_json  # noqa: E402
-from retrain.core.run_report import ClassScores, FlippedImage, ModelDiff, RunReport  # noqa: E402
+from retrain.core.run_report import ClassScores, FlippedImage, ModelDiff, RelabelledImage, RunReport  # noqa: E402
 from retrain.core.thumbnails import THUMBNAIL_SIZE, data_uri, thumbnail_uri  # noqa: E402
 
 THUMBNAILS_SHOWN = 100
@@ -109,23 +110,23 @@ def rerender(directory: Path, dataset_change: str | None = None) -> Report:
 
 
 def summary_markdown(report: Report) -> str:
-    """A short summary for pull requests and GitHub step summaries."""
+    """A short summary for pull requests and GitHub step summaries: the story first (``story``), then the details."""
     run = report.run
-    change = change_line(run)
-    validation = run.facts.validation_accuracy
-    lines = [
-        "## retrain-ci report",
-        "",
-        *([f"**Change:** {markdown_text(change)}.", ""] if change else []),
-        f"**Test accuracy {run.test_accuracy:.1%}** on {run.test_images} images"
-        + (f" (validation {validation:.1%})" if validation is not None else "")
-        + f". Gate: {run.gate.verdict}.",
-        "",
-        "| class | precision | recall | F1 | images |",
-        "| --- | ---: | ---: | ---: | ---: |",
+    lines = ["## retrain-ci report", ""]
+    for key, text in story(run):
+        lines += [f"**{key}:** {markdown_text(text)}.", ""]
+    lines += [
+        "| class | precision | recall | 95% interval | F1 | images |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, scores in run.per_class.items():
-        lines.append(f"| {markdown_text(label)} | {' | '.join(score_cells(scores))} | {scores.support} |")
+        precision, recall, f1 = score_cells(scores)
+        cells = [precision, recall, recall_interval_cell(scores), f1]
+        lines.append(f"| {markdown_text(label)} | {' | '.join(cells)} | {scores.support} |")
+    relabelled = run.diff.images.relabelled_images if run.diff and run.diff.images else ()
+    if relabelled:
+        lines += ["", f"Relabelled test photos ({len(relabelled)}), not held against the model:", ""]
+        lines += [f"- {markdown_text(_relabelled_text(item))}" for item in relabelled]
     worst = ", ".join(f"{markdown_text(label)} ({recall:.1%} recall)" for label, recall in run.worst_classes())
     lines += ["", f"Worst classes: {worst}."]
     confusions = report.top_confusions()
@@ -137,9 +138,43 @@ def summary_markdown(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def change_line(run: RunReport) -> str:
-    """What a pull request did, data first: "+40 roses, ...; new: 1 error; fixed: 2; accuracy 91.0% -> 91.6%, ..."."""
-    return "; ".join(part for part in (run.dataset_change, model_change_line(run.diff)) if part)
+def story(run: RunReport) -> list[tuple[str, str]]:
+    """What a run says, in the order a reviewer needs it, as (heading, plain text): what changed in the data (the
+    audit's change line, then the test photos added, removed and relabelled), what the model did on the photos it had
+    already seen, its test accuracy with the interval, then the gate's verdict with the reason and its warnings."""
+    told = [("Change", run.dataset_change), ("Test data", changed_photos_line(run.diff))]
+    if run.diff is not None:
+        images = run.diff.images
+        shared = images is not None and images.shared_accuracy_before is not None
+        heading = f"The {images.shared} test photos both runs share" if shared else "Against the baseline"
+        told.append((heading, shared_photos_line(run.diff)))
+    validation = run.facts.validation_accuracy
+    told.append(
+        (
+            "Test accuracy",
+            f"{run.test_accuracy:.1%}{_interval_note(run.accuracy_interval)} on {run.test_images} images"
+            + (f" (validation {validation:.1%})" if validation is not None else ""),
+        )
+    )
+    told.append(("Gate", run.gate.verdict))
+    told += [("Warning", warning) for warning in run.gate.warnings]
+    return [(key, text) for key, text in told if text]
+
+
+def _interval_note(interval: tuple[float, float] | None) -> str:
+    return f" (95% interval {interval_text(interval)})" if interval is not None else ""
+
+
+def recall_interval_cell(scores: ClassScores) -> str:
+    """A class's 95% recall interval; "n/a" without test images (or for an older report that has none)."""
+    return interval_text(scores.recall_interval) if scores.recall_interval is not None else "n/a"
+
+
+def _relabelled_text(item: RelabelledImage) -> str:
+    return (
+        f"{Path(item.path).name}: {item.label_before} -> {item.label_after}, "
+        f"the model says {item.predicted_after} (said {item.predicted_before})"
+    )
 
 
 def score_cells(scores: ClassScores) -> list[str]:
@@ -178,10 +213,7 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def _baseline_html(diff: ModelDiff | None) -> str:
-    """ "Against the baseline": accuracy and per-class deltas, then the photos that flipped, both ways, as pictures."""
-    if diff is None:
-        return ""
+def _recall_table(classes: tuple, min_support: int) -> str:
     rows = pd.DataFrame(
         [
             [
@@ -190,48 +222,87 @@ def _baseline_html(diff: ModelDiff | None) -> str:
                 "n/a" if change.delta is None else f"{change.delta:+.1%}",
                 change.support_before,
                 change.support_after,
-                "yes" if change.gated(diff.min_class_support) else f"no (under {diff.min_class_support} images)",
+                "yes" if change.gated(min_support) else f"no (under {min_support} images)",
             ]
-            for change in diff.classes
+            for change in classes
         ],
-        index=[printable(change.label) for change in diff.classes],
+        index=[printable(change.label) for change in classes],
         columns=["recall before", "recall after", "change", "images before", "images after", "gated"],
     )
-    sections = [
-        "<h2>Against the baseline</h2>",
-        f"<p>{_html_text(model_change_line(diff))}.</p>",
+    return rows.to_html(border=0) if classes else ""
+
+
+def _baseline_html(diff: ModelDiff | None) -> str:
+    """ "Against the baseline", in the summary's order: what changed in the test data (relabelled photos as pictures),
+    what the model did on the photos both runs share (per-class deltas, the photos that flipped, as pictures), then
+    the whole test sets for reference."""
+    if diff is None:
+        return ""
+    sections = ["<h2>Against the baseline</h2>"]
+    images = diff.images
+    test_data = changed_photos_line(diff)
+    if test_data:
+        sections.append(f"<p><b>Test data:</b> {_html_text(test_data)}.</p>")
+    relabelled = images.relabelled_images if images is not None else ()
+    if relabelled:
+        cards = "".join(_relabelled_card(item) for item in relabelled[:THUMBNAILS_SHOWN])
+        sections.append(
+            f"<h3>Relabelled test photos ({len(relabelled)}): a change of the labels, not of the model</h3>"
+            f'<div class="grid">{cards}</div>'
+        )
+    shared = images is not None and images.shared_accuracy_before is not None
+    heading = f"The {images.shared} test photos both runs share" if shared else "The model"
+    sections.append(f"<p><b>{heading}:</b> {_html_text(shared_photos_line(diff))}.</p>")
+    if shared:
+        sections += [
+            "<h3>Recall on the photos both runs share (what the gate compares)</h3>",
+            _recall_table(images.shared_classes, diff.min_class_support),
+        ]
+    if images is not None:
+        for title, flipped in (
+            ("Now wrong (the baseline had them right)", images.now_wrong),
+            ("Now right", images.now_right),
+        ):
+            cards = "".join(_flipped_card(item) for item in flipped[:THUMBNAILS_SHOWN])
+            hidden = len(flipped) - THUMBNAILS_SHOWN
+            more = f"<p>... and {hidden} more in metrics.json</p>" if hidden > 0 else ""
+            sections.append(f'<h3>{title} ({len(flipped)})</h3><div class="grid">{cards or "<p>None.</p>"}</div>{more}')
+    sections += [
+        "<h3>The whole test sets</h3>",
         f"<p>Baseline: {_html_text(diff.baseline)} ({diff.images_before} test images; this run {diff.images_after})."
         f" Accuracy {diff.accuracy_before:.2%} &rarr; {diff.accuracy_after:.2%} ({diff.accuracy_delta:+.2%}).</p>",
-        rows.to_html(border=0) if diff.classes else "",
+        _recall_table(diff.classes, diff.min_class_support),
     ]
-    images = diff.images
     if images is None:
         sections.append(f"<p>{_html_text(diff.note)}.</p>")
-        return "\n".join(sections)
-    new_accuracy = f", {images.new_right / images.new:.1%} right" if images.new else ""
-    sections.append(
-        f"<p>Test photos in both runs: {images.unchanged + images.flipped} ({images.flipped} flipped); "
-        f"new to the test set: {images.new}{new_accuracy}; gone from it: {images.gone}; "
-        f"moved to another class: {images.relabelled}.</p>"
-    )
-    for title, flipped in (
-        ("Now wrong (the baseline had them right)", images.now_wrong),
-        ("Now right", images.now_right),
-    ):
-        cards = "".join(_flipped_card(item) for item in flipped[:THUMBNAILS_SHOWN])
-        hidden = len(flipped) - THUMBNAILS_SHOWN
-        more = f"<p>... and {hidden} more in metrics.json</p>" if hidden > 0 else ""
-        sections.append(f'<h3>{title} ({len(flipped)})</h3><div class="grid">{cards or "<p>None.</p>"}</div>{more}')
+    else:
+        new_accuracy = f", {images.new_right / images.new:.1%} right" if images.new else ""
+        sections.append(
+            f"<p>Test photos in both runs: {images.shared} under the same class ({images.flipped} flipped); "
+            f"new to the test set: {images.new}{new_accuracy}; gone from it: {images.gone}; "
+            f"moved to another class: {images.relabelled}.</p>"
+        )
     return "\n".join(sections)
 
 
+def _picture(path: str) -> str:
+    thumbnail = thumbnail_uri(Path(path))  # None: moved or changed since the run
+    return f'<img src="{thumbnail}" alt="{_html_text(Path(path).name)}">' if thumbnail else "(missing)"
+
+
 def _flipped_card(item: FlippedImage) -> str:
-    thumbnail = thumbnail_uri(Path(item.path))  # None: moved or changed since the run
-    name = _html_text(Path(item.path).name)
-    picture = f'<img src="{thumbnail}" alt="{name}">' if thumbnail else "(missing)"
     return (
-        f"<figure>{picture}<figcaption>{name}<br>true <b>{_html_text(item.true_label)}</b>, predicted "
-        f"{_html_text(item.predicted_before)} &rarr; <b>{_html_text(item.predicted_after)}</b></figcaption></figure>"
+        f"<figure>{_picture(item.path)}<figcaption>{_html_text(Path(item.path).name)}<br>true "
+        f"<b>{_html_text(item.true_label)}</b>, predicted {_html_text(item.predicted_before)} &rarr; "
+        f"<b>{_html_text(item.predicted_after)}</b></figcaption></figure>"
+    )
+
+
+def _relabelled_card(item: RelabelledImage) -> str:
+    return (
+        f"<figure>{_picture(item.path)}<figcaption>{_html_text(Path(item.path).name)}<br>"
+        f"{_html_text(item.label_before)} &rarr; <b>{_html_text(item.label_after)}</b>, the model says "
+        f"<b>{_html_text(item.predicted_after)}</b></figcaption></figure>"
     )
 
 
@@ -239,11 +310,19 @@ def _html(report: Report, evaluation: Evaluation, confusion_png: bytes) -> str:
     """One page with everything inlined (images as data URIs), so it opens anywhere, offline, as a lone file."""
     run = report.run
     per_class = pd.DataFrame(
-        [[*score_cells(scores), scores.support] for scores in run.per_class.values()],
+        [
+            [*score_cells(scores)[:2], recall_interval_cell(scores), score_cells(scores)[2], scores.support]
+            for scores in run.per_class.values()
+        ],
         index=[printable(label) for label in run.per_class],  # to_html escapes HTML, not control characters
-        columns=["precision", "recall", "F1", "images"],
+        columns=["precision", "recall", "recall 95% interval", "F1", "images"],
     )
-    facts = {"test accuracy": f"{run.test_accuracy:.2%} ({run.test_images} images)", "gate": run.gate.verdict}
+    facts = {
+        "test accuracy": f"{run.test_accuracy:.2%}{_interval_note(run.accuracy_interval)} ({run.test_images} images)",
+        "gate": run.gate.verdict,
+    }
+    if run.gate.warnings:
+        facts["warning"] = "; ".join(run.gate.warnings)
     for name, value in (("validation accuracy", run.facts.validation_accuracy), ("top5 accuracy", run.top5_accuracy)):
         if value is not None:
             facts[name] = f"{value:.2%}"

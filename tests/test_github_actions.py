@@ -106,13 +106,16 @@ def test_the_dataset_gate_flow_from_main_to_a_pull_request(github: dict[str, str
     train = _step("train", github)
     assert train.returncode == 0, train.stderr
     _step("summary", github)
-    lead = Path(github["GITHUB_STEP_SUMMARY"]).read_text().splitlines()[2]
-    assert lead.startswith("**Change:** +3 roses, 1 moved daisy -> roses; caused: 1 error")
-    assert " -> " in lead.split("accuracy ")[1]
+    story = Path(github["GITHUB_STEP_SUMMARY"]).read_text().splitlines()
+    assert story[2].startswith("**Change:** +3 roses, 1 moved daisy -> roses; caused: 1 error")
+    model = next(line for line in story if line.startswith(("**The ", "**Against the baseline:**")))
+    assert " -> " in model.split("accuracy ")[1]
 
+    # A better main branch, as a metrics.json alone: without predictions the whole test sets are compared.
     metrics = tmp_path / "baseline" / "report" / "metrics.json"
     inflated = json.loads(metrics.read_text()) | {"test_accuracy": accuracy + 0.1}
     metrics.write_text(json.dumps(inflated))
+    (metrics.parent / "predictions.csv").unlink()
     regressed = _step("train", github)
     assert regressed.returncode == 1
     assert "dropped" in regressed.stderr and "from the baseline's" in regressed.stderr

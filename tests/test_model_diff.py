@@ -16,7 +16,8 @@ from retrain.app.audit import settings_file
 from retrain.app.training import gate_settings
 from retrain.core.assessment import assess
 from retrain.core.dataset import split_for
-from retrain.core.model_diff import model_change_line
+from retrain.core.display import markdown_text
+from retrain.core.model_diff import changed_photos_line, shared_photos_line
 from retrain.core.results import Evaluation
 from retrain.core.run_json import BaselineRun, load_baseline_run, read_run_report
 from retrain.core.run_report import RunFacts
@@ -114,20 +115,34 @@ def test_flipped_photos_are_matched_by_content_and_a_changed_test_set_is_counted
         == json.loads((trained_run.output_dir / "report" / "metrics.json").read_text())["test_accuracy"]
     )
 
-    line = model_change_line(read_run_report(report / "metrics.json").diff)
+    # The story: what changed in the test data, then what the model did on the photos both runs share.
+    read_back = read_run_report(report / "metrics.json").diff
+    data, model = changed_photos_line(read_back), shared_photos_line(read_back)
+    assert data.startswith("3 new test photos (daisy 1, roses 1, tulips 1); 2 photos left the test set (")
+    assert "; 1 test photo relabelled roses -> tulips: the model " in data
     flipped = len(images["now_wrong"]) + len(images["now_right"])
-    assert f"{flipped} test image" in line and "3 new test photos" in line and "1 moved to another class" in line
-    assert f"Against the baseline: {line}" in run.stdout
+    shared = len(same_class)  # what the gate compares: in both runs under the same class
+    assert f"{flipped} test image" in model
+    assert (images["shared_right_before"], images["shared_right_after"]) == (len(right), len(right_now))
+    stdout = run.stdout.splitlines()
+    told = [stdout.index(f"Test data: {data}"), stdout.index(f"The {shared} test photos both runs share: {model}")]
+    assert told == sorted(told) and told[1] < next(i for i, line in enumerate(stdout) if line.startswith("Gate: "))
     summary = (report / "summary.md").read_text().splitlines()
-    assert summary[:3] == ["## retrain-ci report", "", f"**Change:** {line}."]
+    assert summary[:5] == [
+        "## retrain-ci report",
+        "",
+        f"**Test data:** {markdown_text(data)}.",
+        "",
+        f"**The {shared} test photos both runs share:** {markdown_text(model)}.",
+    ]
     page = (report / "report.html").read_text()
     section = page[page.index("<h2>Against the baseline</h2>") : page.index("<h2>Misclassified")]
-    assert section.count('<img src="data:image/jpeg;base64,') == flipped
-    for item in images["now_wrong"] + images["now_right"]:
+    assert section.count('<img src="data:image/jpeg;base64,') == flipped + 1  # and the relabelled photo
+    for item in images["now_wrong"] + images["now_right"] + images["relabelled_images"]:
         assert Path(item["path"]).name in section
 
     rendered = run_cli("report", run.output_dir, "--print-summary")
-    assert rendered.exit_code == 0 and f"**Change:** {line}." in rendered.stdout
+    assert rendered.exit_code == 0 and f"**Test data:** {markdown_text(data)}." in rendered.stdout
     assert json.loads((report / "metrics.json").read_text())["baseline"] == diff
 
 
@@ -223,6 +238,7 @@ def test_a_class_whose_recall_dropped_fails_the_gate_unless_it_has_too_few_test_
 def test_the_gate_thresholds_come_from_the_options_else_the_settings_file(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(
         "[tool.retrain-ci]\nmax-class-regression = 0.05\nmin-class-support = 4\nmax-regression = 0\n"
+        "min-test-images = 40\n"
     )
     from_file = gate_settings(
         settings_file(tmp_path / "photos", None, tmp_path).path,
@@ -232,6 +248,7 @@ def test_the_gate_thresholds_come_from_the_options_else_the_settings_file(tmp_pa
         max_regression=None,
     )
     assert (from_file.max_class_regression, from_file.min_class_support, from_file.max_regression) == (0.05, 4, 0.0)
+    assert from_file.min_test_images == 40
     given = gate_settings(
         settings_file(tmp_path / "photos", None, tmp_path).path,
         None,
@@ -305,3 +322,125 @@ def test_the_baseline_section_escapes_names(flowers_sample: Path, tmp_path: Path
     assert section.count('<img src="data:image/jpeg;base64,') == 1  # the one photo now wrong
     line = (tmp_path / "pr" / "summary.md").read_text().splitlines()[2]
     assert "\x1b" not in line and "1 test image flipped (0 now right, 1 now wrong)" in line
+
+
+# Issue 27: the gate compares like with like. 30% of the sample is tested (52 photos, 7 to 15 a class) so that every
+# class is gated per class with --min-class-support 5.
+LIKE_WITH_LIKE = ("--testing-percentage", "30", "--random-seed", "5", "--max-class-regression", "0.05",
+                  "--min-class-support", "5")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def relabelled(
+    flowers_sample: Path, bottleneck_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, CliRun, list[str]]:
+    """A baseline run on a copy of the sample, then 3 of its tulip test photos (ones it got right) moved into daisy."""
+    root = tmp_path_factory.mktemp("relabelled")
+    photos = shutil.copytree(flowers_sample, root / "photos")
+    baseline = run_cli(
+        "train", photos, "--bottleneck-dir", bottleneck_dir, "--output-dir", root / "main",
+        "--how-many-training-steps", "500", *LIKE_WITH_LIKE,
+    )  # fmt: skip
+    assert baseline.exit_code == 0, baseline.stdout + baseline.stderr
+    table = pd.read_csv(root / "main" / "report" / "predictions.csv")
+    right = table[(table["true_label"] == "tulips") & (table["predicted_label"] == "tulips")]
+    moved = sorted(right["path"])[:3]
+    assert len(moved) == 3 and all(split_for(Path(path), 30, 10) == "testing" for path in moved)
+    for path in moved:
+        shutil.move(path, photos / "daisy" / Path(path).name)
+    return photos, baseline, [Path(path).name for path in moved]
+
+
+def _head_run(relabelled: tuple[Path, CliRun, list[str]], bottleneck_dir: Path, output_dir: Path, *args: str) -> CliRun:
+    photos, baseline, _ = relabelled
+    return run_cli(
+        "train", photos, "--bottleneck-dir", bottleneck_dir, "--output-dir", output_dir,
+        "--baseline", baseline.output_dir, *LIKE_WITH_LIKE, *args,
+    )  # fmt: skip
+
+
+def test_relabelled_test_photos_are_reported_as_such_and_not_held_against_the_model(
+    relabelled: tuple[Path, CliRun, list[str]], bottleneck_dir: Path, tmp_path: Path
+) -> None:
+    photos, _, moved = relabelled
+    run = _head_run(relabelled, bottleneck_dir, tmp_path, "--how-many-training-steps", "500", "--min-test-images", "50")
+    assert run.exit_code == 0, run.stdout + run.stderr
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    diff = metrics["baseline"]
+    # The whole test sets say daisy got worse, by more than the limit: the old gate blamed the model for the moves.
+    daisy = next(change for change in diff["classes"] if change["label"] == "daisy")
+    assert (
+        daisy["recall_after"] < daisy["recall_before"] - 0.05 and daisy["support_after"] == daisy["support_before"] + 3
+    )
+    images = diff["images"]
+    assert images["relabelled"] == 3 and (images["new"], images["gone"]) == (0, 0)
+    told_apart = [
+        (Path(item["path"]).name, item["label_before"], item["label_after"], item["predicted_after"])
+        for item in images["relabelled_images"]
+    ]
+    assert told_apart == [(name, "tulips", "daisy", "tulips") for name in moved]
+    assert all(change["recall_after"] == change["recall_before"] for change in images["shared_classes"])
+    assert images["shared_right_before"] == images["shared_right_after"]
+
+    told = "3 test photos relabelled tulips -> daisy: the model still says tulips"
+    stdout = run.stdout.splitlines()
+    assert stdout.index(f"Test data: {told}") < stdout.index("Gate: passed")
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert summary.splitlines()[2] == f"**Test data:** {told}."
+    for name in moved:
+        assert f"- {markdown_text(name)}: tulips -> daisy, the model says tulips (said tulips)" in summary
+    page = (tmp_path / "report" / "report.html").read_text()
+    section = page[page.index("<h3>Relabelled test photos (3)") : page.index("test photos both runs share:</b>")]
+    assert section.count('<img src="data:image/jpeg;base64,') == 3 and all(name in section for name in moved)
+
+
+def test_the_gate_fires_when_the_model_gets_worse_on_the_photos_both_runs_share(
+    relabelled: tuple[Path, CliRun, list[str]], bottleneck_dir: Path, tmp_path: Path
+) -> None:
+    # One step at a tiny learning rate: the head is barely trained, a model truly worse on the same photos.
+    run = _head_run(relabelled, bottleneck_dir, tmp_path, "--how-many-training-steps", "1", "--learning-rate", "0.0001")
+    assert run.exit_code == 1, run.stdout + run.stderr
+    (failure,) = [line for line in run.stderr.splitlines() if line.startswith("FAILED")]
+    images = json.loads((tmp_path / "report" / "metrics.json").read_text())["baseline"]["images"]
+    shared = images["unchanged"] + len(images["now_right"]) + len(images["now_wrong"])
+    assert images["shared_right_after"] < images["shared_right_before"]
+    assert f"accuracy on the {shared} test photos both runs share dropped" in failure
+    assert "recall on the test photos both runs share dropped more than --max-class-regression 0.0500" in failure
+    assert images["relabelled"] == 3  # still reported apart
+    assert f"Gate: {failure}" in run.stdout
+
+
+def _as_before_issue_27(value: object) -> object:
+    """A metrics.json as runs wrote it before intervals, warnings and the shared part existed."""
+    newer = {"test_accuracy_interval", "recall_interval", "warnings", "min_test_images", "shared_right_before",
+             "shared_right_after", "shared_classes", "relabelled_images", "new_by_class", "gone_by_class"}  # fmt: skip
+    if isinstance(value, dict):
+        return {key: _as_before_issue_27(item) for key, item in value.items() if key not in newer}
+    if isinstance(value, list):
+        return [_as_before_issue_27(item) for item in value]
+    return value
+
+
+def test_an_older_metrics_json_still_loads_renders_and_serves_as_a_baseline(
+    trained_run: CliRun, golden_baseline: Path, second_run: tuple[CliRun, dict[str, list[str]], Path], tmp_path: Path
+) -> None:
+    run, _, _ = second_run
+    old = shutil.copytree(run.output_dir / "report", tmp_path / "old-run")
+    document = json.loads((old / "metrics.json").read_text())
+    (old / "metrics.json").write_text(json.dumps(_as_before_issue_27(document)))
+    report = read_run_report(old / "metrics.json")
+    assert report.accuracy_interval is None and report.diff.images.shared_accuracy_before is None
+    rendered = run_cli("report", old, "--print-summary")
+    assert rendered.exit_code == 0, rendered.stderr
+    assert "1 moved to another class" in rendered.stdout and "| n/a |" in rendered.stdout
+
+    golden = shutil.copytree(golden_baseline / "report", tmp_path / "old-golden")
+    document = json.loads((golden / "metrics.json").read_text())
+    (golden / "metrics.json").write_text(json.dumps(_as_before_issue_27(document)))
+    model, photos = trained_run.output_dir / "saved_model", golden_baseline / "photos"
+    again = run_cli(
+        "evaluate", model, photos, "--baseline", golden, "--max-class-regression", "0.05", "--format", "json"
+    )
+    assert again.exit_code == 0, again.stderr
+    images = json.loads(again.stdout)["baseline"]["images"]
+    assert images["shared_right_before"] == images["shared_right_after"] and len(images["shared_classes"]) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import re
 import shutil
 from html.parser import HTMLParser
@@ -14,7 +15,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from retrain.core.gate import judge
+from retrain.core.gate import GateScores, judge
+from retrain.core.run_report import wilson_interval
 from retrain.core.settings import GateSettings
 from tests.conftest import CliRun, copy_dataset, run_cli, sample_photos
 
@@ -148,7 +150,7 @@ def test_train_gate_fails_after_writing_every_output(
     assert (tmp_path / "saved_model" / "saved_model.pb").is_file()
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["gate"]["failures"] and metrics["gate"]["min_accuracy"] == 0.999
-    assert "Gate: FAILED" in (tmp_path / "report" / "summary.md").read_text()
+    assert "**Gate:** FAILED: accuracy" in (tmp_path / "report" / "summary.md").read_text()
 
     passing = _train_with_gate(flowers_sample, bottleneck_dir, tmp_path / "pass", "--min-accuracy", "0.5")
     assert passing.exit_code == 0 and "Gate: passed" in passing.stdout
@@ -189,13 +191,84 @@ def test_evaluate_takes_the_same_gate_and_writes_a_report(
 
 
 def test_gate_rules() -> None:
-    recall = {"a": 0.95, "b": 0.7}
-    assert judge(0.9, recall, GateSettings()).failures == ()
-    assert judge(0.9, recall, GateSettings(min_accuracy=0.9)).failures == ()
-    (failure,) = judge(0.9, recall, GateSettings(min_class_recall=0.8)).failures
+    recall, scores = {"a": 0.95, "b": 0.7}, GateScores(0.9, 100)
+    assert judge(scores, recall, GateSettings()).failures == ()
+    assert judge(scores, recall, GateSettings(min_accuracy=0.9)).failures == ()
+    (failure,) = judge(scores, recall, GateSettings(min_class_recall=0.8)).failures
     assert "b 0.7000" in failure and "a 0." not in failure
-    assert judge(0.9, recall, GateSettings(baseline_accuracy=0.92, max_regression=0.02)).failures == ()
-    assert len(judge(0.9, recall, GateSettings(baseline_accuracy=0.93, max_regression=0.02)).failures) == 1
+    assert judge(scores, recall, GateSettings(baseline_accuracy=0.92, max_regression=0.02)).failures == ()
+    assert len(judge(scores, recall, GateSettings(baseline_accuracy=0.93, max_regression=0.02)).failures) == 1
+    assert judge(scores, recall, GateSettings(min_test_images=100)).failures == ()
+    (failure,) = judge(scores, recall, GateSettings(min_test_images=101)).failures
+    assert failure.startswith("100 test images are fewer than --min-test-images 101")
+
+
+def _wilson(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval from its formula, written out here to check the library's."""
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z / (1 + z * z / trials) * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    return centre - half, centre + half
+
+
+@pytest.mark.parametrize(
+    ("successes", "trials", "expected"),
+    [(25, 30, (0.6644, 0.9266)), (0, 10, (0.0, 0.2775)), (10, 10, (0.7225, 1.0)), (41, 49, (0.7096, 0.9149))],
+)
+def test_the_interval_is_wilsons(successes: int, trials: int, expected: tuple[float, float]) -> None:
+    interval = wilson_interval(successes, trials)
+    assert interval == pytest.approx(_wilson(successes, trials), abs=1e-9)
+    assert interval == pytest.approx(expected, abs=5e-5)
+    assert wilson_interval(0, 0) is None
+
+
+def test_the_interval_is_shown_beside_accuracy_and_recall(report_dir: Path, trained_run: CliRun) -> None:
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    images = metrics["test_images"]
+    low, high = _wilson(round(metrics["test_accuracy"] * images), images)
+    assert metrics["test_accuracy_interval"] == pytest.approx([low, high])
+    shown = f"{metrics['test_accuracy']:.1%} (95% interval {low:.1%}-{high:.1%}) on {images} images".replace(
+        "%-", "-", 1
+    )
+    assert f"Test accuracy: {shown}" in trained_run.stdout
+    assert f"**Test accuracy:** {shown}" in (report_dir / "summary.md").read_text()
+    assert f"(95% interval {low:.1%}-{high:.1%})".replace("%-", "-", 1) in (report_dir / "report.html").read_text()
+    for row in metrics["per_class"].values():
+        assert row["recall_interval"] == pytest.approx(_wilson(round(row["recall"] * row["support"]), row["support"]))
+
+
+def test_a_small_test_set_warns_and_min_test_images_gates_it(
+    trained_run: CliRun, flowers_sample: Path, tmp_path: Path
+) -> None:
+    golden = copy_dataset(tmp_path / "golden", {c: sample_photos(flowers_sample, c, 6) for c in ("daisy", "tulips")})
+    model = trained_run.output_dir / "saved_model"
+    scored = json.loads(run_cli("evaluate", model, golden, "--format", "json").stdout)
+    accuracy, (low, high) = scored["accuracy"], _wilson(round(scored["accuracy"] * 12), 12)
+    assert scored["accuracy_interval"] == pytest.approx([low, high])
+    threshold = round(accuracy - 0.05, 2)  # inside the interval: 12 photos cannot tell the two apart
+
+    run = run_cli("evaluate", model, golden, "--min-accuracy", threshold, "--report-dir", tmp_path / "report")
+    assert run.exit_code == 0, run.stderr
+    warning = (
+        f"warning: 12 test images: accuracy {accuracy:.1%} (95% interval {low:.1%}-{high:.1%}) cannot tell "
+        f"--min-accuracy {threshold:.1%} from it: the threshold lies inside the interval, so the verdict could differ "
+        "on another 12 photos"
+    ).replace("%-", "-", 1)
+    assert warning in run.stderr.splitlines()
+    assert f"**Warning:** {warning.removeprefix('warning: ')}." in (tmp_path / "report" / "summary.md").read_text()
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["gate"]["warnings"] == [
+        warning.removeprefix("warning: ")
+    ]
+    assert "warning" not in run_cli("evaluate", model, golden, "--min-accuracy", low - 0.01).stderr
+
+    too_few = run_cli("evaluate", model, golden, "--min-test-images", "13")
+    assert too_few.exit_code == 1
+    (failure,) = [line for line in too_few.stderr.splitlines() if line.startswith("FAILED")]
+    assert (
+        failure
+        == "FAILED: 12 test images are fewer than --min-test-images 13: too few to tell whether the model meets the bar"
+    )
+    assert run_cli("evaluate", model, golden, "--min-test-images", "12").exit_code == 0
 
 
 def test_top5_accuracy_is_reported_beyond_five_classes(tmp_path: Path) -> None:
@@ -235,5 +308,5 @@ def test_a_class_without_test_images_is_not_reported_as_zero_recall(tmp_path: Pa
         tmp_path / "report", evaluation, assess(evaluation, RunFacts(dataset=""), GateSettings(), None)
     )
     summary = (tmp_path / "report" / "summary.md").read_text()
-    assert "| c | n/a | n/a | n/a | 0 |" in summary
+    assert "| c | n/a | n/a | n/a | n/a | 0 |" in summary  # precision, recall, its interval, F1
     assert report.run.worst_classes() == [("b", 0.5), ("a", 1.0)]

@@ -22,7 +22,7 @@ from retrain.core.settings import ExecutionSettings, GateSettings
 from retrain.training.executors import EXECUTORS
 
 if TYPE_CHECKING:  # pandas stays out of the command line's start-up
-    from retrain.core.run_report import ModelDiff
+    from retrain.core.run_report import RunReport
     from retrain.reports import Report
 
 console = Console(highlight=False)
@@ -116,7 +116,8 @@ MaxRegressionOption = Annotated[
     float | None,
     typer.Option(
         "--max-regression",
-        help="Gate: largest accuracy drop allowed against --baseline.",
+        help="Gate: largest accuracy drop allowed against --baseline, on the test photos both runs share under the "
+        "same class.",
         min=0.0,
         show_default=str(GATE.max_regression),
     ),
@@ -125,10 +126,20 @@ MaxClassRegressionOption = Annotated[
     float | None,
     typer.Option(
         "--max-class-regression",
-        help="Gate: largest drop of any class's recall allowed against --baseline.",
+        help="Gate: largest drop of any class's recall allowed against --baseline, on the test photos both runs "
+        "share under the same class.",
         min=0.0,
         max=1.0,
         show_default="not gated",
+    ),
+]
+MinTestImagesOption = Annotated[
+    int | None,
+    typer.Option(
+        "--min-test-images",
+        help="Gate: exit 1 when the test set has fewer images than this (too few to tell a threshold from the score).",
+        min=0,
+        show_default="no floor",
     ),
 ]
 MinClassSupportOption = Annotated[
@@ -169,28 +180,30 @@ def exit_on_gate(gate: GateResult) -> None:
         raise typer.Exit(1)
 
 
-def print_change_line(diff: ModelDiff | None) -> None:
-    """What the run changed against its baseline, in one line (the one summary.md leads with)."""
-    from retrain.core.model_diff import model_change_line
+def print_story(run: RunReport) -> None:
+    """The run's closing lines, in the summary's order: what changed in the data, what the model did on the photos it
+    had already seen, the test accuracy with its interval, the gate's verdict (warnings on stderr)."""
+    from retrain.reports import story
 
-    line = model_change_line(diff)
-    if line:
-        console.print(f"Against the baseline: {line}", soft_wrap=True, markup=False)
+    for key, text in story(run):
+        if key == "Warning":
+            warn([text])
+        elif key != "Gate" or run.gated:
+            console.print(f"{key}: {printable(text)}", soft_wrap=True, markup=False)
 
 
 def print_report_summary(report: Report) -> None:
-    """Per-class table, top confusions, the gate's verdict and where the report is."""
-    from retrain.reports import score_cells
+    """Per-class table, top confusions, the story (``print_story``) and where the report is."""
+    from retrain.reports import recall_interval_cell, score_cells
 
-    table = Table("class", "precision", "recall", "F1", "images", title="Test set, per class")
+    table = Table("class", "precision", "recall", "95% interval", "F1", "images", title="Test set, per class")
     for label, scores in report.run.per_class.items():
-        table.add_row(Text(printable(label)), *score_cells(scores), str(scores.support))
+        precision, recall, f1 = score_cells(scores)
+        table.add_row(Text(printable(label)), precision, recall, recall_interval_cell(scores), f1, str(scores.support))
     console.print(table)
     confusions = report.top_confusions()
     if confusions:
         listed = ", ".join(f"{true} -> {predicted} ({count})" for true, predicted, count in confusions)
         console.print(f"Top confusions: {printable(listed)}", soft_wrap=True, markup=False)
-    print_change_line(report.run.diff)
-    if report.run.gated:
-        console.print(f"Gate: {'passed' if report.run.passed else 'FAILED'}")
+    print_story(report.run)
     console.print(f"Report: {printable(report.directory / 'report.html')}", soft_wrap=True, markup=False)

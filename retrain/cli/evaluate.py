@@ -17,17 +17,20 @@ from retrain.cli.common import (
     MinAccuracyOption,
     MinClassRecallOption,
     MinClassSupportOption,
+    MinTestImagesOption,
     OutputFormat,
     ProgressBars,
     console,
     err_console,
     exit_on_gate,
-    print_change_line,
+    print_story,
     user_errors,
+    warn,
     warn_skipped,
 )
 from retrain.cli.label import InputLayerOption, LabelsOption, OutputLayerOption
 from retrain.core.display import escaped_bytes, is_undecodable, name_bytes, printable
+from retrain.core.gate import interval_text
 from retrain.core.settings import FROZEN_INPUT_NAME, ExportSettings
 
 MISCLASSIFIED_SHOWN = 20
@@ -45,6 +48,7 @@ def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
     max_regression: MaxRegressionOption = None,
     max_class_regression: MaxClassRegressionOption = None,
     min_class_support: MinClassSupportOption = None,
+    min_test_images: MinTestImagesOption = None,
     report_dir: Annotated[
         Path | None, typer.Option("--report-dir", help="Also write a report (HTML, metrics.json, ...) here.")
     ] = None,
@@ -68,6 +72,7 @@ def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
             max_regression=max_regression,
             max_class_regression=max_class_regression,
             min_class_support=min_class_support,
+            min_test_images=min_test_images,
         )
         try:
             result = evaluate_job(
@@ -86,9 +91,10 @@ def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
     warn_skipped(result.evaluation.skipped)
     if output_format is OutputFormat.json:
         typer.echo(json.dumps(_json_document(result), indent=2))
+        warn(list(result.run.gate.warnings))  # stdout is the JSON alone; the table's story prints them otherwise
     else:
-        _print_tables(result.evaluation)
-        print_change_line(result.run.diff)
+        _print_tables(result.evaluation, result.run)
+        print_story(result.run)
     if result.report:
         err_console.print(f"Report: {result.report.directory / 'report.html'}", soft_wrap=True, markup=False)
     for line in source.lines():  # after the run: a run that ends in an error says that one line only
@@ -103,9 +109,15 @@ def _json_document(result) -> dict:
     evaluation, run = result.evaluation, result.run
     document = {
         "accuracy": evaluation.accuracy,
+        "accuracy_interval": list(run.accuracy_interval),
         "images": len(evaluation.paths),
         "per_class": [
-            {"label": row.Index, "images": int(row.images), "recall": float(row.recall)}
+            {
+                "label": row.Index,
+                "images": int(row.images),
+                "recall": float(row.recall),
+                "recall_interval": list(run.per_class[row.Index].recall_interval),
+            }
             for row in evaluation.per_class().itertuples()
         ],
         "misclassified": [
@@ -126,10 +138,12 @@ def _json_path(path: Path) -> dict[str, str]:
     return shown | ({"path_bytes": name_bytes(str(path))} if is_undecodable(str(path)) else {})
 
 
-def _print_tables(evaluation) -> None:
-    table = Table("class", "images", "recall")
+def _print_tables(evaluation, run) -> None:
+    from retrain.reports import recall_interval_cell
+
+    table = Table("class", "images", "recall", "95% interval")
     for row in evaluation.per_class().itertuples():
-        table.add_row(row.Index, str(row.images), f"{row.recall:.1%}")
+        table.add_row(row.Index, str(row.images), f"{row.recall:.1%}", recall_interval_cell(run.per_class[row.Index]))
     console.print(table)
     misclassified = evaluation.misclassified()
     if misclassified:
@@ -140,4 +154,7 @@ def _print_tables(evaluation) -> None:
         console.print(wrong)
         if len(misclassified) > MISCLASSIFIED_SHOWN:
             console.print(f"... and {len(misclassified) - MISCLASSIFIED_SHOWN} more (--format json lists all)")
-    console.print(f"Accuracy = {evaluation.accuracy:.1%} (N={len(evaluation.paths)})")
+    console.print(
+        f"Accuracy = {evaluation.accuracy:.1%} (N={len(evaluation.paths)}, 95% interval "
+        f"{interval_text(run.accuracy_interval)})"
+    )

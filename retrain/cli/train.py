@@ -19,6 +19,7 @@ from retrain.cli.common import (
     MinAccuracyOption,
     MinClassRecallOption,
     MinClassSupportOption,
+    MinTestImagesOption,
     ProgressBars,
     RayAddressOption,
     console,
@@ -199,6 +200,7 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
     max_regression: MaxRegressionOption = None,
     max_class_regression: MaxClassRegressionOption = None,
     min_class_support: MinClassSupportOption = None,
+    min_test_images: MinTestImagesOption = None,
     print_misclassified_test_images: Annotated[
         bool, typer.Option("--print-misclassified-test-images", help="List the test images the model gets wrong.")
     ] = False,
@@ -296,6 +298,7 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
                 max_regression=max_regression,
                 max_class_regression=max_class_regression,
                 min_class_support=min_class_support,
+                min_test_images=min_test_images,
             ),
             baseline=earlier,
             test_batch_size=test_batch_size,

@@ -3,11 +3,11 @@ gate, and score the test predictions into a ``RunReport``."""
 
 from __future__ import annotations
 
-from retrain.core.gate import judge
+from retrain.core.gate import GateScores, judge
 from retrain.core.model_diff import run_diff
 from retrain.core.results import Evaluation
 from retrain.core.run_json import BaselineRun
-from retrain.core.run_report import RunFacts, RunReport, class_scores, top5_accuracy
+from retrain.core.run_report import RunFacts, RunReport, accuracy_interval, class_scores, top5_accuracy
 from retrain.core.settings import GateSettings
 
 
@@ -16,14 +16,17 @@ def assess(
 ) -> RunReport:
     """``extra`` are the RunReport's other fields a run knows (durations, its TensorFlow Lite result)."""
     diff = run_diff(baseline, evaluation, facts, gate.min_class_support) if baseline is not None else None
+    per_class, interval = class_scores(evaluation), accuracy_interval(evaluation)
+    scores = GateScores(evaluation.accuracy, len(evaluation.truths), interval, per_class)
     return RunReport(
         test_accuracy=evaluation.accuracy,
         test_images=len(evaluation.truths),
-        per_class=class_scores(evaluation),
+        per_class=per_class,
         facts=facts,
-        gate=judge(evaluation.accuracy, evaluation.recall_by_class(), gate, diff),
+        gate=judge(scores, evaluation.recall_by_class(), gate, diff),
         top5_accuracy=top5_accuracy(evaluation),
         diff=diff,
         labels=tuple(evaluation.labels),
+        accuracy_interval=interval,
         **extra,
     )

@@ -1,7 +1,8 @@
 """A run against a baseline run: accuracy and per-class recall before and after, and the test photos that flipped.
 
 Photos are matched by content key (the bottleneck cache's SHA-1 of the file), so a renamed photo is still the same
-photo, and photos new to the test split are counted apart: a change of the test set is not a change of the model.
+photo. Those both runs share under the same class are what the model is judged on; photos new to the test split, gone
+from it, or moved to another class are counted apart: a change of the test set is not a change of the model.
 Pure pandas, no TensorFlow. The diff's types are in ``retrain.core.run_report``, part of a run's typed results.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -18,7 +20,15 @@ from retrain.core.display import printable
 from retrain.core.predictions import CONTENT_KEY, predictions_table
 from retrain.core.results import Evaluation
 from retrain.core.run_json import BaselineRun
-from retrain.core.run_report import ClassChange, ClassScores, FlippedImage, ImageChanges, ModelDiff, RunFacts
+from retrain.core.run_report import (
+    ClassChange,
+    ClassScores,
+    FlippedImage,
+    ImageChanges,
+    ModelDiff,
+    RelabelledImage,
+    RunFacts,
+)
 
 # What makes two runs comparable photo by photo, as metrics.json records it (a run that records none, like
 # `evaluate` on a golden folder, is taken as comparable on it).
@@ -99,6 +109,7 @@ def _image_changes(before: pd.DataFrame, after: pd.DataFrame) -> ImageChanges:
     right_before = (old["true_label"] == old["predicted_label"]).to_numpy() & same_class
     right_after = (new["true_label"] == new["predicted_label"]).to_numpy() & same_class
     added = after[~after.index.isin(before.index)]
+    removed = before[~before.index.isin(after.index)]
 
     def flipped(rows: np.ndarray) -> tuple[FlippedImage, ...]:
         items = [
@@ -113,51 +124,139 @@ def _image_changes(before: pd.DataFrame, after: pd.DataFrame) -> ImageChanges:
         ]
         return tuple(sorted(items, key=lambda item: item.path))
 
+    relabelled = [
+        RelabelledImage(
+            path=new.iloc[row]["path"],
+            content_key=str(shared[row]),
+            label_before=old.iloc[row]["true_label"],
+            label_after=new.iloc[row]["true_label"],
+            predicted_before=old.iloc[row]["predicted_label"],
+            predicted_after=new.iloc[row]["predicted_label"],
+        )
+        for row in np.flatnonzero(~same_class)
+    ]
     return ImageChanges(
         now_right=flipped(right_after & ~right_before),
         now_wrong=flipped(right_before & ~right_after),
         unchanged=int(np.sum(same_class & (right_before == right_after))),
-        relabelled=int(np.sum(~same_class)),
+        relabelled=len(relabelled),
         new=len(added),
         new_right=int(np.sum(added["true_label"] == added["predicted_label"])),
-        gone=int(np.sum(~before.index.isin(after.index))),
+        gone=len(removed),
+        shared_right_before=int(np.sum(right_before)),
+        shared_right_after=int(np.sum(right_after)),
+        shared_classes=_shared_classes(
+            new["true_label"].to_numpy()[same_class], right_before[same_class], right_after[same_class]
+        ),
+        relabelled_images=tuple(sorted(relabelled, key=lambda item: item.path)),
+        new_by_class=_counts(added["true_label"]),
+        gone_by_class=_counts(removed["true_label"]),
     )
 
 
-def model_change_line(diff: ModelDiff | None) -> str:
-    """One line of what the run changed against its baseline, for summaries and pull requests ("" without one), e.g.
-    ``accuracy 91.0% -> 91.6%, roses recall 87.5% -> 90.6%, 4 test images flipped (3 now right, 1 now wrong);
-    12 new test photos``."""
+def _shared_classes(labels: np.ndarray, right_before: np.ndarray, right_after: np.ndarray) -> tuple[ClassChange, ...]:
+    """Each class's recall on the photos both runs share under it (one row each): the same photos on both sides."""
+    changes = []
+    for label in sorted(set(labels.tolist())):
+        rows = labels == label
+        count = int(rows.sum())
+        changes.append(
+            ClassChange(
+                label=str(label),
+                recall_before=float(right_before[rows].mean()),
+                recall_after=float(right_after[rows].mean()),
+                support_before=count,
+                support_after=count,
+            )
+        )
+    return tuple(changes)
+
+
+def _counts(labels: pd.Series) -> MappingProxyType:
+    return MappingProxyType({str(label): int(count) for label, count in sorted(labels.value_counts().items())})
+
+
+def changed_photos_line(diff: ModelDiff | None) -> str:
+    """What the change did to the test photos, per class: the story's first part ("" when nothing is known or nothing
+    changed), e.g. ``3 new test photos (daisy 1, roses 2); 3 test photos relabelled tulips -> daisy: the model still
+    says tulips``."""
+    images = diff.images if diff is not None else None
+    if images is None:
+        return ""
+    parts = []
+    if images.new:
+        parts.append(f"{images.new} new test {_plural(images.new, 'photo')}{_per_class(images.new_by_class)}")
+    if images.gone:
+        parts.append(
+            f"{images.gone} {_plural(images.gone, 'photo')} left the test set{_per_class(images.gone_by_class)}"
+        )
+    if images.relabelled and not images.relabelled_images:  # an older report: the count alone
+        parts.append(f"{images.relabelled} moved to another class")
+    parts += _relabelled_lines(images.relabelled_images)
+    return "; ".join(parts)
+
+
+def _relabelled_lines(relabelled: tuple[RelabelledImage, ...]) -> list[str]:
+    """One line per move (old class -> new class) and what the model says of those photos now, e.g. ``3 test photos
+    relabelled tulips -> daisy: the model still says tulips``."""
+    moves: dict[tuple[str, str], list[RelabelledImage]] = {}
+    for item in relabelled:
+        moves.setdefault((item.label_before, item.label_after), []).append(item)
+    lines = []
+    for (before, after), items in moves.items():
+        said = pd.Series([item.predicted_after for item in items]).value_counts()
+        if len(said) == 1:
+            verdict = {before: "still says", after: "now says"}.get(said.index[0], "says")
+            says = f"the model {verdict} {printable(said.index[0])}"
+        else:
+            says = "the model says " + ", ".join(f"{printable(label)} ({count})" for label, count in said.items())
+        count = len(items)
+        lines.append(
+            f"{count} test {_plural(count, 'photo')} relabelled {printable(before)} -> {printable(after)}: {says}"
+        )
+    return lines
+
+
+def shared_photos_line(diff: ModelDiff | None) -> str:
+    """What the model did on the photos it had already seen (both runs, same class): the story's second part, e.g.
+    ``accuracy 91.9% -> 89.2%, roses recall 87.5% -> 75.0%; 2 test images flipped (0 now right, 2 now wrong); whole
+    test sets 91.0% -> 88.0%``; runs not comparable photo by photo say so and give the whole sets'."""
     if diff is None:
         return ""
-    parts = [f"accuracy {diff.accuracy_before:.1%} -> {diff.accuracy_after:.1%}"]
-    parts += [
-        f"{printable(change.label)} recall {change.recall_before:.1%} -> {change.recall_after:.1%}"
-        for change in _moved_most(diff)
-    ]
     images = diff.images
-    if images is None:
-        return ", ".join(parts) + f"; {printable(diff.note)}"
+    if images is None or images.shared_accuracy_before is None:
+        parts = [f"accuracy {diff.accuracy_before:.1%} -> {diff.accuracy_after:.1%}"]
+        parts += [_recall_change(change) for change in _moved_most(diff.classes, diff.min_class_support)]
+        if images is None:
+            return ", ".join(parts) + f"; {printable(diff.note)}"
+        if not images.shared:
+            return ", ".join(parts) + " (no test photo in common with the baseline: the whole test sets compared)"
+        return ", ".join(parts) + f"; {_flipped(images)}"
+    parts = [f"accuracy {images.shared_accuracy_before:.1%} -> {images.shared_accuracy_after:.1%}"]
+    parts += [_recall_change(change) for change in _moved_most(images.shared_classes, diff.min_class_support)]
+    whole = f"whole test sets, changed photos included: {diff.accuracy_before:.1%} -> {diff.accuracy_after:.1%}"
+    return "; ".join([", ".join(parts), _flipped(images), whole])
+
+
+def _recall_change(change: ClassChange) -> str:
+    return f"{printable(change.label)} recall {change.recall_before:.1%} -> {change.recall_after:.1%}"
+
+
+def _flipped(images: ImageChanges) -> str:
     flipped = f"{images.flipped} test {_plural(images.flipped, 'image')} flipped"
     if images.flipped:
         flipped += f" ({len(images.now_right)} now right, {len(images.now_wrong)} now wrong)"
-    parts.append(flipped)
-    test_set = [
-        f"{count} {what}"
-        for count, what in (
-            (images.new, f"new test {_plural(images.new, 'photo')}"),
-            (images.gone, f"{_plural(images.gone, 'photo')} left the test set"),
-            (images.relabelled, "moved to another class"),
-        )
-        if count
-    ]
-    return "; ".join([", ".join(parts), *test_set])
+    return flipped
 
 
-def _moved_most(diff: ModelDiff) -> list[ClassChange]:
+def _per_class(counts: Mapping[str, int]) -> str:
+    return " (" + ", ".join(f"{printable(label)} {count}" for label, count in counts.items()) + ")" if counts else ""
+
+
+def _moved_most(classes: tuple[ClassChange, ...], min_support: int) -> list[ClassChange]:
     """The classes whose recall moved most, among those with enough test images to mean it (else among all)."""
-    moved = [change for change in diff.classes if change.delta]
-    gated = [change for change in moved if change.gated(diff.min_class_support)]
+    moved = [change for change in classes if change.delta]
+    gated = [change for change in moved if change.gated(min_support)]
     return sorted(gated or moved, key=lambda change: -abs(change.delta))[:CLASSES_NAMED]
 
 

@@ -35,7 +35,8 @@ from retrain.core.settings import FineTuneSettings, GateSettings
 
 # Fields whose values are fractions: anything outside [0, 1] is a damaged or forged file.
 FRACTIONS = {"test_accuracy", "validation_accuracy", "top5_accuracy", "precision", "recall", "f1", "accuracy_before",
-             "accuracy_after", "recall_before", "recall_after"}  # fmt: skip
+             "accuracy_after", "recall_before", "recall_after", "test_accuracy_interval",
+             "recall_interval"}  # fmt: skip
 # A metrics.json is a few kilobytes; anything far larger is not one.
 MAX_BYTES = 64 << 20
 
@@ -50,7 +51,13 @@ def run_report_document(report: RunReport) -> dict[str, Any]:
     facts = {key: value for key, value in _plain(report.facts).items() if value is not None}
     if report.facts.fine_tune is not None:
         facts["fine_tune"] = _fine_tune_plain(report.facts.fine_tune)
-    document: dict[str, Any] = {"test_accuracy": report.test_accuracy, "test_images": report.test_images, **facts}
+    interval = {} if report.accuracy_interval is None else {"test_accuracy_interval": list(report.accuracy_interval)}
+    document: dict[str, Any] = {
+        "test_accuracy": report.test_accuracy,
+        **interval,
+        "test_images": report.test_images,
+        **facts,
+    }
     if report.durations is not None:
         document["durations_seconds"] = {k: v for k, v in _plain(report.durations).items() if v is not None}
     if report.tflite is not None:
@@ -60,7 +67,11 @@ def run_report_document(report: RunReport) -> dict[str, Any]:
     if report.dataset_change:
         document["dataset_change"] = report.dataset_change
     document["per_class"] = {label: _plain(scores) for label, scores in report.per_class.items()}
-    document["gate"] = {**_plain(report.gate.settings), "failures": list(report.gate.failures)}
+    document["gate"] = {
+        **_plain(report.gate.settings),
+        "failures": list(report.gate.failures),
+        "warnings": list(report.gate.warnings),
+    }
     if report.top5_accuracy is not None:
         document["top5_accuracy"] = report.top5_accuracy
     return document
@@ -139,14 +150,18 @@ def run_report_from_document(document: Any) -> RunReport:
             _typed(RunFacts, facts, "run"), fine_tune=_fine_tune(fine_tune) if fine_tune is not None else None
         ),
         gate=GateResult(
-            _typed(GateSettings, {k: v for k, v in gate.items() if k != "failures"}, "gate"),
+            _typed(GateSettings, {k: v for k, v in gate.items() if k not in ("failures", "warnings")}, "gate"),
             _typed(tuple[str, ...], gate.get("failures", []), "gate failures"),
+            _typed(tuple[str, ...], gate.get("warnings", []), "gate warnings"),
         ),
         top5_accuracy=_typed(float | None, document.get("top5_accuracy"), "top5_accuracy"),
         diff=_typed(ModelDiff | None, document.get("baseline") or None, "baseline"),
         durations=_typed(Durations | None, durations, "durations_seconds"),
         tflite=_typed(TfliteResult | None, document.get("tflite"), "tflite"),
         dataset_change=_typed(str, document.get("dataset_change", ""), "dataset_change"),
+        accuracy_interval=_typed(
+            tuple[float, float] | None, document.get("test_accuracy_interval"), "test_accuracy_interval"
+        ),
         labels=tuple(per_class),
     )
 

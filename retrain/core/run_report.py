@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from scipy.stats import binomtest
 from sklearn.metrics import top_k_accuracy_score
 
 from retrain.core.gate import GateResult
@@ -18,6 +19,8 @@ from retrain.core.settings import Distortions, FineTuneSettings, SplitSettings
 
 # Top-5 accuracy is reported when a model has more classes than this (with five or fewer it is always 100%).
 TOP5_CLASSES = 5
+# The confidence of the intervals shown beside accuracy and recall: the usual 95%.
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class ClassScores:
     recall: float
     f1: float
     support: int
+    recall_interval: tuple[float, float] | None = None  # 95% Wilson interval; None: no test images, or an older report
 
 
 @dataclass(frozen=True)
@@ -121,8 +125,29 @@ class FlippedImage:
 
 
 @dataclass(frozen=True)
+class RelabelledImage:
+    """A test photo in both runs under different classes: the change moved it, so its outcome says nothing of the
+    model; what the model says now tells whether the old label or the new one is the odd one."""
+
+    path: str
+    content_key: str
+    label_before: str
+    label_after: str
+    predicted_before: str
+    predicted_after: str
+
+
+def _no_counts() -> MappingProxyType:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
 class ImageChanges:
-    """The test photos of both runs, matched by content."""
+    """The test photos of both runs, matched by content: those shared under the same class (what the gate compares,
+    since only the model changed for them), and apart, those the change added, removed or relabelled.
+
+    The fields after ``gone`` are newer than some baselines' metrics.json: their defaults are what an older one reads
+    as (nothing known of the shared part, so the gate falls back to the whole test set)."""
 
     now_right: tuple[FlippedImage, ...]
     now_wrong: tuple[FlippedImage, ...]
@@ -131,10 +156,29 @@ class ImageChanges:
     new: int  # test photos the baseline did not have
     new_right: int
     gone: int  # the baseline's test photos this run does not have
+    shared_right_before: int = 0  # of the photos in both runs under the same class, those each run got right
+    shared_right_after: int = 0
+    shared_classes: tuple[ClassChange, ...] = ()  # each class's recall on those photos alone
+    relabelled_images: tuple[RelabelledImage, ...] = ()
+    new_by_class: MappingProxyType = field(default_factory=_no_counts)  # label -> test photos added
+    gone_by_class: MappingProxyType = field(default_factory=_no_counts)  # the baseline's label -> test photos removed
 
     @property
     def flipped(self) -> int:
         return len(self.now_right) + len(self.now_wrong)
+
+    @property
+    def shared(self) -> int:
+        """Test photos in both runs under the same class: the model is all that changed for them."""
+        return self.unchanged + self.flipped
+
+    @property
+    def shared_accuracy_before(self) -> float | None:
+        return self.shared_right_before / self.shared if self.shared_classes and self.shared else None
+
+    @property
+    def shared_accuracy_after(self) -> float | None:
+        return self.shared_right_after / self.shared if self.shared_classes and self.shared else None
 
 
 @dataclass(frozen=True)
@@ -170,6 +214,7 @@ class RunReport:
     durations: Durations | None = None
     tflite: TfliteResult | None = None
     dataset_change: str = ""  # the audit's change line against its baseline, when given: leads the summary
+    accuracy_interval: tuple[float, float] | None = None  # 95% Wilson interval; None: an older report
     labels: tuple[str, ...] = field(default=(), repr=False)
 
     @property
@@ -188,14 +233,27 @@ class RunReport:
         return [(label, tested[label].recall) for label in ranked[:count]]
 
 
+def wilson_interval(successes: int, trials: int) -> tuple[float, float] | None:
+    """The 95% Wilson score interval of a proportion (None without trials): unlike the normal approximation it stays
+    inside [0, 1] and is not zero-width at 0/n or n/n, which small test sets often score."""
+    if not trials:
+        return None
+    interval = binomtest(successes, trials).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def accuracy_interval(evaluation: Evaluation) -> tuple[float, float] | None:
+    return wilson_interval(int((evaluation.predictions == evaluation.truths).sum()), len(evaluation.truths))
+
+
 def class_scores(evaluation: Evaluation) -> MappingProxyType:
-    """Every label's scores on the evaluation, in label order."""
-    return MappingProxyType(
-        {
-            str(row.Index): ClassScores(float(row.precision), float(row.recall), float(row.f1), int(row.images))
-            for row in evaluation.per_class(every_label=True).itertuples()
-        }
-    )
+    """Every label's scores on the evaluation, in label order, each recall with its interval."""
+    scores = {}
+    for row in evaluation.per_class(every_label=True).itertuples():
+        images = int(row.images)
+        interval = wilson_interval(round(float(row.recall) * images), images)
+        scores[str(row.Index)] = ClassScores(float(row.precision), float(row.recall), float(row.f1), images, interval)
+    return MappingProxyType(scores)
 
 
 def top5_accuracy(evaluation: Evaluation) -> float | None:

@@ -191,15 +191,25 @@ class GateSettings:
     max_class_regression: float | None = None  # largest drop of any class's recall against the baseline
     # A class with fewer test images in either run is reported but not gated: one photo moves its recall too far.
     min_class_support: int = 10
+    # Fewer test images than this fail the gate: a handful of photos cannot show a threshold is met (None: no floor).
+    min_test_images: int | None = None
 
     def __post_init__(self) -> None:
-        if self.min_class_support < 0 or self.max_regression < 0 or (self.max_class_regression or 0) < 0:
-            raise InputError("max-regression, max-class-regression and min-class-support cannot be negative")
+        if (
+            self.min_class_support < 0
+            or self.max_regression < 0
+            or (self.max_class_regression or 0) < 0
+            or (self.min_test_images or 0) < 0
+        ):
+            raise InputError(
+                "max-regression, max-class-regression, min-class-support and min-test-images cannot be negative"
+            )
 
     @property
     def asked(self) -> bool:
         """Whether any condition was asked for."""
-        return any(value is not None for value in (self.min_accuracy, self.min_class_recall, self.baseline_accuracy))
+        conditions = (self.min_accuracy, self.min_class_recall, self.baseline_accuracy, self.min_test_images)
+        return any(value is not None for value in conditions)
 
 
 @dataclass(frozen=True)
