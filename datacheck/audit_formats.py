@@ -179,7 +179,8 @@ def render_markdown(report: AuditReport) -> str:
 
 
 def _markdown_change(report: AuditReport) -> list[str]:
-    """The change against the baseline in a line, then the copies it adds of photos already there and what it fixed."""
+    """The change against the baseline in a line, then the copies it adds of photos already there, what it fixed and
+    what vanished from files it did not touch."""
     if report.comparison is None:
         return []
     lines = [f"**Change:** {markdown_text(report.change_line())}", ""]
@@ -188,6 +189,10 @@ def _markdown_change(report: AuditReport) -> list[str]:
         lines.append(f"- added {_code(duplicate.path)} copies {copies} (`{duplicate.check}`)")
     fixed = report.comparison.fixed
     lines += [f"- **fixed** {_markdown_item(finding, '')[2:]} ({_code(finding.check)})" for finding in fixed]
+    lines += [
+        f"- **vanished** (untouched: shifted, not fixed) {_markdown_item(finding, '')[2:]} ({_code(finding.check)})"
+        for finding in report.comparison.vanished
+    ]
     return [*lines, ""] if len(lines) > 2 else lines
 
 

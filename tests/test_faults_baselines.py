@@ -117,7 +117,7 @@ def test_a_baseline_class_name_cannot_start_a_workflow_command(
         assert "1 moved x\\n::error file=README.md::X -> daisy" in run.stdout
 
 
-def test_a_fixed_finding_from_the_baseline_is_plain_text_in_markdown(
+def test_a_vanished_finding_from_the_baseline_is_plain_text_in_markdown(
     dataset: Path, audit: dict[str, Any], tmp_path: Path
 ) -> None:
     def fixed(document: dict[str, Any]) -> None:
@@ -127,7 +127,8 @@ def test_a_fixed_finding_from_the_baseline_is_plain_text_in_markdown(
 
     run = run_cli("check", dataset, "--only", "corrupt_image", "--baseline", _forged(audit, tmp_path, fixed),
                   "--format", "markdown")  # fmt: skip
-    fixed_line = next(line for line in run.stdout.splitlines() if line.startswith("- **fixed**"))
+    # Its file is untouched: gone from the audit without the change touching it, it vanished (shifted), not fixed.
+    fixed_line = next(line for line in run.stdout.splitlines() if line.startswith("- **vanished**"))
     assert fixed_line.endswith(
         "!\\[x\\](https://evil/x.png) \\[click\\](https://evil)\\\\n\\# Heading\\\\n::error::boom &lt;img src=x> "
         "(``x`\\n::error::``)"

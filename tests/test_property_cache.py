@@ -59,6 +59,11 @@ def test_after_editing_one_photo_only_that_one_is_decoded(photos: Path, tmp_path
     assert warm["summary"]["properties"] == {"computed": 1, "reused": 25}
 
 
+def _cache_warnings(stderr: str) -> int:
+    """Warnings but the one a pixel-only audit always prints (its duplicate checks run without bottlenecks)."""
+    return sum("warning:" in line and "perceptual hashes only" not in line for line in stderr.splitlines())
+
+
 def test_renamed_and_moved_photos_are_reused(photos: Path, tmp_path: Path) -> None:
     _audit(photos, tmp_path / "cache")
     moved = sorted((photos / "roses").glob("*.jpg"))[4]
@@ -75,10 +80,10 @@ def test_a_damaged_property_shard_is_ignored_with_a_warning_and_measured_again(p
     shard.write_bytes(bytes(data))
     warm, stderr = _audit(photos, tmp_path / "cache")
     assert warm["summary"]["properties"] == {"computed": 26, "reused": 0}
-    assert "ignored damaged image-properties shard" in stderr and stderr.count("warning:") == 1
+    assert "ignored damaged image-properties shard" in stderr and _cache_warnings(stderr) == 1
     assert warm["findings"] == cold["findings"]
     again, stderr = _audit(photos, tmp_path / "cache")
-    assert again["summary"]["properties"] == {"computed": 0, "reused": 26} and "warning" not in stderr
+    assert again["summary"]["properties"] == {"computed": 0, "reused": 26} and _cache_warnings(stderr) == 0
 
 
 def test_the_property_cache_lives_beside_the_bottlenecks_or_where_the_settings_file_says(
@@ -153,7 +158,7 @@ def test_two_audits_at_once_on_one_cache_both_succeed_and_agree(photos: Path, tm
     assert [audit.returncode for audit in audits] == [1, 1], [stderr for _, stderr in outputs]
     reports = [json.loads(stdout) for stdout, _ in outputs]
     assert reports[0]["findings"] == reports[1]["findings"]
-    assert all(b"warning" not in stderr for _, stderr in outputs)
+    assert all(_cache_warnings(stderr.decode()) == 0 for _, stderr in outputs)
     after, _ = _audit(photos, tmp_path / "cache")
     assert after["summary"]["properties"] == {"computed": 0, "reused": 26}
     assert after["findings"] == reports[0]["findings"]

@@ -1,5 +1,5 @@
 """A pull request on flowers-dev, judged for what it did and only that (issue 27): copies filed under other classes, a
-mirrored copy, a truncated file and three tulips moved into daisy, against the main branch's audit."""
+mirrored copy, a truncated file and three tulip test photos moved into daisy, against main's audit and run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import ImageOps
 
+from retrain.core.dataset import split_for
 from tests.conftest import DATA_ROOT, run_cli
 from tests.defects import edited, truncated
 
@@ -59,7 +60,10 @@ def pull_request(bottleneck_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     tulip = sorted((branch / "tulips").glob("*.jpg"))[70]
     touched.add(truncated(tulip, branch / "tulips" / "pr-truncated.jpg").relative_to(branch).as_posix())
     moved = []
-    for photo in sorted((branch / "tulips").glob("1*.jpg"))[:3]:
+    tulip_tests = [
+        photo for photo in sorted((branch / "tulips").glob("1*.jpg")) if split_for(photo, 10, 10) == "testing"
+    ]
+    for photo in tulip_tests[:3]:
         photo.unlink()  # a hard link: the shared photo stays
         target = branch / "daisy" / photo.name
         shutil.copy(FLOWERS_DEV / "tulips" / photo.name, target)
@@ -69,7 +73,10 @@ def pull_request(bottleneck_dir: Path, tmp_path_factory: pytest.TempPathFactory)
         branch, bottleneck_dir, root / "branch.json", "--baseline", root / "main.json", "--fail-on", "warning",
         "--fail-on-new",
     )  # fmt: skip
-    return {"baseline": baseline, "audit": audit, "code": code, "touched": touched, "moved": moved}
+    return {
+        "baseline": baseline, "audit": audit, "code": code, "touched": touched, "moved": moved, "main": main,
+        "branch": branch, "root": root,
+    }  # fmt: skip
 
 
 def _names_touched(finding: dict, touched: set[str]) -> bool:
@@ -111,3 +118,44 @@ def test_fail_on_new_fails_on_exactly_the_caused_findings(pull_request: dict) ->
     line = audit["summary"]["change"]
     assert line.startswith("+5 roses, +5 tulips, 3 moved tulips -> daisy; caused: ")
     assert ("shifted on untouched files" in line) == bool(shifted["appeared"] or shifted["vanished"])
+
+
+def _train(dataset: Path, bottleneck_dir: Path, output: Path, *options: str | Path):
+    return run_cli(
+        "train", dataset, "--output-dir", output, "--bottleneck-dir", bottleneck_dir, "--random-seed", "1",
+        "--max-class-regression", "0.05", "--min-class-support", "5", *options,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def main_run(pull_request: dict, bottleneck_dir: Path) -> Path:
+    output = pull_request["root"] / "main-run"
+    run = _train(pull_request["main"], bottleneck_dir, output)
+    assert run.exit_code == 0, run.stdout + run.stderr
+    return output
+
+
+def test_the_model_gate_does_not_blame_the_model_for_the_relabelled_photos(
+    pull_request: dict, main_run: Path, bottleneck_dir: Path
+) -> None:
+    """The three moved tulips are test photos: the model still calls them tulips, so daisy's recall on the whole test
+    set drops, but the gate compares the photos both runs share and names the relabelled ones apart."""
+    output = pull_request["root"] / "branch-run"
+    run = _train(pull_request["branch"], bottleneck_dir, output, "--baseline", main_run)
+    assert run.exit_code == 0, run.stdout + run.stderr
+    summary = (output / "report" / "summary.md").read_text()
+    assert "3 test photos relabelled tulips -> daisy: the model still says tulips" in summary, summary
+    assert "recall dropped" not in summary
+
+
+def test_the_model_gate_fires_when_the_model_itself_gets_worse(
+    pull_request: dict, main_run: Path, bottleneck_dir: Path
+) -> None:
+    """The same change with a barely trained head: worse on the photos both runs share, and the gate says so."""
+    output = pull_request["root"] / "poor-run"
+    run = _train(
+        pull_request["branch"], bottleneck_dir, output, "--baseline", main_run, "--how-many-training-steps", "1",
+        "--learning-rate", "0.0001",
+    )  # fmt: skip
+    assert run.exit_code == 1, run.stdout + run.stderr
+    assert "recall on the test photos both runs share dropped more than --max-class-regression" in run.stdout

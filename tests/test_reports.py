@@ -119,7 +119,7 @@ def test_report_with_an_audit_leads_with_what_the_change_did(
     check = run_cli("check", data, "--baseline", tmp_path / "main.json", *pixels, tmp_path / "pr.json")
     assert check.exit_code == 0, check.stderr
     change = json.loads((tmp_path / "pr.json").read_text())["summary"]["change"]
-    assert change == "+1 roses, 1 moved daisy -> roses; new: none; fixed: 0"
+    assert change == "+1 roses, 1 moved daisy -> roses; caused: none; fixed: 0"
 
     run = run_cli("report", report_dir, "--audit", tmp_path / "pr.json", "--print-summary")
     assert run.exit_code == 0, run.stderr

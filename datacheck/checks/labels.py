@@ -17,12 +17,12 @@ SUSPECTS = ("likely", "all")
 # The cut: a suspect is likely mislabelled when the model gives its class at most this fraction of what a photo of
 # that class typically gets (the class's mean out-of-fold probability, confident learning's per-class threshold).
 # Chosen on benchmarks/mislabels.py's choice seed 0 (digits and flowers-dev with planted moves) as the lowest cut
-# keeping 90% of the planted moves cleanlab finds (it keeps 43 of 44, and 7 of the 33 other suspects); the three
-# flowers-sample suspects judged by eye (2 mislabelled, 1 ambiguous) all fall above it: a small dataset's
-# probabilities are less sure, so there it reports nothing by default. On data it was not chosen on: of the 21
-# flowers-dev suspects outside flowers-sample it keeps 6 (3 mislabelled, 3 of their class; all 21: 6 mislabelled,
-# 4 ambiguous, 11 of their class), and it finds 83 of 108 (digits) and 49 of 60 (flowers) labels moved by seeds 1-3,
-# where every suspect found 87 and 53 (benchmarks/labels/mislabels.csv, benchmarks/mislabels.py).
+# keeping 90% of the planted moves cleanlab finds, and checked on the three flowers-sample suspects judged by eye (2
+# mislabelled, 1 ambiguous), which all fall above it: a small dataset's probabilities are less sure, so there it reports
+# nothing by default. On data it was not chosen on (folds keyed by content): on flowers-dev it warns about 5 photos, 2
+# mislabelled and 3 of their class (every suspect: 23, 7 mislabelled, 4 ambiguous, 12 of their class; judged by eye,
+# benchmarks/labels/mislabels.csv), and it finds 82 of 108 (digits) and 47 of 60 (flowers) labels moved by seeds 1-3,
+# where every suspect finds 89 and 52 (benchmarks/mislabels.py).
 LIKELY_FRACTION = 0.045
 
 
@@ -48,10 +48,10 @@ class SuspectedMislabel(Check):
     4 ambiguous, 12 of their class, judged by eye). A suspect is reported as very likely mislabelled (a warning) only
     when its class's out-of-fold probability is at most ``LIKELY_FRACTION`` of that class's typical one; the others
     are notes with ``mislabel_suspects = "all"``. The cut was chosen on planted moves (seed 0) and flowers-sample; on
-    the 21 flowers-dev suspects outside flowers-sample it keeps 6 (3 mislabelled, 3 of their class; before: 21 with 6
-    mislabelled and 4 ambiguous), and it finds 77% (digits) and 82% (flowers) of the labels moved by seeds 1-3 (before:
-    81% and 88%) while flagging 0.17% and 0.31% of the other files (before: 0.27% and 1.14%). It misses real
-    mislabels in small datasets: none of flowers-sample's 3 suspects (2 mislabelled) is above the cut.
+    flowers-dev it warns about 5 photos, 2 of them mislabelled (before: 23 suspects, 7 mislabelled and 4 ambiguous),
+    and it finds 76% (digits) and 78% (flowers) of the labels moved by seeds 1-3 (every suspect: 82% and 87%) while
+    flagging 0.13% and 0.28% of the other files (every suspect: 0.30% and 1.14%). It misses real mislabels in small
+    datasets: none of flowers-sample's 3 suspects (2 mislabelled) is above the cut.
     Unit-length bottlenecks keep the probabilities calibrated enough for those thresholds.
     """
 
