@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -80,9 +81,12 @@ def write_report(directory: Path, evaluation: Evaluation, run: RunReport) -> Rep
     return report
 
 
-def rerender(directory: Path, dataset_change: str | None = None) -> Report:
+def rerender(
+    directory: Path, dataset_change: str | None = None, audit_findings: Mapping[str, tuple[str, ...]] | None = None
+) -> Report:
     """Render an earlier run's report again from the predictions and run details it kept; ``dataset_change`` (the
-    audit's change line against its baseline) is kept with it, to lead the summary."""
+    audit's change line against its baseline) is kept with it, to lead the summary, and ``audit_findings`` (the
+    audit's checks naming each photo, by content key) are linked to the relabelled test photos."""
     directory = Path(directory)
     if (directory / "report" / "metrics.json").is_file():
         directory = directory / "report"
@@ -106,6 +110,12 @@ def rerender(directory: Path, dataset_change: str | None = None) -> Report:
     )
     if dataset_change is not None:
         run = replace(run, dataset_change=dataset_change)
+    if audit_findings is not None and run.diff is not None and run.diff.images is not None:
+        linked = tuple(
+            replace(item, audit_findings=audit_findings.get(item.content_key, ()))
+            for item in run.diff.images.relabelled_images
+        )
+        run = replace(run, diff=replace(run.diff, images=replace(run.diff.images, relabelled_images=linked)))
     return write_report(directory, evaluation, run)
 
 
@@ -171,9 +181,10 @@ def recall_interval_cell(scores: ClassScores) -> str:
 
 
 def _relabelled_text(item: RelabelledImage) -> str:
+    flagged = f"; the audit flags it: {', '.join(item.audit_findings)}" if item.audit_findings else ""
     return (
         f"{Path(item.path).name}: {item.label_before} -> {item.label_after}, "
-        f"the model says {item.predicted_after} (said {item.predicted_before})"
+        f"the model says {item.predicted_after} (said {item.predicted_before}){flagged}"
     )
 
 
@@ -302,7 +313,9 @@ def _relabelled_card(item: RelabelledImage) -> str:
     return (
         f"<figure>{_picture(item.path)}<figcaption>{_html_text(Path(item.path).name)}<br>"
         f"{_html_text(item.label_before)} &rarr; <b>{_html_text(item.label_after)}</b>, the model says "
-        f"<b>{_html_text(item.predicted_after)}</b></figcaption></figure>"
+        f"<b>{_html_text(item.predicted_after)}</b>"
+        + (f"<br>the audit flags it: {_html_text(', '.join(item.audit_findings))}" if item.audit_findings else "")
+        + "</figcaption></figure>"
     )
 
 

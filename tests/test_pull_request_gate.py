@@ -146,6 +146,13 @@ def test_the_model_gate_does_not_blame_the_model_for_the_relabelled_photos(
     summary = (output / "report" / "summary.md").read_text()
     assert "3 test photos relabelled tulips -> daisy: the model still says tulips" in summary, summary
     assert "recall dropped" not in summary
+    # With the branch's audit, the summary leads with the data's change and links each moved photo to its findings.
+    linked = run_cli("report", output, "--audit", pull_request["root"] / "branch.json", "--print-summary")
+    assert linked.exit_code == 0, linked.stdout + linked.stderr
+    assert linked.stdout.splitlines()[2].startswith("**Change:** +5 roses, +5 tulips, 3 moved tulips -> daisy; caused:")
+    relabelled = [line for line in linked.stdout.splitlines() if "tulips -> daisy, the model says tulips" in line]
+    assert len(relabelled) == 3
+    assert sum("the audit flags it: suspected\\_mislabel" in line for line in relabelled) >= 2, relabelled  # markdown
 
 
 def test_the_model_gate_fires_when_the_model_itself_gets_worse(

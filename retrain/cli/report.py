@@ -31,8 +31,8 @@ def report(
     from retrain.reports import rerender
 
     with user_errors():
-        change = _dataset_change(audit) if audit is not None else None
-        rendered = rerender(run_dir, change)
+        change, findings = _audit_facts(audit) if audit is not None else (None, None)
+        rendered = rerender(run_dir, change, findings)
         summary = (rendered.directory / "summary.md").read_text(encoding="utf-8")
         if github_step_summary:
             target = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -49,8 +49,16 @@ def report(
         print_report_summary(rendered)
 
 
-def _dataset_change(audit: Path) -> str:
-    """The audit's change line against its own baseline ("" for an audit without one: no change to speak of)."""
+def _audit_facts(audit: Path) -> tuple[str, dict[str, tuple[str, ...]]]:
+    """The audit's change line against its own baseline ("" for an audit without one: no change to speak of), and the
+    checks that name each photo, by content key (so a relabelled test photo is linked to, say, suspected_mislabel)."""
     from datacheck.audit_json import load_audit_baseline
 
-    return load_audit_baseline(audit, "audit").change
+    read = load_audit_baseline(audit, "audit")
+    checks: dict[str, list[str]] = {}
+    for finding in read.findings:
+        for path in finding.paths:
+            entry = read.manifest.get(path)
+            if entry is not None and entry.key is not None and finding.check not in checks.get(entry.key, []):
+                checks.setdefault(entry.key, []).append(finding.check)
+    return read.change, {key: tuple(found) for key, found in checks.items()}

@@ -135,6 +135,9 @@ class RelabelledImage:
     label_after: str
     predicted_before: str
     predicted_after: str
+    # The checks of the dataset's audit that name this photo (``report --audit``): a moved photo the audit suspects of
+    # a wrong label, linked to what the model says of it.
+    audit_findings: tuple[str, ...] = ()
 
 
 def _no_counts() -> MappingProxyType:
