@@ -344,7 +344,7 @@ def _html(report: Report, evaluation: Evaluation, confusion_png: bytes) -> str:
     for key in ("module", "image_size", "steps", "seed", "dataset", "dataset_fingerprint"):
         value = getattr(run.facts, key)
         if value is not None and value != "":
-            facts[key.replace("_", " ")] = str(list(value) if isinstance(value, tuple) else value)
+            facts[key.replace("_", " ")] = "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
     cards = []
     for item in evaluation.misclassified()[:THUMBNAILS_SHOWN]:
         thumbnail = thumbnail_uri(item.path)  # None: moved or changed since the run
