@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +30,7 @@ from retrain.core.settings import ModuleSettings
 from retrain.training.bottlenecks import bottleneck_source
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from defects import digits_dataset, moved_labels  # noqa: E402
+from defects import digits_dataset, linked_or_copied, moved_labels  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_DATA = SHARED / "flowers-dev"
@@ -40,13 +38,6 @@ SAMPLE_DATA = SHARED / "flowers-sample"
 LABELS = Path(__file__).resolve().parent / "labels"
 CHOICE_SEED = 0  # the seed the cut was chosen on
 VERDICTS = ("mislabelled", "ambiguous", "correct")
-
-
-def linked_or_copied(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy(source, target)
 
 
 def flowers_dataset(image_dir: Path, root: Path, *, planted: int, seed: int) -> list[str]:

@@ -17,13 +17,15 @@ import argparse
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 TREE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TREE / "tests"))
+from defects import linked_or_copied  # noqa: E402
+
 DEFAULT_DATA = TREE.parent / "shared" / "data" / "flowers-dev"
 MODEL_BASED = ("suspected_mislabel", "outlier")
 TOP = 10
@@ -31,12 +33,7 @@ TOP = 10
 
 def linked(photos: list[Path], source: Path, root: Path) -> Path:
     for photo in photos:
-        target = root / photo.relative_to(source)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(photo, target)
-        except OSError:
-            shutil.copy(photo, target)
+        linked_or_copied(photo, root / photo.relative_to(source))
     return root
 
 

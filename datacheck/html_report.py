@@ -212,11 +212,11 @@ def _badges(report: AuditReport, finding: Finding) -> str:
     """Severity, the change against a baseline, and what a group of look-alikes is (one picture, one scene)."""
     mark = finding_mark(report, finding)
     badge = f"<span class='badge {finding.severity.value}'>{finding.severity.noun}</span>"
-    kinds = "".join(
-        f"<span class='badge kind {_text(kind).replace(' ', '-')}'>{_text(kind)}</span>"
-        for kind in finding.details.get("kinds", [])
+    words = "".join(
+        f"<span class='badge kind {_text(word).replace(' ', '-')}'>{_text(word)}</span>"
+        for word in check_class(finding.check).badges(finding.details)
     )
-    return badge + kinds + (f"<span class='badge mark {mark}'>{mark}</span>" if mark else "")
+    return badge + words + (f"<span class='badge mark {mark}'>{mark}</span>" if mark else "")
 
 
 def _line(report: AuditReport, finding: Finding) -> str:
@@ -226,7 +226,8 @@ def _line(report: AuditReport, finding: Finding) -> str:
 def _card(report: AuditReport, finding: Finding, pictures: dict[str, str | None], advice: str) -> str:
     """One finding: its marks, its own values (else its message when it is not the check's), its pictures. A group of
     look-alikes always shows its message where it is not the check's: one picture and one scene advise differently."""
-    own = finding.message != advice and (not _flat(finding.details.items()) or "kinds" in finding.details)
+    badged = bool(check_class(finding.check).badges(finding.details))
+    own = finding.message != advice and (not _flat(finding.details.items()) or badged)
     message = f"<p class=message>{_text(finding.message)}</p>" if own else ""
     images = _images(report, finding)
     pictured = images[:THUMBNAILS_PER_FINDING]

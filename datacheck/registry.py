@@ -97,6 +97,12 @@ class Check:
         return [(key, value[path]) for key, value in details.items() if isinstance(value, dict) and path in value]
 
     @classmethod
+    def badges(cls, details: dict[str, Any]) -> list[str]:
+        """Words a report shows as badges on the finding (what a group of look-alikes is); a finding with badges
+        shows its own message where it is not the check's, since badges tell findings of one check apart."""
+        return []
+
+    @classmethod
     def missing_picture(cls, details: dict[str, Any]) -> str | None:
         """Why a file this check names has no thumbnail, when the finding knows (None: the report says why)."""
         return None

@@ -4,7 +4,6 @@ mirrored copy, a truncated file and three tulip test photos moved into daisy, ag
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from PIL import ImageOps
 
 from retrain.core.dataset import split_for
 from tests.conftest import DATA_ROOT, run_cli
-from tests.defects import edited, truncated
+from tests.defects import edited, linked_or_copied, truncated
 
 FLOWERS_DEV = DATA_ROOT / "flowers-dev"
 
@@ -22,12 +21,7 @@ def _linked(source: Path, target: Path) -> Path:
     """A copy of ``source`` made of hard links where the file system allows (the audit skips symbolic links that leave
     the dataset)."""
     for photo in sorted(source.rglob("*.jpg")):
-        destination = target / photo.relative_to(source)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(photo, destination)
-        except OSError:
-            shutil.copy(photo, destination)
+        linked_or_copied(photo, target / photo.relative_to(source))
     return target
 
 

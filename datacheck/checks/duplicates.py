@@ -313,6 +313,10 @@ class NearDuplicates(Check):
         return _described_pairs(details)
 
     @classmethod
+    def badges(cls, details: dict[str, Any]) -> list[str]:
+        return list(details.get("kinds", []))
+
+    @classmethod
     def per_path(cls, details: dict[str, Any], path: str) -> list[tuple[str, Any]]:
         """Not the perceptual hashes, which say nothing to people."""
         return [(key, value) for key, value in super().per_path(details, path) if key != "perceptual_hashes"]
@@ -352,6 +356,10 @@ class SplitLeakage(Check):
     @classmethod
     def describe(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
         return _described_pairs(details)
+
+    @classmethod
+    def badges(cls, details: dict[str, Any]) -> list[str]:
+        return list(details.get("kinds", []))
 
     def run(self, data: AuditData) -> list[Finding]:
         return [
