@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 from retrain.core.errors import InputError
 from retrain.core.images import ImageDecodeError, decode_image, is_lfs_pointer
 from retrain.training.ray_executor import _check_answers
-from tests.conftest import CliRun, run_cli, sample_photos
+from tests.conftest import CliRun, copy_dataset, run_cli, sample_photos
 
 REPO = Path(__file__).resolve().parents[1]
 # Port 1 (tcpmux) needs root to listen on: nothing answers there.
@@ -48,6 +50,48 @@ def test_train_with_nothing_at_the_ray_address_stops_in_seconds(flowers_sample: 
 @pytest.mark.parametrize("address", [NOTHING_LISTENS, f"ray://{NOTHING_LISTENS}", "[::1]:1", "no-such-host.invalid:1"])
 def test_every_form_of_cluster_address_is_tried_before_ray_waits_on_it(address: str) -> None:
     with pytest.raises(InputError, match="cannot reach Ray at"):
+        _check_answers(address)
+
+
+@contextmanager
+def _server_at(answer: bytes | None) -> Iterator[str]:
+    """A TCP server on a free port that accepts, sends ``answer`` (None: sends nothing) and holds the connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            if answer is not None:
+                connection.sendall(answer)
+            stop.wait(30)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"HTTP/1.0 400 Bad Request\r\n\r\n", b"SSH-2.0-OpenSSH_9.6\r\n", None],
+    ids=["web server", "ssh", "silent"],
+)
+def test_a_service_that_is_not_ray_at_the_address_stops_in_seconds(answer: bytes | None) -> None:
+    """Ray's ray.init retries any address that accepts a connection, forever; only a gRPC server is let through."""
+    with _server_at(answer) as address, pytest.raises(InputError, match="it is not a Ray cluster") as refused:
+        started = time.monotonic()
+        _check_answers(address)
+    assert time.monotonic() - started < 10
+    assert str(refused.value).count("\n") == 0
+
+
+def test_a_grpc_server_at_the_address_is_let_through_to_ray() -> None:
+    """The first frame a gRPC server sends is SETTINGS (a real Ray GCS: tests/test_ray_executor.py joins one)."""
+    with _server_at(bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])) as address:
         _check_answers(address)
 
 
@@ -120,3 +164,40 @@ def test_decoding_never_opens_a_fifo(fifo: Path) -> None:
             decode_image(fifo, (224, 224))
         assert not is_lfs_pointer(fifo)
     assert not released
+
+
+@pytest.fixture
+def dataset_with_a_fifo(flowers_sample: Path, tmp_path: Path) -> Path:
+    root = copy_dataset(
+        tmp_path / "photos", {label: sample_photos(flowers_sample, label, 10) for label in ("daisy", "roses")}
+    )
+    os.mkfifo(root / "daisy" / "pipe.jpg")
+    os.mkfifo(root / "roses" / "notes")
+    return root
+
+
+def test_train_skips_a_fifo_in_a_class_folder_and_says_so(
+    dataset_with_a_fifo: Path, bottleneck_dir: Path, tmp_path: Path
+) -> None:
+    fifo = dataset_with_a_fifo / "daisy" / "pipe.jpg"
+    with _stuck_readers_released(fifo) as released:
+        run = run_cli(
+            "train", dataset_with_a_fifo, "--bottleneck-dir", bottleneck_dir, "--output-dir", tmp_path / "out",
+            "--how-many-training-steps", "5", "--testing-percentage", "20", "--validation-percentage", "20",
+        )  # fmt: skip
+    assert not released, "train opened the FIFO and waited for a writer"
+    assert run.exit_code == 0, run.stdout + run.stderr
+    for name in ("daisy/pipe.jpg", "roses/notes"):
+        assert f"{dataset_with_a_fifo / name}: not a regular file (a FIFO, device or socket)" in run.stderr
+    assert "20 images in 2 classes" in run.stdout
+
+
+def test_check_names_every_fifo_in_a_class_folder(dataset_with_a_fifo: Path, tmp_path: Path) -> None:
+    report = tmp_path / "audit.json"
+    with _stuck_readers_released(dataset_with_a_fifo / "daisy" / "pipe.jpg") as released:
+        run = run_cli("check", dataset_with_a_fifo, "--no-bottlenecks", "--format", "json", "--output", report)
+    assert not released
+    assert run.exit_code == 1, run.stdout + run.stderr
+    special = [f for f in json.loads(report.read_text())["findings"] if f["check"] == "special_file"]
+    assert sorted(f["paths"][0] for f in special) == ["daisy/pipe.jpg", "roses/notes"]
+    assert all(f["severity"] == "error" and "not a regular file" in f["message"] for f in special)

@@ -7,7 +7,7 @@ from typing import Any
 
 from datacheck.findings import Finding, Severity
 from datacheck.registry import AuditData, Check, register
-from retrain.core.dataset import IMAGE_EXTENSIONS, UNDECODABLE_REASON
+from retrain.core.dataset import IMAGE_EXTENSIONS, SPECIAL_FILE_REASON, UNDECODABLE_REASON
 from retrain.core.display import is_undecodable
 from retrain.core.settings_file import CONFIG_FILE, PYPROJECT
 
@@ -117,6 +117,26 @@ class UnreadableFolder(UnusableFile):
                 reason=reason,
             )
             for folder, reason in data.scan.unreadable_folders
+        ]
+
+
+@register
+class SpecialFile(UnusableFile):
+    """A FIFO, socket or device where a file should be: never opened (a FIFO would wait for a writer forever), so
+    training skips it; named, so that a photo it stands for is not lost without a word."""
+
+    id = "special_file"
+
+    def run(self, data: AuditData) -> list[Finding]:
+        return [
+            self.finding(
+                Severity.ERROR,
+                [path.relative_to(data.scan.root).as_posix()],
+                f"{SPECIAL_FILE_REASON}; training skips it: replace it with the file it stands for, or remove it",
+                reason=SPECIAL_FILE_REASON,
+            )
+            for folder in data.scan.classes
+            for path in folder.special
         ]
 
 

@@ -123,6 +123,7 @@ class ClassFolder:
     images: tuple[Path, ...]
     other_files: tuple[Path, ...]  # files training ignores: not an image extension
     undecodable: tuple[Path, ...] = ()  # files training skips: the name is not valid UTF-8, so no report could show it
+    special: tuple[Path, ...] = ()  # FIFOs, sockets and devices: never opened (a FIFO waits for a writer forever)
 
 
 @dataclass(frozen=True)
@@ -168,19 +169,22 @@ def scan_folder(root: Path) -> FolderScan:
     classes = []
     unreadable: list[tuple[Path, str]] = []
     for folder in folders:
-        files = _files_under(folder, root, unreadable, links)
-        undecodable = {p for p in files if is_undecodable(str(p.relative_to(folder)))}
-        files = [p for p in files if p not in undecodable]
+        entries = _files_under(folder, root, unreadable, links)
+        undecodable = {p for p in entries if is_undecodable(str(p.relative_to(folder)))}
+        special = tuple(p for p in entries if p not in undecodable and not p.is_file())
+        files = [p for p in entries if p not in undecodable and p.is_file()]
         images = tuple(p for p in files if is_image_file(p))
         others = tuple(p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS)
-        classes.append(ClassFolder(folder, label_name(folder.name), images, others, tuple(sorted(undecodable))))
+        label = label_name(folder.name)
+        classes.append(ClassFolder(folder, label, images, others, tuple(sorted(undecodable)), special))
     return FolderScan(root, tuple(classes), stray, tuple(unreadable), tuple(sorted(links)))
 
 
 def _files_under(
     folder: Path, root: Path, unreadable: list[tuple[Path, str]], links: list[tuple[Path, str]]
 ) -> list[Path]:
-    """Every file under ``folder`` not itself hidden, sorted; folders that cannot be listed go to ``unreadable``.
+    """Every entry under ``folder`` that is not a folder nor hidden (regular files, and FIFOs, sockets or devices for
+    the caller to report), sorted; folders that cannot be listed go to ``unreadable``.
 
     Links inside the dataset are followed, once per target folder (a link back up would list the class forever);
     every other link goes to ``links`` with the reason.
@@ -208,7 +212,7 @@ def _files_under(
         for path in (Path(parent) / name for name in names if not name.startswith(".")):
             if problem := link_problem(path, root):
                 links.append((path, problem))
-            elif path.is_file():
+            elif not path.is_dir():
                 files.append(path)
     return sorted(files)
 
@@ -236,13 +240,17 @@ def list_dataset(root: Path, split: SplitSettings = SplitSettings()) -> Dataset:
             LabeledImage(p, label_index, split_for(p, split.testing_percentage, split.validation_percentage))
             for p in folder.images
         )
-    skipped = tuple((p, UNDECODABLE_REASON) for folder in scan.classes for p in folder.undecodable)
+    skipped = tuple(
+        [(p, UNDECODABLE_REASON) for folder in scan.classes for p in folder.undecodable]
+        + [(p, SPECIAL_FILE_REASON) for folder in scan.classes for p in folder.special]
+    )
     dataset = Dataset(root, labels, tuple(images), skipped, scan.skipped_links)
     _require_usable_splits(dataset, split)
     return dataset
 
 
 UNDECODABLE_REASON = "its name is not valid UTF-8 (shown with backslash escapes): rename it"
+SPECIAL_FILE_REASON = "not a regular file (a FIFO, device or socket), so it is not read"
 
 
 def _labels(scan: FolderScan) -> tuple[str, ...]:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from retrain.core.dataset import SPECIAL_FILE_REASON
+
 # Bump when decoding changes what pixels a module sees, or which files decode (MAX_DECODE_PIXELS): cached bottlenecks
 # and the audit's cached image properties are keyed by it.
 DECODER_VERSION = 2
@@ -118,7 +120,7 @@ def decode_image(path: Path, at_least: tuple[int, int]) -> DecodedImage:
 def _require_regular(path: Path) -> None:
     """Refuse, without opening it, what is not a regular file: opening a FIFO waits for a writer, forever."""
     if not stat.S_ISREG(os.stat(path).st_mode):
-        raise ImageDecodeError("not a regular file (a FIFO, device or socket), so it is not read")
+        raise ImageDecodeError(SPECIAL_FILE_REASON)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

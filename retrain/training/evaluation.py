@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from retrain.core.assessment import assess
-from retrain.core.dataset import UNDECODABLE_REASON, scan_folder
+from retrain.core.dataset import SPECIAL_FILE_REASON, UNDECODABLE_REASON, scan_folder
 from retrain.core.errors import InputError
 from retrain.core.hooks import Hooks
 from retrain.core.outputs import check_replaceable
@@ -62,6 +62,7 @@ def evaluate_folder(
     scan = scan_folder(image_dir)  # as training lists a dataset: its link policy, hidden and undecodable names
     paths, truths = [], []
     skipped = [(path, UNDECODABLE_REASON) for folder in scan.classes for path in folder.undecodable]
+    skipped += [(path, SPECIAL_FILE_REASON) for folder in scan.classes for path in folder.special]
     skipped += [(path, f"a link not followed: {reason}") for path, reason in scan.skipped_links]
     for folder in scan.classes:
         if folder.label not in model.labels:

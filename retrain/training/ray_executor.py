@@ -11,6 +11,7 @@ at the same paths on every node. Nothing here imports TensorFlow, which would ad
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import socket
 import warnings
@@ -38,6 +39,9 @@ PATHS_PER_BATCH = 32
 # Seconds to wait for a cluster's address to answer before ray.init, which would otherwise retry an address where
 # nothing listens forever (a warning every 40 s). A cluster on a LAN answers in milliseconds.
 REACH_TIMEOUT = 5.0
+# A client's HTTP/2 connection preface and an empty SETTINGS frame (RFC 9113, 3.4); a gRPC server answers SETTINGS.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+HTTP2_SETTINGS = 4
 
 
 def ray_batches(
@@ -109,18 +113,44 @@ def connect(address: str) -> Any:
 
 
 def _check_answers(address: str) -> None:
-    """An InputError, after REACH_TIMEOUT at most, when nothing accepts a connection at a ``host:port`` address."""
+    """An InputError, after REACH_TIMEOUT at most, when nothing at a ``host:port`` address accepts a connection or
+    speaks Ray's protocol: its GCS and its ray:// client server are gRPC servers, which answer an HTTP/2 preface with
+    a SETTINGS frame. Anything else there (a web server, a database) would have ray.init retry forever."""
     host, colon, port = address.removeprefix("ray://").rpartition(":")
     if not (colon and port.isdigit()):  # ``local``, ``auto`` or a malformed address: Ray's own message says it
         return
+    probe = os.environ.get("RAY_USE_TLS", "0") in ("0", "")  # a TLS cluster's handshake comes first: not probed
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT).close()
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT) as connection:
+            if probe:
+                connection.sendall(HTTP2_PREFACE)
+            frame_type = _first_frame_type(connection) if probe else HTTP2_SETTINGS
     except (OSError, OverflowError) as error:  # OverflowError: a port above 65535
         reason = getattr(error, "strerror", None) or str(error)
         raise InputError(
             f"cannot reach Ray at {address!r}: nothing answers there within {REACH_TIMEOUT:g} s ({reason}); "
             "is the cluster started (`ray start --head`) and the address its GCS or ray:// client port?"
         ) from None
+    if frame_type != HTTP2_SETTINGS:
+        raise InputError(
+            f"cannot reach Ray at {address!r}: something answers there but it is not a Ray cluster (no gRPC "
+            f"answer within {REACH_TIMEOUT:g} s); is the address the cluster's GCS or ray:// client port?"
+        )
+
+
+def _first_frame_type(connection: socket.socket) -> int | None:
+    """The type of the first HTTP/2 frame the server sends (its 9-byte header's fourth byte); None when it sends
+    fewer bytes, closes, or stays silent."""
+    header = b""
+    try:
+        while len(header) < 9:
+            chunk = connection.recv(9 - len(header))
+            if not chunk:
+                return None
+            header += chunk
+    except TimeoutError:
+        return None
+    return header[3]
 
 
 def ray_map(address: str) -> ItemMap:
