@@ -12,12 +12,12 @@ from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.text import Text
 
-from datacheck.findings import AuditReport, Finding, Severity
+from datacheck.findings import AuditGate, AuditReport, Finding, Severity
 from datacheck.registry import check_class
 from retrain.core.display import markdown_text, printable
 
 FORMATS = ("table", "json", "markdown", "github", "html")
-# Findings shown per check in the Markdown report; the table and JSON have all of them.
+# Findings shown per check in the terminal (all with --verbose) and in the Markdown report (the rest folded).
 EXAMPLES = 5
 STYLES = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 ICONS = {Severity.ERROR: "🛑", Severity.WARNING: "⚠️", Severity.INFO: "ℹ️"}
@@ -52,41 +52,61 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}{'es' if noun.endswith('s') else 's'}"
 
 
-def render_table(report: AuditReport) -> RenderableType:
-    """For people, the way linters print: per check a heading with its count and what to do, then one line per
-    finding that starts with its whole path (``DIR/relative/path``, clickable), its details after it."""
+def render_table(report: AuditReport, shown: int | None = EXAMPLES) -> RenderableType:
+    """For people, the summary first: the gate's verdict, the counts and, with a baseline, the change. Then per check
+    its count, one line of advice and at most ``shown`` findings (None: all), each a path relative to the dataset with
+    the values that tell it apart, whole and in the check's order of importance, as many on its line as fit."""
+    summary = [_verdict(report.gate), Text(_headline(report))]
+    # Names in these come from the baseline and the command line: escaped, and never wrapped (see _may_start_a_line).
+    if report.comparison:
+        summary.append(Text(f"change: {printable(report.change_line())}", no_wrap=True, overflow="ignore"))
     if not report.findings:
-        return Text(f"No findings. {_headline(report)}", style="green")
+        return Group(*summary)
+    summary.append(
+        Text(f"files below are in {printable(report.dataset)}", style="dim", no_wrap=True, overflow="ignore")
+    )
     checks = [
-        FindingsOfCheck(report.dataset, check, findings, lambda finding: finding_mark(report, finding))
+        FindingsOfCheck(check, findings, lambda finding: finding_mark(report, finding), shown)
         for check, findings in findings_by_check(report)
     ]
-    # Class names in it come from the baseline: escaped, and never wrapped, so no line can start with its text.
-    change = [Text(printable(report.change_line()), no_wrap=True, overflow="ignore")] if report.comparison else []
-    return Group(*checks, Text(_headline(report)), *change)
+    return Group(*summary, Text(), *checks)
+
+
+def _verdict(gate: AuditGate) -> Text:
+    """``FAILED --fail-on error: 2 findings at or above error`` or ``PASSED --fail-on error``, in colour."""
+    return Text.assemble((_passed(gate), "bold green" if gate.passed else "bold red"), " ", _gate_reason(gate))
+
+
+def _passed(gate: AuditGate) -> str:
+    return "PASSED" if gate.passed else "FAILED"
+
+
+def _gate_reason(gate: AuditGate) -> str:
+    """The verdict without its verb: ``--fail-on error: 2 findings at or above error``."""
+    return gate.verdict.partition(" ")[2]
 
 
 class FindingsOfCheck:
-    """One check's findings, laid out at render time to the console's width: a path is never wrapped or cut, the
-    details after it are cut (with an ellipsis) where the line would pass the width."""
+    """One check's findings, laid out at render time to the console's width: its count and advice, then per finding
+    its path (never cut) and its values, whole, as many on the path's line as fit and the rest on the next."""
 
-    def __init__(self, dataset: str, check: str, findings: list[Finding], mark: Callable[[Finding], str]) -> None:
-        self.folder = dataset.rstrip("/") + "/"
+    def __init__(self, check: str, findings: list[Finding], mark: Callable[[Finding], str], shown: int | None) -> None:
         self.check = check
         self.findings = findings
         self.mark = mark  # "caused", "shifted", "accepted" against a baseline, else ""
+        self.shown = shown
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self._heading()
-        advice = self.findings[0].message
+        # A check from a baseline this version no longer has says no advice: its first finding's message instead.
+        advice = check_class(self.check).advice or self.findings[0].message
         yield from (Text("  " + line) for line in _wrapped(printable(advice), options.max_width - 2))
         mixed = len({finding.severity for finding in self.findings}) > 1
-        for finding in self.findings:
-            detail = _detail(finding, advice)
-            for index, path in enumerate(finding.paths or ("",)):
-                shown = _path_detail(finding, path) if index else detail
-                severity = f"{finding.severity.noun} " if mixed and not index else ""
-                yield self._line(finding, index, path, severity + shown, options.max_width)
+        for finding in self.findings[: self.shown]:
+            yield from self._finding(finding, mixed, options.max_width)
+        left_out = len(self.findings) - len(self.findings[: self.shown])
+        if left_out:
+            yield Text(f"  … and {left_out} more (--verbose or --format json)", style="dim")
         yield Text()
 
     def _heading(self) -> Text:
@@ -98,70 +118,83 @@ class FindingsOfCheck:
             heading.append(plural(counts[severity], severity.noun), style=STYLES[severity])
         return heading
 
-    def _line(self, finding: Finding, index: int, path: str, detail: str, width: int) -> Text:
-        """``[new ]DIR/path  details``; a group's further paths indented under its first."""
-        line = Text(no_wrap=True, overflow="ignore")
-        mark = self.mark(finding) if index == 0 else ""
-        if mark:
-            line.append(f"[{mark}] ", style="bold magenta")
-        elif index > 0:
-            line.append("  ")
-        line.append(printable(self.folder + path if path else self.folder.rstrip("/")))
-        shown = _fit(printable(detail).split(), width - line.cell_len - 2)
-        if shown:
-            line.append("  " + shown, style="dim")
-        return line
+    def _finding(self, finding: Finding, mixed: bool, width: int) -> Iterator[Text]:
+        """``  [caused] class/photo.jpg  value · value``: a group's further paths under its first, each with its own
+        values (its split), the finding's values after the last."""
+        check = check_class(finding.check)
+        for index, path in enumerate(finding.paths or ("",)):
+            line = Text("  " if index == 0 else "    ", no_wrap=True, overflow="ignore")  # a long path stays whole
+            mark = self.mark(finding) if index == 0 else ""
+            if mark:
+                line.append(f"[{mark}] ", style="bold magenta")
+            line.append(printable(path) if path else "(the dataset folder)")
+            per_path = [printable(shown_value(value)) for _, value in check.per_path(finding.details, path)]
+            *whole, line = _followed_by(line, per_path, width)
+            yield from whole
+            if index < len(finding.paths) - 1:
+                yield line
+        values = [finding.severity.noun] if mixed else []
+        values += [printable(_named(name, value)) for name, value in check.highlights(finding.details)]
+        yield from _followed_by(line, [value for value in values if value], width)
+
+
+def _named(name: str, value: object) -> str:
+    """``similarity 0.84``, or the value alone when it says what it is; empty when there is none."""
+    shown = shown_value(value).strip()
+    return f"{name} {shown}" if name and shown else shown
+
+
+def _followed_by(line: Text, values: list[str], width: int) -> Iterator[Text]:
+    """``line`` and the values after it in their order (the most telling first), as many as fit, then the rest on
+    lines of their own: each value whole, wrapped between words only when one is wider than a line."""
+    separator = "  "
+    for value in values:
+        too_wide = line.cell_len + cell_len(separator + value) > width
+        if too_wide and line.plain.strip() and _may_start_a_line(value):
+            yield line
+            line, separator = Text("    ", no_wrap=True, overflow="ignore"), ""
+        *whole_lines, rest = _wrapped(value, max(width - line.cell_len - len(separator), 20)) or [""]
+        for piece in whole_lines:
+            line.append(separator + piece, style="dim")
+            yield line
+            line, separator = Text("    ", no_wrap=True, overflow="ignore"), ""
+        line.append(separator + rest, style="dim")
+        separator = " · "
+    yield line
 
 
 def _wrapped(text: str, width: int) -> list[str]:
-    """Prose wrapped between words only: a name or a flag (``--testing-percentage``) stays whole."""
-    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
+    """Prose wrapped between words only: a name or a flag (``--testing-percentage``) stays whole, and no line starts
+    with a word that could start a workflow command."""
+    lines: list[str] = []
+    for line in textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False):
+        if lines and not _may_start_a_line(line):
+            lines[-1] += " " + line
+        else:
+            lines.append(line)
+    return lines
 
 
-def _fit(words: list[str], room: int) -> str:
-    """As many whole words as fit in ``room`` columns, with an ellipsis when some are left out; never half a number."""
-    for count in range(len(words), 0, -1):
-        shown = " ".join(words[:count]) + ("" if count == len(words) else " …")
-        if cell_len(shown) <= room:
-            return shown
-    return ""
-
-
-def _detail(finding: Finding, advice: str) -> str:
-    """A finding's own values (``key=value``, the JSON's names), else its message when the heading's is not it."""
-    shown = [
-        f"{key}={shown_value(value)}" for key, value in finding.details.items() if not _structured(value)
-    ] + _path_detail(finding, finding.paths[0] if finding.paths else "").split()
-    if shown:
-        return " ".join(shown)
-    return "" if finding.message == advice else finding.message
-
-
-def _structured(value: object) -> bool:
-    """Values kept per path or per pair (a dict, a list of dicts): the JSON and the HTML page show them, not a line."""
-    return isinstance(value, dict) or (
-        isinstance(value, list | tuple) and any(isinstance(item, dict) for item in value)
-    )
-
-
-def _path_detail(finding: Finding, path: str) -> str:
-    """Values a finding keeps per path (the split of each copy), as its check shows them."""
-    return " ".join(
-        f"{key}={shown_value(value)}" for key, value in check_class(finding.check).per_path(finding.details, path)
-    )
+def _may_start_a_line(text: str) -> bool:
+    """Whether text from a name may begin a line of a CI log: not if a runner would read it as a workflow command."""
+    return not text.lstrip().startswith("::")
 
 
 def shown_value(value: object) -> str:
+    """A value as people read it: never a Python repr, even of a list or a mapping."""
+    if isinstance(value, dict):
+        return ", ".join(f"{shown_value(key)} {shown_value(item)}" for key, item in value.items())
     if isinstance(value, float):
         return f"{value:.3g}"
     if isinstance(value, list | tuple):
-        return ",".join(map(str, value))
+        return ", ".join(map(shown_value, value))
     return str(value)
 
 
 def render_markdown(report: AuditReport) -> str:
     """For a pull-request comment or ``$GITHUB_STEP_SUMMARY``: a summary table, then the findings of each check."""
-    lines = [f"## Dataset check: {_code(report.dataset)}", "", _headline(report), ""]
+    verdict = f"**{_passed(report.gate)}** {_gate_reason(report.gate)}"
+    lines = [f"## Dataset check: {_code(report.dataset)}", "", verdict, "", _headline(report), ""]
     lines += _markdown_change(report)
     if not report.findings:
         return "\n".join([*lines, "No findings."]) + "\n"
@@ -170,6 +203,8 @@ def render_markdown(report: AuditReport) -> str:
     lines += [f"| `{check}` | {ICONS[f[0].severity]} {f[0].severity.value} | {len(f)} |" for check, f in groups]
     for check, findings in groups:
         lines += ["", f"### `{check}` ({len(findings)})", ""]
+        advice = check_class(check).advice
+        lines += [markdown_text(advice), ""] if advice else []
         shown = [_markdown_item(finding, finding_mark(report, finding)) for finding in findings]
         lines += shown[:EXAMPLES]
         if len(shown) > EXAMPLES:

@@ -71,6 +71,8 @@ class Check:
     """One kind of problem. ``run`` returns findings of this check's id only, and never raises on a bad file."""
 
     id: ClassVar[str]
+    # What to do about this check's findings, in one line: reports show it once above them, not per finding.
+    advice: ClassVar[str] = ""
     settings: ClassVar[type | None] = None  # a frozen dataclass of this check's thresholds, each by a flat name
     measurements: ClassVar[tuple[Measurement, ...]] = ()  # per-image values this check adds to the decoding pass
     needs: ClassVar[frozenset[Need]] = frozenset()
@@ -90,6 +92,12 @@ class Check:
         """A finding's own values as a report shows them beside it, (name, value): by default every value that is
         not kept per path."""
         return [(f"{key} =", value) for key, value in details.items() if not isinstance(value, dict)]
+
+    @classmethod
+    def highlights(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        """The values that tell a finding apart, most telling first, as (name, value) with an empty name when the
+        value says what it is: a terminal line keeps as many whole as fit. By default what ``describe`` shows."""
+        return [(name.removesuffix(" =").replace("_", " "), value) for name, value in cls.describe(details)]
 
     @classmethod
     def per_path(cls, details: dict[str, Any], path: str) -> list[tuple[str, Any]]:

@@ -28,12 +28,14 @@ def small(flowers_sample: Path, tmp_path: Path) -> Path:
     )
 
 
-def test_table_groups_findings_by_check(defective_dataset: DefectiveDataset) -> None:
+def test_table_leads_with_the_verdict_then_groups_findings_by_check(defective_dataset: DefectiveDataset) -> None:
     run = run_cli("check", defective_dataset.root, *CHEAP)
     assert run.exit_code == 1
-    for check in ("corrupt_image", "empty_class", "near_duplicates", "split_leakage", "blurry"):
-        assert check in run.stdout
-    assert "errors" in run.stdout and "warnings" in run.stdout
+    assert run.stdout.startswith("FAILED --fail-on error: 6 findings at or above error\n")
+    for check in ("corrupt_image: 3 errors", "empty_class: 1 error", "near_duplicates", "split_leakage", "blurry"):
+        assert f"\n{check}" in run.stdout
+    assert "  daisy/truncated.jpg" in run.stdout  # relative to the dataset, named once at the top
+    assert f"files below are in {defective_dataset.root}" in run.stdout
 
 
 def test_report_dir_holds_every_format_of_the_one_audit(defective_dataset: DefectiveDataset, tmp_path: Path) -> None:
@@ -52,7 +54,9 @@ def test_markdown_for_a_pull_request(defective_dataset: DefectiveDataset, tmp_pa
     run = run_cli("check", defective_dataset.root, *CHEAP, "--format", "markdown", "--output", tmp_path / "summary.md")
     text = (tmp_path / "summary.md").read_text()
     assert run.exit_code == 1 and run.stdout == ""
+    assert text.splitlines()[2] == "**FAILED** --fail-on error: 6 findings at or above error"
     assert "| `corrupt_image` | " in text and "### `corrupt_image` (3)" in text
+    assert "Training skips these: replace each with a good copy, or delete it." in text  # the check's advice
     assert "`daisy/truncated.jpg`" in text
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from datacheck.findings import Finding, Severity
@@ -35,6 +37,14 @@ class ShortcutBias(Check):
     """
 
     id = "shortcut_bias"
+    advice = "Colour, brightness or size give the class away: vary the settings."
+
+    @classmethod
+    def highlights(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [
+            ("balanced accuracy", f"{details['balanced_accuracy']:.0%} (chance {details['chance']:.0%})"),
+            ("mostly by", " and ".join(details["telling_statistics"])),
+        ]
 
     def run(self, data: AuditData) -> list[Finding]:
         # scikit-learn takes a second to load: only when the check runs, not whenever the settings are built

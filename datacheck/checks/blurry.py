@@ -29,6 +29,7 @@ def sharpness(pixels: Pixels) -> dict[str, float]:
 @register
 class Blurry(QualityCheck):
     id = "blurry"
+    advice = "Out of focus or enlarged from a thumbnail: sharper photos teach more."
     measure = "sharpness"
     settings = BlurrySettings
     measurements = (

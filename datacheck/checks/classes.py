@@ -5,6 +5,7 @@ Memory per image: none beyond the audit table; these checks count per class."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from datacheck.findings import Finding, Severity
 from datacheck.registry import AuditData, Check, register
@@ -15,6 +16,7 @@ class TooFewClasses(Check):
     """A classifier needs at least two class folders; fewer usually means DIR is not the dataset's root."""
 
     id = "too_few_classes"
+    advice = "Give the folder that holds one subfolder of images per class."
 
     def run(self, data: AuditData) -> list[Finding]:
         found = len(data.scan.classes)
@@ -36,6 +38,7 @@ class EmptyLabel(Check):
     """Labels keep only letters and digits of the folder name, so a folder named ``!!!`` would have an empty one."""
 
     id = "empty_label"
+    advice = "Rename each folder so its name has a letter or digit."
 
     def run(self, data: AuditData) -> list[Finding]:
         return [
@@ -55,6 +58,7 @@ class LabelClash(Check):
     """Labels are folder names normalised like the tutorial's, so ``Roses`` and ``roses_`` would be one label."""
 
     id = "label_clash"
+    advice = "These folders would be one label: merge or rename them."
 
     def run(self, data: AuditData) -> list[Finding]:
         counts = Counter(folder.label for folder in data.scan.classes)
@@ -75,6 +79,11 @@ class EmptyClass(Check):
     """Training refuses a class folder without images."""
 
     id = "empty_class"
+    advice = "Add photos to each empty class folder, or remove it."
+
+    @classmethod
+    def highlights(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        return []  # the folder says it all
 
     def run(self, data: AuditData) -> list[Finding]:
         return [
@@ -96,6 +105,12 @@ class TooFewImages(Check):
     """The tutorial asks for at least a hundred photos per class; far fewer rarely trains a usable class."""
 
     id = "too_few_images"
+    advice = "Add photos: a class trains well from about a hundred."
+
+    @classmethod
+    def highlights(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [("", f"{details['images']} images"), ("needed", details["min_images"]),
+                ("recommended", details["recommended_images"])]  # fmt: skip
 
     def run(self, data: AuditData) -> list[Finding]:
         settings = data.settings
@@ -127,6 +142,14 @@ class ClassImbalance(Check):
     """A class much smaller than the largest is under-predicted: the model learns that it is rare."""
 
     id = "class_imbalance"
+    advice = "Add photos to the small classes, or use fewer of the largest."
+
+    @classmethod
+    def highlights(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [
+            ("", f"{details['images']} images"),
+            ("", f"{details['ratio']:g}x fewer than {details['largest_class']} ({details['largest_images']})"),
+        ]
 
     def run(self, data: AuditData) -> list[Finding]:
         counts = data.readable()["label"].value_counts()
@@ -157,6 +180,11 @@ class SplitStarved(Check):
     """The split is fixed by file names, so a small class can end up with nothing to validate or test on."""
 
     id = "split_starved"
+    advice = "Add photos, or raise the percentage, so every split has some."
+
+    @classmethod
+    def highlights(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [(split, details["splits"].get(split, 0)) for split in ("training", "validation", "testing")]
 
     def run(self, data: AuditData) -> list[Finding]:
         settings = data.settings

@@ -258,6 +258,7 @@ class ExactDuplicates(Check):
     Memory per image: about 100 bytes beyond the audit table (grouping by content key)."""
 
     id = "exact_duplicates"
+    advice = "Identical files weigh one photo several times: keep one of each."
     groups_copies = True
 
     def run(self, data: AuditData) -> list[Finding]:
@@ -279,6 +280,7 @@ class ConflictingLabels(Check):
     beyond the audit table (grouping by content key)."""
 
     id = "conflicting_labels"
+    advice = "One file in several classes: keep it in the right class only."
     groups_copies = True
     label_bound = True
 
@@ -305,8 +307,13 @@ class NearDuplicates(Check):
     keypoints of at most 256 photos (about 80 MB)."""
 
     id = "near_duplicates"
+    advice = "Edited or re-encoded copies of one picture: keep the best one."
     needs = frozenset({Need.BETTER_WITH_BOTTLENECKS})
     groups_copies = True
+
+    @classmethod
+    def highlights(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        return _highlighted_pairs(details)
 
     @classmethod
     def describe(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -350,8 +357,13 @@ class SplitLeakage(Check):
     with its siblings. Memory per image: near_duplicates' verified pairs, shared."""
 
     id = "split_leakage"
+    advice = "Keep one copy, or name the shots alike up to _nohash_ to share a split."
     needs = frozenset({Need.BETTER_WITH_BOTTLENECKS})
     groups_copies = True
+
+    @classmethod
+    def highlights(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        return _highlighted_pairs(details)
 
     @classmethod
     def describe(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -387,6 +399,33 @@ def _leaked(group: PictureGroup) -> str:
 def _leak_advice(group: PictureGroup) -> str:
     nohash = "name them alike up to `_nohash_` (`rose7_nohash_1.jpg`, `rose7_nohash_2.jpg`) to keep them in one split"
     return f"keep one copy, or {nohash}" if group.kinds() == [ONE_PICTURE] else nohash
+
+
+def _highlighted_pairs(details: dict[str, Any]) -> list[tuple[str, Any]]:
+    """What the group is, what found it and how close its pairs are (a range over several pairs); empty values are
+    left out by the report."""
+    pairs = details.get("pairs", [])
+    signals = {
+        name for signal in details.get("matched_by", []) for name in (FOUND_BY if signal == "both" else [signal])
+    }
+    points = _spread([pair.get("inliers") or None for pair in pairs], "{}")  # 0: identical, or a hash match
+    return [
+        ("", " and ".join(details.get("kinds", []))),
+        ("similarity", _spread([pair.get("similarity") for pair in pairs], "{:.2f}")),
+        ("", f"{points} points match" if points else ""),
+        ("detail", _spread([pair.get("detail_correlation") for pair in pairs], "{:.2f}")),
+        ("found by", " and ".join(FOUND_BY[signal] for signal in FOUND_BY if signal in signals)),
+        ("", "mirrored" if any(pair.get("mirrored") for pair in pairs) else ""),
+    ]
+
+
+def _spread(values: list[Any], shown: str) -> str:
+    """``0.84`` or ``0.81-0.90``: the range of the values given (None: not measured)."""
+    measured = sorted(value for value in values if value is not None)
+    if not measured:
+        return ""
+    low, high = shown.format(measured[0]), shown.format(measured[-1])
+    return low if low == high else f"{low}-{high}"
 
 
 def _described_pairs(details: dict[str, Any]) -> list[tuple[str, Any]]:

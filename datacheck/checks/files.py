@@ -23,6 +23,11 @@ class UnusableFile(Check):
         return super().describe({key: value for key, value in details.items() if key != "reason"})
 
     @classmethod
+    def highlights(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        """The reason first: the check's advice is the same for every file, the reason is not."""
+        return [("", details["reason"])] * ("reason" in details) + super().highlights(details)
+
+    @classmethod
     def missing_picture(cls, details: dict[str, Any]) -> str | None:
         return f"no picture: {details['reason']}" if "reason" in details else None
 
@@ -32,6 +37,7 @@ class CorruptImage(UnusableFile):
     """Truncated, empty, undecodable or not an image at all: training skips it, so it silently shrinks the class."""
 
     id = "corrupt_image"
+    advice = "Training skips these: replace each with a good copy, or delete it."
 
     def run(self, data: AuditData) -> list[Finding]:
         broken = data.images[data.images["error_kind"] == "corrupt"]
@@ -52,6 +58,7 @@ class UndecodableName(Check):
     (and refuses a class folder so named); the audit names them, escaped, instead of failing on them."""
 
     id = "undecodable_name"
+    advice = "Names that are not valid UTF-8: rename them."
 
     def run(self, data: AuditData) -> list[Finding]:
         folders = [
@@ -81,6 +88,7 @@ class OversizedImage(UnusableFile):
     """Too many pixels to decode within the memory budget: training skips it rather than exhaust the machine."""
 
     id = "oversized_image"
+    advice = "Too many pixels to decode: training skips these; resize them."
 
     def run(self, data: AuditData) -> list[Finding]:
         oversized = data.images[data.images["error_kind"] == "oversized"]
@@ -95,6 +103,7 @@ class LfsPointer(Check):
     """A Git LFS pointer where a photo should be: the checkout lacks the LFS content, so none of these can train."""
 
     id = "lfs_pointer"
+    advice = "Git LFS pointers, not photos: run `git lfs pull` in the checkout."
 
     def run(self, data: AuditData) -> list[Finding]:
         pointers = data.images[data.images["error_kind"] == "lfs_pointer"]
@@ -106,6 +115,7 @@ class UnreadableFolder(UnusableFile):
     """A folder inside a class that cannot be listed: its images are missing from the audit and from training."""
 
     id = "unreadable_folder"
+    advice = "Fix their permissions (chmod -R a+rX) or move them out."
 
     def run(self, data: AuditData) -> list[Finding]:
         return [
@@ -145,6 +155,7 @@ class NonImageFile(Check):
     """A file in a class folder that training ignores: a photo in an unsupported format is lost without a word."""
 
     id = "non_image_file"
+    advice = "Training ignores these: convert the photos, move the rest out."
 
     def run(self, data: AuditData) -> list[Finding]:
         return [
@@ -165,6 +176,7 @@ class StrayFile(Check):
     """Files directly in the dataset folder belong to no class; a photo there is most likely misfiled."""
 
     id = "stray_file"
+    advice = "Files outside every class folder: move photos into their class."
 
     def run(self, data: AuditData) -> list[Finding]:
         findings = []

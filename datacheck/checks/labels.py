@@ -56,9 +56,18 @@ class SuspectedMislabel(Check):
     """
 
     id = "suspected_mislabel"
+    advice = "Look at each: move it to its class, or delete it if it shows none."
     needs = frozenset({Need.BOTTLENECKS})
     label_bound = True
     settings = SuspectedMislabelSettings
+
+    @classmethod
+    def highlights(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        """The class it looks like first, where the photo may belong (how sure is the severity: warning or note)."""
+        return [
+            ("likely", f"{details['likely']} {details['likely_probability']:.0%}"),
+            ("given", f"{details['given']} {details['given_probability']:.0%} (typical {details['typical']:.0%})"),
+        ]
 
     @classmethod
     def describe(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -15,6 +15,7 @@ class SkippedLink(UnusableFile):
     """
 
     id = "skipped_link"
+    advice = "Links training skips: copy what they hold in, or fix the links."
 
     def run(self, data: AuditData) -> list[Finding]:
         return [

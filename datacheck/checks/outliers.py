@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from datacheck.findings import Finding, Severity
@@ -28,7 +30,15 @@ class Outlier(Check):
     """
 
     id = "outlier"
+    advice = "Unlike the rest of their class: delete those that show no member."
     needs = frozenset({Need.BOTTLENECKS})
+
+    @classmethod
+    def highlights(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [
+            ("", f"{details['score']:.1f} deviations above its class"),
+            ("distance", f"{details['distance']:.2f}, typical {details['class_typical']:.2f}"),
+        ]
 
     def run(self, data: AuditData) -> list[Finding]:
         if data.bottlenecks is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,6 +65,7 @@ class Overexposed(QualityCheck):
     """Blown highlights: `light` misses a photo whose darkest parts stay black while its subject is clipped."""
 
     id = "overexposed"
+    advice = "Subject clipped to white, its detail lost: use better-exposed photos."
     measure = "subject_clipped"
     settings = OverexposedSettings
     measurements = (
@@ -78,6 +80,10 @@ class Overexposed(QualityCheck):
             version=2,
         ),
     )
+
+    @classmethod
+    def highlights(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
+        return [("", f"{details['subject_clipped']:.0%} of the subject clipped")]
 
     def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:
         return values >= settings.overexposed_clipped

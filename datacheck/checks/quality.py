@@ -43,6 +43,7 @@ class QualityCheck(Check):
 @register
 class TinyImage(QualityCheck):
     id = "tiny_image"
+    advice = "The model sees 224x224 pixels: use larger originals."
     severity = Severity.WARNING
     measure = "shorter_side"
 
@@ -62,6 +63,7 @@ class TinyImage(QualityCheck):
 @register
 class OddAspectRatio(QualityCheck):
     id = "odd_aspect_ratio"
+    advice = "Squeezed into a square, these distort: crop them to the subject."
     measure = "aspect_ratio"
 
     def measured(self, images: pd.DataFrame) -> pd.Series:
@@ -77,6 +79,7 @@ class OddAspectRatio(QualityCheck):
 @register
 class Dark(QualityCheck):
     id = "dark"
+    advice = "Even their brightest parts are dark: check the subject is visible."
     measure = "highlights"
 
     def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:
@@ -92,6 +95,7 @@ class Dark(QualityCheck):
 @register
 class Light(QualityCheck):
     id = "light"
+    advice = "Even their darkest parts are light: check the subject is visible."
     measure = "shadows"
 
     def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:
@@ -107,6 +111,7 @@ class Light(QualityCheck):
 @register
 class LowInformation(QualityCheck):
     id = "low_information"
+    advice = "Nearly uniform (blank, placeholder, lens cap?): delete them."
     measure = "contrast"
 
     def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:
@@ -122,6 +127,7 @@ class LowInformation(QualityCheck):
 @register
 class Grayscale(QualityCheck):
     id = "grayscale"
+    advice = "Black and white: fine if the model will see such photos."
     measure = "colourfulness"
 
     def flagged(self, values: pd.Series, settings: AuditSettings) -> pd.Series:

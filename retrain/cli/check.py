@@ -191,6 +191,9 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
     ] = None,
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="In the table, every finding (by default 5 per check).")
+    ] = False,
 ) -> None:
     """Audit a dataset before training: broken files, duplicates, leaks between splits, suspected mislabels, ..."""
     from datacheck.audit_formats import FORMATS
@@ -237,7 +240,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
                 )
         if report_dir is not None:
             _write_folder(report, report_dir)
-        _write(report, output_format, output)
+        _write(report, output_format, output, verbose)
     for line in source.lines():  # after the report: a run that ends in an error says that one line only
         err_console.print(line, soft_wrap=True, markup=False)
     raise typer.Exit(0 if report.gate.passed else 1)
@@ -277,16 +280,17 @@ def _rendered(report, output_format: str) -> str:
     return {"json": render_json, "markdown": render_markdown, "github": render_github}[output_format](report)
 
 
-def _write(report, output_format: str, output: Path | None) -> None:
+def _write(report, output_format: str, output: Path | None, verbose: bool) -> None:
     """To stdout, or staged into FILE so that a failed write leaves the old file as it was."""
-    from datacheck.audit_formats import render_table
+    from datacheck.audit_formats import EXAMPLES, render_table
 
     if output_format == "table":
+        table = render_table(report, None if verbose else EXAMPLES)
         if output is None:
-            console.print(render_table(report), crop=False)  # a path longer than the console stays whole
+            console.print(table, crop=False)  # a path longer than the console stays whole
             return
         buffer = Console(file=io.StringIO(), width=160)
-        buffer.print(render_table(report), crop=False)
+        buffer.print(table, crop=False)
         text = buffer.file.getvalue()
     else:
         text = _rendered(report, output_format)
