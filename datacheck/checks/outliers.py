@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from datacheck.findings import Finding, Severity
@@ -29,6 +31,10 @@ class Outlier(Check):
 
     id = "outlier"
     needs = frozenset({Need.BOTTLENECKS})
+
+    @classmethod
+    def score(cls, details: dict[str, Any]) -> float | None:
+        return details["score"]
 
     def run(self, data: AuditData) -> list[Finding]:
         if data.bottlenecks is None:
