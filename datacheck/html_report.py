@@ -60,6 +60,7 @@ class Card:
     figures: list[Figure]
     named: list[str]  # files named but not pictured
     not_pictured: str  # why some of its images have no thumbnail ("" when all do)
+    over_budget: bool  # its images have no thumbnails: the page's budget for them was spent
     classes: list[str]
     score: float | None
 
@@ -157,12 +158,16 @@ def render_html(report: AuditReport) -> str:
     groups = list(findings_by_check(report))
     shares = _fair_shares([len(findings) for _, findings in groups], LISTED_FINDINGS)
     listed = [(check, findings[:share]) for (check, findings), share in zip(groups, shares, strict=True)]
+    images = {check: [_images(report, finding) for finding in findings] for check, findings in listed}
     budget = PictureBudget(Path(report.dataset), PICTURE_BYTES)
-    pictures = _pictures(report, listed, budget)
+    pictures = _pictures(report, images, budget)
     sections = []
     for (check, everything), (_, shown) in zip(groups, listed, strict=True):
         advice = _advice(everything)
-        cards = [_card(report, finding, advice, pictures.get((check, index))) for index, finding in enumerate(shown)]
+        cards = [
+            _card(report, finding, images[check][index], advice, pictures.get((check, index)))
+            for index, finding in enumerate(shown)
+        ]
         sections.append(_section(report, check, everything, cards))
     cards = [card for section in sections for card in section.cards]
     return _ENVIRONMENT.get_template("audit.html").render(
@@ -177,7 +182,7 @@ def render_html(report: AuditReport) -> str:
         sections=sections,
         change=_change(report, pictures),
         pictures=budget,
-        unpictured=sum(bool(card.not_pictured) for card in cards),
+        unpictured=sum(card.over_budget for card in cards),
         picture_mb=PICTURE_BYTES / 1e6,
         filter_classes=sorted({label for card in cards for label in card.classes}),
         thumbnail_side=THUMBNAIL_SIDE,
@@ -211,7 +216,7 @@ def _images(report: AuditReport, finding: Finding) -> list[str]:
 
 
 def _pictures(
-    report: AuditReport, listed: list[tuple[str, list[Finding]]], budget: PictureBudget
+    report: AuditReport, images: dict[str, list[list[str]]], budget: PictureBudget
 ) -> dict[tuple[str, int], dict[str, str | None]]:
     """Thumbnails by (stream, index): the change's added and moved files and each check's findings take turns, so a
     page over its budget still pictures the first findings of every check."""
@@ -220,7 +225,7 @@ def _pictures(
         diff = report.comparison.diff
         streams.append(("added", [[entry.path] for entry in diff.added[:LISTED_PER_CHANGE]]))
         streams.append(("moved", [[move.target] for move in diff.moved[:LISTED_PER_CHANGE]]))
-    streams += [(check, [_images(report, f)[:THUMBNAILS_PER_FINDING] for f in findings]) for check, findings in listed]
+    streams += [(check, [paths[:THUMBNAILS_PER_FINDING] for paths in of_check]) for check, of_check in images.items()]
     pictures = {}
     for stream, index, paths in _taking_turns(streams):
         taken = budget.take(paths) if paths else {}
@@ -296,17 +301,19 @@ def _advice(findings: list[Finding]) -> str:
     return tails.pop() if len(tails) == 1 else findings[0].message
 
 
-def _card(report: AuditReport, finding: Finding, advice: str, taken: dict[str, str | None] | None) -> Card:
+def _card(
+    report: AuditReport, finding: Finding, images: list[str], advice: str, taken: dict[str, str | None] | None
+) -> Card:
     """One finding: its marks, its own values in words, its message where it is not the check's advice (or where
     badges tell findings of one check apart), its pictures side by side and the files it names besides."""
     check = check_class(finding.check)
-    images = _images(report, finding)
     candidates = images[:THUMBNAILS_PER_FINDING]
     figures = [_figure(report, finding, path, taken[path]) for path in candidates] if taken is not None else []
     pictured = {path for path in candidates if taken is not None}
     named = [printable(path) for path in finding.paths if path not in pictured and path != finding.details.get("label")]
     not_pictured = ""
-    if taken is None and candidates:
+    over_budget = taken is None and bool(candidates)
+    if over_budget:
         not_pictured = f"not pictured: the page's {PICTURE_BYTES / 1e6:.0f} MB of thumbnails are spent"
     elif len(images) > len(candidates):
         not_pictured = f"{len(images) - len(candidates)} more images not pictured (named above)"
@@ -325,6 +332,7 @@ def _card(report: AuditReport, finding: Finding, advice: str, taken: dict[str, s
         figures=figures,
         named=named,
         not_pictured=not_pictured,
+        over_budget=over_budget,
         classes=_classes_of(report, finding),
         score=check.score(finding.details),
     )
