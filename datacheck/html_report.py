@@ -33,6 +33,7 @@ THUMBNAILS_PER_FINDING = 6
 LISTED_FINDINGS = 5000
 LISTED_PER_CHANGE = 200
 SPLITS = ("training", "validation", "testing")
+OVER_BUDGET = f"not pictured: the page's {PICTURE_BYTES / 1e6:.0f} MB of thumbnails are spent"
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class Card:
 
 @dataclass(frozen=True)
 class CheckSection:
+    """A check's findings: its worst severity, the advice they share, the cards the page lists and how many."""
+
     check: str
     anchor: str
     worst: Severity
@@ -87,6 +90,8 @@ class CheckSection:
 
 @dataclass(frozen=True)
 class ClassRow:
+    """A line of the per-class overview; ``link`` filters the page to the class."""
+
     label: str
     link: str
     images: int
@@ -119,7 +124,6 @@ class PictureBudget:
         self.left = budget
         self.spent = False
         self.embedded = 0
-        self.bytes = 0
         self._uris: dict[str, str | None] = {}
 
     def take(self, paths: list[str]) -> dict[str, str | None] | None:
@@ -132,7 +136,6 @@ class PictureBudget:
             self.spent = True
             return None
         self.left -= cost
-        self.bytes += cost
         self.embedded += sum(uri is not None for uri in uris.values())
         return uris
 
@@ -314,7 +317,7 @@ def _card(
     not_pictured = ""
     over_budget = taken is None and bool(candidates)
     if over_budget:
-        not_pictured = f"not pictured: the page's {PICTURE_BYTES / 1e6:.0f} MB of thumbnails are spent"
+        not_pictured = OVER_BUDGET
     elif len(images) > len(candidates):
         not_pictured = f"{len(images) - len(candidates)} more images not pictured (named above)"
     status = report.comparison.status(finding) if report.comparison else None
@@ -426,11 +429,10 @@ def _change(report: AuditReport, pictures: dict[tuple[str, int], dict[str, str |
 
 def _change_figure(report: AuditReport, path: str, taken: dict[str, str | None] | None, moved: str) -> Figure:
     """An added or moved file: its thumbnail (a move says from which class to which above its path)."""
-    picture = taken.get(path) if taken is not None else None
     if taken is None:
-        missing = f"not pictured: the page's {PICTURE_BYTES / 1e6:.0f} MB of thumbnails are spent"
-    else:
-        missing = "" if picture is not None else _why_not_decoded(report, path)
+        return Figure(printable(path), None, OVER_BUDGET, "", printable(moved))
+    picture = taken.get(path)
+    missing = "" if picture is not None else _why_not_decoded(report, path)
     return Figure(printable(path), picture, missing, "", printable(moved))
 
 
