@@ -377,3 +377,40 @@ def test_five_thousand_findings_make_a_page_under_10_mb_that_says_what_it_left_o
         assert mine[-1].all("p", class_="more")[0].content().startswith("not pictured: the page's")
         last = next(finding for finding in findings if finding.fingerprint == mine[-1].attrs["data-fingerprint"])
         assert mine[-1].all("p", class_="paths")[0].content() == ", ".join(last.paths)
+
+
+def test_sorting_by_score_puts_the_strongest_first_and_class_names_stay_text(
+    flowers_sample: Path, tmp_path: Path
+) -> None:
+    """Outliers scored 1, 3 and 2 in a class whose name is markup: sorted by score in the browser they read 3, 2, 1;
+    the class is a filter option and a link by its name, never a tag."""
+    photos = [p.relative_to(flowers_sample).as_posix() for p in sorted(flowers_sample.glob("daisy/*.jpg"))[:3]]
+    label = '<b>daisy"s'
+    findings = [
+        Finding("outlier", Severity.WARNING, (photo,), "unlike the others", {"score": score}, f"outlier:{score}")
+        for photo, score in zip(photos, (1.0, 3.0, 2.0), strict=True)
+    ] + [Finding("too_few_images", Severity.WARNING, (label,), "add photos", {"label": label}, "too_few_images:0")]
+    report = AuditReport(str(flowers_sample), findings, 3, {label: 3}, ["outlier", "too_few_images"], 1.0)
+    page_file = tmp_path / "audit.html"
+    page_file.write_text(render_html(report), encoding="utf-8")
+    text = page_file.read_text(encoding="utf-8")
+    page = Page(text)
+    assert "<b>daisy" not in text and not [tag for tag in page.tags if tag.tag == "b" and tag.children]
+    assert [option.attrs["value"] for option in page.root.all("select", name="class")[0].all("option")] == ["", label]
+    (row,) = page.root.all("table", id="classes")[0].all("a")
+    assert row.content() == label and row.attrs["href"] == "#class=%3Cb%3Edaisy%22s"
+    assert json.loads(page.card("too_few_images:0").attrs["data-classes"]) == [label]
+    dom = _browser_dom(page_file, "sort=score")
+    (section,) = dom.root.all("section", id="check-outlier")
+    assert [card.attrs["data-fingerprint"] for card in section.all("div", class_="finding")] == [
+        "outlier:3.0",
+        "outlier:2.0",
+        "outlier:1.0",
+    ]
+    by_class = _browser_dom(page_file, row.attrs["href"][1:])
+    shown = [
+        card.attrs["data-fingerprint"]
+        for card in by_class.root.all("div", class_="finding")
+        if "hidden" not in card.attrs
+    ]
+    assert shown == ["too_few_images:0"]
