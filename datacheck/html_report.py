@@ -1,51 +1,211 @@
-"""The audit as one self-contained HTML page for people: the summary, the change against a baseline, and each finding
-with thumbnails of its images. Pictures are inline data URIs, so the page opens offline as a lone CI artifact."""
+"""The audit as one self-contained HTML page a reviewer works through: the gate's verdict, a per-class overview, the
+change against a baseline, and every finding with its pictures, filtered, sorted and searched in the page.
+
+The markup is datacheck/templates/audit.html (Jinja2, autoescaped); this module only decides what the page shows.
+Pictures are inline data URIs, so the page opens offline as a lone CI artifact.
+"""
 
 from __future__ import annotations
 
-import html
-from collections.abc import Iterable
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from datacheck.audit_formats import finding_mark, findings_by_check, plural, shown_value
-from datacheck.baseline import DatasetDiff
+from datacheck.baseline import FindingStatus
 from datacheck.findings import AuditReport, Finding, Severity
 from datacheck.registry import check_class
 from retrain.core.dataset import IMAGE_EXTENSIONS
 from retrain.core.display import printable
-from retrain.core.thumbnails import THUMBNAIL_SIZE, thumbnail_uri
+from retrain.core.thumbnails import thumbnail_uri
 
-# Bounds that keep a 100,000-photo audit with thousands of findings a page a browser opens: findings past the first
-# PICTURED of a check are one line each, past LISTED not shown (the JSON has them all); so are long file lists.
+# Bounds that keep an audit with thousands of findings a page a browser opens (5,000 findings: under 10 MB). Pictures
+# go to each check's findings in turn (and the change's files) until PICTURE_BYTES of them are embedded; past that a
+# finding names its files. Past LISTED_FINDINGS (shared fairly among the checks) findings are left to the JSON.
+THUMBNAIL_SIDE = 120
+PICTURE_BYTES = 5_000_000
 THUMBNAILS_PER_FINDING = 6
-PICTURED_PER_CHECK = 12
-LISTED_PER_CHECK = 200
+LISTED_FINDINGS = 5000
 LISTED_PER_CHANGE = 200
+SPLITS = ("training", "validation", "testing")
+OVER_BUDGET = f"not pictured: the page's {PICTURE_BYTES / 1e6:.0f} MB of thumbnails are spent"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One image of a finding or of the change: its thumbnail, else why there is none, and what it says under it."""
+
+    path: str
+    picture: str | None
+    missing: str  # why there is no picture ("" when there is one)
+    caption: str  # values kept for this file (its split)
+    heading: str = ""  # above its path: from which class to which a move took it
+
+
+@dataclass(frozen=True)
+class Card:
+    """One finding as the page draws it; ``classes`` and ``score`` are what the page's filters and sort read."""
+
+    finding: Finding
+    mark: str  # caused, shifted, accepted, ""
+    status: str  # against the baseline: caused, shifted, unchanged ("" without one)
+    badges: list[str]
+    details: list[tuple[str, str]]
+    message: str
+    changed_members: str
+    figures: list[Figure]
+    named: list[str]  # files named but not pictured
+    not_pictured: str  # why some of its images have no thumbnail ("" when all do)
+    over_budget: bool  # its images have no thumbnails: the page's budget for them was spent
+    classes: list[str]
+    score: float | None
+
+    @property
+    def filters(self) -> str:
+        """The classes the finding concerns, as JSON for the page's script (an attribute value, escaped)."""
+        return json.dumps(self.classes)
+
+
+@dataclass(frozen=True)
+class CheckSection:
+    """A check's findings: its worst severity, the advice they share, the cards the page lists and how many."""
+
+    check: str
+    anchor: str
+    worst: Severity
+    advice: str
+    cards: list[Card]
+    total: int
+    caused: int
+
+    @property
+    def left_out(self) -> int:
+        return self.total - len(self.cards)
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    """A line of the per-class overview; ``link`` filters the page to the class."""
+
+    label: str
+    link: str
+    images: int
+    splits: list[int]
+    findings: int
+    caused: int
+
+
+@dataclass(frozen=True)
+class ChangeList:
+    """Files the change added, removed, moved...: with thumbnails (``figures``) or as lines of text (``lines``)."""
+
+    kind: str
+    title: str
+    total: int
+    figures: list[Figure] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def left_out(self) -> int:
+        return self.total - len(self.figures or self.lines)
+
+
+class PictureBudget:
+    """Thumbnails until PICTURE_BYTES of them are embedded: a finding's pictures fit whole or not at all, so the page
+    never shows half a group. Each file is decoded once, through the guarded decoder (about 4 ms a thumbnail)."""
+
+    def __init__(self, root: Path, budget: int) -> None:
+        self.root = root
+        self.left = budget
+        self.spent = False
+        self.embedded = 0
+        self._uris: dict[str, str | None] = {}
+
+    def take(self, paths: list[str]) -> dict[str, str | None] | None:
+        """The paths' thumbnails (None for a file that does not decode), or None when they no longer fit."""
+        if self.spent:
+            return None
+        uris = {path: self._uri(path) for path in paths}
+        cost = sum(len(uri) for uri in uris.values() if uri)
+        if cost > self.left:
+            self.spent = True
+            return None
+        self.left -= cost
+        self.embedded += sum(uri is not None for uri in uris.values())
+        return uris
+
+    def _uri(self, path: str) -> str | None:
+        if path not in self._uris:
+            self._uris[path] = thumbnail_uri(self.root / path, THUMBNAIL_SIDE)
+        return self._uris[path]
+
+
+_ENVIRONMENT = Environment(
+    loader=PackageLoader("datacheck", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_ENVIRONMENT.filters["shown"] = printable  # a name as people see it: no byte of it a control character or a line break
 
 
 def render_html(report: AuditReport) -> str:
-    """The page; only the pictured files are decoded again (through the guarded decoder), one after another: a
-    thumbnail costs about 4 ms, and a thread pool was no faster on two cores (benchmarks/README.md)."""
+    """The page. Only pictured files are decoded again, one after another: a thread pool was no faster on two cores
+    (benchmarks/README.md)."""
     groups = list(findings_by_check(report))
-    root = Path(report.dataset)
-    pictures = {
-        path: thumbnail_uri(root / path)
-        for _, findings in groups
-        for finding in findings[:PICTURED_PER_CHECK]
-        for path in _images(report, finding)[:THUMBNAILS_PER_FINDING]
-    }
-    body = [
-        f"<h1>Dataset audit: {_text(report.dataset)}</h1>",
-        _summary(report),
-        _change(report),
-        *(_check_section(report, check, findings, pictures) for check, findings in groups),
-    ]
-    return _PAGE.format(size=THUMBNAIL_SIZE, title=_text(f"audit of {report.dataset}"), body="\n".join(body))
+    shares = _fair_shares([len(findings) for _, findings in groups], LISTED_FINDINGS)
+    listed = [(check, findings[:share]) for (check, findings), share in zip(groups, shares, strict=True)]
+    images = {check: [_images(report, finding) for finding in findings] for check, findings in listed}
+    budget = PictureBudget(Path(report.dataset), PICTURE_BYTES)
+    pictures = _pictures(report, images, budget)
+    sections = []
+    for (check, everything), (_, shown) in zip(groups, listed, strict=True):
+        advice = _advice(everything)
+        cards = [
+            _card(report, finding, images[check][index], advice, pictures.get((check, index)))
+            for index, finding in enumerate(shown)
+        ]
+        sections.append(_section(report, check, everything, cards))
+    cards = [card for section in sections for card in section.cards]
+    return _ENVIRONMENT.get_template("audit.html").render(
+        report=report,
+        verdict=_verdict(report),
+        counts=[(severity, report.counts()[severity.value]) for severity in reversed(Severity)],
+        caused=[(severity, report.caused_counts()[severity.value]) for severity in reversed(Severity)],
+        accepted=sum(finding.fingerprint in report.accepted for finding in report.findings),
+        shifted=report.comparison.shifted(report.findings) if report.comparison else 0,
+        class_rows=_class_rows(report),
+        splits=_splits(report),
+        sections=sections,
+        change=_change(report, pictures),
+        pictures=budget,
+        unpictured=sum(card.over_budget for card in cards),
+        picture_mb=PICTURE_BYTES / 1e6,
+        filter_classes=sorted({label for card in cards for label in card.classes}),
+        thumbnail_side=THUMBNAIL_SIDE,
+        plural=plural,
+    )
 
 
-def _text(text: object) -> str:
-    """A name as people see it, then as HTML: no byte of it can be markup, a control character or a broken line."""
-    return html.escape(printable(text))
+def _fair_shares(sizes: list[int], limit: int) -> list[int]:
+    """How many of each check's findings the page lists: all when they fit, else an equal share each, a small check's
+    unused share going to the others."""
+    shares = [0] * len(sizes)
+    left = limit
+    while left > 0 and any(share < size for share, size in zip(shares, sizes, strict=True)):
+        open_checks = [i for i, size in enumerate(sizes) if shares[i] < size]
+        each = max(1, left // len(open_checks))
+        for i in open_checks:
+            taken = min(each, sizes[i] - shares[i], left)
+            shares[i] += taken
+            left -= taken
+    return shares
 
 
 def _images(report: AuditReport, finding: Finding) -> list[str]:
@@ -58,273 +218,223 @@ def _images(report: AuditReport, finding: Finding) -> list[str]:
     ]
 
 
-def _summary(report: AuditReport) -> str:
-    counts = report.counts()
-    rows = {
-        "dataset": _text(report.dataset),
-        "images": f"{report.images} in {plural(len(report.classes), 'class')}",
-        "findings": _severities(counts),
-        "gate": _gate(report),
-        "audit time": f"{report.seconds:.1f} s",
-    }
+def _pictures(
+    report: AuditReport, images: dict[str, list[list[str]]], budget: PictureBudget
+) -> dict[tuple[str, int], dict[str, str | None]]:
+    """Thumbnails by (stream, index): the change's added and moved files and each check's findings take turns, so a
+    page over its budget still pictures the first findings of every check."""
+    streams: list[tuple[str, list[list[str]]]] = []
     if report.comparison is not None:
-        rows["findings"] += f" <span class=new>(caused by the change: {_severities(report.caused_counts())})</span>"
-        rows["baseline"] = _text(report.comparison.baseline)
-    accepted = sum(finding.fingerprint in report.accepted for finding in report.findings)
-    if accepted:
-        rows["accepted"] = f"{accepted} (never fail the gate)"
-    table = "".join(f"<tr><th>{name}</th><td>{value}</td></tr>" for name, value in rows.items())
-    return f"<table class=facts>{table}</table>{_per_check(report)}"
+        diff = report.comparison.diff
+        streams.append(("added", [[entry.path] for entry in diff.added[:LISTED_PER_CHANGE]]))
+        streams.append(("moved", [[move.target] for move in diff.moved[:LISTED_PER_CHANGE]]))
+    streams += [(check, [paths[:THUMBNAILS_PER_FINDING] for paths in of_check]) for check, of_check in images.items()]
+    pictures = {}
+    for stream, index, paths in _taking_turns(streams):
+        taken = budget.take(paths) if paths else {}
+        if taken is None:
+            break
+        pictures[stream, index] = taken
+    return pictures
 
 
-def _severities(counts: dict[str, int]) -> str:
-    shown = [
-        f"<span class={severity.value}>{plural(counts[severity.value], severity.noun)}</span>"
-        for severity in reversed(Severity)
-    ]
-    return ", ".join(shown)
+def _taking_turns(streams: list[tuple[str, list[list[str]]]]) -> Iterator[tuple[str, int, list[str]]]:
+    for index in range(max((len(items) for _, items in streams), default=0)):
+        for stream, items in streams:
+            if index < len(items):
+                yield stream, index, items[index]
 
 
-def _gate(report: AuditReport) -> str:
-    """What ``--fail-on`` (and ``--fail-on-new``) make of this audit, as the exit code says it."""
-    gate = report.gate
-    if gate.passed:
-        return f"<span class=pass>passes</span> <code>{gate.option}</code>"
-    which = "finding the change caused" if gate.fail_on_new else "finding"
-    return (
-        f"<span class=fail>fails</span> <code>{gate.option}</code>: {plural(len(gate.failing), which)} at or above "
-        f"{gate.fail_on}"
-    )
+def _verdict(report: AuditReport) -> str:
+    """The gate's line after PASSED or FAILED: which options, and what fails it."""
+    return report.gate.verdict.removeprefix("passes ").removeprefix("fails ")
 
 
-def _per_check(report: AuditReport) -> str:
-    if not report.findings:
-        return "<p class=pass>No findings.</p>"
-    rows = []
-    for check, findings in findings_by_check(report):
-        worst = max((finding.severity for finding in findings), key=lambda severity: severity.rank)
-        new = sum(finding_mark(report, finding) == "caused" for finding in findings)
-        rows.append(
-            f"<tr><td><a href='#{_anchor(check)}'>{_text(check)}</a></td><td class={worst.value}>{worst.noun}</td>"
-            f"<td>{len(findings)}</td>{f'<td>{new}</td>' if report.comparison else ''}</tr>"
+def _classes_of(report: AuditReport, finding: Finding) -> list[str]:
+    """The classes a finding concerns: its files' classes, or the class folders it names."""
+    labels = set()
+    for path in finding.paths:
+        entry = report.manifest.get(path)
+        label = entry.label if entry is not None else path.split("/", 1)[0]
+        if entry is not None or label in report.classes:
+            labels.add(printable(label))
+    return sorted(labels)
+
+
+def _splits(report: AuditReport) -> list[str]:
+    found = {entry.split for entry in report.manifest.values()}
+    return [split for split in SPLITS if split in found] + sorted(found - set(SPLITS))
+
+
+def _class_rows(report: AuditReport) -> list[ClassRow]:
+    """Per class: its images, in each split, and the findings that concern it (and those the change caused)."""
+    splits = _splits(report)
+    per_split = Counter((entry.label, entry.split) for entry in report.manifest.values())
+    findings, caused = Counter(), Counter()
+    for finding in report.findings:
+        for label in _classes_of(report, finding):
+            findings[label] += 1
+            caused[label] += finding_mark(report, finding) == "caused"
+    return [
+        ClassRow(
+            printable(label),
+            "#class=" + quote(printable(label), safe=""),
+            count,
+            [per_split[label, split] for split in splits],
+            findings[printable(label)],
+            caused[printable(label)],
         )
-    new_column = "<th>caused</th>" if report.comparison else ""
-    return f"<table><tr><th>check</th><th>severity</th><th>findings</th>{new_column}</tr>{''.join(rows)}</table>"
+        for label, count in sorted(report.classes.items())
+    ]
 
 
 def _anchor(check: str) -> str:
     return "check-" + "".join(char if char.isalnum() or char == "_" else "-" for char in check)
 
 
-def _change(report: AuditReport) -> str:
-    """With a baseline: the change line, per class counts, then the files it added, removed, changed and moved."""
-    if report.comparison is None:
-        return ""
-    diff = report.comparison.diff
-    parts = [f"<h2>Change against the baseline</h2><p class=change>{_text(report.change_line())}</p>"]
-    parts.append(_per_class(diff))
-    parts += [
-        _file_list("added", "added", [_text(entry.path) for entry in diff.added]),
-        _file_list("removed", "removed", [_text(entry.path) for entry in diff.removed]),
-        _file_list("changed", "changed (same path, new content)", [_text(entry.path) for entry in diff.changed]),
-        _file_list("moved", "moved between classes", [_moved(move) for move in diff.moved]),
-        _file_list(
-            "renamed", "renamed", [f"{_text(move.source)} &rarr; {_text(move.target)}" for move in diff.renamed]
-        ),
-        _file_list(
-            "copies",
-            "added copies of photos already there",
-            [
-                f"{_text(d.path)} copies {', '.join(map(_text, d.existing))} <small>({_text(d.check)})</small>"
-                for d in diff.duplicates
-            ],
-        ),
-        _file_list(
-            "fixed",
-            "fixed findings",
-            [f"<b>{_text(f.check)}</b>: {', '.join(map(_text, f.paths))}" for f in report.comparison.fixed],
-        ),
-        _file_list(
-            "vanished",
-            "findings that vanished from untouched files (shifted, not fixed)",
-            [f"<b>{_text(f.check)}</b>: {', '.join(map(_text, f.paths))}" for f in report.comparison.vanished],
-        ),
-    ]
-    return "\n".join(part for part in parts if part)
+def _section(report: AuditReport, check: str, findings: list[Finding], cards: list[Card]) -> CheckSection:
+    worst = max((finding.severity for finding in findings), key=lambda severity: severity.rank)
+    caused = sum(finding_mark(report, finding) == "caused" for finding in findings)
+    return CheckSection(check, _anchor(check), worst, _advice(findings), cards, len(findings), caused)
 
 
-def _moved(move) -> str:
-    """``old class -> new class`` first, since a move is a relabel; then the file's old and new path."""
-    return (
-        f"<b>{_text(move.source_label)} &rarr; {_text(move.target_label)}</b>: "
-        f"{_text(move.source)} &rarr; {_text(move.target)}"
-    )
+def _advice(findings: list[Finding]) -> str:
+    """What a check's findings advise: the advice their messages share (after the last colon), else the first's."""
+    tails = {finding.message.rsplit(": ", 1)[-1] for finding in findings}
+    return tails.pop() if len(tails) == 1 else findings[0].message
 
 
-def _per_class(diff: DatasetDiff) -> str:
-    per_class = diff.per_class()
-    if not per_class:
-        return ""
-    kinds = ("added", "removed", "changed", "moved_in", "moved_out")
-    head = "".join(f"<th>{kind.replace('_', ' ')}</th>" for kind in kinds)
-    rows = "".join(
-        f"<tr><td>{_text(label)}</td>{''.join(f'<td>{counts.get(kind) or str()}</td>' for kind in kinds)}</tr>"
-        for label, counts in per_class.items()
-    )
-    return f"<table><tr><th>class</th>{head}</tr>{rows}</table>"
-
-
-def _file_list(kind: str, title: str, items: list[str]) -> str:
-    """Up to LISTED_PER_CHANGE items, saying how many are left out; items are HTML already."""
-    if not items:
-        return ""
-    shown = "".join(f"<li>{item}</li>" for item in items[:LISTED_PER_CHANGE])
-    more = _left_out(len(items) - LISTED_PER_CHANGE, "more")
-    return f"<h3>{html.escape(title)} ({len(items)})</h3><ul class=files id=change-{kind}>{shown}</ul>{more}"
-
-
-def _left_out(count: int, what: str) -> str:
-    return (
-        f"<p class=more>{count} {what} not shown here; <code>--format json</code> lists all.</p>" if count > 0 else ""
-    )
-
-
-def _check_section(report: AuditReport, check: str, findings: list[Finding], pictures: dict[str, str | None]) -> str:
-    """A check's findings, new ones first: the first PICTURED_PER_CHECK with thumbnails, then one line each."""
-    advice = findings[0].message
-    cards = [_card(report, finding, pictures, advice) for finding in findings[:PICTURED_PER_CHECK]]
-    lines = [_line(report, finding) for finding in findings[PICTURED_PER_CHECK:LISTED_PER_CHECK]]
-    pictured_note = ""
-    if len(findings) > PICTURED_PER_CHECK:
-        pictured_note = f"<p class=more>{len(findings) - PICTURED_PER_CHECK} more without pictures:</p>"
-    return (
-        f"<section id='{_anchor(check)}'><h2>{_text(check)} ({len(findings)})</h2><p class=advice>{_text(advice)}</p>"
-        f"<div class=findings>{''.join(cards)}</div>{pictured_note}{_lines(lines)}"
-        f"{_left_out(len(findings) - LISTED_PER_CHECK, 'more findings')}</section>"
-    )
-
-
-def _lines(lines: list[str]) -> str:
-    return f"<ul class=files>{''.join(lines)}</ul>" if lines else ""
-
-
-def _badges(report: AuditReport, finding: Finding) -> str:
-    """Severity, the change against a baseline, and what a group of look-alikes is (one picture, one scene)."""
-    mark = finding_mark(report, finding)
-    badge = f"<span class='badge {finding.severity.value}'>{finding.severity.noun}</span>"
-    words = "".join(
-        f"<span class='badge kind {_text(word).replace(' ', '-')}'>{_text(word)}</span>"
-        for word in check_class(finding.check).badges(finding.details)
-    )
-    return badge + words + (f"<span class='badge mark {mark}'>{mark}</span>" if mark else "")
-
-
-def _line(report: AuditReport, finding: Finding) -> str:
-    return f"<li>{_badges(report, finding)} {', '.join(map(_text, finding.paths))} {_details(finding)}</li>"
-
-
-def _card(report: AuditReport, finding: Finding, pictures: dict[str, str | None], advice: str) -> str:
-    """One finding: its marks, its own values (else its message when it is not the check's), its pictures. A group of
-    look-alikes always shows its message where it is not the check's: one picture and one scene advise differently."""
-    badged = bool(check_class(finding.check).badges(finding.details))
-    own = finding.message != advice and (not _flat(finding.details.items()) or badged)
-    message = f"<p class=message>{_text(finding.message)}</p>" if own else ""
-    images = _images(report, finding)
-    pictured = images[:THUMBNAILS_PER_FINDING]
-    figures = "".join(_figure(report, finding, path, pictures.get(path)) for path in pictured)
-    others = [path for path in finding.paths if path not in pictured and path != finding.details.get("label")]
-    named = f"<p class=paths>{', '.join(map(_text, others))}</p>" if others else ""
-    left_out = len(images) - len(pictured)
-    if left_out:
-        named += f"<p class=more>{left_out} more images not pictured (named above)</p>"
-    caused = finding_mark(report, finding) == "caused"
-    classes = "finding" + (" marked" if caused else "") + (" pictured" * bool(pictured))
-    return (
-        f"<div class='{classes}' data-fingerprint='{_text(finding.fingerprint)}'>"
-        f"<div class=head>{_badges(report, finding)} {_details(finding)}</div>"
-        f"{message}{_members_changed(report, finding)}{named}<div class=grid>{figures}</div>"
-        f"<p class=fingerprint>{_text(finding.fingerprint)}</p></div>"
-    )
-
-
-def _members_changed(report: AuditReport, finding: Finding) -> str:
-    """A group that gained or lost members against the baseline says which."""
+def _card(
+    report: AuditReport, finding: Finding, images: list[str], advice: str, taken: dict[str, str | None] | None
+) -> Card:
+    """One finding: its marks, its own values in words, its message where it is not the check's advice (or where
+    badges tell findings of one check apart), its pictures side by side and the files it names besides."""
+    check = check_class(finding.check)
+    candidates = images[:THUMBNAILS_PER_FINDING]
+    figures = [_figure(report, finding, path, taken[path]) for path in candidates] if taken is not None else []
+    pictured = {path for path in candidates if taken is not None}
+    named = [printable(path) for path in finding.paths if path not in pictured and path != finding.details.get("label")]
+    not_pictured = ""
+    over_budget = taken is None and bool(candidates)
+    if over_budget:
+        not_pictured = OVER_BUDGET
+    elif len(images) > len(candidates):
+        not_pictured = f"{len(images) - len(candidates)} more images not pictured (named above)"
     status = report.comparison.status(finding) if report.comparison else None
+    badges = check.badges(finding.details)
+    values = _values(finding)
+    own = finding.message != advice and (not values or bool(badges))
+    return Card(
+        finding=finding,
+        mark=finding_mark(report, finding),
+        status=status.status if status else "",
+        badges=badges,
+        details=values,
+        message=finding.message if own else "",
+        changed_members=_members_changed(status),
+        figures=figures,
+        named=named,
+        not_pictured=not_pictured,
+        over_budget=over_budget,
+        classes=_classes_of(report, finding),
+        score=check.score(finding.details),
+    )
+
+
+def _values(finding: Finding) -> list[tuple[str, str]]:
+    """A finding's own values as its check describes them, in words; never a structure (a dict or a list of them)."""
+    return [
+        (printable(name), printable(shown_value(value)))
+        for name, value in check_class(finding.check).describe(finding.details)
+        if not _structured(value)
+    ]
+
+
+def _structured(value: object) -> bool:
+    return isinstance(value, dict) or (
+        isinstance(value, list | tuple) and any(isinstance(item, dict | list | tuple) for item in value)
+    )
+
+
+def _members_changed(status: FindingStatus | None) -> str:
+    """A group that gained or lost members against the baseline says which."""
     if status is None or not (status.gained or status.lost):
         return ""
-    gained, lost = (", ".join(map(_text, paths)) or "none" for paths in (status.gained, status.lost))
-    return f"<p class=message>gained: {gained}; lost: {lost}</p>"
+    gained, lost = (", ".join(map(printable, paths)) or "none" for paths in (status.gained, status.lost))
+    return f"gained: {gained}; lost: {lost}"
 
 
-def _details(finding: Finding) -> str:
-    """A finding's own values, as its check describes them (by default the JSON's names)."""
-    values = [f"{_text(name)} <b>{_text(shown_value(value))}</b>" for name, value in _described(finding)]
-    return f"<span class=details>{', '.join(values)}</span>"
-
-
-def _described(finding: Finding) -> list[tuple[str, object]]:
-    return check_class(finding.check).describe(finding.details)
-
-
-def _flat(items: Iterable[tuple[str, object]]) -> list[tuple[str, object]]:
-    return [(key, value) for key, value in items if not isinstance(value, dict)]
-
-
-def _figure(report: AuditReport, finding: Finding, path: str, picture: str | None) -> str:
-    """A thumbnail with its path (and per-path values such as its split); a placeholder with the reason when the
-    file does not decode."""
-    name = _text(path)
-    if picture is not None:
-        shown = f'<img src="{picture}" alt="{name}">'
-    else:
-        shown = f"<div class=placeholder>{_text(_why_no_picture(report, finding, path))}</div>"
+def _figure(report: AuditReport, finding: Finding, path: str, picture: str | None) -> Figure:
+    """A thumbnail with its path and per-path values (the split of each copy); the reason when the file does not
+    decode."""
     per_path = [
-        f"{_text(key)} {_text(shown_value(value))}"
+        f"{printable(key)} {printable(shown_value(value))}"
         for key, value in check_class(finding.check).per_path(finding.details, path)
     ]
     entry = report.manifest.get(path)
-    split = [f"split {_text(entry.split)}"] if entry is not None and not per_path else []
-    return f"<figure>{shown}<figcaption>{name}<br><small>{', '.join(per_path + split)}</small></figcaption></figure>"
+    split = [f"split {printable(entry.split)}"] if entry is not None and not per_path else []
+    missing = "" if picture is not None else _why_no_picture(report, finding, path)
+    return Figure(printable(path), picture, missing, ", ".join(per_path + split))
 
 
 def _why_no_picture(report: AuditReport, finding: Finding, path: str) -> str:
     known = check_class(finding.check).missing_picture(finding.details)
     if known is not None:
         return known
+    return _why_not_decoded(report, path)
+
+
+def _why_not_decoded(report: AuditReport, path: str) -> str:
     if not (Path(report.dataset) / path).exists():
         return "no picture: the file is no longer there"
     return "no picture: the file cannot be decoded"
 
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border: 1px solid #ccc; padding: 4px 10px; }}
-th {{ text-align: left; background: #f4f4f4; }} .facts td {{ text-align: left; }}
-a {{ color: #0645ad; }} code {{ background: #f4f4f4; padding: 0 3px; }}
-.error {{ color: #b00020; font-weight: bold; }} .warning {{ color: #a35c00; }} .info {{ color: #00639b; }}
-.pass {{ color: #1b7a1b; font-weight: bold; }} .fail {{ color: #b00020; font-weight: bold; }}
-.new {{ color: #8e24aa; }} .change {{ font-size: 1.1em; font-weight: bold; }}
-.advice {{ color: #555; }} .more {{ color: #555; font-style: italic; }}
-.findings {{ display: flex; flex-wrap: wrap; gap: 10px; align-items: flex-start; }}
-.finding {{ border: 1px solid #ddd; border-radius: 6px; padding: 8px 12px; box-sizing: border-box; flex: 0 1 auto; }}
-.finding .message {{ font-size: 12px; color: #555; }}
-.finding.pictured {{ width: min-content; min-width: {size}px; }} .finding.pictured .grid {{ flex-wrap: nowrap; }}
-.finding.marked {{ border-color: #8e24aa; border-width: 2px; }}
-.finding p {{ margin: 4px 0; }} .fingerprint {{ color: #999; font-size: 11px; }}
-.badge {{ display: inline-block; border-radius: 3px; padding: 0 6px; margin-right: 4px; font-size: 12px;
-  color: white; font-weight: bold; }}
-.badge.error {{ background: #b00020; }} .badge.warning {{ background: #c77700; }} .badge.info {{ background: #00639b; }}
-.badge.mark {{ background: #8e24aa; }} .badge.accepted {{ background: #777; }}
-.badge.one-picture {{ background: #6d4c41; }} .badge.one-scene {{ background: #00796b; }}
-.grid {{ display: flex; flex-wrap: wrap; gap: 12px; margin-top: 6px; }}
-figure {{ margin: 0; width: {size}px; font-size: 12px; overflow-wrap: anywhere; }}
-figure img {{ max-width: 100%; max-height: {size}px; display: block; }}
-.placeholder {{ width: {size}px; height: {size}px; box-sizing: border-box; border: 2px dashed #b00020;
-  background: #fafafa; color: #b00020; padding: 8px; font-size: 12px; overflow: hidden; }}
-ul.files {{ font-family: ui-monospace, monospace; font-size: 13px; overflow-wrap: anywhere; }}
-</style></head><body>
-{body}
-</body></html>
-"""
+def _change(report: AuditReport, pictures: dict[tuple[str, int], dict[str, str | None]]) -> list[ChangeList]:
+    """With a baseline: the files the change added and moved, pictured; then those it removed, changed and renamed,
+    the copies it added of photos already there, the findings it fixed and those that vanished from untouched files."""
+    if report.comparison is None:
+        return []
+    diff, comparison = report.comparison.diff, report.comparison
+    added = [
+        _change_figure(report, entry.path, pictures.get(("added", index)), "")
+        for index, entry in enumerate(diff.added[:LISTED_PER_CHANGE])
+    ]
+    moved = [
+        _change_figure(
+            report, move.target, pictures.get(("moved", index)), f"{move.source_label} → {move.target_label}"
+        )
+        for index, move in enumerate(diff.moved[:LISTED_PER_CHANGE])
+    ]
+    lists = [
+        ChangeList("added", "added", len(diff.added), figures=added),
+        ChangeList("moved", "moved between classes", len(diff.moved), figures=moved),
+        _lines("removed", "removed", [entry.path for entry in diff.removed]),
+        _lines("changed", "changed (same path, new content)", [entry.path for entry in diff.changed]),
+        _lines("renamed", "renamed", [f"{move.source} → {move.target}" for move in diff.renamed]),
+        _lines(
+            "copies",
+            "added copies of photos already there",
+            [f"{d.path} copies {', '.join(d.existing)} ({d.check})" for d in diff.duplicates],
+        ),
+        _lines("fixed", "fixed findings", [f"{f.check}: {', '.join(f.paths)}" for f in comparison.fixed]),
+        _lines(
+            "vanished",
+            "findings that vanished from untouched files (shifted, not fixed)",
+            [f"{f.check}: {', '.join(f.paths)}" for f in comparison.vanished],
+        ),
+    ]
+    return [change for change in lists if change.total]
+
+
+def _change_figure(report: AuditReport, path: str, taken: dict[str, str | None] | None, moved: str) -> Figure:
+    """An added or moved file: its thumbnail (a move says from which class to which above its path)."""
+    if taken is None:
+        return Figure(printable(path), None, OVER_BUDGET, "", printable(moved))
+    picture = taken.get(path)
+    missing = "" if picture is not None else _why_not_decoded(report, path)
+    return Figure(printable(path), picture, missing, "", printable(moved))
+
+
+def _lines(kind: str, title: str, items: list[str]) -> ChangeList:
+    return ChangeList(kind, title, len(items), lines=[printable(item) for item in items[:LISTED_PER_CHANGE]])

@@ -111,6 +111,12 @@ class Check:
         return []
 
     @classmethod
+    def score(cls, details: dict[str, Any]) -> float | None:
+        """How strongly a finding stands out among its check's, higher first: the audit page sorts by it (None: the
+        check has no such measure)."""
+        return None
+
+    @classmethod
     def missing_picture(cls, details: dict[str, Any]) -> str | None:
         """Why a file this check names has no thumbnail, when the finding knows (None: the report says why)."""
         return None

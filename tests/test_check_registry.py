@@ -139,6 +139,8 @@ def test_a_checks_findings_are_described_for_reports(check_id: str, audits: list
             for path in finding.paths:
                 assert all(isinstance(name, str) for name, _ in check.per_path(finding.details, path))
             assert check.missing_picture(finding.details) in (None, f"no picture: {finding.details.get('reason')}")
+            score = check.score(finding.details)  # the audit page sorts by it
+            assert score is None or (isinstance(score, int | float) and not isinstance(score, bool)), score
 
 
 def test_only_near_duplicates_finds_what_the_default_audit_finds(

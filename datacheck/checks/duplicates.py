@@ -324,6 +324,10 @@ class NearDuplicates(Check):
         return list(details.get("kinds", []))
 
     @classmethod
+    def score(cls, details: dict[str, Any]) -> float | None:
+        return _closest_pair(details)
+
+    @classmethod
     def per_path(cls, details: dict[str, Any], path: str) -> list[tuple[str, Any]]:
         """Not the perceptual hashes, which say nothing to people."""
         return [(key, value) for key, value in super().per_path(details, path) if key != "perceptual_hashes"]
@@ -372,6 +376,10 @@ class SplitLeakage(Check):
     @classmethod
     def badges(cls, details: dict[str, Any]) -> list[str]:
         return list(details.get("kinds", []))
+
+    @classmethod
+    def score(cls, details: dict[str, Any]) -> float | None:
+        return _closest_pair(details)
 
     def run(self, data: AuditData) -> list[Finding]:
         return [
@@ -428,15 +436,36 @@ def _spread(values: list[Any], shown: str) -> str:
     return low if low == high else f"{low}-{high}"
 
 
+def _closest_pair(details: dict[str, Any]) -> float | None:
+    """The strongest evidence of a group: its closest pair's detail correlation (1 for identical files)."""
+    correlations = [pair["detail_correlation"] for pair in details.get("pairs", []) if pair.get("detail_correlation")]
+    return max(correlations, default=None)
+
+
 def _described_pairs(details: dict[str, Any]) -> list[tuple[str, Any]]:
     """Each listed pair as a person reads it: the two files, what they are to each other and the evidence."""
     described = []
     for pair in details.get("pairs", []):
         first, second = (path.rsplit("/", 1)[-1] for path in pair["paths"])
-        evidence = f"{pair['inliers']} matching points" if pair.get("inliers") else "identical or hash match"
+        evidence = f"{pair['inliers']} keypoints agree" if pair.get("inliers") else "identical or hash match"
         if pair.get("detail_correlation") is not None and pair.get("inliers"):
             evidence += f", detail correlation {pair['detail_correlation']:.2f}"
         if pair.get("mirrored"):
             evidence += ", mirrored"
-        described.append((f"{first} ~ {second}", f"{pair['kind']} ({evidence})"))
+        evidence += f"; found by {_found_by_pair(pair)}"
+        described.append((f"{first} ~ {second}", f"{pair['kind']}: {evidence}"))
     return described
+
+
+def _found_by_pair(pair: dict[str, Any]) -> str:
+    """What proposed a pair, with its number: "perceptual hash (3 bits apart) and bottleneck (similarity 0.91)"."""
+    signals = ("hash", "embedding") if pair["signal"] == "both" else (pair["signal"],)
+    found = []
+    for signal in signals:
+        if signal == "hash" and pair.get("hash_bits") is not None:
+            found.append(f"{FOUND_BY[signal]} ({pair['hash_bits']} bits apart)")
+        elif signal == "embedding" and pair.get("similarity") is not None:
+            found.append(f"{FOUND_BY[signal]} (similarity {pair['similarity']:.2f})")
+        else:
+            found.append(FOUND_BY[signal])
+    return " and ".join(found)

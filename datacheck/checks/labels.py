@@ -78,6 +78,11 @@ class SuspectedMislabel(Check):
             ("predicted", f"{details['likely']} ({details['likely_probability']:.0%})"),
         ]
 
+    @classmethod
+    def score(cls, details: dict[str, Any]) -> float | None:
+        """How sure the model is of the other class."""
+        return details["likely_probability"]
+
     def run(self, data: AuditData) -> list[Finding]:
         # scikit-learn takes a second to load: only when the check runs, not whenever the settings are built
         from cleanlab.filter import find_label_issues

@@ -40,6 +40,10 @@ class Outlier(Check):
             ("distance", f"{details['distance']:.2f}, typical {details['class_typical']:.2f}"),
         ]
 
+    @classmethod
+    def score(cls, details: dict[str, Any]) -> float | None:
+        return details["score"]
+
     def run(self, data: AuditData) -> list[Finding]:
         if data.bottlenecks is None:
             return []
