@@ -15,7 +15,8 @@ import yaml
 from tests.conftest import FLOWERS_SAMPLE, copy_dataset, sample_photos
 
 REPO = Path(__file__).resolve().parents[1]
-GATE = REPO / ".github" / "actions" / "retrain-ci" / "gate.sh"
+ACTION = REPO / ".github" / "actions" / "retrain-ci"
+GATE = ACTION / "gate.sh"
 
 
 def test_workflows_and_action_pass_actionlint() -> None:
@@ -62,9 +63,12 @@ def _workflow_step(name: str, env: dict[str, str]) -> subprocess.CompletedProces
 
 def test_the_dataset_gate_flow_from_main_to_a_pull_request(github: dict[str, str], tmp_path: Path) -> None:
     """dataset-gate.yml end to end: main's run is kept as the baseline; a pull request is judged on its change."""
+    modules = Path(github["RUNNER_TEMP"]) / "retrain-ci-modules"  # what the action's backbone cache saves
     check = _step("check", github)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "::error" not in check.stdout and "::notice::no baseline audit at baseline/audit.json" in check.stdout
+    assert (modules / "modules" / "efficientnet_lite0-v1").is_dir()
+    converted = _files(modules)
     audit = tmp_path / "retrain-ci-run" / "audit"
     assert sorted(p.name for p in audit.iterdir()) == [".retrain-ci-output", "audit.html", "audit.json", "audit.md"]
 
@@ -97,6 +101,7 @@ def test_the_dataset_gate_flow_from_main_to_a_pull_request(github: dict[str, str
 
     check = _step("check", github)
     assert check.returncode == 1  # the corrupt file is new; the old findings do not gate
+    assert _files(modules) == converted  # the backbone restored by the cache is used, not converted again
     annotations = [line for line in check.stdout.splitlines() if line.startswith("::error")]
     assert len(annotations) == 1 and "notes.jpg" in annotations[0]
     change = json.loads((audit / "audit.json").read_text())["summary"]["change"]
@@ -121,7 +126,63 @@ def test_the_dataset_gate_flow_from_main_to_a_pull_request(github: dict[str, str
     assert "dropped" in regressed.stderr and "from the baseline's" in regressed.stderr
 
 
-def test_gate_check_step_annotates_and_fails_on_errors(github: dict[str, str]) -> None:
+def _files(folder: Path) -> dict[str, int]:
+    """Each file under ``folder`` with its modification time: whether a step wrote anything there."""
+    return {p.relative_to(folder).as_posix(): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def _action_steps() -> dict[str, dict]:
+    """The composite action's steps by name (or by the action they use)."""
+    action = yaml.safe_load((ACTION / "action.yml").read_text())
+    return {step.get("name", step.get("uses")): step for step in action["runs"]["steps"]}
+
+
+def test_the_action_caches_pip_wheels_and_the_converted_backbone() -> None:
+    """A second run neither downloads TensorFlow again nor converts the backbone again."""
+    steps = _action_steps()
+    order = list(steps)
+    pip, backbone = steps["Restore the pip cache"], steps["Restore the converted backbone"]
+    assert pip["uses"].startswith("actions/cache@") and backbone["uses"].startswith("actions/cache@")
+    assert pip["with"]["path"] == "${{ steps.keys.outputs.pip-dir }}"
+    for part in ("steps.python.outputs.python-version", "steps.keys.outputs.requirements", "inputs.executor"):
+        assert part in pip["with"]["key"]
+    assert order.index("Cache keys") < order.index("Restore the pip cache") < order.index("Install retrain-ci")
+    assert backbone["with"]["path"] == "${{ runner.temp }}/retrain-ci-modules"  # gate.sh's RETRAIN_CI_CACHE
+    assert "steps.keys.outputs.converter" in backbone["with"]["key"]
+    assert order.index("Restore the converted backbone") < order.index("Check the dataset")
+
+
+def test_cache_keys_follow_the_requirements_and_the_converter(tmp_path: Path) -> None:
+    """gate.sh cache-keys on a copy of the repository: a new dependency changes both keys, converter code one."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ACTION, repo / ".github" / "actions" / "retrain-ci")
+    shutil.copy(REPO / "pyproject.toml", repo)
+    shutil.copytree(REPO / "retrain" / "training" / "modules", repo / "retrain" / "training" / "modules")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def keys() -> dict[str, str]:
+        output = tmp_path / "github_output"
+        output.write_text("")
+        script = repo / ".github" / "actions" / "retrain-ci" / "gate.sh"
+        run = subprocess.run(["bash", str(script), "cache-keys"], env={**env, "GITHUB_OUTPUT": str(output)})
+        assert run.returncode == 0
+        return dict(line.split("=", 1) for line in output.read_text().splitlines())
+
+    first = keys()
+    assert set(first) == {"pip-dir", "requirements", "converter"} and Path(first["pip-dir"]).is_absolute()
+    loading = repo / "retrain" / "training" / "modules" / "loading.py"
+    loading.write_text(loading.read_text() + "\nCONVERTED_WITH = 'a changed converter'\n")
+    second = keys()
+    assert second["requirements"] == first["requirements"] and second["converter"] != first["converter"]
+    pyproject = repo / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("dependencies = [", 'dependencies = [\n    "requests>=2",', 1))
+    third = keys()
+    assert third["requirements"] != second["requirements"] and third["converter"] != second["converter"]
+
+
+def test_gate_check_step_annotates_and_fails_on_errors(github: dict[str, str], module_cache: Path) -> None:
+    # A later run: the action's cache restores the converted backbone (here, the session's) before the check.
+    shutil.copytree(module_cache, Path(github["RUNNER_TEMP"]) / "retrain-ci-modules")
     data = Path(github["INPUT_DATA"])
     (data / "roses" / "notes.jpg").write_text("not a photo")
     check = _step("check", github)

@@ -5,6 +5,8 @@
 set -euo pipefail
 
 bottlenecks="${RUNNER_TEMP:-/tmp}/retrain-ci-bottlenecks"
+# The converted backbone, where the action's cache restores and saves it.
+export RETRAIN_CI_CACHE="${RUNNER_TEMP:-/tmp}/retrain-ci-modules"
 output_dir="${INPUT_OUTPUT_DIR:-retrain-ci-run}"
 audit_dir="$output_dir/audit"
 baseline="${INPUT_BASELINE:-}"
@@ -12,6 +14,18 @@ baseline="${INPUT_BASELINE:-}"
 executor=(${INPUT_EXECUTOR:+--executor "$INPUT_EXECUTOR"} ${INPUT_RAY_ADDRESS:+--ray-address "$INPUT_RAY_ADDRESS"})
 
 case "${1:-}" in
+  cache-keys)
+    # What the caches are keyed by: the requirements (pip's wheels) and the converter's code (the converted backbone).
+    root="$(dirname "${BASH_SOURCE[0]}")/../../.."
+    digest() {
+      cat "$@" | python -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])'
+    }
+    {
+      echo "pip-dir=$(python -m pip cache dir)"
+      echo "requirements=$(digest "$root/pyproject.toml")"
+      echo "converter=$(digest "$root/pyproject.toml" "$root"/retrain/training/modules/*.py)"
+    } >> "${GITHUB_OUTPUT:-/dev/null}"
+    ;;
   check)
     # One audit: audit.json, audit.md and audit.html into the audit folder, annotations on the files, the gate's exit.
     args=(check "$INPUT_DATA" --tfhub-module "${INPUT_MODULE:-efficientnet_lite0}" --bottleneck-dir "$bottlenecks"
@@ -74,7 +88,7 @@ case "${1:-}" in
     retrain-ci cache prune "$INPUT_DATA" --bottleneck-dir "$bottlenecks"
     ;;
   *)
-    echo "usage: gate.sh check|train|summary|prune" >&2
+    echo "usage: gate.sh cache-keys|check|train|summary|prune" >&2
     exit 2
     ;;
 esac
