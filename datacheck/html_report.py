@@ -299,7 +299,10 @@ def _section(report: AuditReport, check: str, findings: list[Finding], cards: li
 
 
 def _advice(findings: list[Finding]) -> str:
-    """What a check's findings advise: the advice their messages share (after the last colon), else the first's."""
+    """What a check's findings advise: the check's own line of advice (as the terminal prints it); for a check from a
+    baseline this version no longer has, the advice their messages share (after the last colon), else the first's."""
+    if advice := check_class(findings[0].check).advice:
+        return advice
     tails = {finding.message.rsplit(": ", 1)[-1] for finding in findings}
     return tails.pop() if len(tails) == 1 else findings[0].message
 

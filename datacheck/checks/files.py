@@ -136,7 +136,7 @@ class SpecialFile(UnusableFile):
     training skips it; named, so that a photo it stands for is not lost without a word."""
 
     id = "special_file"
-    advice = "FIFOs, sockets or devices, never read: replace each with the file it stands for, or remove it."
+    advice = "FIFOs, sockets or devices, never read: put the file there, or remove it."
 
     def run(self, data: AuditData) -> list[Finding]:
         return [
