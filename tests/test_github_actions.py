@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,21 @@ def test_workflows_and_action_pass_actionlint() -> None:
     assert {w.name for w in workflows} == {"ci.yml", "dataset-gate.yml"}
     result = subprocess.run([actionlint, *map(str, workflows)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_action_used_is_pinned_to_a_commit_with_its_version_beside_it() -> None:
+    """A tag can be moved to other code after review; a commit cannot (GitHub's security hardening guide)."""
+    files = [*sorted((REPO / ".github").rglob("*.yml")), REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    uses = [
+        (path.name, line.split("uses:", 1)[1].strip())
+        for path in files
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.lstrip(" -").startswith("uses:")
+    ]
+    external = [(name, use) for name, use in uses if not use.startswith(("./", "OWNER/retrain-ci/"))]
+    assert len(external) >= 10
+    for name, use in external:
+        assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}  # v\d+\.\d+\.\d+", use), (name, use)
 
 
 @pytest.fixture
