@@ -42,11 +42,16 @@ def audit_dataset(
     checks = selected_checks(settings.only, settings.skip)
     needed = bottlenecks if wants_bottlenecks(settings) else None
     data = audit_data(root, settings, hooks=hooks, bottlenecks=needed, per_image=per_image)
+    stage_seconds = {"dataset": time.perf_counter() - started}
     manifest = {
         row.path: ManifestEntry(row.path, row.label, row.split, row.sha1)
         for row in data.images[["path", "label", "split", "sha1"]].itertuples()
     }
-    findings = [_fingerprinted(finding, manifest) for check in checks for finding in check().run(data)]
+    findings = []
+    for check in checks:
+        check_started = time.perf_counter()
+        findings += [_fingerprinted(finding, manifest) for finding in check().run(data)]
+        stage_seconds[check.id] = time.perf_counter() - check_started
     findings.sort(key=lambda finding: -finding.severity.rank)  # stable: check order within a severity
     return AuditReport(
         dataset=str(root),
@@ -63,6 +68,7 @@ def audit_dataset(
         accepted={accepted.fingerprint: accepted.reason for accepted in settings.accepted},
         fail_on=settings.fail_on,
         fail_on_new=settings.fail_on_new,
+        stage_seconds=stage_seconds,
     )
 
 

@@ -98,6 +98,9 @@ class AuditReport:
     accepted: dict[str, str] = field(default_factory=dict)  # fingerprint -> reason, from the settings
     fail_on: str = "error"
     fail_on_new: bool = False  # gate only on findings the change caused (against the baseline)
+    # Seconds per stage: reading the dataset (files, properties, bottlenecks), then each check, so that what a re-audit
+    # pays again is named (benchmarks/pr_gate.py).
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     gate: AuditGate = field(init=False)
 
     def __post_init__(self) -> None:
@@ -143,6 +146,7 @@ class AuditReport:
             "by_check": self.by_check(),
             "checks_run": self.checks_run,
             "seconds": round(self.seconds, 2),
+            "stage_seconds": {stage: round(seconds, 3) for stage, seconds in self.stage_seconds.items()},
             "bottlenecks": self.bottlenecks,
             "accepted": sum(finding.fingerprint in self.accepted for finding in self.findings),
             "properties": self.properties,
