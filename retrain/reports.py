@@ -254,6 +254,7 @@ class Verdict:
 
 
 def verdict(run: RunReport) -> Verdict:
+    """What the banner says: the gate's failures, or the conditions met, or that none was asked for."""
     warnings = tuple(in_percent(warning) for warning in run.gate.warnings)
     if not run.passed:
         return Verdict("failed", "FAILED", tuple(in_percent(failure) for failure in run.gate.failures), warnings)
@@ -280,6 +281,8 @@ def _conditions(settings: GateSettings) -> list[str]:
 
 @dataclass(frozen=True)
 class MatrixCell:
+    """One cell of a confusion table as drawn: its text and how strongly it is coloured, as a hit or a mistake."""
+
     text: str
     shade: float  # 0..1: how strongly the cell is coloured
     mistake: bool  # off the diagonal: coloured as an error
@@ -287,6 +290,8 @@ class MatrixCell:
 
 @dataclass(frozen=True)
 class MatrixRow:
+    """One true class's row of a confusion table, with its test images."""
+
     label: str
     cells: tuple[MatrixCell, ...]
     images: int

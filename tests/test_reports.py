@@ -190,7 +190,7 @@ def test_misclassified_photos_name_the_audit_checks_that_flag_them(
     assert run.exit_code == 0, run.stderr
     page = _Page.of(report_dir / "report.html")
     cards = page.text.split("Misclassified test images")[1].split("How this run was made")[0]
-    assert f"1 of the {len(mistakes)} shown are named by the audit" in cards
+    assert f"The audit names 1 of the {len(mistakes)} shown" in cards
     flagged = cards.split(photo.name)[1]
     assert flagged.split(")", 1)[1].strip().startswith("audit: exact_duplicates")
     assert cards.count("audit: ") == 1

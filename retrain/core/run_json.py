@@ -38,7 +38,7 @@ FRACTIONS = {"test_accuracy", "validation_accuracy", "train_accuracy", "top5_acc
              "accuracy_before",
              "accuracy_after", "recall_before", "recall_after", "test_accuracy_interval",
              "recall_interval"}  # fmt: skip
-# A metrics.json is a few kilobytes; anything far larger is not one.
+# A metrics.json is a few kilobytes (a hundred with a long training curve); anything far larger is not one.
 MAX_BYTES = 64 << 20
 
 
