@@ -274,6 +274,8 @@ def _conditions(settings: GateSettings) -> list[str]:
         asked.append(f"--min-class-recall {percent(settings.min_class_recall)}")
     if settings.baseline_accuracy is not None:
         asked.append(f"--max-regression {percent(settings.max_regression)} against the baseline")
+    if settings.max_class_regression is not None:
+        asked.append(f"--max-class-regression {percent(settings.max_class_regression)}")
     if settings.min_test_images is not None:
         asked.append(f"--min-test-images {settings.min_test_images}")
     return asked
@@ -354,7 +356,8 @@ def training_curves_svg(curve: tuple[TrainingStep, ...]) -> Markup:
         ):
             validated = pd.Series([getattr(p, validation) for p in curve])
             axes.plot(steps, [getattr(p, train) for p in curve], color=TRAIN_COLOUR, lw=1.2, label="training batch")
-            axes.plot(steps, validated, color=VALIDATION_COLOUR, lw=0.8, alpha=0.3, label="validation sample")
+            faint = {"lw": 0.8, "alpha": 0.3} if window > 1 else {"lw": 1.6}
+            axes.plot(steps, validated, color=VALIDATION_COLOUR, label="validation sample", **faint)
             if window > 1:
                 axes.plot(
                     steps,
