@@ -1,24 +1,29 @@
 """Evaluation reports of a run: metrics.json, confusion matrix (CSV + PNG), misclassified.csv, report.html, summary.md.
 
-Everything is derived from one table of predictions (``predictions.csv``), which is kept with the report, so
-``retrain-ci report`` can render the same files again later and every number agrees with every other.
+Everything is derived from one table of predictions (``predictions.csv``) and the run's metrics.json, both kept with
+the report, so ``retrain-ci report`` can render the same files again later and every number agrees with every other.
+report.html is a Jinja2 template (``retrain/templates/report.html``, autoescaped); this module hands it typed values
+and inline SVG charts.
 """
 
 from __future__ import annotations
 
-import html
 import io
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import jinja2
 import matplotlib
+from markupsafe import Markup
 
 matplotlib.use("Agg")  # reports are files, never windows
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix  # noqa: E402
 
 from retrain.core.display import markdown_text, printable  # noqa: E402
@@ -33,10 +38,11 @@ from retrain.core.predictions import (  # noqa: E402
     read_predictions,
     write_csv,
 )
-from retrain.core.results import Evaluation  # noqa: E402
+from retrain.core.results import Evaluation, TrainingStep  # noqa: E402
 from retrain.core.run_json import read_run_report, run_report_json  # noqa: E402
-from retrain.core.run_report import ClassScores, FlippedImage, ModelDiff, RelabelledImage, RunReport  # noqa: E402
-from retrain.core.thumbnails import THUMBNAIL_SIZE, data_uri, thumbnail_uri  # noqa: E402
+from retrain.core.run_report import ClassScores, FineTuneFacts, RelabelledImage, RunReport  # noqa: E402
+from retrain.core.settings import GateSettings  # noqa: E402
+from retrain.core.thumbnails import THUMBNAIL_SIZE, thumbnail_uri  # noqa: E402
 
 THUMBNAILS_SHOWN = 100
 
@@ -60,8 +66,14 @@ class Report:
         return sorted(pairs, key=lambda pair: -pair[2])[:count]
 
 
-def write_report(directory: Path, evaluation: Evaluation, run: RunReport) -> Report:
-    """Write every report file into ``directory`` at once (the folder is replaced whole, never half-written)."""
+def write_report(
+    directory: Path,
+    evaluation: Evaluation,
+    run: RunReport,
+    audit_findings: Mapping[str, tuple[str, ...]] | None = None,
+) -> Report:
+    """Write every report file into ``directory`` at once (the folder is replaced whole, never half-written);
+    ``audit_findings`` (the audit's checks naming each photo, by content key) are shown beside the mistakes."""
     confusion = pd.DataFrame(
         confusion_matrix(evaluation.truths, evaluation.predictions, labels=list(range(len(evaluation.labels)))),
         index=pd.Index(evaluation.labels, name="true"),
@@ -77,7 +89,7 @@ def write_report(directory: Path, evaluation: Evaluation, run: RunReport) -> Rep
         (staging / "confusion_matrix.png").write_bytes(png)
         write_csv(_misclassified_table(evaluation), staging / "misclassified.csv", index=False)
         (staging / "summary.md").write_text(summary_markdown(report), encoding="utf-8")
-        (staging / "report.html").write_text(_html(report, evaluation, png), encoding="utf-8")
+        (staging / "report.html").write_text(_html(report, evaluation, audit_findings), encoding="utf-8")
     return report
 
 
@@ -86,7 +98,8 @@ def rerender(
 ) -> Report:
     """Render an earlier run's report again from the predictions and run details it kept; ``dataset_change`` (the
     audit's change line against its baseline) is kept with it, to lead the summary, and ``audit_findings`` (the
-    audit's checks naming each photo, by content key) are linked to the relabelled test photos."""
+    audit's checks naming each photo, by content key) are linked to the relabelled and the misclassified test
+    photos."""
     directory = Path(directory)
     if (directory / "report" / "metrics.json").is_file():
         directory = directory / "report"
@@ -116,7 +129,7 @@ def rerender(
             for item in run.diff.images.relabelled_images
         )
         run = replace(run, diff=replace(run.diff, images=replace(run.diff.images, relabelled_images=linked)))
-    return write_report(directory, evaluation, run)
+    return write_report(directory, evaluation, run, audit_findings)
 
 
 def summary_markdown(report: Report) -> str:
@@ -216,165 +229,316 @@ def _confusion_png(confusion: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def _html_text(text: str) -> str:
-    return html.escape(printable(text))
-
-
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """The one way report.html writes a fraction: a percentage with one decimal ("n/a" when there is none)."""
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def _recall_table(classes: tuple, min_support: int) -> str:
-    rows = pd.DataFrame(
-        [
-            [
-                _percent(change.recall_before),
-                _percent(change.recall_after),
-                "n/a" if change.delta is None else f"{change.delta:+.1%}",
-                change.support_before,
-                change.support_after,
-                "yes" if change.gated(min_support) else f"no (under {min_support} images)",
-            ]
-            for change in classes
-        ],
-        index=[printable(change.label) for change in classes],
-        columns=["recall before", "recall after", "change", "images before", "images after", "gated"],
-    )
-    return rows.to_html(border=0) if classes else ""
+def in_percent(text: str) -> str:
+    """The gate's lines write fractions with four decimals (``0.8920``, as its options take them); the page writes
+    every fraction as a percentage, so its reasons read like the rest of it."""
+    return _FRACTION.sub(lambda found: percent(float(found.group())), text)
 
 
-def _baseline_html(diff: ModelDiff | None) -> str:
-    """ "Against the baseline", in the summary's order: what changed in the test data (relabelled photos as pictures),
-    what the model did on the photos both runs share (per-class deltas, the photos that flipped, as pictures), then
-    the whole test sets for reference."""
-    if diff is None:
-        return ""
-    sections = ["<h2>Against the baseline</h2>"]
-    images = diff.images
-    test_data = changed_photos_line(diff)
-    if test_data:
-        sections.append(f"<p><b>Test data:</b> {_html_text(test_data)}.</p>")
-    relabelled = images.relabelled_images if images is not None else ()
-    if relabelled:
-        cards = "".join(_relabelled_card(item) for item in relabelled[:THUMBNAILS_SHOWN])
-        sections.append(
-            f"<h3>Relabelled test photos ({len(relabelled)}): a change of the labels, not of the model</h3>"
-            f'<div class="grid">{cards}</div>'
+_FRACTION = re.compile(r"(?<![\w.])[01]\.\d{4}(?![\d])")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The banner at the top of report.html: the gate's outcome, why, and the warnings that do not fail it."""
+
+    outcome: str  # "passed", "failed" or "ungated": the banner's colour
+    title: str
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def verdict(run: RunReport) -> Verdict:
+    """What the banner says: the gate's failures, or the conditions met, or that none was asked for."""
+    warnings = tuple(in_percent(warning) for warning in run.gate.warnings)
+    if not run.passed:
+        return Verdict("failed", "FAILED", tuple(in_percent(failure) for failure in run.gate.failures), warnings)
+    asked = _conditions(run.gate.settings)
+    if not asked:
+        reason = "no gate condition was asked for (--min-accuracy, --min-class-recall, --baseline, --min-test-images)"
+        return Verdict("ungated", "NOT GATED", (reason,), warnings)
+    return Verdict("passed", "PASSED", (f"every condition asked is met: {', '.join(asked)}",), warnings)
+
+
+def _conditions(settings: GateSettings) -> list[str]:
+    """The gate's conditions as asked, in the page's number format."""
+    asked = []
+    if settings.min_accuracy is not None:
+        asked.append(f"--min-accuracy {percent(settings.min_accuracy)}")
+    if settings.min_class_recall is not None:
+        asked.append(f"--min-class-recall {percent(settings.min_class_recall)}")
+    if settings.baseline_accuracy is not None:
+        asked.append(f"--max-regression {percent(settings.max_regression)} against the baseline")
+    if settings.max_class_regression is not None:
+        asked.append(f"--max-class-regression {percent(settings.max_class_regression)}")
+    if settings.min_test_images is not None:
+        asked.append(f"--min-test-images {settings.min_test_images}")
+    return asked
+
+
+@dataclass(frozen=True)
+class MatrixCell:
+    """One cell of a confusion table as drawn: its text and how strongly it is coloured, as a hit or a mistake."""
+
+    text: str
+    shade: float  # 0..1: how strongly the cell is coloured
+    mistake: bool  # off the diagonal: coloured as an error
+
+
+@dataclass(frozen=True)
+class MatrixRow:
+    """One true class's row of a confusion table, with its test images."""
+
+    label: str
+    cells: tuple[MatrixCell, ...]
+    images: int
+
+
+def confusion_rows(confusion: pd.DataFrame) -> tuple[list[MatrixRow], list[MatrixRow]]:
+    """The confusion matrix twice, as table rows: counts, and each true class's row normalised by its images (so the
+    diagonal is the class's recall and each other cell the share of its photos taken for that class)."""
+    counts = confusion.to_numpy()
+    largest = max(int(counts.max()), 1) if counts.size else 1
+    counted, normalised = [], []
+    for i, label in enumerate(confusion.index):
+        images = int(counts[i].sum())
+        counted.append(
+            MatrixRow(
+                label,
+                tuple(MatrixCell(str(int(n)), n / largest, i != j and n > 0) for j, n in enumerate(counts[i])),
+                images,
+            )
         )
-    shared = images is not None and images.shared_accuracy_before is not None
-    heading = f"The {images.shared} test photos both runs share" if shared else "The model"
-    sections.append(f"<p><b>{heading}:</b> {_html_text(shared_photos_line(diff))}.</p>")
-    if shared:
-        sections += [
-            "<h3>Recall on the photos both runs share (what the gate compares)</h3>",
-            _recall_table(images.shared_classes, diff.min_class_support),
-        ]
-    if images is not None:
-        for title, flipped in (
-            ("Now wrong (the baseline had them right)", images.now_wrong),
-            ("Now right", images.now_right),
+        shares = counts[i] / images if images else [None] * len(counts[i])
+        normalised.append(
+            MatrixRow(
+                label,
+                tuple(
+                    MatrixCell(percent(share), share or 0.0, i != j and bool(share)) for j, share in enumerate(shares)
+                ),
+                images,
+            )
+        )
+    return counted, normalised
+
+
+# The charts' look: two colours a reader tells apart (and in grey), text kept as text (small, searchable, selectable).
+TRAIN_COLOUR, VALIDATION_COLOUR = "#8da0cb", "#d95f02"
+RIGHT_COLOUR, WRONG_COLOUR = "#1b9e77", "#d7301f"
+_CHART_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "retrain-ci", "font.size": 10, "axes.spines.top": False,
+                "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3}  # fmt: skip
+
+
+def _svg(figure: plt.Figure) -> Markup:
+    """A figure as inline SVG markup (matplotlib escapes its text), without the XML prologue a page cannot hold."""
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(figure)
+    text = buffer.getvalue()
+    return Markup(text[text.index("<svg") :])
+
+
+def training_curves_svg(curve: tuple[TrainingStep, ...]) -> Markup:
+    """Accuracy and cross-entropy of the training batch and the validation sample at each evaluation step; the
+    validation sample is small and redrawn each time, so its curve is drawn faint with its running mean over it."""
+    steps = [point.step for point in curve]
+    window = max(1, len(curve) // 25)
+    with plt.rc_context(_CHART_STYLE):
+        figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(11, 3.4))
+        for axes, train, validation, title in (
+            (accuracy, "train_accuracy", "validation_accuracy", "Accuracy"),
+            (loss, "train_cross_entropy", "validation_cross_entropy", "Cross-entropy (loss)"),
         ):
-            cards = "".join(_flipped_card(item) for item in flipped[:THUMBNAILS_SHOWN])
-            hidden = len(flipped) - THUMBNAILS_SHOWN
-            more = f"<p>... and {hidden} more in metrics.json</p>" if hidden > 0 else ""
-            sections.append(f'<h3>{title} ({len(flipped)})</h3><div class="grid">{cards or "<p>None.</p>"}</div>{more}')
-    sections += [
-        "<h3>The whole test sets</h3>",
-        f"<p>Baseline: {_html_text(diff.baseline)} ({diff.images_before} test images; this run {diff.images_after})."
-        f" Accuracy {diff.accuracy_before:.2%} &rarr; {diff.accuracy_after:.2%} ({diff.accuracy_delta:+.2%}).</p>",
-        _recall_table(diff.classes, diff.min_class_support),
+            validated = pd.Series([getattr(p, validation) for p in curve])
+            axes.plot(steps, [getattr(p, train) for p in curve], color=TRAIN_COLOUR, lw=1.2, label="training batch")
+            faint = {"lw": 0.8, "alpha": 0.3} if window > 1 else {"lw": 1.6}
+            axes.plot(steps, validated, color=VALIDATION_COLOUR, label="validation sample", **faint)
+            if window > 1:
+                axes.plot(
+                    steps,
+                    validated.rolling(window, min_periods=1).mean(),
+                    color=VALIDATION_COLOUR,
+                    lw=2,
+                    label=f"validation, mean of {window} evaluations",
+                )
+            axes.set_title(title, loc="left")
+            axes.set_xlabel("training step")
+        accuracy.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        _legend_above(figure, accuracy)
+        return _svg(figure)
+
+
+def fine_tune_curves_svg(facts: FineTuneFacts) -> Markup:
+    """Accuracy and cross-entropy per fine-tuning epoch (epoch 0: the new layer alone), the kept epoch marked."""
+    epochs = facts.epochs_run
+    trained = [epoch for epoch in epochs if epoch.train_accuracy is not None]
+    with plt.rc_context(_CHART_STYLE):
+        figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(11, 3.4))
+        for axes, train, validation, title in (
+            (accuracy, "train_accuracy", "validation_accuracy", "Accuracy"),
+            (loss, "train_cross_entropy", "validation_cross_entropy", "Cross-entropy (loss)"),
+        ):
+            axes.plot(
+                [e.epoch for e in trained],
+                [getattr(e, train) for e in trained],
+                "o-",
+                color=TRAIN_COLOUR,
+                lw=1.2,
+                label="training (augmented)",
+            )
+            axes.plot(
+                [e.epoch for e in epochs],
+                [getattr(e, validation) for e in epochs],
+                "o-",
+                color=VALIDATION_COLOUR,
+                lw=2,
+                label="validation",
+            )
+            axes.axvline(facts.best_epoch, color="#555", ls="--", lw=1, label=f"kept: epoch {facts.best_epoch}")
+            axes.set_title(title, loc="left")
+            axes.set_xlabel("epoch (0: the new layer alone)")
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        accuracy.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        _legend_above(figure, accuracy)
+        return _svg(figure)
+
+
+def _legend_above(figure: plt.Figure, axes: plt.Axes) -> None:
+    """One legend for both charts, above them, where it hides no line."""
+    figure.legend(*axes.get_legend_handles_labels(), loc="upper center", ncol=3, frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 0.9))
+
+
+def confidence_histogram_svg(evaluation: Evaluation) -> Markup:
+    """How sure the model was of each test prediction (its top-class probability), right and wrong apart: wrong
+    predictions made with high confidence are the ones to look at (or a label to doubt)."""
+    confidence = evaluation.probabilities.max(axis=1)
+    right = evaluation.predictions == evaluation.truths
+    bins = np.linspace(1 / len(evaluation.labels), 1, 13) if len(evaluation.labels) > 1 else np.linspace(0, 1, 13)
+    with plt.rc_context(_CHART_STYLE):
+        figure, axes = plt.subplots(figsize=(7.5, 3.2))
+        axes.hist(
+            [confidence[right], confidence[~right]],
+            bins=bins,
+            color=[RIGHT_COLOUR, WRONG_COLOUR],
+            label=[f"right ({int(right.sum())})", f"wrong ({int((~right).sum())})"],
+        )
+        axes.set_xlabel("top-class probability")
+        axes.set_ylabel("test images")
+        axes.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.legend(loc="upper left", frameon=False)
+        figure.tight_layout()
+        return _svg(figure)
+
+
+@dataclass(frozen=True)
+class MistakeCard:
+    """A misclassified test photo as report.html shows it, with the audit's checks that name it."""
+
+    name: str
+    picture: str | None  # a data URI; None when the photo moved or changed since the run
+    true_label: str
+    predicted_label: str
+    confidence: float
+    audit_findings: tuple[str, ...]
+
+
+def mistake_cards(evaluation: Evaluation, audit_findings: Mapping[str, tuple[str, ...]]) -> list[MistakeCard]:
+    key_of = dict(zip(evaluation.paths, evaluation.content_keys, strict=False)) if evaluation.content_keys else {}
+    return [
+        MistakeCard(
+            Path(item.path).name,
+            thumbnail_uri(item.path),
+            item.true_label,
+            item.predicted_label,
+            item.confidence,
+            tuple(audit_findings.get(key_of.get(item.path, ""), ())),
+        )
+        for item in evaluation.misclassified()[:THUMBNAILS_SHOWN]
     ]
-    if images is None:
-        sections.append(f"<p>{_html_text(diff.note)}.</p>")
-    else:
-        new_accuracy = f", {images.new_right / images.new:.1%} right" if images.new else ""
-        sections.append(
-            f"<p>Test photos in both runs: {images.shared} under the same class ({images.flipped} flipped); "
-            f"new to the test set: {images.new}{new_accuracy}; gone from it: {images.gone}; "
-            f"moved to another class: {images.relabelled}.</p>"
+
+
+def _facts(run: RunReport) -> list[tuple[str, str]]:
+    """How the run was made, for the page's last table: enough to reproduce it."""
+    facts = run.facts
+    rows = [("dataset", facts.dataset), ("module", facts.module)]
+    if facts.image_size is not None:
+        rows.append(("image size", "x".join(map(str, facts.image_size))))
+    rows += [("training steps", facts.steps), ("learning rate", facts.learning_rate), ("seed", facts.seed)]
+    if facts.images is not None:
+        rows.append(("images", ", ".join(f"{count} {split}" for split, count in facts.images.items())))
+    rows += [("dataset fingerprint", facts.dataset_fingerprint), ("model", facts.model)]
+    if run.top5_accuracy is not None:
+        rows.append(("top-5 accuracy", percent(run.top5_accuracy)))
+    if run.tflite is not None:
+        rows.append(
+            (
+                "TensorFlow Lite",
+                f"{run.tflite.path} ({run.tflite.quantize}, {run.tflite.bytes / 1e6:.1f} MB): "
+                f"test accuracy {percent(run.tflite.test_accuracy)}",
+            )
         )
-    return "\n".join(sections)
+    if run.durations is not None:
+        took = {"bottlenecks": run.durations.bottlenecks, "training": run.durations.training,
+                "fine-tuning": run.durations.fine_tuning, "in all": run.durations.total}  # fmt: skip
+        rows.append(("took", ", ".join(f"{seconds:.1f} s {stage}" for stage, seconds in took.items() if seconds)))
+    if facts.tool_version:
+        rows.append(("versions", f"retrain-ci {facts.tool_version}, TensorFlow {facts.tensorflow_version}"))
+    return [(name, str(value)) for name, value in rows if value is not None and value != ""]
 
 
-def _picture(path: str) -> str:
-    thumbnail = thumbnail_uri(Path(path))  # None: moved or changed since the run
-    return f'<img src="{thumbnail}" alt="{_html_text(Path(path).name)}">' if thumbnail else "(missing)"
+_PAGES = jinja2.Environment(
+    loader=jinja2.PackageLoader("retrain", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    # Every value shown goes through printable (control characters as escapes), then autoescaping; drawn SVG is ours.
+    finalize=lambda value: value if isinstance(value, Markup) else printable(value),
+)
+_PAGES.filters["percent"] = percent
+_PAGES.filters["in_percent"] = in_percent
+_PAGES.filters["signed_percent"] = lambda value: "n/a" if value is None else f"{value:+.1%}"
+_PAGES.filters["name"] = lambda path: Path(path).name
+_PAGES.globals["thumbnail"] = thumbnail_uri
+_PAGES.globals["interval"] = interval_text
 
 
-def _flipped_card(item: FlippedImage) -> str:
-    return (
-        f"<figure>{_picture(item.path)}<figcaption>{_html_text(Path(item.path).name)}<br>true "
-        f"<b>{_html_text(item.true_label)}</b>, predicted {_html_text(item.predicted_before)} &rarr; "
-        f"<b>{_html_text(item.predicted_after)}</b></figcaption></figure>"
-    )
-
-
-def _relabelled_card(item: RelabelledImage) -> str:
-    return (
-        f"<figure>{_picture(item.path)}<figcaption>{_html_text(Path(item.path).name)}<br>"
-        f"{_html_text(item.label_before)} &rarr; <b>{_html_text(item.label_after)}</b>, the model says "
-        f"<b>{_html_text(item.predicted_after)}</b>"
-        + (f"<br>the audit flags it: {_html_text(', '.join(item.audit_findings))}" if item.audit_findings else "")
-        + "</figcaption></figure>"
-    )
-
-
-def _html(report: Report, evaluation: Evaluation, confusion_png: bytes) -> str:
-    """One page with everything inlined (images as data URIs), so it opens anywhere, offline, as a lone file."""
+def _html(report: Report, evaluation: Evaluation, audit_findings: Mapping[str, tuple[str, ...]] | None = None) -> str:
+    """One page with everything inlined (charts as SVG, photos as data URIs): it opens anywhere, offline, alone."""
     run = report.run
-    per_class = pd.DataFrame(
-        [
-            [*score_cells(scores)[:2], recall_interval_cell(scores), score_cells(scores)[2], scores.support]
-            for scores in run.per_class.values()
+    counted, normalised = confusion_rows(report.confusion)
+    misclassified = evaluation.misclassified()
+    cards = mistake_cards(evaluation, audit_findings or {})
+    fine_tune = run.facts.fine_tune
+    return _PAGES.get_template("report.html").render(
+        run=run,
+        verdict=verdict(run),
+        training_curves=training_curves_svg(run.facts.training_curve) if run.facts.training_curve else None,
+        fine_tune=fine_tune,
+        fine_tune_curves=fine_tune_curves_svg(fine_tune) if fine_tune is not None and fine_tune.epochs_run else None,
+        labels=list(report.confusion.columns),
+        counted=counted,
+        normalised=normalised,
+        per_class=[
+            (label, score_cells(scores), recall_interval_cell(scores), scores.support)
+            for label, scores in run.per_class.items()
         ],
-        index=[printable(label) for label in run.per_class],  # to_html escapes HTML, not control characters
-        columns=["precision", "recall", "recall 95% interval", "F1", "images"],
+        histogram=confidence_histogram_svg(evaluation) if len(evaluation.truths) else None,
+        diff=run.diff,
+        changed_photos=changed_photos_line(run.diff) if run.diff is not None else "",
+        shared_photos=shared_photos_line(run.diff) if run.diff is not None else "",
+        misclassified=len(misclassified),
+        cards=cards,
+        audited=audit_findings is not None,
+        flagged=sum(1 for card in cards if card.audit_findings),
+        thumbnails=THUMBNAILS_SHOWN,
+        thumbnail_size=THUMBNAIL_SIZE,
+        facts=_facts(run),
     )
-    facts = {
-        "test accuracy": f"{run.test_accuracy:.2%}{_interval_note(run.accuracy_interval)} ({run.test_images} images)",
-        "gate": run.gate.verdict,
-    }
-    if run.gate.warnings:
-        facts["warning"] = "; ".join(run.gate.warnings)
-    for name, value in (("validation accuracy", run.facts.validation_accuracy), ("top5 accuracy", run.top5_accuracy)):
-        if value is not None:
-            facts[name] = f"{value:.2%}"
-    if run.dataset_change:
-        facts["dataset change"] = run.dataset_change
-    for key in ("module", "image_size", "steps", "seed", "dataset", "dataset_fingerprint"):
-        value = getattr(run.facts, key)
-        if value is not None and value != "":
-            facts[key.replace("_", " ")] = "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
-    cards = []
-    for item in evaluation.misclassified()[:THUMBNAILS_SHOWN]:
-        thumbnail = thumbnail_uri(item.path)  # None: moved or changed since the run
-        name = _html_text(item.path.name)
-        picture = f'<img src="{thumbnail}" alt="{name}">' if thumbnail else "(missing)"
-        cards.append(
-            f"<figure>{picture}<figcaption>{name}<br>true <b>{_html_text(item.true_label)}</b>, "
-            f"predicted <b>{_html_text(item.predicted_label)}</b> ({item.confidence:.0%})</figcaption></figure>"
-        )
-    facts_rows = "".join(f"<tr><th>{_html_text(k)}</th><td>{_html_text(v)}</td></tr>" for k, v in facts.items())
-    more = len(evaluation.misclassified()) - len(cards)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>retrain-ci report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border: 1px solid #ccc; padding: 4px 10px; }}
-th {{ text-align: left; background: #f4f4f4; }} td {{ text-align: right; }}
-.grid {{ display: flex; flex-wrap: wrap; gap: 12px; }}
-figure {{ margin: 0; width: {THUMBNAIL_SIZE}px; font-size: 12px; overflow-wrap: anywhere; }}
-figure img {{ max-width: 100%; }}
-</style></head><body>
-<h1>retrain-ci report</h1>
-<table>{facts_rows}</table>
-<h2>Confusion matrix</h2>
-<img src="{data_uri(confusion_png, "image/png")}" alt="confusion matrix">
-<h2>Per class</h2>
-{per_class.to_html(border=0)}
-{_baseline_html(run.diff)}
-<h2>Misclassified test images ({len(evaluation.misclassified())}, most confident first)</h2>
-<div class="grid">{"".join(cards) or "<p>None.</p>"}</div>
-{f"<p>... and {more} more in misclassified.csv</p>" if more > 0 else ""}
-</body></html>
-"""

@@ -22,6 +22,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from retrain.core import outputs
+from retrain.core.errors import InputError
 from retrain.core.outputs import OWNED_MARKER, OutputSet
 from retrain.training.export import LABELS_NODE
 from tests.conftest import CliRun, copy_dataset, run_cli, sample_photos
@@ -120,8 +122,8 @@ def _assert_one_set(output_dir: Path, finished, datasets) -> str:
 
 
 def _strays(folder: Path) -> list[str]:
-    """Hidden files a run leaves behind, but for the set's lock (kept: its lock is the kernel's, released on exit)."""
-    return sorted(p.name for p in folder.glob(".*") if not p.name.endswith(".lock"))
+    """Hidden files a run leaves behind (staging files, journals, the set's lock)."""
+    return sorted(p.name for p in folder.glob(".*"))
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -172,6 +174,35 @@ def test_run_killed_during_export_leaves_the_previous_set_or_the_new_one(
         assert _strays(output_dir) == []
 
 
+def test_a_finished_run_leaves_no_lock_file(finished) -> None:
+    for output_dir, _ in finished.values():
+        assert [path.name for path in output_dir.rglob("*.lock")] == []
+        assert _strays(output_dir) == []
+
+
+def test_a_run_that_opened_the_lock_as_its_holder_ended_locks_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder deletes the lock file as it ends; a run that opened that file just before must not take the lock on
+    it, or a third run would lock a new file under the same name and two runs would write one set."""
+    labels, lock = tmp_path / "labels.txt", tmp_path / ".labels.txt.lock"
+    with OutputSet(labels):
+        assert lock.is_file()
+        opened_before = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 (the racing run's handle)
+    assert not lock.exists()
+    handles = iter([opened_before])
+
+    def racing_open(*args, **kwargs):
+        return next(handles, None) or open(*args, **kwargs)  # noqa: SIM115 (the lock stays open while held)
+
+    monkeypatch.setattr(outputs, "open", racing_open, raising=False)
+    with OutputSet(labels):
+        assert opened_before.closed and lock.is_file()
+        with pytest.raises(InputError, match=rf"another retrain-ci run \(pid {os.getpid()} on .*\) is writing"):
+            OutputSet(labels).__enter__()
+    assert not lock.exists()
+
+
 def test_commit_killed_halfway_is_completed_by_the_next_run(tmp_path: Path) -> None:
     """A commit renames many outputs; killed between two renames, the journal lets the next run finish it."""
     outputs = tmp_path / "outputs"
@@ -197,7 +228,7 @@ def test_commit_killed_halfway_is_completed_by_the_next_run(tmp_path: Path) -> N
     assert {p.read_text() for p in outputs.glob("file-*.txt")} == {"new"}
     assert {(p / "content.txt").read_text() for p in outputs.glob("folder-*")} == {"new"}
     assert (outputs / "labels.txt").read_text() == "new"
-    assert len(list(outputs.iterdir())) == 1500 + 20 + 2  # the outputs, labels.txt and the lock
+    assert len(list(outputs.iterdir())) == 1500 + 20 + 1  # the outputs and labels.txt, no lock left
     assert _strays(outputs) == []
 
 

@@ -57,6 +57,173 @@ def test_metrics_say_what_produced_them(report_dir: Path) -> None:
     assert "top5_accuracy" not in metrics  # five classes: top-5 would always be 100%
 
 
+class _Page(HTMLParser):
+    """report.html as a reader sees it: its words outside the charts, its tables by caption (rows of cell texts), and
+    the words drawn in each section's charts (matplotlib keeps SVG text as text), by the section's heading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.words: list[str] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self.charts: dict[str, list[str]] = {}
+        self._open: list[str] = []
+        self._heading = ""
+        self._caption: list[str] | None = None
+        self._rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    @classmethod
+    def of(cls, file: Path) -> _Page:
+        page = cls()
+        page.feed(file.read_text(encoding="utf-8"))
+        return page
+
+    @property
+    def text(self) -> str:
+        return " ".join(" ".join(self.words).split())
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self._open.append(tag)
+        if tag == "h2":
+            self._heading = ""
+        elif tag == "table":
+            self._rows, self._caption = [], []
+        elif tag == "tr":
+            self._rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._open and self._open.pop() != tag:
+            pass
+        if tag in ("td", "th") and self._cell is not None:
+            self._rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "table":
+            self.tables[" ".join("".join(self._caption or []).split())] = self._rows
+
+    def handle_data(self, data: str) -> None:
+        if "style" in self._open or "title" in self._open:
+            return
+        if "svg" in self._open:
+            self.charts.setdefault(self._heading, []).append(data.strip())
+            return
+        self.words.append(data)
+        if "h2" in self._open:
+            self._heading += data
+        if "caption" in self._open and self._caption is not None:
+            self._caption.append(data)
+        elif self._cell is not None:
+            self._cell.append(data)
+
+
+# A fraction written as in the gate's lines (0.8920): the page writes every fraction as a percentage (89.2%).
+FRACTION = re.compile(r"(?<![\w.])[01]\.\d{3,}(?!\d)")
+
+
+def test_report_html_leads_with_the_verdict_and_writes_every_fraction_as_a_percentage(
+    report_dir: Path, trained_run: CliRun
+) -> None:
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    page = _Page.of(report_dir / "report.html")
+    assert page.text.startswith(
+        "retrain-ci report NOT GATED no gate condition was asked for (--min-accuracy, --min-class-recall, --baseline, "
+        f"--min-test-images) {metrics['test_accuracy']:.1%} test accuracy"
+    )
+    assert FRACTION.findall(page.text) == []
+    assert re.search(r"\bNone\b|\{'|\['", page.text) is None
+
+
+def test_report_html_draws_the_runs_own_training_curve(report_dir: Path) -> None:
+    curve = json.loads((report_dir / "metrics.json").read_text())["training_curve"]
+    assert [point["step"] for point in curve] == list(range(100, 4001, 100))  # --eval-step-interval 100
+    assert set(curve[0]) == {
+        "step", "train_accuracy", "train_cross_entropy", "validation_accuracy", "validation_cross_entropy",
+    }  # fmt: skip
+    assert all(0 <= point["validation_accuracy"] <= 1 for point in curve)
+    assert curve[-1]["train_cross_entropy"] < curve[0]["train_cross_entropy"]  # it learned
+    drawn = _Page.of(report_dir / "report.html").charts["Training curves"]
+    assert {"Accuracy", "Cross-entropy (loss)", "training step", "training batch", "validation sample", "4000"} <= set(
+        drawn
+    )
+
+
+def test_report_html_shows_the_confusion_matrix_normalised_by_true_class(report_dir: Path) -> None:
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    confusion = pd.read_csv(report_dir / "confusion_matrix.csv", index_col=0)
+    tables = _Page.of(report_dir / "report.html").tables
+    counts, normalised = tables["Test images"], tables["Normalised by true class (recall)"]
+    labels = list(confusion.index)
+    assert counts[0][1:] == normalised[0][1:] == [*labels, "images"]
+    for i, label in enumerate(labels):
+        images = int(confusion.loc[label].sum())
+        assert counts[i + 1] == [label, *map(str, confusion.loc[label]), str(images)]
+        shares = normalised[i + 1]
+        assert shares[0] == label and shares[-1] == str(images)
+        assert shares[i + 1] == f"{metrics['per_class'][label]['recall']:.1%}"  # the diagonal is the recall
+        assert sum(float(share.rstrip("%")) for share in shares[1:-1]) == pytest.approx(100, abs=0.3)
+
+
+def test_report_html_shows_the_confidence_of_right_and_wrong_predictions(report_dir: Path) -> None:
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    wrong = len(pd.read_csv(report_dir / "misclassified.csv"))
+    drawn = _Page.of(report_dir / "report.html").charts["Confidence of the test predictions"]
+    assert f"right ({metrics['test_images'] - wrong})" in drawn and f"wrong ({wrong})" in drawn
+    assert "top-class probability" in drawn and "100%" in drawn
+
+
+def test_misclassified_photos_name_the_audit_checks_that_flag_them(
+    trained_run: CliRun, flowers_sample: Path, tmp_path: Path
+) -> None:
+    report_dir = shutil.copytree(trained_run.output_dir / "report", tmp_path / "report")
+    mistakes = pd.read_csv(report_dir / "misclassified.csv")
+    assert len(mistakes), "the trained run got every test photo right: nothing to link"
+    photo = Path(mistakes["path"][0])
+    # The dataset's audit finds the photo twice (a copy under another name): exact_duplicates names it.
+    data = copy_dataset(tmp_path / "data", {c: sample_photos(flowers_sample, c, 6) for c in ("daisy", "roses")})
+    (data / mistakes["true_label"][0]).mkdir(exist_ok=True)
+    shutil.copy(photo, data / mistakes["true_label"][0] / photo.name)
+    shutil.copy(photo, data / mistakes["true_label"][0] / f"copy-{photo.name}")
+    run_cli("check", data, "--only", "exact_duplicates", "--format", "json", "--output", tmp_path / "audit.json")
+
+    run = run_cli("report", report_dir, "--audit", tmp_path / "audit.json")
+    assert run.exit_code == 0, run.stderr
+    page = _Page.of(report_dir / "report.html")
+    cards = page.text.split("Misclassified test images")[1].split("How this run was made")[0]
+    assert f"The audit names 1 of the {len(mistakes)} shown" in cards
+    flagged = cards.split(photo.name)[1]
+    assert flagged.split(")", 1)[1].strip().startswith("audit: exact_duplicates")
+    assert cards.count("audit: ") == 1
+    assert "audit: " not in _Page.of(trained_run.output_dir / "report" / "report.html").text
+
+
+def test_fine_tuning_curves_are_drawn_per_epoch(tmp_path: Path) -> None:
+    import numpy as np
+
+    from retrain.core.assessment import assess
+    from retrain.core.results import EpochResult, Evaluation
+    from retrain.core.run_json import read_run_report
+    from retrain.core.run_report import FineTuneFacts, RunFacts
+    from retrain.core.settings import FineTuneSettings
+    from retrain.reports import write_report
+
+    epochs = (
+        EpochResult(0, None, None, 0.80, 0.60, 3.0),
+        EpochResult(1, 0.85, 0.50, 0.86, 0.45, 30.0),
+        EpochResult(2, 0.90, 0.40, 0.84, 0.47, 30.0),
+    )
+    facts = RunFacts(dataset="", fine_tune=FineTuneFacts(FineTuneSettings(blocks=2, epochs=2), 224, 1, epochs))
+    evaluation = Evaluation(("a", "b"), [tmp_path / "1.jpg", tmp_path / "2.jpg"], np.array([0, 1]),
+                            np.array([[0.9, 0.1], [0.7, 0.3]]), [])  # fmt: skip
+    write_report(tmp_path / "report", evaluation, assess(evaluation, facts, GateSettings(), None))
+    page = _Page.of(tmp_path / "report" / "report.html")
+    assert "Fine-tuning, per epoch (the top 2 blocks at 224x224; epoch 1 kept)" in page.text
+    assert {"kept: epoch 1", "training (augmented)", "validation", "epoch (0: the new layer alone)"} <= set(
+        page.charts["Training curves"]
+    )
+    assert read_run_report(tmp_path / "report" / "metrics.json").facts.fine_tune.epochs_run == epochs
+
+
 class _Images(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -80,7 +247,7 @@ def test_html_report_is_self_contained_with_misclassified_thumbnails(report_dir:
         with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as image:
             image.verify()
     misclassified = len(pd.read_csv(report_dir / "misclassified.csv"))
-    assert len(page.sources) == 1 + misclassified  # the confusion matrix and one thumbnail per mistake
+    assert len(page.sources) == misclassified  # one thumbnail per mistake; the charts are drawn in the page
 
 
 def test_report_command_rerenders_and_writes_step_summary(
@@ -151,9 +318,14 @@ def test_train_gate_fails_after_writing_every_output(
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["gate"]["failures"] and metrics["gate"]["min_accuracy"] == 0.999
     assert "**Gate:** FAILED: accuracy" in (tmp_path / "report" / "summary.md").read_text()
+    page = _Page.of(tmp_path / "report" / "report.html")
+    banner = f"retrain-ci report FAILED accuracy {metrics['test_accuracy']:.1%} is below --min-accuracy 99.9%"
+    assert page.text.startswith(banner) and FRACTION.findall(page.text) == []
 
     passing = _train_with_gate(flowers_sample, bottleneck_dir, tmp_path / "pass", "--min-accuracy", "0.5")
     assert passing.exit_code == 0 and "Gate: passed" in passing.stdout
+    banner = "retrain-ci report PASSED every condition asked is met: --min-accuracy 50.0%"
+    assert _Page.of(tmp_path / "pass" / "report" / "report.html").text.startswith(banner)
 
 
 def test_train_gate_against_a_baseline(flowers_sample: Path, bottleneck_dir: Path, tmp_path: Path) -> None:
@@ -232,7 +404,8 @@ def test_the_interval_is_shown_beside_accuracy_and_recall(report_dir: Path, trai
     )
     assert f"Test accuracy: {shown}" in trained_run.stdout
     assert f"**Test accuracy:** {shown}" in (report_dir / "summary.md").read_text()
-    assert f"(95% interval {low:.1%}-{high:.1%})".replace("%-", "-", 1) in (report_dir / "report.html").read_text()
+    banner = f"{metrics['test_accuracy']:.1%} test accuracy 95% interval {low:.1%}-{high:.1%}".replace("%-", "-", 1)
+    assert banner in _Page.of(report_dir / "report.html").text
     for row in metrics["per_class"].values():
         assert row["recall_interval"] == pytest.approx(_wilson(round(row["recall"] * row["support"]), row["support"]))
 

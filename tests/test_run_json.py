@@ -4,6 +4,7 @@ or hostile file is one InputError naming it, before any work."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ def test_a_runs_metrics_read_back_as_written(trained_run: CliRun) -> None:
         ('"test_images": -3', "test_images: -3 is not a whole number"),
         ('"seed": [7]', "run seed: [7] is not a whole number"),
         ('"module": 3', "run module: 3 is not text"),
+        ('"train_accuracy": 1.5', "run training_curve train_accuracy: 1.5 is not a fraction between 0 and 1"),
     ],
 )
 def test_a_damaged_baseline_is_one_error_before_any_work(
@@ -55,3 +57,16 @@ def test_deep_nesting_is_not_a_crash(tmp_path: Path) -> None:
     deep.write_text('{"test_accuracy": 0.5, "per_class": ' + "[" * 100_000 + "]" * 100_000 + "}")
     with pytest.raises(InputError, match="is not JSON|per_class"):
         read_run_report(deep)
+
+
+def test_an_older_metrics_json_without_a_training_curve_still_renders(trained_run: CliRun, tmp_path: Path) -> None:
+    report_dir = shutil.copytree(trained_run.output_dir / "report", tmp_path / "report")
+    written = json.loads((report_dir / "metrics.json").read_text())
+    assert len(written.pop("training_curve")) == 40
+    (report_dir / "metrics.json").write_text(json.dumps(written))
+    assert read_run_report(report_dir / "metrics.json").facts.training_curve is None
+    run = run_cli("report", report_dir)
+    assert run.exit_code == 0, run.stderr
+    page = (report_dir / "report.html").read_text()
+    assert "<h2>Training curves</h2>" not in page and "<h2>Confusion matrix</h2>" in page
+    assert "training_curve" not in json.loads((report_dir / "metrics.json").read_text())

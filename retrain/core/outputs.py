@@ -7,7 +7,11 @@ must also agree with *each other*, and they may sit in different folders (the tu
 rename swaps them all. So a run writes them as one ``OutputSet``:
 
 - Before any work it takes a lock beside the labels file (``.output_labels.txt.lock``, an flock the kernel drops if
-  the run dies). A second run on the same outputs stops at once with one line naming the holder.
+  the run dies). A second run on the same outputs stops at once with one line naming the holder. The run deletes the
+  lock file when it ends, while still holding the lock, so a finished run leaves nothing behind (a killed one leaves
+  it, and the next run reuses it and deletes it in turn). Deleting an flocked file races with a run that opened it
+  just before: that run would lock a file no longer in the folder while a third creates and locks a new one. So a run
+  that gets the lock checks that the file it locked is still the one under the lock's name, and otherwise tries again.
 - Every output is staged next to its target (``.NAME.PID.staging``): a failure (a full disk) or a kill before the
   commit leaves the previous set as it was. The next run on the set removes a dead run's staging files.
 - The commit writes a journal beside the labels file (``.output_labels.txt.commit``: each staged path, its target and
@@ -145,21 +149,15 @@ class OutputSet:
 
     def __enter__(self) -> OutputSet:
         _make_parent(self.labels_file)
-        self._lock = open(_side_name(self.labels_file, "lock"), "a+", encoding="utf-8")  # noqa: SIM115 (held until exit)
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.seek(0)
-            holder = self._lock.read().strip() or "starting"
-            self._lock.close()
-            raise InputError(
-                f"another retrain-ci run ({holder}) is writing the outputs of {self.labels_file}; "
-                "wait for it to finish or choose another --output-dir"
-            ) from None
+        self._lock = _locked(_side_name(self.labels_file, "lock"), self.labels_file)
         self._lock.truncate(0)
         self._lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
         self._lock.flush()
-        self._complete_interrupted_commit()
+        try:
+            self._complete_interrupted_commit()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -168,7 +166,9 @@ class OutputSet:
                 _remove(staging)
         self._staged.clear()
         if self._lock is not None:
+            _side_name(self.labels_file, "lock").unlink(missing_ok=True)  # still held: no other run locked it
             self._lock.close()
+            self._lock = None
 
     @contextmanager
     def staging(self, target: Path, what: str) -> Iterator[Path]:
@@ -209,6 +209,29 @@ class OutputSet:
         if journal.exists():
             _apply(json.loads(journal.read_text(encoding="utf-8")))
             journal.unlink()
+
+
+def _locked(lock_file: Path, labels_file: Path) -> TextIO:
+    """The open, flocked ``lock_file``; an InputError naming the holder when another run has it."""
+    while True:
+        handle = open(lock_file, "a+", encoding="utf-8")  # noqa: SIM115 (held until the set's exit)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "starting"
+            handle.close()
+            raise InputError(
+                f"another retrain-ci run ({holder}) is writing the outputs of {labels_file}; "
+                "wait for it to finish or choose another --output-dir"
+            ) from None
+        try:
+            current = os.stat(lock_file).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(handle.fileno()).st_ino:
+            return handle
+        handle.close()  # its holder deleted it as this run opened it: lock the file now under that name
 
 
 def _apply(moves: list[list | tuple]) -> None:

@@ -30,6 +30,17 @@ class SoftmaxHead:
 
 
 @dataclass(frozen=True)
+class TrainingStep:
+    """One evaluation of the new layer as the run's report keeps it: a point of its training curves."""
+
+    step: int
+    train_accuracy: float
+    train_cross_entropy: float
+    validation_accuracy: float
+    validation_cross_entropy: float
+
+
+@dataclass(frozen=True)
 class EvalStep:
     """One of the new layer's evaluations during training (the tutorial's step lines), with the layer as it was."""
 
@@ -40,6 +51,13 @@ class EvalStep:
     validation_cross_entropy: float
     validation_count: int
     layer: SoftmaxHead = field(repr=False, compare=False)
+
+    @property
+    def scores(self) -> TrainingStep:
+        """The step's scores without the layer: what the report's curves keep of it."""
+        return TrainingStep(
+            self.step, self.train_accuracy, self.cross_entropy, self.validation_accuracy, self.validation_cross_entropy
+        )
 
 
 @dataclass(frozen=True)

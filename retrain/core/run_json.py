@@ -34,10 +34,11 @@ from retrain.core.run_report import (
 from retrain.core.settings import FineTuneSettings, GateSettings
 
 # Fields whose values are fractions: anything outside [0, 1] is a damaged or forged file.
-FRACTIONS = {"test_accuracy", "validation_accuracy", "top5_accuracy", "precision", "recall", "f1", "accuracy_before",
+FRACTIONS = {"test_accuracy", "validation_accuracy", "train_accuracy", "top5_accuracy", "precision", "recall", "f1",
+             "accuracy_before",
              "accuracy_after", "recall_before", "recall_after", "test_accuracy_interval",
              "recall_interval"}  # fmt: skip
-# A metrics.json is a few kilobytes; anything far larger is not one.
+# A metrics.json is a few kilobytes (a hundred with a long training curve); anything far larger is not one.
 MAX_BYTES = 64 << 20
 
 

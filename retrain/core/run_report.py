@@ -14,7 +14,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import top_k_accuracy_score
 
 from retrain.core.gate import GateResult
-from retrain.core.results import EpochResult, Evaluation
+from retrain.core.results import EpochResult, Evaluation, TrainingStep
 from retrain.core.settings import Distortions, FineTuneSettings, SplitSettings
 
 # Top-5 accuracy is reported when a model has more classes than this (with five or fewer it is always 100%).
@@ -90,6 +90,9 @@ class RunFacts:
     model: str | None = None  # evaluate: the exported model scored
     skipped: int | None = None  # evaluate: images that could not be read
     fine_tune: FineTuneFacts | None = None
+    # Each evaluation of the new layer during training (``--eval-step-interval``): the report's training curves.
+    # None: evaluate, or a run older than the curves.
+    training_curve: tuple[TrainingStep, ...] | None = None
 
 
 @dataclass(frozen=True)

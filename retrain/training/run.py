@@ -21,7 +21,7 @@ from retrain.core.errors import InputError
 from retrain.core.hooks import Hooks
 from retrain.core.images import is_lfs_pointer, load_image
 from retrain.core.outputs import OutputSet, check_replaceable, check_writable, staged_output
-from retrain.core.results import EvalStep, Evaluation, SoftmaxHead
+from retrain.core.results import EvalStep, Evaluation, SoftmaxHead, TrainingStep
 from retrain.core.run_report import Durations, FineTuneFacts, RunFacts, RunReport, TfliteResult
 from retrain.core.settings import RunSettings
 from retrain.reports import Report, write_report
@@ -102,7 +102,7 @@ def _train(settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: Outpu
     seconds["bottlenecks"] = time.perf_counter() - started
     summaries = TrainingSummaries(Path(settings.outputs.summaries_dir))
     recorded = summaries.recording(hooks)
-    head = _train_layer(settings, dataset.labels, module, splits, recorded)
+    head, curve = _train_layer(settings, dataset.labels, module, splits, recorded)
     seconds["training"] = time.perf_counter() - started - seconds["bottlenecks"]
     tuned = None
     if settings.fine_tune:
@@ -120,7 +120,7 @@ def _train(settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: Outpu
     seconds["total"] = time.perf_counter() - started
     run = assess(
         test,
-        _run_facts(settings, dataset, module, bottlenecks, validation, tuned),
+        _run_facts(settings, dataset, module, bottlenecks, validation, tuned, curve),
         settings.gate,
         settings.baseline,
         durations=Durations(**seconds),
@@ -189,12 +189,15 @@ def _training_examples(settings: RunSettings, module: ImageModule, training: Spl
 
 def _train_layer(
     settings: RunSettings, labels: tuple[str, ...], module: ImageModule, splits: Splits[SplitData], hooks: Hooks
-) -> SoftmaxHead:
-    """The new layer, and the intermediate graphs asked for (``--intermediate-store-frequency``)."""
+) -> tuple[SoftmaxHead, tuple[TrainingStep, ...]]:
+    """The new layer with its training curve (each evaluation's scores), and the intermediate graphs asked for
+    (``--intermediate-store-frequency``)."""
     snapshot_every = settings.export.intermediate_store_frequency
     last = settings.training.how_many_training_steps
+    curve: list[TrainingStep] = []
 
     def on_eval(step: EvalStep) -> None:
+        curve.append(step.scores)
         if snapshot_every and step.step % snapshot_every == 0 and step.step < last:
             classifier = Classifier(module, step.layer, labels, settings.export.final_tensor_name, settings.tta)
             folder = Path(settings.outputs.intermediate_output_graphs_dir)
@@ -204,7 +207,7 @@ def _train_layer(
 
     validation = splits.validation
     examples: TrainingExamples = _training_examples(settings, module, splits.training, hooks)
-    return train_head(
+    head = train_head(
         examples,
         LabeledVectors(validation.vectors, validation.labels),
         class_count=len(labels),
@@ -212,6 +215,7 @@ def _train_layer(
         hooks=Hooks(on_progress=hooks.on_progress, on_eval=on_eval),
         snapshot_every=snapshot_every,
     )
+    return head, tuple(curve)
 
 
 def _fine_tune(
@@ -310,6 +314,7 @@ def _run_facts(
     bottlenecks: Bottlenecks,
     validation: Evaluation,
     tuned: FineTuned | None,
+    curve: tuple[TrainingStep, ...],
 ) -> RunFacts:
     """What produced the numbers, so that a report says how to reproduce it."""
     training = settings.training
@@ -338,6 +343,7 @@ def _run_facts(
         fine_tune=None
         if tuned is None
         else FineTuneFacts(settings.fine_tune, tuned.module.image_size[0], tuned.best_epoch, tuple(tuned.epochs)),
+        training_curve=curve,
     )
 
 
