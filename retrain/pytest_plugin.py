@@ -331,10 +331,11 @@ def _gate_text(run: RunReport, output: Path) -> str:
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
-    """A skipped finding points at its file, not at the line of this plugin that skipped it."""
+    """A skipped finding points at its file (at line 1: junit XML writes the line even when there is none), not at the
+    line of this plugin that skipped it."""
     report = yield
     if isinstance(item, FindingItem) and report.skipped and isinstance(report.longrepr, tuple):
-        report.longrepr = (str(item.location_path()), None, report.longrepr[2])
+        report.longrepr = (str(item.location_path()), 1, report.longrepr[2])
     return report
 
 

@@ -76,6 +76,22 @@ def test_planted_dataset_is_one_junit_testcase_per_finding(
     assert "pytest_plugin.py" not in result.stdout.str() and "Finding(" not in result.stdout.str()
 
 
+def test_against_its_own_baseline_each_finding_is_skipped_once_at_its_file(
+    project: pytest.Pytester, defective_dataset: DefectiveDataset, planted_audit: dict
+) -> None:
+    baseline = project.path / "main-audit.json"
+    baseline.write_text(json.dumps(planted_audit), encoding="utf-8")
+    result = project.runpytest_subprocess(
+        f"--retrain-data={defective_dataset.root}", f"--retrain-baseline={baseline}", "-rs"
+    )
+    result.assert_outcomes(skipped=len(planted_audit["findings"]), passed=len(_clean_checks(planted_audit)))
+    truncated = next(f for f in planted_audit["findings"] if f["paths"] == ["daisy/truncated.jpg"])
+    result.stdout.fnmatch_lines(
+        [f"SKIPPED [[]1[]] */daisy/truncated.jpg:1: unchanged since the baseline: {truncated['fingerprint']}"]
+    )
+    assert "pytest_plugin.py" not in result.stdout.str()
+
+
 def test_fail_on_warning_fails_the_warnings_too(
     project: pytest.Pytester, defective_dataset: DefectiveDataset, planted_audit: dict
 ) -> None:
