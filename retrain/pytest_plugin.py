@@ -155,9 +155,9 @@ def pytest_make_collect_report(collector: pytest.Collector):
     run first, so that the audit and the run they share are done before any user's test asks for them."""
     report = yield
     if isinstance(collector, pytest.Session) and _data_dir(collector.config) is not None and report.passed:
-        dataset = DatasetCollector.from_parent(
-            collector, path=_data_dir(collector.config).absolute(), name="datacheck", nodeid="datacheck"
-        )
+        # At the rootdir, not the dataset: pytest loads the conftest.py files of a node's folders, and a dataset (a pull
+        # request's) is data, never code.
+        dataset = DatasetCollector.from_parent(collector, path=collector.path, name="datacheck", nodeid="datacheck")
         report.result.insert(0, dataset)
     return report
 
@@ -221,8 +221,8 @@ class _DatasetItem(pytest.Function):
         return self.location_path(), None, self.nodeid
 
     def location_path(self) -> Path:
-        """The file (or folder) that a report of this item points at."""
-        return _data_dir(self.config) or self.path
+        """The file (or folder) that a report of this item points at: the dataset's."""
+        return _data_dir(self.config)
 
 
 class CleanCheckItem(_DatasetItem):
@@ -242,8 +242,7 @@ class FindingItem(_DatasetItem):
         self.user_properties.extend(("path", path) for path in finding.paths)
 
     def location_path(self) -> Path:
-        root = _data_dir(self.config)
-        return root / self.finding.paths[0] if root is not None and self.finding.paths else super().location_path()
+        return super().location_path() / self.finding.paths[0] if self.finding.paths else super().location_path()
 
 
 class BadInputItem(_DatasetItem):
@@ -339,6 +338,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     return report
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    """Which test's setup is running, for the summary to say whose setup the training took."""
+    _state(item.config)["setting_up"] = item.nodeid
+    return (yield)
+
+
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     """Where the time went and where the model and its report are."""
     state = config.stash.get(_STATE, {})
@@ -355,12 +361,11 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
             "(while collecting: each finding is a test)"
         )
     if run is not None:
-        report, output = run
+        report, output, trained_in = run
         took = f", {report.durations.total:.1f} s" if report.durations else ""
-        where = "datacheck::min_accuracy" if _min_accuracy(config) is not None else "the first test asking for it"
         terminalreporter.write_line(
             f"training: test accuracy {report.test_accuracy:.4f}, gate {report.gate.verdict}{took} "
-            f"(in the setup of {where})"
+            f"(in the setup of {trained_in})"
         )
         terminalreporter.write_line(f"model and report: {output} (open {output / 'report' / 'report.html'})")
 
@@ -423,5 +428,6 @@ def retrain_run(request: pytest.FixtureRequest, retrain_output: Path) -> RunRepo
             gate=gate_settings(_settings_file(request.config), None, min_accuracy=_min_accuracy(request.config)),
         )
     )
-    _state(request.config)["run"] = (result.run, retrain_output)
+    state = _state(request.config)
+    state["run"] = (result.run, retrain_output, state.get("setting_up", "a fixture"))
     return result.run
