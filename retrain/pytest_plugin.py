@@ -317,12 +317,12 @@ def _gate_text(run: RunReport, output: Path) -> str:
     right = round(run.test_accuracy * run.test_images)
     lines = [
         f"accuracy gate {run.gate.verdict}",
-        f"test accuracy {run.test_accuracy:.4f}: {right} of {run.test_images} test images right, "
+        f"test accuracy {run.test_accuracy:.1%}: {right} of {run.test_images} test images right, "
         f"{len(run.per_class)} classes",
     ]
     worst = run.worst_classes()
     if worst:
-        lines.append("lowest recall: " + ", ".join(f"{label} {recall:.4f}" for label, recall in worst))
+        lines.append("lowest recall: " + ", ".join(f"{label} {recall:.1%}" for label, recall in worst))
     lines.extend(f"note: {warning}" for warning in run.gate.warnings)
     lines.append(f"report: {output / 'report' / 'report.html'}")
     return "\n".join(lines)
@@ -364,7 +364,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         report, output, trained_in = run
         took = f", {report.durations.total:.1f} s" if report.durations else ""
         terminalreporter.write_line(
-            f"training: test accuracy {report.test_accuracy:.4f}, gate {report.gate.verdict}{took} "
+            f"training: test accuracy {report.test_accuracy:.1%}, gate {report.gate.verdict}{took} "
             f"(in the setup of {trained_in})"
         )
         terminalreporter.write_line(f"model and report: {output} (open {output / 'report' / 'report.html'})")

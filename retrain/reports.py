@@ -9,7 +9,6 @@ and inline SVG charts.
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -234,15 +233,6 @@ def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def in_percent(text: str) -> str:
-    """The gate's lines write fractions with four decimals (``0.8920``, as its options take them); the page writes
-    every fraction as a percentage, so its reasons read like the rest of it."""
-    return _FRACTION.sub(lambda found: percent(float(found.group())), text)
-
-
-_FRACTION = re.compile(r"(?<![\w.])[01]\.\d{4}(?![\d])")
-
-
 @dataclass(frozen=True)
 class Verdict:
     """The banner at the top of report.html: the gate's outcome, why, and the warnings that do not fail it."""
@@ -255,9 +245,9 @@ class Verdict:
 
 def verdict(run: RunReport) -> Verdict:
     """What the banner says: the gate's failures, or the conditions met, or that none was asked for."""
-    warnings = tuple(in_percent(warning) for warning in run.gate.warnings)
+    warnings = run.gate.warnings
     if not run.passed:
-        return Verdict("failed", "FAILED", tuple(in_percent(failure) for failure in run.gate.failures), warnings)
+        return Verdict("failed", "FAILED", run.gate.failures, warnings)
     asked = _conditions(run.gate.settings)
     if not asked:
         reason = "no gate condition was asked for (--min-accuracy, --min-class-recall, --baseline, --min-test-images)"
@@ -503,7 +493,6 @@ _PAGES = jinja2.Environment(
     finalize=lambda value: value if isinstance(value, Markup) else printable(value),
 )
 _PAGES.filters["percent"] = percent
-_PAGES.filters["in_percent"] = in_percent
 _PAGES.filters["signed_percent"] = lambda value: "n/a" if value is None else f"{value:+.1%}"
 _PAGES.filters["name"] = lambda path: Path(path).name
 _PAGES.globals["thumbnail"] = thumbnail_uri

@@ -200,7 +200,7 @@ def test_other_split_settings_are_not_compared_photo_by_photo_but_still_gated(
     )  # fmt: skip
     assert run.exit_code == 1, run.stdout + run.stderr
     (failure,) = [line for line in run.stderr.splitlines() if line.startswith("FAILED")]
-    assert "from the baseline's" in failure and "--max-regression 0.0200" in failure
+    assert "from the baseline's" in failure and "(over --max-regression 2.0 points)" in failure
     diff = json.loads((tmp_path / "report" / "metrics.json").read_text())["baseline"]
     assert diff["images"] is None
     assert diff["note"] == (
@@ -222,7 +222,7 @@ def test_a_class_whose_recall_dropped_fails_the_gate_unless_it_has_too_few_test_
     run = run_cli("evaluate", model, golden, "--baseline", golden_baseline, "--report-dir", tmp_path / "report")
     assert run.exit_code == 1, run.stdout + run.stderr
     (failure,) = [line for line in run.stderr.splitlines() if line.startswith("FAILED")]
-    words = r"recall dropped more than --max-class-regression 0\.2000 from the baseline's: daisy [01]\.\d+ -> 0\.0"
+    words = r"recall dropped more than --max-class-regression 20\.0 points from the baseline's: daisy \d+\.\d% -> 0\.0%"
     assert re.search(words, failure)
     assert "tulips" not in failure
 
@@ -405,7 +405,7 @@ def test_the_gate_fires_when_the_model_gets_worse_on_the_photos_both_runs_share(
     shared = images["unchanged"] + len(images["now_right"]) + len(images["now_wrong"])
     assert images["shared_right_after"] < images["shared_right_before"]
     assert f"accuracy on the {shared} test photos both runs share dropped" in failure
-    assert "recall on the test photos both runs share dropped more than --max-class-regression 0.0500" in failure
+    assert "recall on the test photos both runs share dropped more than --max-class-regression 5.0 points" in failure
     assert images["relabelled"] == 3  # still reported apart
     assert f"Gate: {failure}" in run.stdout
 

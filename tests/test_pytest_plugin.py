@@ -150,7 +150,7 @@ def test_training_is_the_accuracy_items_setup_and_its_outputs_go_where_asked(
     result.assert_outcomes(failed=1, passed=3)
     result.stdout.fnmatch_lines(
         [
-            "accuracy gate FAILED: accuracy * is below --min-accuracy 0.9990; recall below --min-class-recall 0.9999*",
+            "accuracy gate FAILED: accuracy * is below --min-accuracy 99.9*%; recall below --min-class-recall 99.9*%*",
             "test accuracy *: * of * test images right, 5 classes",
             "lowest recall: *",
             f"report: {output}/report/report.html",

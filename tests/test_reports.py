@@ -313,7 +313,7 @@ def test_train_gate_fails_after_writing_every_output(
     run = _train_with_gate(flowers_sample, bottleneck_dir, tmp_path, "--min-accuracy", "0.999")
     assert run.exit_code == 1
     (line,) = [line for line in run.stderr.splitlines() if line.startswith("FAILED")]
-    assert "below --min-accuracy 0.9990" in line
+    assert "below --min-accuracy 99.9%" in line
     assert (tmp_path / "saved_model" / "saved_model.pb").is_file()
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["gate"]["failures"] and metrics["gate"]["min_accuracy"] == 0.999
@@ -354,7 +354,7 @@ def test_evaluate_takes_the_same_gate_and_writes_a_report(
     )
     model = trained_run.output_dir / "saved_model"
     run = run_cli("evaluate", model, golden, "--min-class-recall", "0.5", "--report-dir", tmp_path / "report")
-    assert run.exit_code == 1 and "recall below --min-class-recall 0.5000: daisy" in run.stderr
+    assert run.exit_code == 1 and "recall below --min-class-recall 50.0%: daisy" in run.stderr
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["test_images"] == 12 and set(metrics["per_class"]) == {
         "daisy", "dandelion", "roses", "sunflowers", "tulips",
@@ -367,7 +367,7 @@ def test_gate_rules() -> None:
     assert judge(scores, recall, GateSettings()).failures == ()
     assert judge(scores, recall, GateSettings(min_accuracy=0.9)).failures == ()
     (failure,) = judge(scores, recall, GateSettings(min_class_recall=0.8)).failures
-    assert "b 0.7000" in failure and "a 0." not in failure
+    assert "b 70.0%" in failure and "a " not in failure.split(": ", 1)[1]
     assert judge(scores, recall, GateSettings(baseline_accuracy=0.92, max_regression=0.02)).failures == ()
     assert len(judge(scores, recall, GateSettings(baseline_accuracy=0.93, max_regression=0.02)).failures) == 1
     assert judge(scores, recall, GateSettings(min_test_images=100)).failures == ()

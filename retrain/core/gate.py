@@ -60,26 +60,30 @@ def judge(
             "too few to tell whether the model meets the bar"
         )
     if settings.min_accuracy is not None and accuracy < settings.min_accuracy:
-        failures.append(f"accuracy {accuracy:.4f} is below --min-accuracy {settings.min_accuracy:.4f}")
+        shown, bar = percents(accuracy, settings.min_accuracy)
+        failures.append(f"accuracy {shown} is below --min-accuracy {bar}")
     if settings.min_class_recall is not None:
         low = {label: r for label, r in class_recall.items() if r < settings.min_class_recall}
         if low:
-            listed = ", ".join(f"{label} {r:.4f}" for label, r in sorted(low.items(), key=lambda item: item[1]))
-            failures.append(f"recall below --min-class-recall {settings.min_class_recall:.4f}: {listed}")
+            bar = settings.min_class_recall
+            listed = ", ".join(
+                f"{label} {percents(r, bar)[0]}" for label, r in sorted(low.items(), key=lambda item: item[1])
+            )
+            failures.append(f"recall below --min-class-recall {percents(bar, *low.values())[0]}: {listed}")
     images = diff.images if diff is not None else None
     shared = images is not None and images.shared_accuracy_before is not None
     if shared:
         before, after = images.shared_accuracy_before, images.shared_accuracy_after
         if after < before - settings.max_regression:
             failures.append(
-                f"accuracy on the {images.shared} test photos both runs share dropped {before - after:.4f} from the "
-                f"baseline's {before:.4f} to {after:.4f} (--max-regression {settings.max_regression:.4f})"
+                f"accuracy on the {images.shared} test photos both runs share dropped "
+                f"{_drop(before - after, settings.max_regression)} from the baseline's {before:.1%} to {after:.1%}"
             )
     elif settings.baseline_accuracy is not None and accuracy < settings.baseline_accuracy - settings.max_regression:
         baseline = settings.baseline_accuracy
         failures.append(
-            f"accuracy {accuracy:.4f} dropped {baseline - accuracy:.4f} from the baseline's "
-            f"{baseline:.4f} (--max-regression {settings.max_regression:.4f})"
+            f"accuracy {accuracy:.1%} dropped {_drop(baseline - accuracy, settings.max_regression)} from the "
+            f"baseline's {baseline:.1%}"
         )
     if diff is not None and settings.max_class_regression is not None:
         failures.extend(_class_regressions(diff, settings, shared))
@@ -97,12 +101,12 @@ def _class_regressions(diff: ModelDiff, settings: GateSettings, shared: bool) ->
     if not dropped:
         return []
     listed = ", ".join(
-        f"{change.label} {change.recall_before:.4f} -> {change.recall_after:.4f}"
+        f"{change.label} {change.recall_before:.1%} -> {change.recall_after:.1%}"
         + (f" ({change.support_after} photos)" if shared else "")
         for change in sorted(dropped, key=lambda change: change.delta)
     )
     where = "on the test photos both runs share " if shared else ""
-    return [f"recall {where}dropped more than --max-class-regression {limit:.4f} from the baseline's: {listed}"]
+    return [f"recall {where}dropped more than --max-class-regression {_points(limit)} from the baseline's: {listed}"]
 
 
 def _too_few_warnings(scores: GateScores, settings: GateSettings) -> tuple[str, ...]:
@@ -130,6 +134,32 @@ def _too_few_warnings(scores: GateScores, settings: GateSettings) -> tuple[str, 
                 f"inside its 95% interval): {', '.join(unclear)}"
             )
     return tuple(warnings)
+
+
+def percents(value: float, *others: float) -> tuple[str, ...]:
+    """``value`` and ``others`` as percentages with one decimal, or with as many more (up to four) as tell ``value``
+    from each of them and keep what is short of 100% or above 0% from reading so: 89.95% below 90.00%, 99.99% (not
+    100.0%), never 90.0% below 90.0%."""
+    numbers = (value, *others)
+    for decimals in range(1, 5):
+        shown = tuple(f"{number:.{decimals}%}" for number in numbers)
+        apart = all(text != shown[0] for text, number in zip(shown[1:], others, strict=True) if number != value)
+        pairs = zip(shown, numbers, strict=True)
+        rounded = any(float(text[:-1]) in (0, 100) and number not in (0, 1) for text, number in pairs)
+        if apart and not rounded:
+            break
+    return shown
+
+
+def _points(fraction: float) -> str:
+    """A difference of two percentages: ``2.0 points`` (as --max-regression 0.02 reads)."""
+    return f"{fraction * 100:.1f} points"
+
+
+def _drop(drop: float, limit: float) -> str:
+    """``3.1 points (over --max-regression 2.0 points)``, with more decimals where one would not tell them apart."""
+    shown, bar = (text.removesuffix("%") for text in percents(drop, limit))
+    return f"{shown} points (over --max-regression {bar} points)"
 
 
 def interval_text(interval: tuple[float, float]) -> str:
