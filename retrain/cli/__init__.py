@@ -42,12 +42,11 @@ app = typer.Typer(
 @app.callback()
 def _root(
     version: Annotated[
-        bool | None,
+        bool,
         typer.Option("--version", "-V", help="Print the version and exit.", callback=_print_version, is_eager=True),
-    ] = None,
+    ] = False,
 ) -> None:
-    # The options every command shares come before the command's name; --version is the one there is.
-    pass
+    """``retrain-ci [--version] COMMAND``: the options that come before a command's name."""
 
 
 for command in (train, demo, label, evaluate, modules, report, check):

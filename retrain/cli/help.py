@@ -15,9 +15,12 @@ class HelpTable(Table):
     """Typer's help table with the option names kept whole. When a table is too wide, Rich narrows its widest columns
     together: a long help text would drag a long option name down with it ("--how-many-train…")."""
 
+    def __init__(self, *headers, **options) -> None:
+        super().__init__(*headers, **options)
+        self.collapse_padding = True  # one space between columns, none for an empty one (no short option, say)
+
     def add_row(self, *renderables, **options) -> None:
         super().add_row(*renderables, **options)
-        self.collapse_padding = True
         for column in self.columns[:-2]:  # names; the type and the help text wrap
             column.no_wrap = True
         for item in getattr(renderables[-1], "renderables", ()):  # the help text, its default and the like
