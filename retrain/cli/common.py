@@ -130,7 +130,7 @@ BaselineOption = Annotated[
         "--baseline",
         metavar="RUN",
         help="An earlier run to compare with and gate against (e.g. the main branch's): its --output-dir, report "
-        "folder or metrics.json.",
+        "folder or metrics.json (with predictions.csv beside it: flipped test images too).",
         rich_help_panel="Gate",
     ),
 ]
@@ -139,7 +139,7 @@ MaxRegressionOption = Annotated[
     typer.Option(
         "--max-regression",
         metavar="FRACTION",
-        help="Largest accuracy drop allowed against --baseline, on the test photos both runs share.",
+        help="Largest accuracy drop allowed against --baseline, on the test photos both runs share under one class.",
         min=0.0,
         show_default=str(GATE.max_regression),
         rich_help_panel="Gate",
@@ -150,7 +150,7 @@ MaxClassRegressionOption = Annotated[
     typer.Option(
         "--max-class-regression",
         metavar="FRACTION",
-        help="Largest drop of any class's recall allowed against --baseline.",
+        help="Largest drop of any class's recall allowed against --baseline (same photos, as above).",
         min=0.0,
         max=1.0,
         show_default="not gated",

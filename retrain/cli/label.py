@@ -62,7 +62,7 @@ InputWidthOption = Annotated[
 
 
 def label(  # noqa: PLR0913 (a Typer command declares its options)
-    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files and/or folders of images.")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="Image files and/or folders of images.")],
     model: ModelOption,
     labels: LabelsOption = None,
     input_layer: InputLayerOption = FROZEN_INPUT_NAME,
