@@ -27,8 +27,17 @@ def test_step_lines_show_train_and_validation_accuracy_and_cross_entropy(trained
         r"Step (\d+)/4000: train accuracy [\d.]+%, cross-entropy ([\d.]+), validation accuracy [\d.]+% \(N=100\)",
         trained_run.stdout,
     )
-    assert [int(step) for step, _ in steps] == list(range(100, 4001, 100))
+    assert [int(step) for step, _ in steps] == list(range(400, 4001, 400))  # evaluated every 100 steps, shown every 10%
     assert float(steps[-1][1]) < float(steps[0][1])  # cross-entropy falls as the layer learns
+
+
+def test_verbose_shows_every_evaluation(flowers_sample: Path, bottleneck_dir: Path, tmp_path: Path) -> None:
+    run = run_cli(
+        "train", flowers_sample, "--bottleneck-dir", bottleneck_dir, "--output-dir", tmp_path,
+        "--how-many-training-steps", "120", "--eval-step-interval", "5", "--random-seed", "1", "--verbose",
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert [int(step) for step in re.findall(r"^Step (\d+)/120: ", run.stdout, re.MULTILINE)] == list(range(5, 121, 5))
 
 
 def test_bottlenecks_are_computed_with_progress_then_reported(trained_run: CliRun) -> None:

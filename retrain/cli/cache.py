@@ -7,28 +7,29 @@ from typing import Annotated
 
 import typer
 
-from datacheck.settings import AuditSettings
 from retrain.cli.common import user_errors
+from retrain.cli.help import HelpCommand, HelpGroup
 from retrain.core.display import printable
 from retrain.core.errors import InputError
 from retrain.core.settings import GateSettings, ModuleSettings
-from retrain.core.settings_file import resolve_settings
 
 MODULE = ModuleSettings()
 
 cache = typer.Typer(
+    cls=HelpGroup,
     help="Keep the bottleneck and image-property caches small: they grow with every change to the data.",
     no_args_is_help=True,
 )
 
 
-@cache.command()
+@cache.command(cls=HelpCommand)
 def prune(
     image_dir: Annotated[Path, typer.Argument(metavar="DIR", help="The dataset whose content the caches keep.")],
     bottleneck_dir: Annotated[
         Path | None,
         typer.Option(
             "--bottleneck-dir",
+            metavar="DIR",
             help="As for train; every module's folder in it is pruned.",
             show_default=str(MODULE.bottleneck_dir),
         ),
@@ -44,9 +45,11 @@ def prune(
 ) -> None:
     """Drop cached entries of content no longer in DIR (deleted or edited photos), e.g. before CI saves the cache."""
     from datacheck.properties import property_cache as property_store
+    from datacheck.settings import AuditSettings
     from retrain.app.audit import settings_file
     from retrain.core.bottleneck_cache import prune_caches
     from retrain.core.dataset import scan_folder
+    from retrain.core.settings_file import resolve_settings
 
     with user_errors():
         source = settings_file(image_dir, config_file, Path.cwd())

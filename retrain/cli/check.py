@@ -39,10 +39,14 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             metavar="FORMAT",
             help="table (for people), json, markdown (pull requests), github (annotations) or html (one page with "
             "thumbnails).",
+            rich_help_panel="Outputs",
         ),
     ] = "table",
     output: Annotated[
-        Path | None, typer.Option("--output", metavar="FILE", help="Write the report to FILE instead of stdout.")
+        Path | None,
+        typer.Option(
+            "--output", metavar="FILE", help="Write the report to FILE instead of stdout.", rich_help_panel="Outputs"
+        ),
     ] = None,
     report_dir: Annotated[
         Path | None,
@@ -50,6 +54,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             "--report-dir",
             metavar="DIR",
             help="Also write audit.json, audit.md and audit.html into DIR (replaced whole): every format of one audit.",
+            rich_help_panel="Outputs",
         ),
     ] = None,
     fail_on: Annotated[
@@ -59,6 +64,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             metavar="LEVEL",
             show_default=AUDIT["fail_on"],
             help="Exit 1 on a finding at or above: error, warning, never.",
+            rich_help_panel="Gate",
         ),
     ] = None,
     config_file: Annotated[
@@ -70,71 +76,98 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         ),
     ] = None,
     skip: Annotated[
-        list[str] | None, typer.Option("--skip", metavar="ID", help="Check id to leave out (repeatable).")
+        list[str] | None,
+        typer.Option("--skip", metavar="ID", help="Check id to leave out (repeatable).", rich_help_panel="Checks"),
     ] = None,
     only: Annotated[
-        list[str] | None, typer.Option("--only", metavar="ID", help="Run only this check id (repeatable).")
+        list[str] | None,
+        typer.Option("--only", metavar="ID", help="Run only this check id (repeatable).", rich_help_panel="Checks"),
     ] = None,
     min_images: Annotated[
         int | None,
         typer.Option(
             "--min-images",
+            metavar="IMAGES",
             help="Error below this many images in a class.",
             show_default=str(AUDIT["min_images"]),
             min=0,
+            rich_help_panel="Checks",
         ),
     ] = None,
     recommended_images: Annotated[
         int | None,
         typer.Option(
             "--recommended-images",
+            metavar="IMAGES",
             help="Warning below this many images in a class.",
             show_default=str(AUDIT["recommended_images"]),
             min=0,
+            rich_help_panel="Checks",
         ),
     ] = None,
     max_imbalance: Annotated[
         float | None,
         typer.Option(
             "--max-imbalance",
+            metavar="RATIO",
             help="Warning when the largest class is this many times a class.",
             show_default=f"{AUDIT['max_imbalance']:g}",
+            rich_help_panel="Checks",
         ),
     ] = None,
     near_duplicate_bits: Annotated[
         int | None,
         typer.Option(
             "--near-duplicate-bits",
+            metavar="BITS",
             help="Perceptual hashes this close (of 64 bits) are one picture.",
             show_default=str(AUDIT["near_duplicate_bits"]),
+            rich_help_panel="Checks",
         ),
     ] = None,
     testing_percentage: Annotated[
         float | None,
         typer.Option(
             "--testing-percentage",
+            metavar="PERCENT",
             help="As for train.",
             show_default=f"{SPLIT.testing_percentage:g}",
             min=0.0,
             max=100.0,
+            rich_help_panel="Data",
         ),
     ] = None,
     validation_percentage: Annotated[
         float | None,
         typer.Option(
             "--validation-percentage",
+            metavar="PERCENT",
             help="As for train.",
             show_default=f"{SPLIT.validation_percentage:g}",
             min=0.0,
             max=100.0,
+            rich_help_panel="Data",
         ),
     ] = None,
     bottleneck_dir: Annotated[
         Path | None,
-        typer.Option("--bottleneck-dir", help="As for train.", show_default=str(MODULE.bottleneck_dir)),
+        typer.Option(
+            "--bottleneck-dir",
+            metavar="DIR",
+            help="As for train.",
+            show_default=str(MODULE.bottleneck_dir),
+            rich_help_panel="Cache and executor",
+        ),
     ] = None,
     tfhub_module: Annotated[
-        str | None, typer.Option("--tfhub-module", help="As for train.", show_default=MODULE.tfhub_module)
+        str | None,
+        typer.Option(
+            "--tfhub-module",
+            metavar="MODULE",
+            help="As for train.",
+            show_default=MODULE.tfhub_module,
+            rich_help_panel="Checks",
+        ),
     ] = None,
     baseline: Annotated[
         Path | None,
@@ -143,6 +176,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             metavar="OLD.json",
             help="An earlier `check --format json`: report the files added, removed, changed and moved since, and "
             "each finding as caused by the change, shifted (on untouched files) or unchanged.",
+            rich_help_panel="Gate",
         ),
     ] = None,
     fail_on_new: Annotated[
@@ -151,6 +185,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             "--fail-on-new/--fail-on-all",
             help="Gate only on findings the change since --baseline caused (the totals still show).",
             show_default=False,
+            rich_help_panel="Gate",
         ),
     ] = None,
     accept: Annotated[
@@ -159,9 +194,12 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             "--accept",
             metavar="FINGERPRINT",
             help="Record a reviewed finding as accepted in the settings file: it never fails a gate (repeatable).",
+            rich_help_panel="Gate",
         ),
     ] = None,
-    reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why --accept's findings are fine.")] = "",
+    reason: Annotated[
+        str, typer.Option("--reason", metavar="TEXT", help="Why --accept's findings are fine.", rich_help_panel="Gate")
+    ] = "",
     property_cache: Annotated[
         Path | None,
         typer.Option(
@@ -169,6 +207,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             metavar="DIR",
             help="Where each image's measured properties are cached by content, so a re-audit decodes only new files.",
             show_default="the bottleneck dir",
+            rich_help_panel="Cache and executor",
         ),
     ] = None,
     use_bottlenecks: Annotated[
@@ -178,6 +217,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             help="Compute bottlenecks for the checks that find more with them (near_duplicates, split_leakage), as "
             "the default audit does; --no-bottlenecks: they compare pixels alone, without TensorFlow.",
             show_default="--bottlenecks",
+            rich_help_panel="Cache and executor",
         ),
     ] = None,
     suspects: Annotated[
@@ -187,6 +227,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             metavar="WHICH",
             help="Suspected mislabels to report: likely (warnings), or all (the less sure ones too, as notes).",
             show_default="likely",
+            rich_help_panel="Checks",
         ),
     ] = None,
     executor: ExecutorOption = None,

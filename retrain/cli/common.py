@@ -37,6 +37,11 @@ class OutputFormat(str, Enum):
     json = "json"
 
 
+FormatOption = Annotated[
+    OutputFormat, typer.Option("--format", help="table for people, json for machines.", rich_help_panel="Outputs")
+]
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Bad input is one line on stderr and exit code 2, never a traceback (names in it escaped, so one line)."""
@@ -98,57 +103,80 @@ class ProgressBars:
 
 
 MinAccuracyOption = Annotated[
-    float | None, typer.Option("--min-accuracy", help="Gate: exit 1 when accuracy is below this.", min=0.0, max=1.0)
+    float | None,
+    typer.Option(
+        "--min-accuracy",
+        metavar="FRACTION",
+        help="Exit 1 when accuracy is below this.",
+        min=0.0,
+        max=1.0,
+        rich_help_panel="Gate",
+    ),
 ]
 MinClassRecallOption = Annotated[
     float | None,
-    typer.Option("--min-class-recall", help="Gate: exit 1 when any class's recall is below this.", min=0.0, max=1.0),
+    typer.Option(
+        "--min-class-recall",
+        metavar="FRACTION",
+        help="Exit 1 when any class's recall is below this.",
+        min=0.0,
+        max=1.0,
+        rich_help_panel="Gate",
+    ),
 ]
 BaselineOption = Annotated[
     Path | None,
     typer.Option(
         "--baseline",
+        metavar="RUN",
         help="An earlier run to compare with and gate against (e.g. the main branch's): its --output-dir, report "
         "folder or metrics.json (with predictions.csv beside it: flipped test images too).",
+        rich_help_panel="Gate",
     ),
 ]
 MaxRegressionOption = Annotated[
     float | None,
     typer.Option(
         "--max-regression",
-        help="Gate: largest accuracy drop allowed against --baseline, on the test photos both runs share under the "
-        "same class.",
+        metavar="FRACTION",
+        help="Largest accuracy drop allowed against --baseline, on the test photos both runs share under one class.",
         min=0.0,
         show_default=str(GATE.max_regression),
+        rich_help_panel="Gate",
     ),
 ]
 MaxClassRegressionOption = Annotated[
     float | None,
     typer.Option(
         "--max-class-regression",
-        help="Gate: largest drop of any class's recall allowed against --baseline, on the test photos both runs "
-        "share under the same class.",
+        metavar="FRACTION",
+        help="Largest drop of any class's recall allowed against --baseline (same photos, as above).",
         min=0.0,
         max=1.0,
         show_default="not gated",
+        rich_help_panel="Gate",
     ),
 ]
 MinTestImagesOption = Annotated[
     int | None,
     typer.Option(
         "--min-test-images",
-        help="Gate: exit 1 when the test set has fewer images than this (too few to tell a threshold from the score).",
+        metavar="IMAGES",
+        help="Exit 1 when the test set has fewer images than this (too few to tell a threshold from the score).",
         min=0,
         show_default="no floor",
+        rich_help_panel="Gate",
     ),
 ]
 MinClassSupportOption = Annotated[
     int | None,
     typer.Option(
         "--min-class-support",
-        help="Classes with fewer test images than this (in either run) are reported but not gated per class.",
+        metavar="IMAGES",
+        help="Classes with fewer test images than this (in either run) are reported, not gated per class.",
         min=0,
         show_default=str(GATE.min_class_support),
+        rich_help_panel="Gate",
     ),
 ]
 
@@ -160,6 +188,7 @@ ExecutorOption = Annotated[
         help="Where the per-image work runs: local (this process) or ray (a Ray cluster; pip install "
         "'retrain-ci\\[ray]').",
         show_default=EXECUTION.executor,
+        rich_help_panel="Cache and executor",
     ),
 ]
 RayAddressOption = Annotated[
@@ -167,8 +196,9 @@ RayAddressOption = Annotated[
     typer.Option(
         "--ray-address",
         metavar="ADDRESS",
-        help="With --executor ray: local starts Ray on this machine; auto or ray://HOST:PORT joins a running cluster.",
+        help="With --executor ray: local starts Ray here; auto or ray://HOST:PORT joins a running cluster.",
         show_default=EXECUTION.ray_address,
+        rich_help_panel="Cache and executor",
     ),
 ]
 

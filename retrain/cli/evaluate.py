@@ -12,6 +12,7 @@ from rich.text import Text
 
 from retrain.cli.common import (
     BaselineOption,
+    FormatOption,
     MaxClassRegressionOption,
     MaxRegressionOption,
     MinAccuracyOption,
@@ -37,8 +38,11 @@ MISCLASSIFIED_SHOWN = 20
 
 
 def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
-    model: Annotated[Path, typer.Argument(help="SavedModel folder, frozen .pb or .tflite.")],
-    image_dir: Annotated[Path, typer.Argument(help="Labeled folder: one subfolder per class; every image is used.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="SavedModel folder, frozen .pb or .tflite.")],
+    image_dir: Annotated[
+        Path,
+        typer.Argument(metavar="IMAGE_DIR", help="Labeled folder: one subfolder per class; every image is used."),
+    ],
     labels: LabelsOption = None,
     input_layer: InputLayerOption = FROZEN_INPUT_NAME,
     output_layer: OutputLayerOption = ExportSettings().final_tensor_name,
@@ -50,11 +54,15 @@ def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
     min_class_support: MinClassSupportOption = None,
     min_test_images: MinTestImagesOption = None,
     report_dir: Annotated[
-        Path | None, typer.Option("--report-dir", help="Also write a report (HTML, metrics.json, ...) here.")
+        Path | None,
+        typer.Option(
+            "--report-dir",
+            metavar="DIR",
+            help="Also write a report (HTML, metrics.json, ...) here.",
+            rich_help_panel="Outputs",
+        ),
     ] = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="table for people, json for machines.")] = (
-        OutputFormat.table
-    ),
+    output_format: FormatOption = OutputFormat.table,
 ) -> None:
     """Score an exported model on a fixed labeled folder (a golden set training never sees), and gate on it."""
     from retrain.app.audit import settings_file
@@ -93,7 +101,7 @@ def evaluate(  # noqa: PLR0913 (a Typer command declares its options)
         typer.echo(json.dumps(_json_document(result), indent=2))
         warn(list(result.run.gate.warnings))  # stdout is the JSON alone; the table's story prints them otherwise
     else:
-        _print_tables(result.evaluation, result.run)
+        _print_tables(result.evaluation, result.run, image_dir)
         print_story(result.run)
     if result.report:
         err_console.print(f"Report: {result.report.directory / 'report.html'}", soft_wrap=True, markup=False)
@@ -138,19 +146,28 @@ def _json_path(path: Path) -> dict[str, str]:
     return shown | ({"path_bytes": name_bytes(str(path))} if is_undecodable(str(path)) else {})
 
 
-def _print_tables(evaluation, run) -> None:
+def _print_tables(evaluation, run, image_dir: Path) -> None:
     from retrain.reports import recall_interval_cell
 
     table = Table("class", "images", "recall", "95% interval")
     for row in evaluation.per_class().itertuples():
-        table.add_row(row.Index, str(row.images), f"{row.recall:.1%}", recall_interval_cell(run.per_class[row.Index]))
+        interval = recall_interval_cell(run.per_class[row.Index])
+        table.add_row(Text(printable(row.Index)), str(row.images), f"{row.recall:.1%}", interval)
     console.print(table)
     misclassified = evaluation.misclassified()
     if misclassified:
-        wrong = Table("misclassified image (most confident first)", "true", "predicted", "confidence")
+        wrong = Table(
+            "image",
+            "true",
+            "predicted",
+            "confidence",
+            title=Text(f"Misclassified in {printable(image_dir)}, most confident first"),
+        )
         wrong.columns[0].overflow = "fold"
         for m in misclassified[:MISCLASSIFIED_SHOWN]:
-            wrong.add_row(Text(printable(m.path)), m.true_label, m.predicted_label, f"{m.confidence:.0%}")
+            shown = m.path.relative_to(image_dir) if m.path.is_relative_to(image_dir) else m.path
+            labels = (Text(printable(m.true_label)), Text(printable(m.predicted_label)))
+            wrong.add_row(Text(printable(shown)), *labels, f"{m.confidence:.0%}")
         console.print(wrong)
         if len(misclassified) > MISCLASSIFIED_SHOWN:
             console.print(f"... and {len(misclassified) - MISCLASSIFIED_SHOWN} more (--format json lists all)")

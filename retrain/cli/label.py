@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -10,43 +11,68 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from retrain.cli.common import OutputFormat, console, user_errors, warn_skipped
+from retrain.cli.common import FormatOption, OutputFormat, console, user_errors, warn_skipped
 from retrain.core.display import printable
 from retrain.core.errors import InputError
 from retrain.core.settings import FROZEN_INPUT_NAME, ExportSettings
 from retrain.training.quiet import import_tensorflow_quietly
 
-ModelOption = Annotated[Path, typer.Option("--model", "--graph", help="SavedModel folder, frozen .pb or .tflite.")]
+ModelOption = Annotated[
+    Path,
+    typer.Option(
+        "--model", "--graph", metavar="MODEL", help="SavedModel folder, frozen .pb or .tflite.", rich_help_panel="Model"
+    ),
+]
 LabelsOption = Annotated[
     Path | None,
     typer.Option(
         "--labels",
-        help="Labels file, checked against the model's own [default: the model's; output_labels.txt beside a .pb or "
-        ".tflite exported elsewhere].",
+        metavar="FILE",
+        help="Labels file, checked against the model's own.",
+        show_default="the model's; output_labels.txt beside a .pb or .tflite exported elsewhere",
+        rich_help_panel="Model",
     ),
 ]
-InputLayerOption = Annotated[str, typer.Option("--input-layer", help="Input op of a frozen graph.")]
-OutputLayerOption = Annotated[str, typer.Option("--output-layer", help="Output op of a frozen graph.")]
+InputLayerOption = Annotated[
+    str, typer.Option("--input-layer", metavar="NAME", help="Input op of a frozen graph.", rich_help_panel="Model")
+]
+OutputLayerOption = Annotated[
+    str, typer.Option("--output-layer", metavar="NAME", help="Output op of a frozen graph.", rich_help_panel="Model")
+]
 InputHeightOption = Annotated[
-    int | None, typer.Option("--input-height", help="Input height of a frozen graph that does not declare it.", min=1)
+    int | None,
+    typer.Option(
+        "--input-height",
+        metavar="PIXELS",
+        help="Input height of a frozen graph that does not declare it.",
+        min=1,
+        rich_help_panel="Model",
+    ),
 ]
 InputWidthOption = Annotated[
-    int | None, typer.Option("--input-width", help="Input width of a frozen graph that does not declare it.", min=1)
+    int | None,
+    typer.Option(
+        "--input-width",
+        metavar="PIXELS",
+        help="Input width of a frozen graph that does not declare it.",
+        min=1,
+        rich_help_panel="Model",
+    ),
 ]
 
 
 def label(  # noqa: PLR0913 (a Typer command declares its options)
-    images: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE", help="Image files and/or folders of images.")],
     model: ModelOption,
     labels: LabelsOption = None,
     input_layer: InputLayerOption = FROZEN_INPUT_NAME,
     output_layer: OutputLayerOption = ExportSettings().final_tensor_name,
     input_height: InputHeightOption = None,
     input_width: InputWidthOption = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="Labels shown per image.", min=1)] = 5,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="table for people, json for machines.")] = (
-        OutputFormat.table
-    ),
+    top_k: Annotated[
+        int, typer.Option("--top-k", metavar="K", help="Labels shown per image.", min=1, rich_help_panel="Outputs")
+    ] = 5,
+    output_format: FormatOption = OutputFormat.table,
 ) -> None:
     """Classify images with an exported model (label_image.py, for every export format)."""
     import_tensorflow_quietly()
@@ -70,8 +96,22 @@ def label(  # noqa: PLR0913 (a Typer command declares its options)
         ]
         typer.echo(json.dumps(document, indent=2))
         return
+    folder = _common_folder(classified.paths)
+    if folder is not None:
+        console.print(f"Images in {printable(folder)}", soft_wrap=True, markup=False)
     table = Table("image", *(f"#{rank}" for rank in range(1, min(top_k, len(exported.labels)) + 1)))
     table.columns[0].overflow = "fold"
     for path, top in ranked:
-        table.add_row(Text(printable(path)), *(f"{name} {score:.3f}" for name, score in top))
+        shown = path.relative_to(folder) if folder is not None else path
+        table.add_row(Text(printable(shown)), *(Text(printable(f"{name} {score:.3f}")) for name, score in top))
     console.print(table)
+
+
+def _common_folder(paths: list[Path]) -> Path | None:
+    """The folder holding every image, named once above the table so that each row shows a short path; None when
+    they share none worth naming (the root, the current folder, absolute and relative paths mixed)."""
+    try:
+        folder = Path(os.path.commonpath([path.parent for path in paths]))
+    except ValueError:
+        return None
+    return None if folder in (Path("."), Path(folder.anchor)) else folder

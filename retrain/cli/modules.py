@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from retrain.cli.common import OutputFormat, console
+from retrain.cli.common import FormatOption, OutputFormat, console
 from retrain.core.settings import FINE_TUNE_MODULE, ModuleSettings
 from retrain.training.quiet import import_tensorflow_quietly
 
 
-def modules(
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="table for people, json for machines.")] = (
-        OutputFormat.table
-    ),
-) -> None:
+def modules(output_format: FormatOption = OutputFormat.table) -> None:
     """List the modules --tfhub-module accepts by name: bundled backbones and well-known TF Hub modules."""
     import_tensorflow_quietly()
     from retrain.training.modules.loading import module_catalogue

@@ -13,7 +13,7 @@ from retrain.core.errors import InputError
 
 
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="An earlier run's --output-dir or --report-dir.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="An earlier run's --output-dir or --report-dir.")],
     print_summary: Annotated[bool, typer.Option("--print-summary", help="Print summary.md to stdout.")] = False,
     github_step_summary: Annotated[
         bool, typer.Option("--github-step-summary", help="Append summary.md to the file $GITHUB_STEP_SUMMARY names.")

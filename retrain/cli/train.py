@@ -78,71 +78,132 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
     image_dir_argument: Annotated[
         Path | None, typer.Argument(metavar="IMAGE_DIR", help="Folder with one subfolder of images per class.")
     ] = None,
-    image_dir: Annotated[Path | None, typer.Option("--image-dir", help="Same as IMAGE_DIR.")] = None,
+    image_dir: Annotated[
+        Path | None, typer.Option("--image-dir", metavar="DIR", help="Same as IMAGE_DIR.", rich_help_panel="Data")
+    ] = None,
+    testing_percentage: Annotated[
+        float,
+        typer.Option(
+            "--testing-percentage",
+            metavar="PERCENT",
+            help="Share of images in the test split.",
+            min=0.0,
+            max=100.0,
+            rich_help_panel="Data",
+        ),
+    ] = SPLIT.testing_percentage,
+    validation_percentage: Annotated[
+        float,
+        typer.Option(
+            "--validation-percentage",
+            metavar="PERCENT",
+            help="Share of images in the validation split.",
+            min=0.0,
+            max=100.0,
+            rich_help_panel="Data",
+        ),
+    ] = SPLIT.validation_percentage,
     tfhub_module: Annotated[
         str | None,
         typer.Option(
             "--tfhub-module",
-            help="Bundled module name, local SavedModel folder, or TF Hub handle/URL.",
+            metavar="MODULE",
+            help="Backbone: a bundled module's name (retrain-ci modules), a SavedModel folder, or a TF Hub handle.",
             show_default=f"{MODULE.tfhub_module}; {FINE_TUNE_MODULE} with --fine-tune",
+            rich_help_panel="Training",
         ),
     ] = None,
     image_size: Annotated[
-        int | None, typer.Option("--image-size", help="Input size for modules that do not declare one.", min=1)
-    ] = None,
-    bottleneck_dir: Annotated[
-        Path, typer.Option("--bottleneck-dir", help="Cache of bottleneck values.")
-    ] = MODULE.bottleneck_dir,
-    output_dir: Annotated[
-        Path | None, typer.Option("--output-dir", help="Put every output of the run under this folder.")
-    ] = None,
-    output_labels: Annotated[
-        Path | None, typer.Option("--output-labels", help="Labels file.", show_default=str(OUTPUTS.output_labels))
-    ] = None,
-    saved_model_dir: Annotated[
-        Path | None,
+        int | None,
         typer.Option(
-            "--saved-model-dir", help="SavedModel of the classifier.", show_default=str(OUTPUTS.saved_model_dir)
+            "--image-size",
+            metavar="PIXELS",
+            help="Input size of a module that does not declare one.",
+            min=1,
+            rich_help_panel="Training",
         ),
     ] = None,
-    output_graph: Annotated[
-        Path | None,
-        typer.Option("--output-graph", help="Frozen graph for label_image.py.", show_default=str(OUTPUTS.output_graph)),
-    ] = None,
-    summaries_dir: Annotated[
-        Path | None, typer.Option("--summaries-dir", help="TensorBoard logs.", show_default=str(OUTPUTS.summaries_dir))
-    ] = None,
-    intermediate_store_frequency: Annotated[
-        int, typer.Option("--intermediate-store-frequency", help="Save a frozen graph every N steps (0: never).", min=0)
-    ] = EXPORT.intermediate_store_frequency,
-    intermediate_output_graphs_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--intermediate-output-graphs-dir",
-            help="Where intermediate graphs go.",
-            show_default=str(OUTPUTS.intermediate_output_graphs_dir),
-        ),
-    ] = None,
-    tflite: Annotated[Path | None, typer.Option("--tflite", help="Also write a TensorFlow Lite model here.")] = None,
-    quantize: Annotated[
-        Quantization,
-        typer.Option("--quantize", help="TensorFlow Lite quantization (int8: calibrated on training images)."),
-    ] = Quantization(EXPORT.quantize),
     how_many_training_steps: Annotated[
-        int, typer.Option("--how-many-training-steps", help="Training steps.", min=1)
+        int,
+        typer.Option(
+            "--how-many-training-steps", metavar="STEPS", help="Training steps.", min=1, rich_help_panel="Training"
+        ),
     ] = TRAINING.how_many_training_steps,
     learning_rate: Annotated[
-        float, typer.Option("--learning-rate", help="SGD learning rate (the tutorial's: 0.01).", min=0.0)
+        float,
+        typer.Option(
+            "--learning-rate",
+            metavar="RATE",
+            help="SGD learning rate (the tutorial's: 0.01).",
+            min=0.0,
+            rich_help_panel="Training",
+        ),
     ] = TRAINING.learning_rate,
     learning_rate_schedule: Annotated[
         Schedule,
-        typer.Option("--learning-rate-schedule", help="cosine: decay to 0 over the steps; constant: the tutorial's."),
+        typer.Option(
+            "--learning-rate-schedule",
+            help="cosine: decay to 0 over the steps; constant: the tutorial's.",
+            rich_help_panel="Training",
+        ),
     ] = Schedule(TRAINING.learning_rate_schedule),
+    train_batch_size: Annotated[
+        int,
+        typer.Option(
+            "--train-batch-size",
+            metavar="IMAGES",
+            help="Images per training step (-1: all).",
+            callback=_batch_size,
+            rich_help_panel="Training",
+        ),
+    ] = TRAINING.train_batch_size,
+    eval_step_interval: Annotated[
+        int,
+        typer.Option(
+            "--eval-step-interval",
+            metavar="STEPS",
+            help="Steps between evaluations on validation images (a step line every 10% of the run; all: --verbose).",
+            min=1,
+            rich_help_panel="Training",
+        ),
+    ] = TRAINING.eval_step_interval,
+    validation_batch_size: Annotated[
+        int,
+        typer.Option(
+            "--validation-batch-size",
+            metavar="IMAGES",
+            help="Images per evaluation (-1: all).",
+            callback=_batch_size,
+            rich_help_panel="Training",
+        ),
+    ] = TRAINING.validation_batch_size,
+    test_batch_size: Annotated[
+        int,
+        typer.Option(
+            "--test-batch-size",
+            metavar="IMAGES",
+            help="Images in the final test (-1: all).",
+            callback=_batch_size,
+            rich_help_panel="Training",
+        ),
+    ] = RUN.test_batch_size,
+    random_seed: Annotated[
+        int | None,
+        typer.Option(
+            "--random-seed",
+            metavar="SEED",
+            help="Seed for a reproducible run.",
+            min=0,
+            show_default="random",
+            rich_help_panel="Training",
+        ),
+    ] = None,
     mirror_training: Annotated[
         bool,
         typer.Option(
             "--mirror-training/--no-mirror-training",
-            help="Also train on the cached bottleneck of each training image mirrored left-right.",
+            help="Also train on each training image mirrored left-right (from the cache).",
+            rich_help_panel="Mirror images",
         ),
     ] = RUN.mirror_training,
     tta: Annotated[
@@ -150,50 +211,208 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
         typer.Option(
             "--tta/--no-tta",
             help="Average each prediction over the image and its mirror image (the exported model does too).",
+            rich_help_panel="Mirror images",
         ),
     ] = RUN.tta,
-    testing_percentage: Annotated[
-        float, typer.Option("--testing-percentage", help="Percentage of images in the test split.", min=0.0, max=100.0)
-    ] = SPLIT.testing_percentage,
-    validation_percentage: Annotated[
-        float,
-        typer.Option(
-            "--validation-percentage", help="Percentage of images in the validation split.", min=0.0, max=100.0
-        ),
-    ] = SPLIT.validation_percentage,
-    eval_step_interval: Annotated[
-        int, typer.Option("--eval-step-interval", help="Steps between accuracy lines.", min=1)
-    ] = TRAINING.eval_step_interval,
-    train_batch_size: Annotated[
-        int, typer.Option("--train-batch-size", help="Images per training step (-1: all).", callback=_batch_size)
-    ] = TRAINING.train_batch_size,
-    validation_batch_size: Annotated[
-        int, typer.Option("--validation-batch-size", help="Images per validation (-1: all).", callback=_batch_size)
-    ] = TRAINING.validation_batch_size,
-    test_batch_size: Annotated[
-        int, typer.Option("--test-batch-size", help="Images in the final test (-1: all).", callback=_batch_size)
-    ] = RUN.test_batch_size,
     flip_left_right: Annotated[
-        bool, typer.Option("--flip-left-right", help="Randomly mirror training images.")
+        bool,
+        typer.Option("--flip-left-right", help="Randomly mirror training images.", rich_help_panel="Distortions"),
     ] = DISTORTIONS.flip_left_right,
     random_crop: Annotated[
-        float, typer.Option("--random-crop", help="Percentage of margin to randomly crop off.", min=0.0)
+        float,
+        typer.Option(
+            "--random-crop",
+            metavar="PERCENT",
+            help="Margin to randomly crop off.",
+            min=0.0,
+            rich_help_panel="Distortions",
+        ),
     ] = DISTORTIONS.random_crop,
     random_scale: Annotated[
-        float, typer.Option("--random-scale", help="Percentage to randomly scale up by.", min=0.0)
+        float,
+        typer.Option(
+            "--random-scale",
+            metavar="PERCENT",
+            help="Randomly scale up by up to this.",
+            min=0.0,
+            rich_help_panel="Distortions",
+        ),
     ] = DISTORTIONS.random_scale,
     random_brightness: Annotated[
-        float, typer.Option("--random-brightness", help="Percentage to randomly change brightness by.", min=0.0)
+        float,
+        typer.Option(
+            "--random-brightness",
+            metavar="PERCENT",
+            help="Randomly change brightness by up to this.",
+            min=0.0,
+            rich_help_panel="Distortions",
+        ),
     ] = DISTORTIONS.random_brightness,
+    fine_tune: Annotated[
+        bool,
+        typer.Option(
+            "--fine-tune",
+            help=f"After the new layer, also train the top of the backbone ({FINE_TUNE_MODULE} unless --tfhub-module "
+            "names another bundled one) on augmented images.",
+            rich_help_panel="Fine-tuning",
+        ),
+    ] = False,
+    fine_tune_blocks: Annotated[
+        int,
+        typer.Option(
+            "--fine-tune-blocks",
+            metavar="BLOCKS",
+            help="Backbone blocks to train, counted from the top.",
+            min=1,
+            rich_help_panel="Fine-tuning",
+        ),
+    ] = FINE_TUNE.blocks,
+    fine_tune_epochs: Annotated[
+        int,
+        typer.Option(
+            "--fine-tune-epochs",
+            metavar="EPOCHS",
+            help="Passes over the training images.",
+            min=1,
+            rich_help_panel="Fine-tuning",
+        ),
+    ] = FINE_TUNE.epochs,
+    fine_tune_learning_rate: Annotated[
+        float,
+        typer.Option(
+            "--fine-tune-learning-rate",
+            metavar="RATE",
+            help="Peak learning rate of the blocks (SGD, momentum 0.9, cosine); the new layer's is 10x.",
+            min=0.0,
+            rich_help_panel="Fine-tuning",
+        ),
+    ] = FINE_TUNE.learning_rate,
+    fine_tune_image_size: Annotated[
+        int | None,
+        typer.Option(
+            "--fine-tune-image-size",
+            metavar="PIXELS",
+            help="Input size of the fine-tuned model.",
+            min=32,
+            show_default="1.25x the backbone's",
+            rich_help_panel="Fine-tuning",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir",
+            metavar="DIR",
+            help="Put every output of the run under this folder.",
+            rich_help_panel="Outputs",
+        ),
+    ] = None,
+    saved_model_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--saved-model-dir",
+            metavar="DIR",
+            help="SavedModel of the classifier.",
+            show_default=str(OUTPUTS.saved_model_dir),
+            rich_help_panel="Outputs",
+        ),
+    ] = None,
+    output_labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-labels",
+            metavar="FILE",
+            help="Labels file.",
+            show_default=str(OUTPUTS.output_labels),
+            rich_help_panel="Outputs",
+        ),
+    ] = None,
+    output_graph: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-graph",
+            metavar="FILE",
+            help="Frozen graph for label_image.py.",
+            show_default=str(OUTPUTS.output_graph),
+            rich_help_panel="Outputs",
+        ),
+    ] = None,
     final_tensor_name: Annotated[
-        str, typer.Option("--final-tensor-name", help="Name of the output op.")
+        str,
+        typer.Option("--final-tensor-name", metavar="NAME", help="Name of the output op.", rich_help_panel="Outputs"),
     ] = EXPORT.final_tensor_name,
+    tflite: Annotated[
+        Path | None,
+        typer.Option(
+            "--tflite", metavar="FILE", help="Also write a TensorFlow Lite model here.", rich_help_panel="Outputs"
+        ),
+    ] = None,
+    quantize: Annotated[
+        Quantization,
+        typer.Option(
+            "--quantize",
+            metavar="TYPE",
+            help="TensorFlow Lite quantization: none, dynamic, float16 or int8 (calibrated on training images).",
+            rich_help_panel="Outputs",
+        ),
+    ] = Quantization(EXPORT.quantize),
     report_dir: Annotated[
         Path | None,
         typer.Option(
-            "--report-dir", help="Evaluation report (HTML, metrics.json, ...).", show_default=str(OUTPUTS.report_dir)
+            "--report-dir",
+            metavar="DIR",
+            help="Evaluation report (HTML, metrics.json, ...).",
+            show_default=str(OUTPUTS.report_dir),
+            rich_help_panel="Outputs",
         ),
     ] = None,
+    summaries_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--summaries-dir",
+            metavar="DIR",
+            help="TensorBoard logs.",
+            show_default=str(OUTPUTS.summaries_dir),
+            rich_help_panel="Outputs",
+        ),
+    ] = None,
+    intermediate_store_frequency: Annotated[
+        int,
+        typer.Option(
+            "--intermediate-store-frequency",
+            metavar="STEPS",
+            help="Save a frozen graph every this many steps (0: never).",
+            min=0,
+            rich_help_panel="Outputs",
+        ),
+    ] = EXPORT.intermediate_store_frequency,
+    intermediate_output_graphs_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--intermediate-output-graphs-dir",
+            metavar="DIR",
+            help="Where those graphs go.",
+            show_default=str(OUTPUTS.intermediate_output_graphs_dir),
+            rich_help_panel="Outputs",
+        ),
+    ] = None,
+    print_misclassified_test_images: Annotated[
+        bool,
+        typer.Option(
+            "--print-misclassified-test-images",
+            help="List the test images the model gets wrong.",
+            rich_help_panel="Outputs",
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="A step line at every evaluation, not every 10% of the run.",
+            rich_help_panel="Outputs",
+        ),
+    ] = False,
     min_accuracy: MinAccuracyOption = None,
     min_class_recall: MinClassRecallOption = None,
     baseline: BaselineOption = None,
@@ -201,43 +420,12 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
     max_class_regression: MaxClassRegressionOption = None,
     min_class_support: MinClassSupportOption = None,
     min_test_images: MinTestImagesOption = None,
-    print_misclassified_test_images: Annotated[
-        bool, typer.Option("--print-misclassified-test-images", help="List the test images the model gets wrong.")
-    ] = False,
-    random_seed: Annotated[
-        int | None, typer.Option("--random-seed", help="Seed for a reproducible run.", min=0, show_default="random")
-    ] = None,
-    fine_tune: Annotated[
-        bool,
+    bottleneck_dir: Annotated[
+        Path,
         typer.Option(
-            "--fine-tune",
-            help=f"After the new layer, also train the top of the (bundled) backbone on augmented images; "
-            f"the backbone is {FINE_TUNE_MODULE} unless --tfhub-module names another.",
+            "--bottleneck-dir", metavar="DIR", help="Cache of bottleneck values.", rich_help_panel="Cache and executor"
         ),
-    ] = False,
-    fine_tune_blocks: Annotated[
-        int, typer.Option("--fine-tune-blocks", help="Backbone blocks to train, counted from the top.", min=1)
-    ] = FINE_TUNE.blocks,
-    fine_tune_epochs: Annotated[
-        int, typer.Option("--fine-tune-epochs", help="Passes over the training images.", min=1)
-    ] = FINE_TUNE.epochs,
-    fine_tune_learning_rate: Annotated[
-        float,
-        typer.Option(
-            "--fine-tune-learning-rate",
-            help="Peak learning rate of the blocks (SGD, momentum 0.9, cosine); the new layer's is 10x.",
-            min=0.0,
-        ),
-    ] = FINE_TUNE.learning_rate,
-    fine_tune_image_size: Annotated[
-        int | None,
-        typer.Option(
-            "--fine-tune-image-size",
-            help="Input size of the fine-tuned model.",
-            min=32,
-            show_default="1.25x the backbone's: 304 for efficientnet_lite1, 280 for efficientnet_lite0",
-        ),
-    ] = None,
+    ] = MODULE.bottleneck_dir,
     executor: ExecutorOption = None,
     ray_address: RayAddressOption = None,
 ) -> None:
@@ -305,18 +493,27 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
             tta=tta,
             mirror_training=mirror_training,
         )
-        train_and_report(settings, print_misclassified_test_images, source.lines())
+        train_and_report(settings, print_misclassified_test_images, source.lines(), verbose=verbose)
 
 
-def train_and_report(settings: RunSettings, print_misclassified: bool, settings_lines: Sequence[str] = ()) -> None:
+def train_and_report(
+    settings: RunSettings, print_misclassified: bool, settings_lines: Sequence[str] = (), verbose: bool = False
+) -> None:
     """Run the flow with progress bars and step lines, print what it produced and the ``settings_lines`` (which
-    settings file the run read), then apply the gate."""
+    settings file the run read), then apply the gate. Step lines: every evaluation when ``verbose``, else the first one
+    past each tenth of the run (10%, 20%, ...) and the last: a line per evaluation would bury the results in 400."""
     from retrain.app.training import train_job
 
     total_steps = settings.training.how_many_training_steps
     epochs = settings.fine_tune.epochs if settings.fine_tune else 0
+    printed_tenth = 0
 
     def on_eval(step) -> None:
+        nonlocal printed_tenth
+        tenth = step.step * 10 // total_steps
+        if not verbose and tenth == printed_tenth and step.step != total_steps:
+            return
+        printed_tenth = tenth
         console.print(
             f"Step {step.step}/{total_steps}: train accuracy {step.train_accuracy:.1%}, "
             f"cross-entropy {step.cross_entropy:.3f}, "
@@ -368,7 +565,7 @@ def _print_result(result, settings: RunSettings, print_misclassified: bool) -> N
         console.print("=== MISCLASSIFIED TEST IMAGES ===")
         for item in result.test.misclassified():
             console.print(
-                f"{printable(item.path)}  {item.true_label} -> {item.predicted_label} ({item.confidence:.0%})",
+                printable(f"{item.path}  {item.true_label} -> {item.predicted_label} ({item.confidence:.0%})"),
                 soft_wrap=True,
                 markup=False,
             )
