@@ -8,6 +8,7 @@ Pictures are inline data URIs, so the page opens offline as a lone CI artifact.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup, escape
 
 from datacheck.audit_formats import finding_mark, findings_by_check, plural, shown_value
 from datacheck.baseline import FindingStatus
@@ -153,6 +155,16 @@ _ENVIRONMENT = Environment(
     lstrip_blocks=True,
 )
 _ENVIRONMENT.filters["shown"] = printable  # a name as people see it: no byte of it a control character or a line break
+
+
+def _prose(text: str) -> Markup:
+    """A message or advice as the terminal shows it, escaped, with its `code` spans (file names, commands) drawn as
+    code rather than as backticks."""
+    return Markup(_CODE_SPAN.sub(r"<code>\1</code>", str(escape(printable(text)))))
+
+
+_CODE_SPAN = re.compile(r"`([^`<>]+)`")
+_ENVIRONMENT.filters["prose"] = _prose
 
 
 def render_html(report: AuditReport) -> str:

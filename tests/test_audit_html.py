@@ -17,7 +17,14 @@ from PIL import Image, ImageOps, ImageStat
 
 from datacheck.audit_formats import plural
 from datacheck.findings import AuditReport, Finding, Severity
-from datacheck.html_report import LISTED_FINDINGS, PICTURE_BYTES, THUMBNAIL_SIDE, THUMBNAILS_PER_FINDING, render_html
+from datacheck.html_report import (
+    LISTED_FINDINGS,
+    PICTURE_BYTES,
+    THUMBNAIL_SIDE,
+    THUMBNAILS_PER_FINDING,
+    _prose,
+    render_html,
+)
 from retrain.core.dataset import IMAGE_EXTENSIONS
 from retrain.core.display import printable
 from tests.conftest import run_cli
@@ -414,3 +421,13 @@ def test_sorting_by_score_puts_the_strongest_first_and_class_names_stay_text(
         if "hidden" not in card.attrs
     ]
     assert shown == ["too_few_images:0"]
+
+
+def test_code_spans_in_messages_are_drawn_as_code_and_stay_escaped() -> None:
+    """The leakage advice names `_nohash_` as the terminal shows it; on the page that is code, never raw backticks,
+    and markup inside a span (a hostile file name) is still text."""
+    shown = str(_prose("name them alike up to `_nohash_` (`<img src=x onerror=alert(1)>.jpg`)"))
+    assert shown == (
+        "name them alike up to <code>_nohash_</code> (<code>&lt;img src=x onerror=alert(1)&gt;.jpg</code>)"
+    )
+    assert "`" not in shown
