@@ -44,7 +44,7 @@ def main() -> None:
                 min_detail_correlation=chosen.near_duplicate_detail,
             )
             started = time.perf_counter()
-            pairs = verify_pairs(images, candidates, matcher, chosen)
+            pairs, _ = verify_pairs(images, candidates, matcher, chosen)
             seconds = time.perf_counter() - started
             kinds = [pair["kind"] for pair in pairs]
             print(

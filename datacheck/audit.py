@@ -62,6 +62,7 @@ def audit_dataset(
         seconds=time.perf_counter() - started,
         bottlenecks=data.bottleneck_counts,
         properties=data.property_counts,
+        pairs=data.pair_counts,
         warnings=data.warnings + data.bottleneck_warnings + _without_bottlenecks(checks, settings),
         manifest=manifest,
         comparison=audit_diff(baseline, findings, manifest) if baseline is not None else None,

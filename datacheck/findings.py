@@ -92,6 +92,7 @@ class AuditReport:
     seconds: float
     bottlenecks: dict[str, int] | None = None  # computed / reused, when a check needed them
     properties: dict[str, int] | None = None  # images decoded (computed) / taken from the property cache (reused)
+    pairs: dict[str, int] | None = None  # look-alike pairs matched / reused from earlier audits, when a check matched
     warnings: list[str] = field(default_factory=list)  # about the run, not the dataset (a damaged cache shard)
     manifest: dict[str, ManifestEntry] = field(default_factory=dict)  # by path: every file, to diff a later audit
     comparison: Comparison | None = None  # against --baseline
@@ -150,6 +151,7 @@ class AuditReport:
             "bottlenecks": self.bottlenecks,
             "accepted": sum(finding.fingerprint in self.accepted for finding in self.findings),
             "properties": self.properties,
+            "pairs": self.pairs,
         }
         if self.comparison is not None:
             summary.update(

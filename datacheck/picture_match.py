@@ -21,7 +21,9 @@ its pairs are judged.
 from __future__ import annotations
 
 import functools
+import hashlib
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from retrain.core.images import ImageDecodeError, OversizedImageError, decode_image
+from retrain.core.shard_store import ShardStore
 
 ONE_PICTURE = "one picture"
 ONE_SCENE = "one scene"
@@ -43,6 +46,9 @@ SCALE_RANGE = (0.2, 5.0)  # a transform shrinking or enlarging more than this is
 DETAIL_SIGMA = 2.0  # high-pass detail: the photo minus its Gaussian blur of this radius (pixels at MATCH_SIDE)
 MIN_OVERLAP_PX = 500
 FEATURE_CACHE = 256  # photos whose keypoints are kept while their pairs are judged
+# Bump when the match changes (a constant above, the code below), so that matches kept by an older retrain-ci are not
+# reused.
+MATCH_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,59 @@ class PictureMatcher:
         detail_a, detail_b = detail_a - detail_a.mean(), detail_b - detail_b.mean()
         spread = float(np.sqrt((detail_a**2).sum() * (detail_b**2).sum()))
         return float((detail_a * detail_b).sum() / spread) if spread > 0 else 0.0
+
+
+_KINDS = (None, ONE_PICTURE, ONE_SCENE, DIFFERENT)
+_RECORD = np.dtype([("kind", "u1"), ("inliers", "<i4"), ("detail", "<f4"), ("mirrored", "u1")])
+# Bytes a kept match takes on disk (its key and record, with room for the shards' own overhead).
+_KEPT_BYTES = 64
+
+
+class KeptMatches:
+    """Pair matches kept between audits, by the two photos' contents and the thresholds they were judged by, so that a
+    re-audit (a pull request's) matches only the pairs a new or edited photo is in: the rest were judged already.
+
+    They live beside the image-property cache, in a folder of their own that ``cache prune`` leaves alone (its keys
+    name pairs, not contents); once it holds far more than the latest audit's pairs, it is cut to those.
+    """
+
+    def __init__(self, root: Path, matcher: PictureMatcher) -> None:
+        self.store = ShardStore(Path(root) / "pair-matches" / f"v{MATCH_VERSION}", dtype=_RECORD, what="pair matches")
+        self._salt = f"{matcher.min_inliers}:{matcher.min_detail_correlation}"
+
+    def key(self, first: str, second: str) -> str:
+        """The key of the pair of contents ``first``, ``second`` (SHA-1 content keys), in that order."""
+        return hashlib.sha1(f"{self._salt}:{first}:{second}".encode()).hexdigest()
+
+    def read(self, keys: Sequence[str]) -> dict[str, PairMatch]:
+        """The kept matches of ``keys`` (a damaged shard is dropped: its pairs are matched again)."""
+        unique = sorted(set(keys))
+        records = np.zeros((len(unique), 1), _RECORD)
+        found = self.store.read(unique, records).found
+        return {
+            key: PairMatch(
+                _KINDS[record["kind"]],
+                int(record["inliers"]),
+                None if np.isnan(record["detail"]) else round(float(record["detail"]), 3),
+                bool(record["mirrored"]),
+            )
+            for key, record, hit in zip(unique, records[:, 0], found, strict=True)
+            if hit
+        }
+
+    def keep(self, matches: dict[str, PairMatch], wanted: Sequence[str]) -> None:
+        """Add the new ``matches``; then, if the folder holds far more than the ``wanted`` pairs, drop the others."""
+        if matches:
+            records = [
+                (_KINDS.index(m.kind), m.inliers, np.nan if m.detail_correlation is None else m.detail_correlation,
+                 m.mirrored)
+                for m in matches.values()
+            ]  # fmt: skip
+            self.store.add(list(matches), np.array(records, _RECORD).reshape(-1, 1))
+            self.store.compact()
+        held = sum(shard.stat().st_size for shard in self.store.shards())
+        if held > 4 * _KEPT_BYTES * len(wanted) + (1 << 20):
+            self.store.prune(set(wanted))
 
 
 def _detail(grey: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ class AuditData:
     bottleneck_counts: dict[str, int] | None = None  # computed / reused from the cache
     bottleneck_warnings: list[str] = field(default_factory=list)  # e.g. a damaged cache shard, for the shell to show
     property_counts: dict[str, int] | None = None  # images decoded (computed) / taken from the property cache (reused)
+    pair_counts: dict[str, int] | None = None  # look-alike pairs matched / taken from earlier audits' (reused)
     warnings: list[str] = field(default_factory=list)  # e.g. a damaged property-cache shard
     derived: dict[str, Any] = field(default_factory=dict)  # what several checks share, computed once (picture groups)
 

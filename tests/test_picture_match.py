@@ -14,6 +14,7 @@ from PIL import Image, ImageEnhance
 
 from datacheck.checks.duplicates import PictureGroup, _found_by
 from datacheck.picture_match import DIFFERENT, ONE_PICTURE, ONE_SCENE, PictureMatcher
+from retrain.core.bottleneck_cache import cache_folders
 from tests.conftest import DATA_ROOT, run_cli
 from tests.defects import EDITS, edited
 
@@ -168,3 +169,42 @@ def test_the_message_names_each_signal_once() -> None:
     pairs = [{"signal": "both"}, {"signal": "embedding"}]
     assert _found_by(PictureGroup(images, pairs)) == "perceptual hash and bottleneck"
     assert _found_by(PictureGroup(images, [{"signal": "hash"}])) == "perceptual hash"
+
+
+def _audit(root: Path, bottleneck_dir: Path, property_cache: Path, report: Path) -> dict:
+    run = run_cli(
+        "check", root, "--only", "near_duplicates,split_leakage", "--format", "json", "--output", report,
+        "--fail-on", "never", "--bottleneck-dir", bottleneck_dir, "--property-cache", property_cache,
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stdout + run.stderr
+    return json.loads(report.read_text())
+
+
+def test_a_re_audit_matches_only_the_pairs_a_new_photo_is_in_and_finds_the_same(
+    flowers_sample: Path, bottleneck_dir: Path, tmp_path: Path
+) -> None:
+    """A pull request's audit reuses the earlier audit's pair matches (issue 29): only pairs with the new edited copy
+    are matched again, and the findings are those of an audit that matched every pair afresh."""
+    root = tmp_path / "photos"
+    shutil.copytree(flowers_sample, root)
+    cache = tmp_path / "properties"
+    first = _audit(root, bottleneck_dir, cache, tmp_path / "first.json")["summary"]["pairs"]
+    assert first["matched"] > 0 and first["reused"] == 0
+    again = _audit(root, bottleneck_dir, cache, tmp_path / "again.json")["summary"]["pairs"]
+    assert again == {"matched": 0, "reused": first["matched"]}
+    # `cache prune` keeps stores keyed by content; the kept matches are keyed by pairs, so it must leave them be
+    assert list((cache / "pair-matches").rglob("*.shard")) and not any(
+        "pair-matches" in str(folder) for folder in cache_folders(cache)
+    )
+
+    photo = sorted((root / "roses").glob("*.jpg"))[4]
+    edited(photo, root / "roses" / "edited-copy.jpg", EDITS["crop"], quality=85)
+    warm = _audit(root, bottleneck_dir, cache, tmp_path / "warm.json")
+    cold = _audit(root, bottleneck_dir, tmp_path / "empty", tmp_path / "cold.json")
+    pairs = warm["summary"]["pairs"]
+    assert 0 < pairs["matched"] < first["matched"]
+    assert pairs["matched"] + pairs["reused"] == cold["summary"]["pairs"]["matched"]
+    assert [(f["fingerprint"], f["details"]) for f in warm["findings"]] == [
+        (f["fingerprint"], f["details"]) for f in cold["findings"]
+    ]
+    assert any("roses/edited-copy.jpg" in f["paths"] for f in warm["findings"] if f["check"] == "near_duplicates")

@@ -16,7 +16,8 @@ import pandas as pd
 
 from datacheck.findings import Finding, Severity
 from datacheck.neighbours import Neighbours, hash_pairs
-from datacheck.picture_match import ONE_PICTURE, ONE_SCENE, PairMatch, PictureMatcher
+from datacheck.picture_match import ONE_PICTURE, ONE_SCENE, KeptMatches, PairMatch, PictureMatcher
+from datacheck.properties import property_cache
 from datacheck.registry import AuditData, Check, Need, register
 from datacheck.settings import AuditSettings
 from retrain.core.per_image import thread_map
@@ -89,7 +90,9 @@ def verified_pairs(data: AuditData) -> list[dict]:
             min_inliers=data.settings.near_duplicate_inliers,
             min_detail_correlation=data.settings.near_duplicate_detail,
         )
-        data.derived["verified_pairs"] = verify_pairs(images, candidates, matcher, data.settings)
+        kept = KeptMatches(property_cache(data.settings).directory.parent, matcher)
+        verified, data.pair_counts = verify_pairs(images, candidates, matcher, data.settings, kept)
+        data.derived["verified_pairs"] = verified
     return data.derived["verified_pairs"]
 
 
@@ -119,13 +122,25 @@ def candidate_pairs(
 
 
 def verify_pairs(
-    images: pd.DataFrame, candidates: dict[tuple[int, int], dict], matcher: PictureMatcher, settings: AuditSettings
-) -> list[dict]:
-    """The candidates that are one picture or one scene, as pairs with their evidence. Byte-identical files need no
-    match; where local features cannot judge (a tiny or flat image), a perceptual-hash match alone makes one picture."""
+    images: pd.DataFrame,
+    candidates: dict[tuple[int, int], dict],
+    matcher: PictureMatcher,
+    settings: AuditSettings,
+    kept: KeptMatches | None = None,
+) -> tuple[list[dict], dict[str, int]]:
+    """The candidates that are one picture or one scene, as pairs with their evidence, and how many pairs were matched
+    and how many taken from ``kept`` (earlier audits' matches). Byte-identical files need no match; where local
+    features cannot judge (a tiny or flat image), a perceptual-hash match alone makes one picture."""
     paths, keys = images["path"].to_numpy(), images["sha1"].to_numpy()
-    to_match = [(index, (paths[i], paths[j])) for index, (i, j) in enumerate(candidates) if keys[i] != keys[j]]
-    matches = dict(thread_map(matcher.match, to_match))  # in candidate order: a photo's pairs share its keypoints
+    different = [(index, (i, j)) for index, (i, j) in enumerate(candidates) if keys[i] != keys[j]]
+    pair_keys = {index: kept.key(keys[i], keys[j]) for index, (i, j) in different} if kept else {}
+    known = kept.read(list(pair_keys.values())) if kept else {}
+    matches = {index: known[pair_keys[index]] for index, _ in different if pair_keys.get(index) in known}
+    to_match = [(index, (paths[i], paths[j])) for index, (i, j) in different if index not in matches]
+    matched = dict(thread_map(matcher.match, to_match))  # in candidate order: a photo's pairs share its keypoints
+    matches.update(matched)
+    if kept:
+        kept.keep({pair_keys[index]: match for index, match in matched.items()}, list(pair_keys.values()))
     verified = []
     for index, ((i, j), found) in enumerate(candidates.items()):
         match = matches.get(index, PairMatch(ONE_PICTURE, detail_correlation=1.0))  # byte-identical: no match needed
@@ -142,7 +157,7 @@ def verify_pairs(
                     "mirrored": match.mirrored,
                 }
             )
-    return verified
+    return verified, {"matched": len(matched), "reused": len(different) - len(matched)}
 
 
 def group_pairs(images: pd.DataFrame, pairs: list[dict]) -> list[PictureGroup]:
