@@ -36,7 +36,7 @@ from retrain.training.inference import classify, load_exported_model
 from retrain.training.modules import ImageModule, load_image_module
 from retrain.training.modules.efficientnet_lite import BUNDLED_BACKBONES, build_network
 from retrain.training.modules.loading import fine_tunable_backbone
-from retrain.training.summaries import TrainingSummaries, refuse_foreign_logs
+from retrain.training.summaries import HISTOGRAMS, TrainingSummaries, refuse_foreign_logs
 
 # int8 quantization is calibrated on this many training images.
 CALIBRATION_IMAGES = 100
@@ -100,7 +100,8 @@ def _train(settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: Outpu
     module = load_image_module(settings.module.tfhub_module, settings.module.image_size)
     bottlenecks, splits = _bottlenecks(settings, dataset, module, hooks)
     seconds["bottlenecks"] = time.perf_counter() - started
-    summaries = TrainingSummaries(Path(settings.outputs.summaries_dir))
+    steps = settings.training.how_many_training_steps
+    summaries = TrainingSummaries(Path(settings.outputs.summaries_dir), histogram_steps=steps // HISTOGRAMS)
     recorded = summaries.recording(hooks)
     head, curve = _train_layer(settings, dataset.labels, module, splits, recorded)
     seconds["training"] = time.perf_counter() - started - seconds["bottlenecks"]
