@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -19,7 +20,10 @@ from retrain.core.dataset import list_dataset
 from retrain.core.settings import SplitSettings
 from retrain.training.bottlenecks import compute_bottlenecks
 from retrain.training.modules import load_image_module
+from retrain.training.modules.runners import converted_module
 from tests.conftest import copy_dataset, sample_photos
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +201,32 @@ def test_dataset_fingerprint_follows_content_from_the_cache_keys(photos: Path, m
     with Image.open(daisy) as image:
         image.rotate(90).save(daisy)
     assert current() != first
+
+
+def test_an_audit_with_the_backbone_converted_computes_bottlenecks_without_tensorflow(
+    photos: Path, module, tmp_path: Path
+) -> None:
+    """A re-audit (a pull request's) whose bundled backbone's TFLite form is cached computes the new photos'
+    bottlenecks with LiteRT alone: TensorFlow's import (5 s) is not paid for a handful of photos (issue 29). The
+    vectors are those of training's path, which runs the same converted form."""
+    converted_module(module)  # converted and cached once, as the first bottlenecks of any run do
+    expected = _compute(photos, module, tmp_path / "trained")
+    script = (
+        "import sys, numpy as np\n"
+        "from pathlib import Path\n"
+        "from retrain.core.dataset import list_dataset\n"
+        "from retrain.core.hooks import Hooks\n"
+        "from retrain.core.settings import ModuleSettings, SplitSettings\n"
+        "from retrain.training.bottlenecks import bottleneck_source\n"
+        "images = list_dataset(Path(sys.argv[1]), SplitSettings(20, 20)).images\n"
+        "found = bottleneck_source(ModuleSettings(bottleneck_dir=Path(sys.argv[2])))(images, Hooks())\n"
+        "np.save(sys.argv[3], found.vectors)\n"
+        "print(found.computed, 'tensorflow' in sys.modules)\n"
+    )
+    vectors = tmp_path / "audit.npy"
+    completed = subprocess.run(
+        [sys.executable, "-c", script, str(photos), str(tmp_path / "audit"), str(vectors)],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert completed.stdout.split() == [str(len(expected.vectors)), "False"], completed.stderr
+    np.testing.assert_array_equal(np.load(vectors), expected.vectors)

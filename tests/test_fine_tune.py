@@ -20,7 +20,8 @@ from retrain.training.exporters import EXPORTERS
 from retrain.training.fine_tune import fine_tune
 from retrain.training.inference import classify, load_exported_model
 from retrain.training.modules import ImageModule, load_image_module
-from retrain.training.modules.efficientnet_lite import BUNDLED_BACKBONES, build_network
+from retrain.training.modules.bundled import BUNDLED_BACKBONES
+from retrain.training.modules.efficientnet_lite import build_network
 from tests.conftest import CliRun, copy_dataset, run_cli, sample_photos, tensorboard_events
 
 

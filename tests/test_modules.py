@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from retrain.core.errors import InputError
 from retrain.training.modules import cache_root, load_image_module
-from retrain.training.modules.efficientnet_lite import BUNDLED_BACKBONES
+from retrain.training.modules.bundled import BUNDLED_BACKBONES
 from retrain.training.modules.torch_weights import UnsafeCheckpointError, load_legacy_state_dict
 from tests.conftest import copy_dataset, run_cli, sample_photos
 
@@ -44,7 +44,7 @@ def test_bundled_feature_vector_follows_tf_hub_image_conventions() -> None:
 
 
 def test_missing_weights_package_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    from retrain.training.modules.efficientnet_lite import BundledBackbone
+    from retrain.training.modules.bundled import BundledBackbone
 
     absent = BundledBackbone("efficientnet_lite9", "efficientnet_lite9_pytorch_model", "lite9", 300)
     monkeypatch.setitem(BUNDLED_BACKBONES, absent.name, absent)

@@ -88,12 +88,9 @@ def audit_job(root: Path, settings: AuditSettings, hooks: Hooks = Hooks()) -> Au
 
 
 def _bottlenecks_on_demand(settings: AuditSettings) -> BottleneckSource:
-    """The training engine's bottleneck source, imported (with TensorFlow) only if the audit calls it."""
+    """The training engine's bottleneck source, imported only if the audit calls it."""
 
     def bottlenecks(images: Sequence[LabeledImage], hooks: Hooks) -> Bottlenecks:
-        from retrain.training.quiet import import_tensorflow_quietly
-
-        import_tensorflow_quietly()
         from retrain.training.bottlenecks import bottleneck_source
 
         return bottleneck_source(settings.module, settings.execution)(images, hooks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,14 +17,17 @@ from retrain.core.settings import ExecutionSettings, ModuleSettings
 from retrain.core.shard_store import VECTOR_DTYPE, content_key
 from retrain.training.executors import executor_for
 from retrain.training.features import Batch, FeatureRunner
-from retrain.training.modules import ImageModule, load_image_module
+from retrain.training.modules.bundled import ConvertedBackbone, converted_backbone
+
+if TYPE_CHECKING:  # loading a module imports TensorFlow, which a re-audit with a converted backbone does without
+    from retrain.training.modules import ImageModule
 
 ProgressCallback = Callable[[int, int], None]
 
 
 def compute_bottlenecks(
     images: Sequence[LabeledImage],
-    module: ImageModule,
+    module: ImageModule | ConvertedBackbone,
     cache: BottleneckCache,
     *,
     hooks: Hooks = Hooks(),
@@ -83,9 +87,18 @@ def compute_bottlenecks(
 
 
 def bottleneck_source(settings: ModuleSettings, execution: ExecutionSettings = ExecutionSettings()) -> BottleneckSource:
-    """Bottlenecks under the module and cache the settings name, for the audit (the module loads on first use)."""
+    """Bottlenecks under the module and cache the settings name, for the audit (the module loads on first use; a
+    bundled backbone whose TFLite form is cached runs with LiteRT alone, without TensorFlow)."""
 
     def bottlenecks(images: Sequence[LabeledImage], hooks: Hooks) -> Bottlenecks:
+        converted = converted_backbone(settings.tfhub_module) if execution.executor == "local" else None
+        if converted is not None:
+            cache = BottleneckCache(settings.bottleneck_dir, converted.cache_key)
+            return compute_bottlenecks(images, converted, cache, hooks=hooks, runner=converted.runner())
+        from retrain.training.modules import load_image_module
+        from retrain.training.quiet import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
         module = load_image_module(settings.tfhub_module, settings.image_size)
         cache = BottleneckCache(settings.bottleneck_dir, module.cache_key)
         return compute_bottlenecks(images, module, cache, hooks=hooks, execution=execution)

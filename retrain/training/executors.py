@@ -55,9 +55,12 @@ class LocalExecutor:
         self, missing: list[tuple[int, Path]], module: ImageModule, runner: FeatureRunner | None, mirrored: bool
     ) -> Iterator[Batch]:
         from retrain.training.features import local_batches
-        from retrain.training.modules.runners import feature_runner
 
-        return local_batches(missing, runner or feature_runner(module), mirrored)
+        if runner is None:
+            from retrain.training.modules.runners import feature_runner  # TensorFlow: only when no runner is given
+
+            runner = feature_runner(module)
+        return local_batches(missing, runner, mirrored)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from retrain.training.fine_tune import FineTuned, fine_tune
 from retrain.training.head import LabeledVectors, TrainingExamples, train_head
 from retrain.training.inference import classify, load_exported_model
 from retrain.training.modules import ImageModule, load_image_module
-from retrain.training.modules.efficientnet_lite import BUNDLED_BACKBONES, build_network
+from retrain.training.modules.bundled import BUNDLED_BACKBONES
+from retrain.training.modules.efficientnet_lite import build_network
 from retrain.training.modules.loading import fine_tunable_backbone
 from retrain.training.summaries import HISTOGRAMS, TrainingSummaries, refuse_foreign_logs
 

