@@ -37,14 +37,15 @@ SEED = "0"
 TREE = Path(__file__).resolve().parents[1]
 
 
-def timed(tree: Path, *args: str | Path) -> float:
+def timed(tree: Path, work: Path, *args: str | Path) -> float:
     """Seconds one ``retrain-ci`` command of ``tree`` takes as a process (its import included); its exit code is not a
     failure here, a gate's verdict is not this benchmark's business, but a usage error (2) is."""
     started = time.perf_counter()
     command = [sys.executable, "-m", "retrain", *map(str, args)]
     environment = {**os.environ, "PYTHONPATH": str(tree)}
-    # Not run from a checkout: ``python -m`` puts the working folder on sys.path before PYTHONPATH.
-    completed = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=tempfile.gettempdir())
+    # From the scratch folder, not a checkout (nor /tmp, where the default /tmp/bottleneck would pass for pandas'
+    # optional `bottleneck` package): ``python -m`` puts the working folder on sys.path before PYTHONPATH.
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=work)
     if completed.returncode not in (0, 1):
         sys.exit(f"retrain-ci {' '.join(map(str, args))} exited {completed.returncode}:\n{completed.stderr}")
     return time.perf_counter() - started
@@ -84,11 +85,11 @@ def audit_and_run(
     caches = ["--bottleneck-dir", work / "bottlenecks"]
     audit, run = work / f"{name}-audit.json", work / f"{name}-run"
     against = ["--baseline", baseline["audit"]] if baseline else []
-    stages = {"check": timed(code, "check", photos, *caches, *against, "--format", "json", "--output", audit)}
+    stages = {"check": timed(code, work, "check", photos, *caches, *against, "--format", "json", "--output", audit)}
     against = ["--baseline", baseline["run"]] if baseline else []
-    stages["train"] = timed(code, "train", photos, *caches, *against, "--output-dir", run, "--random-seed", SEED)
+    stages["train"] = timed(code, work, "train", photos, *caches, *against, "--output-dir", run, "--random-seed", SEED)
     if baseline:
-        stages["report --audit"] = timed(code, "report", run, "--audit", audit)
+        stages["report --audit"] = timed(code, work, "report", run, "--audit", audit)
     return stages
 
 
