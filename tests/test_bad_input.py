@@ -160,3 +160,18 @@ def test_pixel_checks_and_reports_run_without_tensorflow(flowers_sample: Path, t
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.split() == ["0", "2", "False"], result.stdout + result.stderr
+
+
+def test_python_m_retrain_runs_from_tmp_beside_the_tutorials_cache_folder(two_classes: Path, tmp_path: Path) -> None:
+    """``python -m`` puts the working folder on sys.path; in /tmp, the tutorial's cache folder ``bottleneck`` passed
+    for pandas' optional `bottleneck` package and the audit died in an ImportError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "bottleneck").mkdir()
+    command = [sys.executable, "-m", "retrain", "check", str(two_classes), "--no-bottlenecks", "--only", "grayscale"]
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert "Traceback" not in completed.stderr
