@@ -312,19 +312,8 @@ class ConflictingLabels(Check):
         ]
 
 
-@register
-class NearDuplicates(Check):
-    """Copies that byte comparison misses: re-encoded, resized, cropped, mirrored, rotated or recoloured. Perceptual
-    hashes and bottleneck neighbours (when the audit has them) propose look-alike pairs; a pair is one picture only
-    when its details match point for point (datacheck.picture_match), so two gerberas or two sunflower fields are never
-    called copies, and two shots of one scene are left to split_leakage. Memory per image: about 200 bytes without
-    bottlenecks, about 5.5 KB with them (6.5 KB above 20,000 photos): see the module's docstring; the match keeps the
-    keypoints of at most 256 photos (about 80 MB)."""
-
-    id = "near_duplicates"
-    advice = "Edited or re-encoded copies of one picture: keep the best one."
-    needs = frozenset({Need.BETTER_WITH_BOTTLENECKS})
-    groups_copies = True
+class LookAlikeCheck(Check):
+    """Findings that are groups joined by verified look-alike pairs: drawn, badged and sorted by their pairs."""
 
     @classmethod
     def highlights(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -341,6 +330,21 @@ class NearDuplicates(Check):
     @classmethod
     def score(cls, details: dict[str, Any]) -> float | None:
         return _closest_pair(details)
+
+
+@register
+class NearDuplicates(LookAlikeCheck):
+    """Copies that byte comparison misses: re-encoded, resized, cropped, mirrored, rotated or recoloured. Perceptual
+    hashes and bottleneck neighbours (when the audit has them) propose look-alike pairs; a pair is one picture only
+    when its details match point for point (datacheck.picture_match), so two gerberas or two sunflower fields are never
+    called copies, and two shots of one scene are left to split_leakage. Memory per image: about 200 bytes without
+    bottlenecks, about 5.5 KB with them (6.5 KB above 20,000 photos): see the module's docstring; the match keeps the
+    keypoints of at most 256 photos (about 80 MB)."""
+
+    id = "near_duplicates"
+    advice = "Edited or re-encoded copies of one picture: keep the best one."
+    needs = frozenset({Need.BETTER_WITH_BOTTLENECKS})
+    groups_copies = True
 
     @classmethod
     def per_path(cls, details: dict[str, Any], path: str) -> list[tuple[str, Any]]:
@@ -370,7 +374,7 @@ class NearDuplicates(Check):
 
 
 @register
-class SplitLeakage(Check):
+class SplitLeakage(LookAlikeCheck):
     """A copy in training lets the model score on its twin in validation or testing: the score overstates accuracy.
     So does another shot of one scene (a burst, a photo shoot), which is no duplicate to delete but must share a split
     with its siblings. Memory per image: near_duplicates' verified pairs, shared."""
@@ -379,22 +383,6 @@ class SplitLeakage(Check):
     advice = "Keep one copy, or name the shots alike up to _nohash_ to share a split."
     needs = frozenset({Need.BETTER_WITH_BOTTLENECKS})
     groups_copies = True
-
-    @classmethod
-    def highlights(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
-        return _highlighted_pairs(details)
-
-    @classmethod
-    def describe(cls, details: dict[str, Any]) -> list[tuple[str, Any]]:
-        return _described_pairs(details)
-
-    @classmethod
-    def badges(cls, details: dict[str, Any]) -> list[str]:
-        return list(details.get("kinds", []))
-
-    @classmethod
-    def score(cls, details: dict[str, Any]) -> float | None:
-        return _closest_pair(details)
 
     def run(self, data: AuditData) -> list[Finding]:
         return [
