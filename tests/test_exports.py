@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +204,41 @@ def test_classification_module_trains_on_imagenet_scores(flowers_sample: Path, t
     assert run.exit_code == 0, run.stderr
     model = tf.saved_model.load(str(tmp_path / "out" / "saved_model"))
     assert model.final_weights.shape == (1000, 2)
+
+
+def test_a_gate_run_that_exports_no_model_never_loads_tensorflow_and_scores_the_same(
+    trained_run: CliRun, flowers_sample: Path, bottleneck_dir: Path, tmp_path: Path
+) -> None:
+    """``--export none``, bottlenecks cached (the shared run filled them): the run trains, scores and reports with
+    numpy and LiteRT alone, so a pull request's gate does not pay TensorFlow's import (issue 29), and its predictions
+    are the exporting run's, photo by photo."""
+    output = tmp_path / "gate"
+    code = (
+        "import sys; from typer.testing import CliRunner; from retrain.cli import app; "
+        f"r = CliRunner().invoke(app, ['train', {str(flowers_sample)!r}, '--bottleneck-dir', {str(bottleneck_dir)!r}, "
+        f"'--output-dir', {str(output)!r}, '--random-seed', '7', '--export', 'none']); "
+        "print(r.exit_code, 'tensorflow' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split()[-2:] == ["0", "False"], result.stdout + result.stderr
+    assert sorted(path.name for path in output.iterdir()) == ["output_labels.txt", "report", "retrain_logs"]
+    predictions = (output / "report" / "predictions.csv").read_text()
+    assert predictions == (trained_run.output_dir / "report" / "predictions.csv").read_text()
+    assert "accuracy" in tensorboard_events(output / "retrain_logs" / "validation")
+
+
+def test_export_writes_the_formats_asked_for_only(flowers_sample: Path, bottleneck_dir: Path, tmp_path: Path) -> None:
+    run = run_cli(
+        "train", flowers_sample, "--bottleneck-dir", bottleneck_dir, "--output-dir", tmp_path,
+        "--how-many-training-steps", "50", "--export", "saved_model",
+    )  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert (tmp_path / "saved_model" / "saved_model.pb").is_file() and not (tmp_path / "output_graph.pb").exists()
+    assert "Saved model" in run.stdout and "Frozen graph" not in run.stdout
+
+
+def test_export_names_an_unknown_format_in_one_line(flowers_sample: Path, tmp_path: Path) -> None:
+    run = run_cli("train", flowers_sample, "--output-dir", tmp_path, "--export", "saved_model,onnx")
+    assert run.exit_code == 2
+    assert run.stderr.strip() == "error: --export takes saved_model, frozen_graph or none (comma-separated), not 'onnx'"
+    assert not any(tmp_path.iterdir())

@@ -15,7 +15,8 @@ from retrain.core.dataset import LabeledImage
 from retrain.core.images import load_image
 from retrain.core.results import SoftmaxHead
 from retrain.core.settings import Distortions, FineTuneSettings
-from retrain.training.export import Classifier, ModelToExport, write_labels
+from retrain.training.classifier import Classifier
+from retrain.training.export import ModelToExport, write_labels
 from retrain.training.exporters import EXPORTERS
 from retrain.training.fine_tune import fine_tune
 from retrain.training.inference import classify, load_exported_model

@@ -17,7 +17,7 @@ from retrain.core.images import load_image, load_pixels
 from retrain.core.results import SoftmaxHead
 from retrain.core.settings import TrainingSettings
 from retrain.training.bottlenecks import compute_bottlenecks
-from retrain.training.export import Classifier
+from retrain.training.classifier import Classifier
 from retrain.training.head import learning_rate_at
 from retrain.training.inference import classify, load_exported_model
 from retrain.training.modules import load_image_module

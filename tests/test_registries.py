@@ -13,8 +13,9 @@ from retrain.cli.common import Executor as ExecutorChoice
 from retrain.core import settings
 from retrain.core.results import SoftmaxHead
 from retrain.core.settings import ExecutionSettings, ExportSettings, OutputPaths, RunSettings
+from retrain.training.classifier import Classifier
 from retrain.training.executors import EXECUTORS, Executor, executor_for
-from retrain.training.export import Classifier, LoadOptions, ModelToExport
+from retrain.training.export import LoadOptions, ModelToExport
 from retrain.training.exporters import EXPORTERS, Exporter, exporter_for, exporters_asked
 from retrain.training.inference import load_exported_model
 from retrain.training.modules import ImageModule

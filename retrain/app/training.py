@@ -27,9 +27,6 @@ def gate_settings(settings_path: Path | None, baseline: BaselineRun | None, **op
 
 def train_job(settings: RunSettings, hooks: Hooks = Hooks()):
     """Train, export and report (``retrain.training.run.RunResult``; its ``run`` is the typed report)."""
-    from retrain.training.quiet import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
     from retrain.training.run import train
 
     return train(settings, hooks)

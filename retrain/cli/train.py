@@ -341,6 +341,16 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
         str,
         typer.Option("--final-tensor-name", metavar="NAME", help="Name of the output op.", rich_help_panel="Outputs"),
     ] = EXPORT.final_tensor_name,
+    export: Annotated[
+        str,
+        typer.Option(
+            "--export",
+            metavar="FORMATS",
+            help="Models to write: saved_model, frozen_graph (comma-separated), or none: a pull request's gate needs "
+            "the numbers, not the model, and without one a run with cached bottlenecks never loads TensorFlow.",
+            rich_help_panel="Outputs",
+        ),
+    ] = ",".join(EXPORT.formats),
     tflite: Annotated[
         Path | None,
         typer.Option(
@@ -468,7 +478,13 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
             )
             if fine_tune
             else None,
-            export=ExportSettings(final_tensor_name, tflite, quantize.value, intermediate_store_frequency),
+            export=ExportSettings(
+                final_tensor_name,
+                tflite,
+                quantize.value,
+                intermediate_store_frequency,
+                ExportSettings.formats_named(export),
+            ),
             outputs=OutputPaths.under(
                 output_dir,
                 output_labels=output_labels,
@@ -571,9 +587,10 @@ def _print_result(result, settings: RunSettings, print_misclassified: bool) -> N
             )
     console.print(f"Final test accuracy = {result.test.accuracy:.1%} (N={len(result.test.truths)})")
     outputs = settings.outputs
+    formats = settings.export.formats
     shown = [
-        ("Saved model", outputs.saved_model_dir),
-        ("Frozen graph", outputs.output_graph),
+        *([("Saved model", outputs.saved_model_dir)] if "saved_model" in formats else []),
+        *([("Frozen graph", outputs.output_graph)] if "frozen_graph" in formats else []),
         ("Labels", outputs.output_labels),
         ("TensorBoard logs", outputs.summaries_dir),
     ]

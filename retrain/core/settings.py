@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 SCHEDULES = ("cosine", "constant")
 QUANTIZATIONS = ("none", "dynamic", "float16", "int8")
+# The unquantized model formats a run writes unless told otherwise (``--export``); TensorFlow Lite has ``--tflite``.
+MODEL_FORMATS = ("saved_model", "frozen_graph")
 FAIL_ON = ("error", "warning", "never")
 EXECUTORS = ("local", "ray")
 # label_image.py and the tutorial feed a frozen graph through an op of this name.
@@ -140,16 +142,28 @@ class FineTuneSettings:
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """What is exported besides the SavedModel, frozen graph and labels."""
+    """Which models a run exports, besides its labels file and report."""
 
     final_tensor_name: str = "final_result"
     tflite: Path | None = None
     quantize: str = "none"  # TensorFlow Lite quantization; int8 is calibrated on training images
     intermediate_store_frequency: int = 0  # a frozen graph every N steps (0: never)
+    # A pull request's gate needs the numbers, not the model: with none (and no --tflite) the run never loads
+    # TensorFlow when its bottlenecks are cached.
+    formats: tuple[str, ...] = MODEL_FORMATS
 
     def __post_init__(self) -> None:
         if self.quantize not in QUANTIZATIONS:
             raise InputError(f"quantization must be one of {', '.join(QUANTIZATIONS)}")
+        unknown = [name for name in self.formats if name not in MODEL_FORMATS]
+        if unknown:
+            raise InputError(f"--export takes {', '.join(MODEL_FORMATS)} or none (comma-separated), not '{unknown[0]}'")
+
+    @classmethod
+    def formats_named(cls, names: str) -> tuple[str, ...]:
+        """``--export``'s value: comma-separated format names, or ``none``."""
+        parts = tuple(part.strip() for part in names.split(",") if part.strip())
+        return () if parts == ("none",) else parts
 
 
 @dataclass(frozen=True)

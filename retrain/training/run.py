@@ -6,12 +6,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cache
+from importlib.metadata import version
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
 from retrain import __version__
 from retrain.core.assessment import assess
@@ -26,18 +29,18 @@ from retrain.core.run_report import Durations, FineTuneFacts, RunFacts, RunRepor
 from retrain.core.settings import RunSettings
 from retrain.reports import Report, write_report
 from retrain.training.bottlenecks import compute_bottlenecks
-from retrain.training.distortions import DistortedBottlenecks
 from retrain.training.executors import executor_for
-from retrain.training.export import Classifier, ModelToExport, write_labels
+from retrain.training.export import ModelToExport, write_labels
 from retrain.training.exporters import EXPORTERS, exporters_asked
-from retrain.training.fine_tune import FineTuned, fine_tune
 from retrain.training.head import LabeledVectors, TrainingExamples, train_head
 from retrain.training.inference import classify, load_exported_model
-from retrain.training.modules import ImageModule, load_image_module
-from retrain.training.modules.bundled import BUNDLED_BACKBONES
-from retrain.training.modules.efficientnet_lite import build_network
-from retrain.training.modules.loading import fine_tunable_backbone
+from retrain.training.modules.bundled import BUNDLED_BACKBONES, ConvertedBackbone, converted_backbone
 from retrain.training.summaries import HISTOGRAMS, TrainingSummaries, refuse_foreign_logs
+
+if TYPE_CHECKING:  # TensorFlow loads only when the run needs it (``_module``)
+    from retrain.training.classifier import Classifier
+    from retrain.training.fine_tune import FineTuned
+    from retrain.training.modules import ImageModule
 
 # int8 quantization is calibrated on this many training images.
 CALIBRATION_IMAGES = 100
@@ -66,7 +69,7 @@ class RunResult:
     """What a training run produced: its typed report (``report.run``), and the parts a caller may look into."""
 
     dataset: Dataset
-    module: ImageModule
+    module: ImageModule | ConvertedBackbone
     bottlenecks: Bottlenecks
     head: SoftmaxHead
     test: Evaluation
@@ -81,8 +84,6 @@ class RunResult:
 
 def train(settings: RunSettings, hooks: Hooks = Hooks()) -> RunResult:
     """Run the tutorial's flow and write every output as one set; raise InputError on bad input."""
-    # Same seed, same digits: TensorFlow may otherwise pick kernels whose float sums vary between runs.
-    tf.config.experimental.enable_op_determinism()
     _check_outputs(settings)
     dataset = list_dataset(Path(settings.image_dir), settings.split)  # bad input stops before any output is touched
     _refuse_lfs_pointers(dataset)
@@ -98,7 +99,7 @@ def _train(settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: Outpu
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     hooks.on_stage(f"Loading module {settings.module.tfhub_module}")
-    module = load_image_module(settings.module.tfhub_module, settings.module.image_size)
+    module = _module(settings)
     bottlenecks, splits = _bottlenecks(settings, dataset, module, hooks)
     seconds["bottlenecks"] = time.perf_counter() - started
     steps = settings.training.how_many_training_steps
@@ -116,8 +117,8 @@ def _train(settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: Outpu
     key_of = dict(zip((image.path for image in bottlenecks.images), bottlenecks.content_keys, strict=True))
     test = replace(test, content_keys=[key_of[path] for path in test.paths])  # matches photos across runs
 
-    classifier = Classifier(module, head, dataset.labels, settings.export.final_tensor_name, settings.tta)
-    _export(settings, classifier, summaries, hooks, outputs)
+    classifier = cache(lambda: _classifier(settings, module, head, dataset.labels))
+    _export(settings, dataset.labels, classifier, summaries, hooks, outputs)
     tflite = _export_tflite(settings, classifier, splits, hooks, outputs)
     seconds["total"] = time.perf_counter() - started
     run = assess(
@@ -133,6 +134,45 @@ def _train(settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: Outpu
     return RunResult(dataset, module, bottlenecks, head, test, validation, report, tuned)
 
 
+def _needs_tensorflow(settings: RunSettings) -> bool:
+    """Whether the run builds or runs a TensorFlow model: to export one, to fine-tune, to distort images, or to
+    compute bottlenecks on a cluster; a bundled backbone's cached TFLite form does the rest."""
+    return bool(
+        exporters_asked(settings)
+        or settings.fine_tune
+        or settings.distortions.enabled
+        or settings.export.intermediate_store_frequency
+        or settings.execution.executor != "local"
+    )
+
+
+def _module(settings: RunSettings) -> ImageModule | ConvertedBackbone:
+    """The module as far as the run needs it: without TensorFlow when it can (its import takes 5 s of a pull
+    request's run), else loaded with TensorFlow (which also converts and caches a bundled backbone's TFLite form)."""
+    if not _needs_tensorflow(settings):
+        converted = converted_backbone(settings.module.tfhub_module)
+        if converted is not None:
+            return converted
+    from retrain.training.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    import tensorflow as tf
+
+    from retrain.training.modules import load_image_module
+
+    # Same seed, same digits: TensorFlow may otherwise pick kernels whose float sums vary between runs.
+    tf.config.experimental.enable_op_determinism()
+    return load_image_module(settings.module.tfhub_module, settings.module.image_size)
+
+
+def _classifier(
+    settings: RunSettings, module: ImageModule | ConvertedBackbone, head: SoftmaxHead, labels: tuple[str, ...]
+) -> Classifier:
+    from retrain.training.classifier import Classifier
+
+    return Classifier(module, head, labels, settings.export.final_tensor_name, settings.tta)
+
+
 def _refuse_lfs_pointers(dataset: Dataset) -> None:
     """A checkout without its LFS content holds pointer files where the photos should be: say that, not "corrupt"."""
     pointers = [image.path for image in dataset.images if is_lfs_pointer(image.path)]
@@ -145,18 +185,19 @@ def _refuse_lfs_pointers(dataset: Dataset) -> None:
 
 
 def _bottlenecks(
-    settings: RunSettings, dataset: Dataset, module: ImageModule, hooks: Hooks
+    settings: RunSettings, dataset: Dataset, module: ImageModule | ConvertedBackbone, hooks: Hooks
 ) -> tuple[Bottlenecks, Splits[SplitData]]:
     """Every readable image's bottleneck (and its mirror image's, when needed), grouped by split."""
     cache = BottleneckCache(Path(settings.module.bottleneck_dir), module.cache_key)
     execution = settings.execution
-    bottlenecks = compute_bottlenecks(dataset.images, module, cache, hooks=hooks, execution=execution)
+    runner = module.runner() if isinstance(module, ConvertedBackbone) else None  # else the fastest for the module
+    bottlenecks = compute_bottlenecks(dataset.images, module, cache, hooks=hooks, runner=runner, execution=execution)
     mirrored = None
     if settings.needs_mirrored:
         hooks.on_stage("Bottlenecks of the mirrored images (for --tta and --mirror-training)")
         mirrored_cache = BottleneckCache(Path(settings.module.bottleneck_dir), module.cache_key + "-mirrored")
         mirrored = compute_bottlenecks(
-            bottlenecks.images, module, mirrored_cache, hooks=hooks, mirrored=True, execution=execution
+            bottlenecks.images, module, mirrored_cache, hooks=hooks, runner=runner, mirrored=True, execution=execution
         )
         if mirrored.images != bottlenecks.images:
             unreadable = ", ".join(str(path) for path, _ in mirrored.skipped)
@@ -175,6 +216,8 @@ def _bottlenecks(
 def _training_examples(settings: RunSettings, module: ImageModule, training: SplitData, hooks: Hooks):
     """Cached bottlenecks (with their mirror images' under --mirror-training), or fresh distorted ones."""
     if settings.distortions.enabled:
+        from retrain.training.distortions import DistortedBottlenecks
+
         hooks.on_stage(
             "Distortions on: every training step decodes, distorts and runs its batch through the module "
             "(the bottleneck cache serves only validation and test), so training is much slower"
@@ -201,7 +244,7 @@ def _train_layer(
     def on_eval(step: EvalStep) -> None:
         curve.append(step.scores)
         if snapshot_every and step.step % snapshot_every == 0 and step.step < last:
-            classifier = Classifier(module, step.layer, labels, settings.export.final_tensor_name, settings.tta)
+            classifier = _classifier(settings, module, step.layer, labels)
             folder = Path(settings.outputs.intermediate_output_graphs_dir)
             with staged_output(folder / f"intermediate_{step.step}.pb", "intermediate graph") as staging:
                 EXPORTERS["frozen_graph"].write(ModelToExport(classifier), staging)
@@ -223,7 +266,10 @@ def _train_layer(
 def _fine_tune(
     settings: RunSettings, module: ImageModule, head: SoftmaxHead, splits: Splits[SplitData], hooks: Hooks
 ) -> FineTuned:
-    backbone = fine_tunable_backbone(settings.module.tfhub_module)
+    from retrain.training.fine_tune import fine_tune
+    from retrain.training.modules.efficientnet_lite import build_network
+
+    backbone = BUNDLED_BACKBONES[settings.module.tfhub_module]
     size = settings.fine_tune.input_size(backbone.image_size)
     hooks.on_stage(
         f"Fine-tuning the top {settings.fine_tune.blocks} blocks of {settings.module.tfhub_module} with the new "
@@ -272,24 +318,36 @@ def _evaluate(
 
 
 def _export(
-    settings: RunSettings, classifier: Classifier, summaries: TrainingSummaries, hooks: Hooks, outputs: OutputSet
+    settings: RunSettings,
+    labels: tuple[str, ...],
+    classifier: Callable[[], Classifier],
+    summaries: TrainingSummaries,
+    hooks: Hooks,
+    outputs: OutputSet,
 ) -> None:
     """Labels and every unquantized format asked for (SavedModel, frozen graph), staged in the run's output set; the
-    frozen graph also goes to TensorBoard."""
+    frozen graph also goes to TensorBoard when it is written. ``classifier`` builds the model (and loads TensorFlow)
+    only if a format is asked for."""
     hooks.on_stage("Exporting the model")
     with outputs.staging(Path(settings.outputs.output_labels), "labels file") as staging:
-        write_labels(classifier.labels, staging)
-    model = ModelToExport(classifier)
-    for exporter, path in exporters_asked(settings):
-        if not exporter.quantized:
+        write_labels(labels, staging)
+    unquantized = [(exporter, path) for exporter, path in exporters_asked(settings) if not exporter.quantized]
+    if unquantized:
+        model = ModelToExport(classifier())
+        for exporter, path in unquantized:
             with outputs.staging(path, exporter.output_name) as staging:
                 exporter.write(model, staging)
-    summaries.write_graph(model.graph_def)
+        if "graph_def" in vars(model):  # frozen by the frozen-graph format: TensorBoard shows it at no cost
+            summaries.write_graph(model.graph_def)
     summaries.close()
 
 
 def _export_tflite(
-    settings: RunSettings, classifier: Classifier, splits: Splits[SplitData], hooks: Hooks, outputs: OutputSet
+    settings: RunSettings,
+    classifier: Callable[[], Classifier],
+    splits: Splits[SplitData],
+    hooks: Hooks,
+    outputs: OutputSet,
 ) -> TfliteResult | None:
     """The quantized format when asked for (TensorFlow Lite, the only one), scored on the test images again:
     quantization costs accuracy."""
@@ -299,10 +357,11 @@ def _export_tflite(
     ((exporter, path),) = quantized  # one, reported as the run's "tflite"
     quantize = settings.export.quantize
     hooks.on_stage(f"Converting to TensorFlow Lite (quantization: {quantize})")
-    calibration = [load_image(image, classifier.image_size) for image in splits.training.paths[:CALIBRATION_IMAGES]]
+    model = classifier()
+    calibration = [load_image(image, model.image_size) for image in splits.training.paths[:CALIBRATION_IMAGES]]
     test = splits.testing
     with outputs.staging(path, exporter.output_name) as staging:
-        exporter.write(ModelToExport(classifier, quantize, calibration), staging)
+        exporter.write(ModelToExport(model, quantize, calibration), staging)
         probabilities = classify(load_exported_model(staging), test.paths).probabilities
         size_bytes = staging.stat().st_size
     accuracy = float(np.mean(probabilities.argmax(axis=1) == test.labels))
@@ -312,7 +371,7 @@ def _export_tflite(
 def _run_facts(
     settings: RunSettings,
     dataset: Dataset,
-    module: ImageModule,
+    module: ImageModule | ConvertedBackbone,
     bottlenecks: Bottlenecks,
     validation: Evaluation,
     tuned: FineTuned | None,
@@ -341,7 +400,7 @@ def _run_facts(
             | {"skipped": len(bottlenecks.skipped)}
         ),
         tool_version=__version__,
-        tensorflow_version=tf.__version__,
+        tensorflow_version=version("tensorflow"),
         fine_tune=None
         if tuned is None
         else FineTuneFacts(settings.fine_tune, tuned.module.image_size[0], tuned.best_epoch, tuple(tuned.epochs)),
@@ -352,7 +411,7 @@ def _run_facts(
 def _check_outputs(settings: RunSettings) -> None:
     """Before any work: fine-tuning needs a bundled backbone, and every output must be writable."""
     spec = settings.module.tfhub_module
-    if settings.fine_tune and fine_tunable_backbone(spec) is None:
+    if settings.fine_tune and spec not in BUNDLED_BACKBONES:
         raise InputError(f"--fine-tune trains the bundled backbones only ({', '.join(BUNDLED_BACKBONES)}), not {spec}")
     outputs = settings.outputs
     check_writable(outputs.output_labels, "labels file", folder=False)

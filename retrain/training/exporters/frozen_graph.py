@@ -4,12 +4,14 @@ tensor name; the labels ride along as the constant node ``LABELS_NODE``."""
 from __future__ import annotations
 
 from pathlib import Path
-
-import tensorflow as tf
+from typing import TYPE_CHECKING
 
 from retrain.core.errors import InputError
 from retrain.core.settings import RunSettings
 from retrain.training.export import LABELS_NODE, ExportedModel, LoadOptions, ModelToExport
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 class FrozenGraphExporter:
@@ -18,8 +20,8 @@ class FrozenGraphExporter:
     folder = False
     quantized = False
 
-    def output(self, settings: RunSettings) -> Path:
-        return Path(settings.outputs.output_graph)
+    def output(self, settings: RunSettings) -> Path | None:
+        return Path(settings.outputs.output_graph) if "frozen_graph" in settings.export.formats else None
 
     def write(self, model: ModelToExport, path: Path) -> None:
         Path(path).write_bytes(model.graph_def.SerializeToString())
@@ -28,6 +30,8 @@ class FrozenGraphExporter:
         return path.suffix == ".pb" and not path.is_dir()
 
     def load(self, path: Path, options: LoadOptions) -> tuple[ExportedModel, int | None]:
+        import tensorflow as tf
+
         graph = tf.Graph()
         with graph.as_default():
             tf.compat.v1.import_graph_def(_graph_def(path), name="")
@@ -49,6 +53,8 @@ class FrozenGraphExporter:
         return model, classes
 
     def labels(self, path: Path) -> tuple[str, ...] | None:
+        import tensorflow as tf
+
         for node in _graph_def(path).node:
             if node.name == LABELS_NODE:
                 return tuple(label.decode() for label in tf.make_ndarray(node.attr["value"].tensor).tolist())
@@ -56,6 +62,8 @@ class FrozenGraphExporter:
 
 
 def _graph_def(path: Path) -> tf.compat.v1.GraphDef:
+    import tensorflow as tf
+
     graph_def = tf.compat.v1.GraphDef()
     try:
         graph_def.ParseFromString(path.read_bytes())

@@ -8,8 +8,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 
 from retrain.core.errors import InputError
 from retrain.core.settings import RunSettings
@@ -25,10 +23,12 @@ class SavedModelExporter:
     folder = True
     quantized = False
 
-    def output(self, settings: RunSettings) -> Path:
-        return Path(settings.outputs.saved_model_dir)
+    def output(self, settings: RunSettings) -> Path | None:
+        return Path(settings.outputs.saved_model_dir) if "saved_model" in settings.export.formats else None
 
     def write(self, model: ModelToExport, path: Path) -> None:
+        import tensorflow as tf
+
         classifier = model.classifier
         with _write_errors():
             tf.saved_model.save(classifier, str(path), signatures={"serving_default": classifier.serve})
@@ -37,6 +37,8 @@ class SavedModelExporter:
         return path.is_dir()
 
     def load(self, path: Path, options: LoadOptions) -> tuple[ExportedModel, int | None]:
+        import tensorflow as tf
+
         if not (path / "saved_model.pb").is_file():
             raise InputError(f"{path} is not a SavedModel folder (no saved_model.pb in it)")
         model = tf.saved_model.load(str(path))
@@ -56,6 +58,8 @@ class SavedModelExporter:
 
     def labels(self, path: Path) -> tuple[str, ...] | None:
         """The asset the root object's ``labels_file`` names, found in saved_model.pb without loading the model."""
+        from tensorflow.core.protobuf import saved_model_pb2
+
         saved_model = saved_model_pb2.SavedModel()
         saved_model.ParseFromString((path / "saved_model.pb").read_bytes())
         meta_graph = saved_model.meta_graphs[0]
@@ -71,6 +75,8 @@ class SavedModelExporter:
 @contextmanager
 def _write_errors() -> Iterator[None]:
     """TensorFlow reports a failed write (a full disk) as its own error; the output staging expects an OSError."""
+    import tensorflow as tf
+
     try:
         yield
     except tf.errors.OpError as error:

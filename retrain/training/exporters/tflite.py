@@ -7,8 +7,6 @@ from pathlib import Path
 
 import flatbuffers
 import numpy as np
-import tensorflow as tf
-from tensorflow.lite.python import schema_py_generated as tflite_schema
 
 from retrain.core.settings import RunSettings
 from retrain.training.export import ExportedModel, LoadOptions, ModelToExport
@@ -28,6 +26,8 @@ class TFLiteExporter:
 
     def write(self, model: ModelToExport, path: Path) -> None:
         """``int8`` quantization is calibrated on ``model.calibration_images`` (training images)."""
+        import tensorflow as tf
+
         classifier = model.classifier
         converter = tf.lite.TFLiteConverter.from_concrete_functions(
             [classifier.__call__.get_concrete_function()], classifier
@@ -61,6 +61,8 @@ class TFLiteExporter:
         return ExportedModel(path, (), (int(height), int(width)), predict), int(output_detail["shape"][-1])
 
     def labels(self, path: Path) -> tuple[str, ...] | None:
+        from tensorflow.lite.python import schema_py_generated as tflite_schema
+
         root = tflite_schema.Model.GetRootAs(path.read_bytes(), 0)
         for i in range(root.MetadataLength()):
             entry = root.Metadata(i)
@@ -71,6 +73,8 @@ class TFLiteExporter:
 
 def _with_labels(model: bytes, labels: tuple[str, ...]) -> bytes:
     """The flatbuffer with one more metadata entry (a name and a buffer), which interpreters ignore."""
+    from tensorflow.lite.python import schema_py_generated as tflite_schema
+
     unpacked = tflite_schema.ModelT.InitFromObj(tflite_schema.Model.GetRootAs(model, 0))
     buffer = tflite_schema.BufferT()
     buffer.data = np.frombuffer("\n".join(labels).encode(), dtype=np.uint8)
