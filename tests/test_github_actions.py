@@ -94,6 +94,8 @@ def test_the_dataset_gate_flow_from_main_to_a_pull_request(github: dict[str, str
     (line,) = Path(github["GITHUB_OUTPUT"]).read_text().splitlines()
     accuracy = float(line.removeprefix("test-accuracy="))
     assert 0.5 <= accuracy <= 1
+    run = tmp_path / "retrain-ci-run"  # a gate exports no model unless `export` asks: it needs the numbers only
+    assert not (run / "saved_model").exists() and (run / "report" / "metrics.json").is_file()
 
     summary = _step("summary", github)
     assert summary.returncode == 0, summary.stderr

@@ -42,7 +42,8 @@ case "${1:-}" in
     ;;
   train)
     # No module named: the mode's default (efficientnet_lite0, or efficientnet_lite1 with fine-tune).
-    args=(train "$INPUT_DATA" --bottleneck-dir "$bottlenecks" --output-dir "$output_dir" --random-seed 0)
+    args=(train "$INPUT_DATA" --bottleneck-dir "$bottlenecks" --output-dir "$output_dir" --random-seed 0
+      --export "${INPUT_EXPORT:-none}")
     args+=("${executor[@]}")
     if [[ -n "${INPUT_MODULE:-}" ]]; then
       args+=(--tfhub-module "$INPUT_MODULE")
