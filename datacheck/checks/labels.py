@@ -90,7 +90,8 @@ class SuspectedMislabel(Check):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import Normalizer
 
-        from datacheck.models import out_of_fold
+        from datacheck.models import KeptFolds, out_of_fold
+        from datacheck.properties import property_cache
 
         if data.bottlenecks is None:
             return []
@@ -100,13 +101,18 @@ class SuspectedMislabel(Check):
         )
         images = data.images.iloc[usable]
         model = make_pipeline(Normalizer(), LogisticRegression(C=10, max_iter=1000))
+        # Kept beside the property cache, by what the bottlenecks come from: a re-audit refits only after a change.
+        module = data.settings.module
+        kept = KeptFolds(property_cache(data.settings).directory.parent, f"{module.tfhub_module}:{module.image_size}")
         predictions = out_of_fold(
             model,
             data.bottlenecks[usable],
             images["label"].tolist(),
             data.settings.cross_validation_folds,
             images["sha1"].tolist(),
+            kept,
         )
+        data.warnings += kept.warnings
         if predictions is None:
             return []
         issues = find_label_issues(predictions.labels, predictions.probabilities, filter_by="low_self_confidence")
