@@ -124,3 +124,15 @@ def test_features_of_another_backbone_are_not_judged_by_the_kept_fit(digits, tmp
     other = features[:, ::-1].copy()  # same photos, other features: the kept probabilities are not theirs
     warm, _ = _judged(other, labels, keys, tmp_path)
     assert warm.counts["fitted"] == len(keys)
+
+
+def test_two_classes_are_kept_and_reused_alike(digits, tmp_path: Path) -> None:
+    features, labels, keys = digits
+    rows = [i for i, label in enumerate(labels) if label in ("3", "8")]
+    pair = (features[rows], [labels[i] for i in rows], [keys[i] for i in rows])
+    cold, _ = _judged(*pair, tmp_path)
+    warm, _ = _judged(*pair[:2], [key if i >= 10 else "f" * 40 for i, key in enumerate(pair[2])], tmp_path)
+    assert warm.counts == {"fitted": 0, "reused": len(rows) - 10, "predicted": 10}
+    assert warm.probabilities.shape == (len(rows), 2)
+    # The 10 under new keys are predicted by fold 0's model (ffffffff % 5); the others keep their probabilities.
+    assert (warm.probabilities[10:] == cold.probabilities[10:]).all()
