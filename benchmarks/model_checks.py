@@ -41,6 +41,7 @@ from retrain.app.audit import _bottlenecks_on_demand  # noqa: E402
 from retrain.core.settings import ModuleSettings  # noqa: E402
 
 DEFAULT_DATA = TREE.parent / "shared" / "data" / "flowers-dev"
+DEFAULT_REFIT_ROWS = datacheck.models.REFIT_ROWS
 
 
 def suspects(data: AuditData, kept: Path, which: str) -> tuple[float, set[str]]:
@@ -88,7 +89,7 @@ def main() -> None:
             scenarios[f"stability +{added}"] = (base, subset(head, originals & ~kept_back))
         for name, (before, after) in scenarios.items():
             new = set(after.images["path"]) - set(before.images["path"])
-            for mode, refit_rows in (("default", datacheck.models.REFIT_ROWS), ("reuse", 0)):
+            for mode, refit_rows in (("default", DEFAULT_REFIT_ROWS), ("reuse", 0)):
                 datacheck.models.REFIT_ROWS = refit_rows
                 for which in ("likely", "all"):
                     kept, cold_kept = work / "kept", work / "cold"
