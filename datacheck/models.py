@@ -140,7 +140,8 @@ def _probes(x: np.ndarray) -> np.ndarray:
     """A number per row that changes when its features do (another backbone, a damaged bottleneck): the kept
     probabilities of a photo whose features changed are not its own."""
     direction = np.random.default_rng(0).standard_normal(x.shape[1])
-    return x.astype(np.float64) @ direction
+    # In blocks: a float64 copy of 100,000 bottlenecks at once would take 1 GB.
+    return np.concatenate([x[start : start + 4096].astype(np.float64) @ direction for start in range(0, len(x), 4096)])
 
 
 def _same_probes(kept: np.ndarray, now: np.ndarray) -> np.ndarray:
