@@ -112,7 +112,7 @@ class SuspectedMislabel(Check):
         kept = KeptFolds(property_cache(data.settings).directory.parent, f"{module.tfhub_module}:{module.image_size}")
         predictions = out_of_fold(
             model,
-            data.bottlenecks[usable],
+            data.bottlenecks if len(usable) == len(data.bottlenecks) else data.bottlenecks[usable],
             images["label"].tolist(),
             data.settings.cross_validation_folds,
             images["sha1"].tolist(),
