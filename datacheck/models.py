@@ -103,20 +103,21 @@ def out_of_fold(
             reused = fit.reuse(x, indices, row_keys, fold_of) if fit is not None else None
             if reused is not None:
                 return OutOfFold(rows, classes, indices, *reused)
-        probabilities, models = _cross_validated(model, x, indices, fold_of, len(classes))
+        probabilities, models = _cross_validated(model, x, indices, fold_of, folds, len(classes))
         if kept is not None and models is not None:
             kept.keep(model, classes, folds, models, x, indices, row_keys, probabilities)
     return OutOfFold(rows, classes, indices, probabilities, {"fitted": len(rows), "reused": 0, "predicted": 0})
 
 
 def _cross_validated(
-    model: ClassifierMixin, x: np.ndarray, labels: np.ndarray, fold_of: np.ndarray, classes: int
+    model: ClassifierMixin, x: np.ndarray, labels: np.ndarray, fold_of: np.ndarray, folds: int, classes: int
 ) -> tuple[np.ndarray, list[ClassifierMixin] | None]:
     """Each row's probabilities from the model fitted on the other folds (as scikit-learn's ``cross_val_predict``
-    with ``PredefinedSplit``), and the fold models; None for the models when a fold's model lacks a class."""
+    with ``PredefinedSplit``), and the fold models; None for the models when a fold is empty or its model lacks a
+    class: nothing a later audit could judge its new photos of that fold with."""
     probabilities = np.zeros((len(x), classes))
     models: list[ClassifierMixin] | None = []
-    for fold in range(int(fold_of.max()) + 1):
+    for fold in range(folds):
         held = fold_of == fold
         if not held.any():
             models = None

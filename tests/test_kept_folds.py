@@ -136,3 +136,12 @@ def test_two_classes_are_kept_and_reused_alike(digits, tmp_path: Path) -> None:
     assert warm.probabilities.shape == (len(rows), 2)
     # The 10 under new keys are predicted by fold 0's model (ffffffff % 5); the others keep their probabilities.
     assert (warm.probabilities[10:] == cold.probabilities[10:]).all()
+
+
+def test_a_fold_no_photo_hashes_into_is_judged_as_before_and_nothing_is_kept(digits, tmp_path: Path) -> None:
+    features, labels, keys = digits
+    rows = [i for i, key in enumerate(keys) if int(key[:8], 16) % FOLDS != 4][:300]
+    part = (features[rows], [labels[i] for i in rows], [keys[i] for i in rows])
+    judged, _ = _judged(*part, tmp_path)
+    assert judged.counts["fitted"] == len(rows)
+    assert _fits(tmp_path) == []
