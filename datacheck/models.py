@@ -4,16 +4,44 @@ Each image's fold comes from its content key, so a pull request that adds photos
 the models each photo is judged by change only by the photos added to their training folds, and the suspects of
 untouched photos stay put (issue 27: with shuffled stratified folds, 10 photos added to flowers-dev moved 14 untouched
 photos in or out of the suspects; benchmarks/stability.py).
+
+A photo's out-of-fold probabilities come from its fold's model, which never saw it, so they stay out of sample however
+the other photos change: ``KeptFolds`` keeps them, with each fold's fitted linear model, between audits. A re-audit
+reuses them, predicts only the photos new since the fit with their fold's kept model, and refits every fold when more
+than ``MAX_CHANGED`` of the rows changed since (issue 29).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import ClassifierMixin, clone
-from sklearn.model_selection import PredefinedSplit, cross_val_predict
+from sklearn.linear_model import LogisticRegression
+from sklearn.utils import get_tags
+from threadpoolctl import threadpool_limits
+
+from retrain.core.shard_store import ShardStore
+
+# Refit every fold when more than this share of the kept fit's rows are new, moved to another class or gone: below
+# it, a kept probability differs from a refit's by about what a refit adding as many photos moves it, which on
+# flowers-dev moved no likely suspect up to +100 photos (5.8%) and at most a few of every suspect
+# (benchmarks/stability.py); the share bounds how far kept probabilities drift from a cold audit's.
+MAX_CHANGED = 0.06
+# Below this many rows every audit refits, so that it finds what a cold audit finds (kept probabilities drift from a
+# refit's by a little, enough to move a photo at the cut: 2 of flowers-dev's untouched photos at +40): a refit of 5,000
+# rows takes about 8 s on 2 busy cores (2.7 s for flowers-dev's 1,857), a fixed cost a larger dataset's would exceed.
+REFIT_ROWS = 5_000
+# Bump when what is kept changes meaning (the fit, the records), so that an older retrain-ci's are never reused.
+KEPT_VERSION = 1
+# Kept fits of other settings (another backbone, other classes) left beside the one in use, most recently used first.
+KEPT_SETTINGS = 3
 
 
 @dataclass(frozen=True)
@@ -24,6 +52,9 @@ class OutOfFold:
     classes: list[str]  # column order of ``probabilities``
     labels: np.ndarray  # given class of each row, as a column index
     probabilities: np.ndarray
+    # Rows whose probabilities came from a fit in this run (fitted), from an earlier audit (reused), or from a kept
+    # fold model that never saw them (predicted).
+    counts: dict[str, int] = field(default_factory=dict)
 
     def given_probabilities(self) -> np.ndarray:
         """Each row's probability of its given class (confident learning's self-confidence)."""
@@ -36,10 +67,18 @@ class OutOfFold:
 
 
 def out_of_fold(
-    model: ClassifierMixin, features: np.ndarray, labels: Sequence[str], folds: int, keys: Sequence[str]
+    model: ClassifierMixin,
+    features: np.ndarray,
+    labels: Sequence[str],
+    folds: int,
+    keys: Sequence[str],
+    kept: KeptFolds | None = None,
 ) -> OutOfFold | None:
     """Cross-validate ``model`` with each row's fold taken from its content key (``keys``, hex digests); classes with
-    fewer than two rows are left out. None when under two classes are left."""
+    fewer than two rows are left out. None when under two classes are left.
+
+    With ``kept`` (``model`` a logistic regression after stateless steps), every fit is kept for the next audit, and
+    above ``REFIT_ROWS`` rows probabilities are taken from an earlier audit's fit when few rows changed since."""
     names, counts = np.unique(np.asarray(labels, dtype=object), return_counts=True)
     classes = [str(name) for name, count in zip(names, counts, strict=True) if count >= 2]
     if len(classes) < 2:
@@ -51,7 +90,200 @@ def out_of_fold(
     fold_of = np.array([int(str(keys[row])[:8], 16) % folds for row in rows])
     if len(np.unique(fold_of)) < 2:  # a handful of photos can all hash into one fold: take turns instead
         fold_of = np.arange(len(rows)) % folds
-    probabilities = cross_val_predict(
-        clone(model), features[rows], indices, cv=PredefinedSplit(fold_of), method="predict_proba"
-    )
-    return OutOfFold(rows, classes, indices, probabilities)
+        kept = None  # folds by position do not follow a photo: nothing to keep
+    if not _linear(model):
+        kept = None
+    x = features if len(rows) == len(features) else features[rows]  # no copy of every bottleneck when all are judged
+    row_keys = [str(keys[row]) for row in rows]
+    # One BLAS thread: a fold's matrices are small, and BLAS threads waiting for a busy core made a fit 15x slower
+    # (0.3 s against 5 s at load 5 on 2 cores); it also makes the fit the same whatever the machine's core count.
+    with threadpool_limits(1):
+        if kept is not None and len(rows) > REFIT_ROWS:
+            fit = kept.fit_for(model, classes, folds, x.shape[1])
+            reused = fit.reuse(x, indices, row_keys, fold_of) if fit is not None else None
+            if reused is not None:
+                return OutOfFold(rows, classes, indices, *reused)
+        probabilities, models = _cross_validated(model, x, indices, fold_of, folds, len(classes))
+        if kept is not None and models is not None:
+            kept.keep(model, classes, folds, models, x, indices, row_keys, probabilities)
+    return OutOfFold(rows, classes, indices, probabilities, {"fitted": len(rows), "reused": 0, "predicted": 0})
+
+
+def _cross_validated(
+    model: ClassifierMixin, x: np.ndarray, labels: np.ndarray, fold_of: np.ndarray, folds: int, classes: int
+) -> tuple[np.ndarray, list[ClassifierMixin] | None]:
+    """Each row's probabilities from the model fitted on the other folds (as scikit-learn's ``cross_val_predict``
+    with ``PredefinedSplit``), and the fold models; None for the models when a fold is empty or its model lacks a
+    class: nothing a later audit could judge its new photos of that fold with."""
+    probabilities = np.zeros((len(x), classes))
+    models: list[ClassifierMixin] | None = []
+    for fold in range(folds):
+        held = fold_of == fold
+        if not held.any():
+            models = None
+            continue
+        fitted = clone(model).fit(x[~held], labels[~held])
+        probabilities[np.ix_(held, fitted.classes_)] = fitted.predict_proba(x[held])
+        if models is not None and len(fitted.classes_) == classes:
+            models.append(fitted)
+        else:
+            models = None
+    return probabilities, models
+
+
+def _linear(model: ClassifierMixin) -> bool:
+    """Whether ``model`` fitted is a logistic regression's coefficients alone (steps before it learn nothing), which
+    ``KeptFolds`` can keep."""
+    steps = [step for _, step in model.steps] if hasattr(model, "steps") else [model]
+    return isinstance(steps[-1], LogisticRegression) and not any(get_tags(step).requires_fit for step in steps[:-1])
+
+
+def _probes(x: np.ndarray) -> np.ndarray:
+    """A number per row that changes when its features do (another backbone, a damaged bottleneck): the kept
+    probabilities of a photo whose features changed are not its own."""
+    direction = np.random.default_rng(0).standard_normal(x.shape[1])
+    # In blocks: a float64 copy of 100,000 bottlenecks at once would take 1 GB.
+    return np.concatenate([x[start : start + 4096].astype(np.float64) @ direction for start in range(0, len(x), 4096)])
+
+
+def _same_probes(kept: np.ndarray, now: np.ndarray) -> np.ndarray:
+    return np.abs(kept - now) <= 1e-6 * (1 + np.abs(now))
+
+
+def _photo_dtype(classes: int) -> np.dtype:
+    # label: the class the fit learnt the photo as, -1 when predicted after the fit
+    return np.dtype([("probabilities", "<f8", (classes,)), ("label", "<i4"), ("probe", "<f8")])
+
+
+def _model_dtype(coefficients: int, features: int) -> np.dtype:
+    return np.dtype([("coef", "<f8", (coefficients, features + 1)), ("rows", "<i8")])
+
+
+@dataclass
+class KeptFit:
+    """One kept fit: its folder, holding each fold's model (``models``) and each photo's record (``photos``)."""
+
+    folder: Path
+    model: ClassifierMixin
+    classes: int
+    coefficients: np.ndarray  # folds x coefficients x (features + intercept)
+    fitted_rows: int
+    warnings: list[str]
+
+    def photos(self) -> ShardStore:
+        return ShardStore(self.folder / "photos", dtype=_photo_dtype(self.classes), what="kept out-of-fold predictions")
+
+    def reuse(
+        self, x: np.ndarray, labels: np.ndarray, keys: list[str], fold_of: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, int]] | None:
+        """Probabilities of every row from this fit (kept, or predicted by the row's kept fold model), and how many
+        were reused and predicted; None when more than ``MAX_CHANGED`` of the rows changed since the fit."""
+        unique, first = np.unique(keys, return_index=True)
+        records = np.zeros((len(unique), 1), _photo_dtype(self.classes))
+        store = self.photos()
+        read = store.read(list(unique), records)
+        self.warnings += [f"kept out-of-fold predictions: {shard.name} was damaged ({why}); recomputed" for shard,
+                          why in read.damaged]  # fmt: skip
+        records = records[:, 0]
+        probes = _probes(x)
+        position = np.searchsorted(unique, keys)
+        valid = read.found[position] & _same_probes(records["probe"][position], probes)
+        fitted_as = np.where(valid, records["label"][position], -1)
+        still_fitted = int(np.count_nonzero((fitted_as >= 0)[first]))
+        changed = int(np.count_nonzero(fitted_as != labels)) + max(0, self.fitted_rows - still_fitted)
+        if changed > MAX_CHANGED * self.fitted_rows:
+            return None
+        probabilities = records["probabilities"][position]
+        new = np.flatnonzero(~valid)
+        for fold in np.unique(fold_of[new]):
+            rows = new[fold_of[new] == fold]
+            probabilities[rows] = self._fold_model(int(fold)).predict_proba(x[rows])
+        if len(new):
+            added = np.zeros(len(new), _photo_dtype(self.classes))
+            added["probabilities"], added["label"], added["probe"] = probabilities[new], -1, probes[new]
+            new_keys, at = np.unique(np.asarray(keys)[new], return_index=True)
+            store.add(list(new_keys), added[at].reshape(-1, 1))
+            store.compact()
+        return probabilities, {"fitted": 0, "reused": len(keys) - len(new), "predicted": len(new)}
+
+    def _fold_model(self, fold: int) -> ClassifierMixin:
+        """The kept model of ``fold``: ``model`` with the fit's coefficients, as scikit-learn would have fitted it."""
+        fitted = clone(self.model)
+        linear = fitted[-1] if hasattr(fitted, "steps") else fitted
+        linear.coef_ = self.coefficients[fold, :, :-1].copy()
+        linear.intercept_ = self.coefficients[fold, :, -1].copy()
+        linear.classes_ = np.arange(self.classes)
+        return fitted
+
+
+class KeptFolds:
+    """Out-of-fold probabilities and fold models kept between audits, beside the image-property cache, so that a
+    re-audit (a pull request's) refits nothing while few photos changed.
+
+    ``<root>/out-of-fold/v<KEPT_VERSION>/<settings>/<fit>/``: ``settings`` is a digest of what makes a fit valid
+    (``salt``: the backbone; the classes, the folds, the model and its hyper-parameters, the features' width); each
+    fit is a folder of two shard stores, ``photos`` (per content key: probabilities, the class it was fitted as, a
+    probe of its features) and ``models`` (per fold), written in that order so that a fit with models is complete.
+    A refit replaces the older fits; damaged shards are never trusted: their photos are predicted again, their
+    models refitted.
+    """
+
+    def __init__(self, root: Path, salt: str) -> None:
+        self.directory = Path(root) / "out-of-fold" / f"v{KEPT_VERSION}"
+        self.salt = salt
+        self.warnings: list[str] = []
+        self.counts: dict[str, int] = {}
+
+    def settings_folder(self, model: ClassifierMixin, classes: list[str], folds: int, features: int) -> Path:
+        params = sorted((name, repr(value)) for name, value in model.get_params(deep=True).items()
+                        if not hasattr(value, "get_params"))  # fmt: skip
+        text = repr((self.salt, classes, folds, features, type(model).__name__, params))
+        return self.directory / hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def fit_for(self, model: ClassifierMixin, classes: list[str], folds: int, features: int) -> KeptFit | None:
+        """The newest complete kept fit for these settings, None when there is none (or it is damaged)."""
+        folder = self.settings_folder(model, classes, folds, features)
+        coefficients = 1 if len(classes) == 2 else len(classes)
+        for fit in sorted(folder.glob("fit-*"), reverse=True):
+            records = np.zeros((folds, 1), _model_dtype(coefficients, features))
+            read = ShardStore(fit / "models", dtype=records.dtype, what="kept fold models").read(
+                [f"fold {fold}" for fold in range(folds)], records
+            )
+            self.warnings += [f"kept fold models: {shard.name} was damaged ({why}); refitted"
+                              for shard, why in read.damaged]  # fmt: skip
+            if read.found.all():
+                os.utime(folder)
+                return KeptFit(fit, model, len(classes), records["coef"][:, 0], int(records["rows"][0, 0]),
+                               self.warnings)  # fmt: skip
+        return None
+
+    def keep(
+        self,
+        model: ClassifierMixin,
+        classes: list[str],
+        folds: int,
+        models: list[ClassifierMixin],
+        x: np.ndarray,
+        labels: np.ndarray,
+        keys: list[str],
+        probabilities: np.ndarray,
+    ) -> None:
+        """Keep a fresh fit (every row fitted), then drop the older fits and the least recently used settings."""
+        folder = self.settings_folder(model, classes, folds, x.shape[1])
+        fit = folder / f"fit-{time.time_ns():020d}-{os.getpid()}"
+        unique, first = np.unique(keys, return_index=True)
+        photos = np.zeros(len(unique), _photo_dtype(len(classes)))
+        photos["probabilities"], photos["label"] = probabilities[first], labels[first]
+        photos["probe"] = _probes(x)[first]
+        ShardStore(fit / "photos", dtype=photos.dtype).add(list(unique), photos.reshape(-1, 1))
+        linear = [fitted[-1] if hasattr(fitted, "steps") else fitted for fitted in models]
+        kept = np.zeros(len(models), _model_dtype(linear[0].coef_.shape[0], x.shape[1]))
+        kept["coef"] = [np.hstack([m.coef_, m.intercept_[:, None]]) for m in linear]
+        kept["rows"] = len(unique)
+        ShardStore(fit / "models", dtype=kept.dtype).add([f"fold {fold}" for fold in range(folds)], kept.reshape(-1, 1))
+        for older in folder.glob("fit-*"):
+            if older.name < fit.name:
+                shutil.rmtree(older, ignore_errors=True)
+        settings = sorted(self.directory.iterdir(), key=lambda path: path.stat().st_mtime, reverse=True)
+        for unused in settings[KEPT_SETTINGS:]:
+            shutil.rmtree(unused, ignore_errors=True)

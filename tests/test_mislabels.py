@@ -144,3 +144,43 @@ def test_classes_of_a_few_photos_are_judged_without_error(
         )  # fmt: skip
         assert run.exit_code == 0, run.stdout + run.stderr
         assert json.loads(run.stdout)["summary"]["images"] == 9
+
+
+@pytest.fixture(scope="module")
+def pull_request(flowers_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """flowers-sample as main less 6 photos, and as a pull request adding them back."""
+    photos = {label: sample_photos(flowers_sample, label, 40) for label in ("daisy", "roses", "tulips", "sunflowers")}
+    root = tmp_path_factory.mktemp("pull-request")
+    main = copy_dataset(
+        root / "main", {label: files[2:] if label != "roses" else files for label, files in photos.items()}
+    )
+    return main, copy_dataset(root / "head", photos)
+
+
+def _fingerprints(report: dict) -> set[str]:
+    return {finding["fingerprint"] for finding in report["findings"]}
+
+
+def test_a_pull_requests_re_audit_finds_what_a_cold_audit_finds(pull_request, bottleneck_dir, tmp_path) -> None:
+    main, head = pull_request
+    kept = ("--property-cache", tmp_path / "kept", "--suspects", "all")
+    _audit(main, bottleneck_dir, *kept)
+    warm = _audit(head, bottleneck_dir, *kept)
+    cold = _audit(head, bottleneck_dir, "--property-cache", tmp_path / "cold", "--suspects", "all")
+    assert _fingerprints(warm) == _fingerprints(cold) and warm["findings"]
+    assert len(list((tmp_path / "kept").glob("out-of-fold/v*/*/fit-*"))) == 1  # the newer fit replaced main's
+
+
+def test_above_refit_rows_a_re_audit_reuses_the_kept_fit(pull_request, bottleneck_dir, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("datacheck.models.REFIT_ROWS", 0)  # as on a dataset too large to refit on every audit
+    main, head = pull_request
+    kept = ("--property-cache", tmp_path / "kept", "--suspects", "all")
+    cold = _audit(main, bottleneck_dir, *kept)
+    (fit,) = (tmp_path / "kept").glob("out-of-fold/v*/*/fit-*")
+    shards = sorted(fit.rglob("*.shard"))
+    again = _audit(main, bottleneck_dir, *kept)
+    assert again["findings"] == cold["findings"]
+    assert sorted(fit.rglob("*.shard")) == shards  # nothing refitted, nothing predicted
+    _audit(head, bottleneck_dir, *kept)
+    assert list((tmp_path / "kept").glob("out-of-fold/v*/*/fit-*")) == [fit]
+    assert len(sorted((fit / "photos").glob("*.shard"))) == 2  # the 6 added photos' predictions
