@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from datacheck.findings import Finding, Severity
-from datacheck.neighbours import Neighbours
+from datacheck.neighbours import KeptNeighbours, Neighbours
 from retrain.core.dataset import ClassFolder, FolderScan
 from retrain.core.errors import InputError
 
@@ -38,6 +38,7 @@ class AuditData:
     bottleneck_warnings: list[str] = field(default_factory=list)  # e.g. a damaged cache shard, for the shell to show
     property_counts: dict[str, int] | None = None  # images decoded (computed) / taken from the property cache (reused)
     pair_counts: dict[str, int] | None = None  # look-alike pairs matched / taken from earlier audits' (reused)
+    neighbour_counts: dict[str, int] | None = None  # rows whose neighbours were searched / kept from earlier audits'
     warnings: list[str] = field(default_factory=list)  # e.g. a damaged property-cache shard
     derived: dict[str, Any] = field(default_factory=dict)  # what several checks share, computed once (picture groups)
 
@@ -48,10 +49,15 @@ class AuditData:
     def bottleneck_neighbours(self, count: int) -> Neighbours:
         """The readable images' bottlenecks and each one's ``count`` nearest (rows are positions in ``readable()``):
         one search per audit, shared by the checks that compare photos by their features."""
+        from datacheck.properties import property_cache
+
         cached = self.derived.get("bottleneck_neighbours")
         if cached is None or cached.indices.shape[1] < min(count, len(cached.rows)):
-            cached = Neighbours.of(self.bottlenecks[self.images["error"].isna().to_numpy()], count)
+            kept = KeptNeighbours(property_cache(self.settings).directory.parent)  # the lists of earlier audits
+            cached = Neighbours.of(self.bottlenecks[self.images["error"].isna().to_numpy()], count, kept)
             self.derived["bottleneck_neighbours"] = cached
+            self.neighbour_counts = kept.counts
+            self.warnings += kept.warnings
         return cached.first(count)
 
     def folder_path(self, folder: ClassFolder) -> str:
