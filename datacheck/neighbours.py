@@ -335,17 +335,47 @@ def hash_pairs(codes: np.ndarray, max_bits: int) -> np.ndarray:
     keys = [(codes >> np.uint64(shift)) & np.uint64(mask) for shift, mask in zip(shifts, masks, strict=True)]
     found = [np.empty((0, 2), np.int64)]
     for chunk, key in enumerate(keys):
-        for members in _buckets(key):
+        order, starts, sizes = _buckets(key)
+        small = sizes <= HASH_BLOCK_ROWS
+        found += _small_bucket_pairs(codes, keys[:chunk], order, starts[small], sizes[small], max_bits)
+        for start, size in zip(starts[~small], sizes[~small], strict=True):
+            members = order[start : start + size]
             found += [_close_pairs(codes, keys[:chunk], rows, members, max_bits) for rows in _blocks(members)]
     return np.concatenate(found)
 
 
-def _buckets(key: np.ndarray) -> list[np.ndarray]:
-    """Rows sharing each value of ``key``, for values held by two rows or more."""
+def _buckets(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows in order of ``key``, and where each value held by two rows or more starts in that order and its rows."""
     order = np.argsort(key, kind="stable")
     starts = np.flatnonzero(np.r_[True, key[order][1:] != key[order][:-1]])
-    ends = np.r_[starts[1:], len(order)]
-    return [order[start:end] for start, end in zip(starts, ends, strict=True) if end - start > 1]
+    sizes = np.diff(np.r_[starts, len(order)])
+    return order, starts[sizes > 1], sizes[sizes > 1]
+
+
+def _small_bucket_pairs(
+    codes: np.ndarray,
+    earlier_keys: list[np.ndarray],
+    order: np.ndarray,
+    starts: np.ndarray,
+    sizes: np.ndarray,
+    max_bits: int,
+) -> list[np.ndarray]:
+    """``_close_pairs`` of every bucket at once, one offset within the buckets at a time: a loop per bucket costs
+    more than its comparisons when there are tens of thousands of small buckets (100,000 hashes within 4 bits)."""
+    if not len(sizes):
+        return []
+    ends = np.repeat(starts + sizes, sizes)
+    positions = ends - (np.arange(len(ends)) - np.repeat(np.cumsum(sizes) - sizes, sizes)) - 1  # each bucket's rows
+    found = []
+    for offset in range(1, int(sizes.max())):
+        inside = positions + offset < ends
+        positions, ends = positions[inside], ends[inside]
+        first, second = order[positions], order[positions + offset]
+        keep = np.bitwise_count(codes[first] ^ codes[second]) <= max_bits
+        for key in earlier_keys:
+            keep &= key[first] != key[second]
+        found.append(np.stack([np.minimum(first, second)[keep], np.maximum(first, second)[keep]], axis=1))
+    return found
 
 
 def _blocks(members: np.ndarray) -> list[np.ndarray]:
