@@ -106,9 +106,13 @@ def one_size(vectors: np.ndarray, title: str) -> None:
         name: set(_EmbeddingCandidates(lists, AuditSettings()).found)
         for name, lists in (("cold", cold), ("warm", warm))
     }
+    main_found = _EmbeddingCandidates(main_lists, AuditSettings()).found
+    main_pairs = {tuple(main_rows[list(pair)].tolist()) for pair in main_found}
+    cold_on_main = {pair for pair in pairs["cold"] if not set(pair) & set(added.tolist())}
     print(
         f"  near-duplicate candidate pairs: cold graph {len(pairs['cold'])}, re-audit {len(pairs['warm'])}, in both "
-        f"{len(pairs['cold'] & pairs['warm'])}"
+        f"{len(pairs['cold'] & pairs['warm'])}; two cold graph searches (main's, the pull request's) on main's rows: "
+        f"{len(main_pairs)} and {len(cold_on_main)}, in both {len(main_pairs & cold_on_main)}"
     )
 
 
