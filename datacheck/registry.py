@@ -38,7 +38,6 @@ class AuditData:
     bottleneck_warnings: list[str] = field(default_factory=list)  # e.g. a damaged cache shard, for the shell to show
     property_counts: dict[str, int] | None = None  # images decoded (computed) / taken from the property cache (reused)
     pair_counts: dict[str, int] | None = None  # look-alike pairs matched / taken from earlier audits' (reused)
-    neighbour_counts: dict[str, int] | None = None  # rows whose neighbours were searched / kept from earlier audits'
     warnings: list[str] = field(default_factory=list)  # e.g. a damaged property-cache shard
     derived: dict[str, Any] = field(default_factory=dict)  # what several checks share, computed once (picture groups)
 
@@ -56,7 +55,6 @@ class AuditData:
             kept = KeptNeighbours(property_cache(self.settings).directory.parent)  # the lists of earlier audits
             cached = Neighbours.of(self.bottlenecks[self.images["error"].isna().to_numpy()], count, kept)
             self.derived["bottleneck_neighbours"] = cached
-            self.neighbour_counts = kept.counts
             self.warnings += kept.warnings
         return cached.first(count)
 
