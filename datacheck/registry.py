@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from datacheck.findings import Finding, Severity
-from datacheck.neighbours import Neighbours
+from datacheck.neighbours import KeptNeighbours, Neighbours
 from retrain.core.dataset import ClassFolder, FolderScan
 from retrain.core.errors import InputError
 
@@ -48,10 +48,14 @@ class AuditData:
     def bottleneck_neighbours(self, count: int) -> Neighbours:
         """The readable images' bottlenecks and each one's ``count`` nearest (rows are positions in ``readable()``):
         one search per audit, shared by the checks that compare photos by their features."""
+        from datacheck.properties import property_cache
+
         cached = self.derived.get("bottleneck_neighbours")
         if cached is None or cached.indices.shape[1] < min(count, len(cached.rows)):
-            cached = Neighbours.of(self.bottlenecks[self.images["error"].isna().to_numpy()], count)
+            kept = KeptNeighbours(property_cache(self.settings).directory.parent)  # the lists of earlier audits
+            cached = Neighbours.of(self.bottlenecks[self.images["error"].isna().to_numpy()], count, kept)
             self.derived["bottleneck_neighbours"] = cached
+            self.warnings += kept.warnings
         return cached.first(count)
 
     def folder_path(self, folder: ClassFolder) -> str:

@@ -58,6 +58,18 @@ def test_hash_search_finds_the_pairs_of_the_all_pairs_matrix(real_hashes: np.nda
     assert len(expected) > 50 + (max_bits > 0) * 100
 
 
+def test_hash_buckets_larger_than_a_block_find_the_pairs_of_the_all_pairs_matrix(real_hashes: np.ndarray) -> None:
+    """2,000 hashes sharing their first chunk (one bucket of 2,000, compared in blocks) beside small buckets (compared
+    all at once): the same pairs as the distance matrix."""
+    hashes = _perturbed(real_hashes, 2000, (1, 6), seed=5)
+    shared = int(hashes[0], 16) & 0x1FFF  # the first of 5 chunks at 4 bits: 13 bits
+    hashes = list(dict.fromkeys(f"{(int(h, 16) & ~0x1FFF) | shared:016x}" for h in hashes))
+    found = set(_hash_pairs(pd.Series(hashes), 4))
+    expected = _all_pairs(hashes, 4)
+    assert found == expected
+    assert len(hashes) > 1024 and len(expected) > 100
+
+
 @pytest.fixture(scope="module")
 def sample_bottlenecks(flowers_sample: Path, bottleneck_dir: Path) -> np.ndarray:
     settings = AuditSettings(module=ModuleSettings(bottleneck_dir=bottleneck_dir), only=("near_duplicates",))

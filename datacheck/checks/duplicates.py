@@ -211,16 +211,13 @@ def _hash_pairs(phashes: pd.Series, max_bits: int) -> list[tuple[int, int]]:
     if phashes.empty:
         return []
     hash_of_row, hashes = pd.factorize(phashes)
-    first = np.full(len(hashes), -1)
-    pairs = []
-    for row, code in enumerate(hash_of_row):
-        if first[code] >= 0:
-            pairs.append((int(first[code]), row))
-        else:
-            first[code] = row
-    codes = np.array([int(h, 16) for h in hashes], dtype=np.uint64)
+    first = np.empty(len(hashes), np.int64)
+    first[hash_of_row[::-1]] = np.arange(len(hash_of_row))[::-1]  # each hash's first row
+    repeated = np.flatnonzero(first[hash_of_row] != np.arange(len(hash_of_row)))
+    codes = np.array([int(h, 16) for h in hashes.tolist()], dtype=np.uint64)  # a list: iterating Arrow is slow
     close = first[hash_pairs(codes, max_bits)]
-    return pairs + list(zip(close[:, 0].tolist(), close[:, 1].tolist(), strict=True))
+    pairs = np.concatenate([np.stack([first[hash_of_row[repeated]], repeated], axis=1), close])
+    return list(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist(), strict=True))
 
 
 class _EmbeddingCandidates:
