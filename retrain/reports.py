@@ -92,13 +92,30 @@ def write_report(
     return report
 
 
-def rerender(
-    directory: Path, dataset_change: str | None = None, audit_findings: Mapping[str, tuple[str, ...]] | None = None
-) -> Report:
-    """Render an earlier run's report again from the predictions and run details it kept; ``dataset_change`` (the
-    audit's change line against its baseline) is kept with it, to lead the summary, and ``audit_findings`` (the
-    audit's checks naming each photo, by content key) are linked to the relabelled and the misclassified test
-    photos."""
+@dataclass(frozen=True)
+class AuditLinks:
+    """What a run's report takes from the audit of its dataset: the change line against the audit's baseline, and
+    the checks naming each photo, by content key (shown beside the relabelled and the misclassified test photos)."""
+
+    change: str
+    findings: Mapping[str, tuple[str, ...]]
+
+
+def with_audit(run: RunReport, audit: AuditLinks) -> RunReport:
+    """``run`` led by the audit's change line, its relabelled test photos linked to the findings naming them."""
+    run = replace(run, dataset_change=audit.change)
+    if run.diff is not None and run.diff.images is not None:
+        linked = tuple(
+            replace(item, audit_findings=audit.findings.get(item.content_key, ()))
+            for item in run.diff.images.relabelled_images
+        )
+        run = replace(run, diff=replace(run.diff, images=replace(run.diff.images, relabelled_images=linked)))
+    return run
+
+
+def rerender(directory: Path, audit: AuditLinks | None = None) -> Report:
+    """Render an earlier run's report again from the predictions and run details it kept, with the ``audit`` of its
+    dataset when given (``retrain-ci train --audit`` does the same as it writes the report)."""
     directory = Path(directory)
     if (directory / "report" / "metrics.json").is_file():
         directory = directory / "report"
@@ -120,15 +137,9 @@ def rerender(
         [],
         list(table[CONTENT_KEY]) if CONTENT_KEY in table else [],
     )
-    if dataset_change is not None:
-        run = replace(run, dataset_change=dataset_change)
-    if audit_findings is not None and run.diff is not None and run.diff.images is not None:
-        linked = tuple(
-            replace(item, audit_findings=audit_findings.get(item.content_key, ()))
-            for item in run.diff.images.relabelled_images
-        )
-        run = replace(run, diff=replace(run.diff, images=replace(run.diff.images, relabelled_images=linked)))
-    return write_report(directory, evaluation, run, audit_findings)
+    if audit is None:
+        return write_report(directory, evaluation, run)
+    return write_report(directory, evaluation, with_audit(run, audit), audit.findings)
 
 
 def summary_markdown(report: Report) -> str:
@@ -327,7 +338,7 @@ _CHART_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "retrain-ci", "font.size
 def _svg(figure: plt.Figure) -> Markup:
     """A figure as inline SVG markup (matplotlib escapes its text), without the XML prologue a page cannot hold."""
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})  # same run, same page
     plt.close(figure)
     text = buffer.getvalue()
     return Markup(text[text.index("<svg") :])

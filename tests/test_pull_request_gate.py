@@ -149,6 +149,32 @@ def test_the_model_gate_does_not_blame_the_model_for_the_relabelled_photos(
     assert sum("the audit flags it: suspected\\_mislabel" in line for line in relabelled) >= 2, relabelled  # markdown
 
 
+def test_train_with_the_audit_writes_the_linked_report_in_one_step(
+    pull_request: dict, main_run: Path, bottleneck_dir: Path
+) -> None:
+    """``train --audit``: the report leads with the data's change and links the moved photos as it is written, so a
+    gate needs no ``report --audit`` process after it; it says what the rerendered report says."""
+    output = pull_request["root"] / "audited-run"
+    audit = pull_request["root"] / "branch.json"
+    run = _train(pull_request["branch"], bottleneck_dir, output, "--baseline", main_run, "--audit", audit)
+    assert run.exit_code == 0, run.stdout + run.stderr
+    written = (output / "report" / "summary.md").read_text()
+    assert written.splitlines()[2].startswith("**Change:** +5 roses, +5 tulips, 3 moved tulips -> daisy; caused:")
+    assert "the audit flags it: suspected\\_mislabel" in written
+    html = (output / "report" / "report.html").read_text()
+    assert "suspected_mislabel" in html
+    rerendered = run_cli("report", output, "--audit", audit, "--print-summary")
+    assert rerendered.exit_code == 0 and rerendered.stdout == written
+    assert (output / "report" / "report.html").read_text() == html
+
+
+def test_train_refuses_an_audit_file_that_is_not_one_before_any_work(pull_request: dict, tmp_path: Path) -> None:
+    (tmp_path / "audit.json").write_text("{not json")
+    run = run_cli("train", pull_request["branch"], "--output-dir", tmp_path / "run", "--audit", tmp_path / "audit.json")
+    assert run.exit_code == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_model_gate_fires_when_the_model_itself_gets_worse(
     pull_request: dict, main_run: Path, bottleneck_dir: Path
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datacheck.findings import AuditReport
 from datacheck.settings import AuditSettings
@@ -22,6 +22,26 @@ from retrain.core.settings_file import (
     record_accepted,
     resolve_settings,
 )
+
+if TYPE_CHECKING:  # the report's modules draw figures: loaded only when an audit is linked to a run
+    from retrain.reports import AuditLinks
+
+
+def audit_links(audit: Path) -> AuditLinks:
+    """What a run's report takes from an audit JSON of its dataset: the audit's change line against its own baseline
+    ("" for an audit without one: no change to speak of), and the checks that name each photo, by content key (so a
+    relabelled test photo is linked to, say, suspected_mislabel)."""
+    from datacheck.audit_json import load_audit_baseline
+    from retrain.reports import AuditLinks
+
+    read = load_audit_baseline(audit, "audit")
+    checks: dict[str, list[str]] = {}
+    for finding in read.findings:
+        for path in finding.paths:
+            entry = read.manifest.get(path)
+            if entry is not None and entry.key is not None and finding.check not in checks.get(entry.key, []):
+                checks.setdefault(entry.key, []).append(finding.check)
+    return AuditLinks(read.change, {key: tuple(found) for key, found in checks.items()})
 
 
 def settings_file(image_dir: Path | None, given: Path | None, working_dir: Path) -> SettingsSource:

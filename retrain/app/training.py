@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retrain.core.hooks import Hooks
 from retrain.core.run_json import BaselineRun, load_baseline_run
 from retrain.core.settings import GateSettings, RunSettings
 from retrain.core.settings_file import resolve_settings
+
+if TYPE_CHECKING:
+    from retrain.reports import AuditLinks
 
 
 def read_baseline(path: Path | None) -> BaselineRun | None:
@@ -25,11 +29,12 @@ def gate_settings(settings_path: Path | None, baseline: BaselineRun | None, **op
     return replace(gate, baseline_accuracy=baseline.accuracy if baseline else None)
 
 
-def train_job(settings: RunSettings, hooks: Hooks = Hooks()):
-    """Train, export and report (``retrain.training.run.RunResult``; its ``run`` is the typed report)."""
+def train_job(settings: RunSettings, hooks: Hooks = Hooks(), audit: AuditLinks | None = None):
+    """Train, export and report (``retrain.training.run.RunResult``; its ``run`` is the typed report), with the
+    ``audit`` of the dataset in the report when given."""
     from retrain.training.run import train
 
-    return train(settings, hooks)
+    return train(settings, hooks, audit)
 
 
 def evaluate_job(

@@ -28,11 +28,11 @@ def report(
     ] = None,
 ) -> None:
     """Render an earlier run's report again (HTML, Markdown, CSV, PNG) from the predictions it kept."""
+    from retrain.app.audit import audit_links
     from retrain.reports import rerender
 
     with user_errors():
-        change, findings = _audit_facts(audit) if audit is not None else (None, None)
-        rendered = rerender(run_dir, change, findings)
+        rendered = rerender(run_dir, audit_links(audit) if audit is not None else None)
         summary = (rendered.directory / "summary.md").read_text(encoding="utf-8")
         if github_step_summary:
             target = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -47,18 +47,3 @@ def report(
         typer.echo(summary, nl=False)
     else:
         print_report_summary(rendered)
-
-
-def _audit_facts(audit: Path) -> tuple[str, dict[str, tuple[str, ...]]]:
-    """The audit's change line against its own baseline ("" for an audit without one: no change to speak of), and the
-    checks that name each photo, by content key (so a relabelled test photo is linked to, say, suspected_mislabel)."""
-    from datacheck.audit_json import load_audit_baseline
-
-    read = load_audit_baseline(audit, "audit")
-    checks: dict[str, list[str]] = {}
-    for finding in read.findings:
-        for path in finding.paths:
-            entry = read.manifest.get(path)
-            if entry is not None and entry.key is not None and finding.check not in checks.get(entry.key, []):
-                checks.setdefault(entry.key, []).append(finding.check)
-    return read.change, {key: tuple(found) for key, found in checks.items()}

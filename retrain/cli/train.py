@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -58,6 +58,9 @@ MODULE, SPLIT, TRAINING, DISTORTIONS, EXPORT, OUTPUTS = (
 FINE_TUNE = FineTuneSettings()
 Quantization = Enum("Quantization", {name: name for name in QUANTIZATIONS}, type=str)
 Schedule = Enum("Schedule", {name: name for name in SCHEDULES}, type=str)
+
+if TYPE_CHECKING:
+    from retrain.reports import AuditLinks
 
 
 def _batch_size(value: int) -> int:
@@ -426,6 +429,16 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
     min_accuracy: MinAccuracyOption = None,
     min_class_recall: MinClassRecallOption = None,
     baseline: BaselineOption = None,
+    audit: Annotated[
+        Path | None,
+        typer.Option(
+            "--audit",
+            metavar="AUDIT.json",
+            help="A `check --format json` of this dataset (with --baseline: what the change did to the data): its "
+            "change line leads the report, and its findings are linked beside the test photos they name.",
+            rich_help_panel="Gate",
+        ),
+    ] = None,
     max_regression: MaxRegressionOption = None,
     max_class_regression: MaxClassRegressionOption = None,
     min_class_support: MinClassSupportOption = None,
@@ -445,12 +458,13 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
     folder = image_dir_argument or image_dir
     if folder is None:
         raise typer.BadParameter("missing the image folder: retrain-ci train IMAGE_DIR")
-    from retrain.app.audit import settings_file
+    from retrain.app.audit import audit_links, settings_file
     from retrain.app.training import gate_settings, read_baseline
 
     with user_errors():
         source = settings_file(folder, None, Path.cwd())
         earlier = read_baseline(baseline)
+        audit_read = audit_links(audit) if audit is not None else None  # a bad audit file stops before any work
         settings = RunSettings(
             folder,
             module=ModuleSettings.for_mode(
@@ -509,11 +523,15 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
             tta=tta,
             mirror_training=mirror_training,
         )
-        train_and_report(settings, print_misclassified_test_images, source.lines(), verbose=verbose)
+        train_and_report(settings, print_misclassified_test_images, source.lines(), verbose=verbose, audit=audit_read)
 
 
 def train_and_report(
-    settings: RunSettings, print_misclassified: bool, settings_lines: Sequence[str] = (), verbose: bool = False
+    settings: RunSettings,
+    print_misclassified: bool,
+    settings_lines: Sequence[str] = (),
+    verbose: bool = False,
+    audit: AuditLinks | None = None,
 ) -> None:
     """Run the flow with progress bars and step lines, print what it produced and the ``settings_lines`` (which
     settings file the run read), then apply the gate. Step lines: every evaluation when ``verbose``, else the first one
@@ -554,7 +572,7 @@ def train_and_report(
         on_stage=lambda message: console.print(message, soft_wrap=True), on_eval=on_eval, on_epoch=on_epoch
     )
     try:
-        result = train_job(settings, hooks)
+        result = train_job(settings, hooks, audit)
     finally:
         bars.stop()
     _print_result(result, settings, print_misclassified)

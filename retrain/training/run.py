@@ -27,7 +27,7 @@ from retrain.core.outputs import OutputSet, check_replaceable, check_writable, s
 from retrain.core.results import EvalStep, Evaluation, SoftmaxHead, TrainingStep
 from retrain.core.run_report import Durations, FineTuneFacts, RunFacts, RunReport, TfliteResult
 from retrain.core.settings import RunSettings
-from retrain.reports import Report, write_report
+from retrain.reports import AuditLinks, Report, with_audit, write_report
 from retrain.training.bottlenecks import compute_bottlenecks
 from retrain.training.executors import executor_for
 from retrain.training.export import ModelToExport, write_labels
@@ -82,19 +82,22 @@ class RunResult:
         return self.report.run
 
 
-def train(settings: RunSettings, hooks: Hooks = Hooks()) -> RunResult:
-    """Run the tutorial's flow and write every output as one set; raise InputError on bad input."""
+def train(settings: RunSettings, hooks: Hooks = Hooks(), audit: AuditLinks | None = None) -> RunResult:
+    """Run the tutorial's flow and write every output as one set, the report with the dataset's ``audit`` when given;
+    raise InputError on bad input."""
     _check_outputs(settings)
     dataset = list_dataset(Path(settings.image_dir), settings.split)  # bad input stops before any output is touched
     _refuse_lfs_pointers(dataset)
     executor_for(settings.execution).connect()  # e.g. Ray missing or unreachable stops the run before any output
     with OutputSet(Path(settings.outputs.output_labels)) as outputs:
-        result = _train(settings, dataset, hooks, outputs)
+        result = _train(settings, dataset, hooks, outputs, audit)
         outputs.commit()
     return replace(result, report=replace(result.report, directory=Path(settings.outputs.report_dir)))
 
 
-def _train(settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: OutputSet) -> RunResult:
+def _train(
+    settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: OutputSet, audit: AuditLinks | None
+) -> RunResult:
     """Every stage, with each output staged in ``outputs`` (nothing replaces the previous run's until the commit)."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -129,8 +132,10 @@ def _train(settings: RunSettings, dataset: Dataset, hooks: Hooks, outputs: Outpu
         durations=Durations(**seconds),
         tflite=tflite,
     )
+    if audit is not None:
+        run = with_audit(run, audit)
     with outputs.staging(Path(settings.outputs.report_dir), "report folder") as staging:
-        report = write_report(staging, test, run)
+        report = write_report(staging, test, run, audit.findings if audit is not None else None)
     return RunResult(dataset, module, bottlenecks, head, test, validation, report, tuned)
 
 

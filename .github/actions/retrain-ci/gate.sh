@@ -62,6 +62,9 @@ case "${1:-}" in
     elif [[ -n "$baseline" ]]; then
       echo "::notice::no baseline report at $baseline/report; gating on --min-accuracy only"
     fi
+    if [[ -f "$audit_dir/audit.json" ]]; then
+      args+=(--audit "$audit_dir/audit.json")  # the change line leads the report; findings link to test photos
+    fi
     status=0
     retrain-ci "${args[@]}" || status=$?
     if [[ -f "$output_dir/report/metrics.json" ]]; then
@@ -73,12 +76,8 @@ case "${1:-}" in
     ;;
   summary)
     # The run's summary, led by what the change did to the data (from the audit) and to the model; then the audit's.
-    if [[ -f "$output_dir/report/metrics.json" ]]; then
-      args=(report "$output_dir" --github-step-summary)
-      if [[ -f "$audit_dir/audit.json" ]]; then
-        args+=(--audit "$audit_dir/audit.json")
-      fi
-      retrain-ci "${args[@]}" > /dev/null
+    if [[ -f "$output_dir/report/summary.md" ]]; then
+      cat "$output_dir/report/summary.md" >> "${GITHUB_STEP_SUMMARY:-/dev/null}"  # train wrote it with the audit
     fi
     if [[ -f "$audit_dir/audit.md" ]]; then
       cat "$audit_dir/audit.md" >> "${GITHUB_STEP_SUMMARY:-/dev/null}"
