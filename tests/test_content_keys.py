@@ -66,6 +66,11 @@ def _repository(photos: Path) -> Path:
     return photos
 
 
+def _map(cache_root: Path, kind: str) -> Path:
+    """Where the map of content keys by ``kind`` (stat or blob) is kept under a cache root."""
+    return cache_root / "content-keys" / f"v{keys_module.MAP_VERSION}" / kind
+
+
 def _rewrite(path: Path, data: bytes) -> None:
     """Write ``data`` over the file in place, keeping its size and mtime (ctime moves on: the kernel sets it)."""
     before = path.stat()
@@ -121,7 +126,7 @@ def test_a_damaged_key_map_is_ignored_and_rebuilt(photos: Path, tmp_path: Path, 
     files = _files(photos)
     truth = [content_key(path) for path in files]
     content_keys(files, tmp_path / "cache")
-    store = ShardStore(tmp_path / "cache" / "content-keys" / f"v{keys_module.MAP_VERSION}")
+    store = ShardStore(_map(tmp_path / "cache", "stat"))
     (shard,) = store.shards()
     data = bytearray(shard.read_bytes())
     data[-100] ^= 0xFF  # inside a stored key
@@ -187,7 +192,9 @@ def test_a_file_checked_out_through_a_filter_is_never_given_its_blobs_key(
     blob = _git(photos, "ls-files", "-s", str(files[0].relative_to(photos))).split()[1]
     entry = keys_module._blob_entry(blob)
     forged = {entry: ("f" * 40, files[0].stat().st_size)}  # as if learnt where the photo's bytes were that blob
-    keys_module._KeyMap(tmp_path / "cache").keep(forged, {entry})
+    keys_module._KeyMap(tmp_path / "cache" / "content-keys" / f"v{keys_module.MAP_VERSION}" / "blob").keep(
+        forged, 1, set
+    )
     assert content_keys(files, tmp_path / "cache") == [content_key(path) for path in files]
 
 
@@ -224,4 +231,27 @@ def test_a_reaudit_reads_no_photo_to_key_it(photos: Path, tmp_path: Path, settle
     opened.clear()
     warm = image_properties(scan, SplitSettings(), cache=cache)
     assert warm.reused == len(_files(photos)) and warm.table.equals(cold.table)
+    assert not {path for path in opened if path.suffix == ".jpg"}
+
+
+def test_the_map_is_cut_to_the_latest_files_but_keeps_the_blobs_a_clone_needs(
+    photos: Path, tmp_path: Path, settled: None, monkeypatch: pytest.MonkeyPatch, opened: list[Path]
+) -> None:
+    monkeypatch.setattr(keys_module, "MAP_SLACK_BYTES", 0)
+    repository = _repository(photos)
+    files = _files(repository)
+    content_keys(files, tmp_path / "cache")
+    for second in range(1, 6):  # each touch gives every file a new signature: the stat map grows, then is cut
+        for path in files:
+            os.utime(path, (second, second))
+        content_keys(files, tmp_path / "cache")
+    stat_map = ShardStore(_map(tmp_path / "cache", "stat"), dtype=keys_module._RECORD)
+    held = sum(shard.stat().st_size for shard in stat_map.shards())
+    assert held < 3 * len(files) * keys_module._ENTRY_BYTES  # five generations of signatures, cut to about one
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(repository), str(clone))
+    cloned = _files(clone)
+    truth = [content_key(path) for path in cloned]
+    opened.clear()
+    assert content_keys(cloned, tmp_path / "cache") == truth
     assert not {path for path in opened if path.suffix == ".jpg"}

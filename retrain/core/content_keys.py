@@ -30,7 +30,7 @@ import hashlib
 import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,8 @@ MAP_VERSION = 1
 _RECORD = np.dtype([("sha1", "S40"), ("size", "<i8")])
 # Bytes a map entry takes on disk (its key, its record): the map is cut to the latest run's entries once far larger.
 _ENTRY_BYTES = 40 + _RECORD.itemsize
+# A map smaller than this is never cut, however few files the latest run keyed.
+MAP_SLACK_BYTES = 1 << 20
 # Attributes under which the work tree's bytes may differ from the blob's; any value but these is not trusted.
 _CHECKOUT_ATTRIBUTES = ("filter", "ident", "working-tree-encoding")
 _UNSET = (b"unspecified", b"unset")
@@ -68,23 +70,28 @@ def content_keys(paths: Sequence[Path], cache_root: Path | None = None) -> list[
     if cache_root is None:
         _hash_into(keys, files, {})
         return keys  # type: ignore[return-value]  # every slot is filled
-    key_map = _KeyMap(Path(cache_root))
-    by_stat = key_map.read([file.signature for file in files if file.stat])
+    maps = Path(cache_root) / "content-keys" / f"v{MAP_VERSION}"
+    stat_map, blob_map = _KeyMap(maps / "stat"), _KeyMap(maps / "blob")
+    by_stat = stat_map.read([file.signature for file in files if file.stat])
     for index, file in enumerate(files):
         if file.stat and (entry := by_stat.get(file.signature)) and entry[1] == file.stat.st_size:
             keys[index] = entry[0]
     blobs = _git_blobs({index: files[index] for index, key in enumerate(keys) if key is None})
-    by_blob = key_map.read([_blob_entry(blob) for blob in blobs.values()])
+    by_blob = blob_map.read([_blob_entry(blob) for blob in blobs.values()])
     for index, blob in blobs.items():
         if (entry := by_blob.get(_blob_entry(blob))) and entry[1] == files[index].stat.st_size:
             keys[index] = entry[0]
     learnt = _hash_into(keys, files, blobs)
-    for index, file in enumerate(files):
-        key = keys[index]
-        if isinstance(key, str) and file.signature not in by_stat and not _racy(file.stat, now):
-            learnt[file.signature] = (key, file.stat.st_size)
-    wanted = {file.signature for file in files if file.stat} | {_blob_entry(blob) for blob in blobs.values()}
-    key_map.keep(learnt, wanted)
+    blob_map.keep(
+        learnt, len(files), lambda: {_blob_entry(blob) for blob in _git_blobs(dict(enumerate(files))).values()}
+    )
+    learnt = {
+        file.signature: (key, file.stat.st_size)
+        for file, key in zip(files, keys, strict=True)
+        if isinstance(key, str) and file.signature not in by_stat and not _racy(file.stat, now)
+    }
+    signatures = {file.signature for file in files if file.stat}
+    stat_map.keep(learnt, len(signatures), lambda: signatures)
     return keys  # type: ignore[return-value]
 
 
@@ -209,14 +216,16 @@ def _git(top: str, *args: str, stdin: bytes | None = None) -> bytes:
 
 
 class _KeyMap:
-    """Content keys learnt, by stat signature and by git blob: a ``ShardStore`` of its own under the cache root, which
-    ``cache prune`` leaves alone (its keys name files, not contents); cut to the latest run's entries once far larger.
+    """Content keys learnt, by stat signature or by git blob (one map each): a ``ShardStore`` under the cache root that
+    ``cache prune`` leaves alone (its keys name files, not contents), cut to the entries of the latest run's files once
+    far larger. Blob entries are facts about content, true on any checkout: they go only when their blob is no longer
+    in the work tree (a run keying files by stat alone does not know the blobs, and must not drop them).
 
     A damaged shard is dropped (its entries are learnt again); a map that cannot be written is simply not kept.
     """
 
-    def __init__(self, root: Path) -> None:
-        self.store = ShardStore(root / "content-keys" / f"v{MAP_VERSION}", dtype=_RECORD, what="content keys")
+    def __init__(self, directory: Path) -> None:
+        self.store = ShardStore(directory, dtype=_RECORD, what="content keys")
 
     def read(self, entries: Sequence[str]) -> dict[str, tuple[str, int]]:
         unique = sorted(set(entries))
@@ -230,12 +239,13 @@ class _KeyMap:
             if hit
         }
 
-    def keep(self, learnt: dict[str, tuple[str, int]], wanted: set[str]) -> None:
-        """Add the entries learnt; then, if the map holds far more than the ``wanted`` entries, drop the others."""
+    def keep(self, learnt: dict[str, tuple[str, int]], files: int, wanted: Callable[[], set[str]]) -> None:
+        """Add the entries learnt; then, if the map holds far more entries than there are ``files``, keep only the
+        ``wanted`` ones (asked for only then; none known: nothing is dropped)."""
         with contextlib.suppress(InputError, OSError):  # a read-only cache root: keys are hashed again next time
             if learnt:
                 self.store.add(list(learnt), np.array(list(learnt.values()), _RECORD).reshape(-1, 1))
                 self.store.compact()
             held = sum(shard.stat().st_size for shard in self.store.shards())
-            if held > 4 * _ENTRY_BYTES * len(wanted) + (1 << 20):
-                self.store.prune(wanted)
+            if held > 4 * _ENTRY_BYTES * files + MAP_SLACK_BYTES and (kept := wanted()):
+                self.store.prune(kept)
