@@ -65,7 +65,7 @@ def content_keys(paths: Sequence[Path], cache_root: Path | None = None) -> list[
     files are read; without, every file is hashed. One call for all the files of a run: git is asked once.
     """
     now = time.time_ns()
-    files = [_File.of(Path(path)) for path in paths]
+    files = [_File.of(path) for path in paths]
     keys: list[str | OSError | None] = [file.error for file in files]
     if cache_root is None:
         _hash_into(keys, files, {})
@@ -97,27 +97,25 @@ def content_keys(paths: Sequence[Path], cache_root: Path | None = None) -> list[
 
 @dataclass(frozen=True)
 class _File:
-    """A path, where it is (absolute, normalised: how git's paths are matched to it), its stat or why there is none."""
+    """A path; where it is (absolute, normalised: how git's paths are matched to it); its stat and signature, the map's
+    key for the file as it is now (any change to its bytes changes one of these, but see above), or why there are none.
+    """
 
     path: Path
     where: str
     stat: os.stat_result | None
+    signature: str
     error: OSError | None
 
     @classmethod
     def of(cls, path: Path) -> _File:
-        where = os.path.normpath(os.path.abspath(path))
+        where = os.path.abspath(path)
         try:
-            return cls(path, where, os.stat(path), None)
+            s = os.stat(path)
         except OSError as error:
-            return cls(path, where, None, error)
-
-    @property
-    def signature(self) -> str:
-        """The map's key for this file as it is now: any change to its bytes changes one of these (but see above)."""
-        s = self.stat
-        text = f"stat\0{self.where}\0{s.st_size}\0{s.st_mtime_ns}\0{s.st_ctime_ns}\0{s.st_ino}\0{s.st_dev}"
-        return hashlib.sha1(os.fsencode(text)).hexdigest()
+            return cls(path, where, None, "", error)
+        text = f"stat\0{where}\0{s.st_size}\0{s.st_mtime_ns}\0{s.st_ctime_ns}\0{s.st_ino}\0{s.st_dev}"
+        return cls(path, where, s, hashlib.sha1(os.fsencode(text)).hexdigest(), None)
 
 
 def _racy(stat: os.stat_result, now: int) -> bool:
@@ -233,9 +231,10 @@ class _KeyMap:
             return {}
         records = np.zeros((len(unique), 1), _RECORD)
         found = self.store.read(unique, records).found
+        keys, sizes = records["sha1"][:, 0].tolist(), records["size"][:, 0].tolist()
         return {
-            entry: (record["sha1"].decode(), int(record["size"]))
-            for entry, record, hit in zip(unique, records[:, 0], found, strict=True)
+            entry: (key.decode(), size)
+            for entry, key, size, hit in zip(unique, keys, sizes, found.tolist(), strict=True)
             if hit
         }
 
