@@ -79,7 +79,7 @@ def key_times(name: str, source: Path, scratch: Path) -> None:
     timed("warm: stat signatures", paths, cache, truth)
     timed("warm again", paths, cache, truth)
     clone = scratch / f"{name}-clone"
-    git("clone", "-q", repo, clone, cwd=scratch)
+    git("clone", "-q", "--no-local", repo, clone, cwd=scratch)
     time.sleep(keys_module.RACY_NS / 1e9)
     timed("fresh clone, map restored: git blob ids", files_of(clone), cache, truth)
     timed("fresh clone, again: stat signatures", files_of(clone), cache, truth)
@@ -127,7 +127,7 @@ def check_times(source: Path, scratch: Path, trees: list[Path]) -> None:
         shutil.copytree(filled, cache)
         in_place = min(dataset_stage(tree, scratch, repo, cache) for _ in range(2))
         clone = scratch / f"clone-{cache.name}"
-        git("clone", "-q", repo, clone, cwd=scratch)
+        git("clone", "-q", "--no-local", repo, clone, cwd=scratch)
         time.sleep(keys_module.RACY_NS / 1e9)
         fresh = dataset_stage(tree, scratch, clone, cache)  # the first run on the clone: what CI pays
         print(f"  {str(tree):<40} in place {in_place:6.2f}  fresh clone {fresh:6.2f}  ({load()})", flush=True)

@@ -173,7 +173,8 @@ def _git_blobs(files: dict[int, _File]) -> dict[int, str]:
         changed = set(_git(top, "diff-files", "-z", "--name-only", "--relative").split(b"\0"))
     except (OSError, subprocess.SubprocessError):
         return {}  # no git, not a work tree (or a bare one), a repository git does not trust: hash
-    index_of = {file.where: index for index, file in candidates.items()}
+    prefix = len(os.path.join(top, ""))  # git names files relative to ``top``, as these are after it
+    index_of = {os.fsencode(file.where[prefix:]): index for index, file in candidates.items()}
     blobs: dict[bytes, tuple[int, str]] = {}
     for line in listed.split(b"\0"):
         # "H 100644 <blob> 0\t<path>": H is a tracked file with no assume-unchanged or skip-worktree flag, stage 0
@@ -184,7 +185,7 @@ def _git_blobs(files: dict[int, _File]) -> dict[int, str]:
             continue
         if name in changed:
             continue
-        index = index_of.get(os.path.normpath(os.path.join(top, os.fsdecode(name))))
+        index = index_of.get(name)
         if index is not None:
             blobs[name] = (index, fields[2].decode())
     try:
