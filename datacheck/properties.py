@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,12 +19,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from retrain.core.content_keys import content_keys
 from retrain.core.dataset import FolderScan, split_for
 from retrain.core.errors import ExecutorStopped
 from retrain.core.images import DECODER_VERSION, ImageDecodeError, LfsPointerError, OversizedImageError, decode_image
 from retrain.core.per_image import ItemMap, thread_map
 from retrain.core.settings import SplitSettings
-from retrain.core.shard_store import SHARD_ROWS, ShardStore, content_key
+from retrain.core.shard_store import SHARD_ROWS, ShardStore
 
 if TYPE_CHECKING:
     from datacheck.settings import AuditSettings
@@ -121,8 +121,8 @@ def image_properties(
     here, or on a Ray cluster), and then cached by this process.
     """
     files = [(folder.label, path) for folder in scan.classes for path in folder.images]
-    with ThreadPoolExecutor(max_workers=2) as pool:  # hashing and decoding release the GIL
-        rows = list(pool.map(lambda file: _identify(file[1]), files))
+    keys = content_keys([path for _, path in files], cache.directory.parent if cache is not None else None)
+    rows = [_identify(path, key) for (_, path), key in zip(files, keys, strict=True)]
     result = _reuse(rows, cache)
     missing = [index for index, row in enumerate(rows) if row["error"] is None and row["width"] is None]
     if on_progress:
@@ -215,12 +215,14 @@ def columns() -> dict[str, str]:
 _KINDS = {OversizedImageError: "oversized", LfsPointerError: "lfs_pointer"}
 
 
-def _identify(path: Path) -> dict:
+def _identify(path: Path, key: str | OSError) -> dict:
     """A row with the file's size and content key, or the reason it cannot be read."""
     row: dict = dict.fromkeys(columns())
     try:
+        if isinstance(key, OSError):
+            raise key
         row["bytes"] = path.stat().st_size
-        row["sha1"] = content_key(path)
+        row["sha1"] = key
     except OSError as error:
         row.update(error=error.strerror or str(error), error_kind="corrupt")
     return row

@@ -253,6 +253,7 @@ KILLED_WRITER = """
 import os, pathlib, signal, sys
 from pathlib import Path
 
+from retrain.core import content_keys
 from retrain.core.bottleneck_cache import BottleneckCache
 from retrain.core.shard_store import _HashingWriter
 from retrain.core.dataset import LabeledImage, list_dataset
@@ -280,6 +281,8 @@ def killed_at_call(*args, **kwargs):
 module = load_image_module("efficientnet_lite0")
 cache = BottleneckCache(Path(cache_dir), module.cache_key, shard_rows=4, max_small_shards=3)
 images = list_dataset(Path(photos), SplitSettings(20, 20)).images
+content_keys.RACY_NS = 0  # the photos' keys kept before the kill point counts writes: keying writes none after
+content_keys.content_keys([image.path for image in images], cache.root)
 setattr(owner, name, killed_at_call)
 compute_bottlenecks(images, module, cache)
 """

@@ -7,24 +7,25 @@ per-image properties.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from retrain.core.content_keys import content_keys
 from retrain.core.dataset import LabeledImage
 from retrain.core.hooks import Hooks
-from retrain.core.shard_store import MAX_SMALL_SHARDS, SHARD_ROWS, SHARD_SUFFIX, Pruned, ShardStore, content_key
+from retrain.core.shard_store import MAX_SMALL_SHARDS, SHARD_ROWS, SHARD_SUFFIX, Pruned, ShardStore
 
 
 class BottleneckCache(ShardStore):
-    """Bottleneck vectors of one module, in ``<root>/<module cache key>/``."""
+    """Bottleneck vectors of one module, in ``<root>/<module cache key>/``; the content keys of files in ``root``."""
 
     def __init__(
         self, root: Path, module_key: str, shard_rows: int = SHARD_ROWS, max_small_shards: int = MAX_SMALL_SHARDS
     ) -> None:
+        self.root = Path(root)
         super().__init__(Path(root) / module_key, shard_rows=shard_rows, max_small_shards=max_small_shards)
 
     def add(self, keys: Sequence[str], rows: np.ndarray) -> None:
@@ -67,9 +68,6 @@ def prune_caches(roots: Sequence[Path], images: Sequence[Path]) -> dict[Path, Pr
 
     A file that cannot be read has no key, so its entries go too: they are recomputed if it comes back.
     """
-    keep = set()
-    for path in images:
-        with contextlib.suppress(OSError):
-            keep.add(content_key(path))
+    keep = {key for key in content_keys(images, roots[0] if roots else None) if isinstance(key, str)}
     folders = sorted({folder for root in roots for folder in cache_folders(root)})
     return {folder: ShardStore(folder).prune(keep) for folder in folders}

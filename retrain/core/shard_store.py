@@ -41,7 +41,8 @@ STALE_SECONDS = 3600
 
 
 def content_key(path: Path) -> str:
-    """SHA-1 of the file's bytes: the cache key of its bottleneck."""
+    """SHA-1 of the file's bytes: the cache key of its bottleneck. A run keys its files with
+    ``retrain.core.content_keys.content_keys``, which reads only the ones it has not seen unchanged."""
     digest = hashlib.sha1()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from retrain.core.bottleneck_cache import BottleneckCache, Bottlenecks, BottleneckSource
+from retrain.core.content_keys import content_keys
 from retrain.core.dataset import LabeledImage
 from retrain.core.errors import ExecutorStopped
 from retrain.core.hooks import Hooks
 from retrain.core.settings import ExecutionSettings, ModuleSettings
-from retrain.core.shard_store import VECTOR_DTYPE, content_key
+from retrain.core.shard_store import VECTOR_DTYPE
 from retrain.training.executors import executor_for
 from retrain.training.features import Batch, FeatureRunner
 from retrain.training.modules.bundled import ConvertedBackbone, converted_backbone
@@ -42,8 +42,7 @@ def compute_bottlenecks(
     ``execution`` says where the missing ones are computed; this process writes them to the cache either way.
     """
     skipped: list[tuple[Path, str]] = []
-    with ThreadPoolExecutor() as pool:  # reading and hashing release the GIL
-        keys = list(pool.map(_content_key_or_error, (image.path for image in images)))
+    keys = content_keys([image.path for image in images], cache.root)  # read only where not known from a past run
     row_of: dict[str, int] = {}
     paths: list[Path] = []
     for image, key in zip(images, keys, strict=True):
@@ -76,14 +75,12 @@ def compute_bottlenecks(
     if rows != list(range(len(vectors))):  # duplicates or failures: copy into image order
         vectors = vectors[rows]
     computed = len(missing) - len(failures)
-    content_keys = [unique_keys[row] for row in rows]
+    kept_keys = [unique_keys[row] for row in rows]
     warnings = [
         f"ignored damaged bottleneck shard {shard} ({reason}); its entries were recomputed"
         for shard, reason in read.damaged
     ]
-    return Bottlenecks(
-        [image for image, _ in kept], vectors, skipped, computed, int(cached.sum()), content_keys, warnings
-    )
+    return Bottlenecks([image for image, _ in kept], vectors, skipped, computed, int(cached.sum()), kept_keys, warnings)
 
 
 def bottleneck_source(settings: ModuleSettings, execution: ExecutionSettings = ExecutionSettings()) -> BottleneckSource:
@@ -104,13 +101,6 @@ def bottleneck_source(settings: ModuleSettings, execution: ExecutionSettings = E
         return compute_bottlenecks(images, module, cache, hooks=hooks, execution=execution)
 
     return bottlenecks
-
-
-def _content_key_or_error(path: Path) -> str | OSError:
-    try:
-        return content_key(path)
-    except OSError as error:
-        return error
 
 
 class _Work:

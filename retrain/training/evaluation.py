@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from retrain.core.assessment import assess
+from retrain.core.content_keys import content_keys
 from retrain.core.dataset import SPECIAL_FILE_REASON, UNDECODABLE_REASON, scan_folder
 from retrain.core.errors import InputError
 from retrain.core.hooks import Hooks
@@ -17,7 +18,6 @@ from retrain.core.results import Evaluation
 from retrain.core.run_json import BaselineRun
 from retrain.core.run_report import RunFacts, RunReport
 from retrain.core.settings import GateSettings
-from retrain.core.shard_store import content_key
 from retrain.reports import Report, write_report
 from retrain.training.export import ExportedModel
 from retrain.training.inference import classify
@@ -75,11 +75,14 @@ def evaluate_folder(
         raise InputError(f"{image_dir} has no images in class subfolders")
     classified = classify(model, paths, on_progress)
     truth_of = dict(zip(paths, truths, strict=True))
+    keys = content_keys(classified.paths)  # match photos across runs (--baseline)
+    if errors := [key for key in keys if isinstance(key, OSError)]:
+        raise errors[0]  # a photo classified a moment ago and gone now
     return Evaluation(
         model.labels,
         classified.paths,
         np.array([truth_of[path] for path in classified.paths], dtype=np.int64),
         classified.probabilities,
         [*skipped, *classified.skipped],
-        [content_key(path) for path in classified.paths],  # matches photos across runs (--baseline)
+        [str(key) for key in keys],
     )
