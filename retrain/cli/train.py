@@ -349,8 +349,8 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
         typer.Option(
             "--export",
             metavar="FORMATS",
-            help="Models to write: saved_model, frozen_graph (comma-separated), or none: a pull request's gate needs "
-            "the numbers, not the model, and without one a run with cached bottlenecks never loads TensorFlow.",
+            help="Models to write: saved_model,frozen_graph (the default) or none (a gate's).",
+            show_default=False,
             rich_help_panel="Outputs",
         ),
     ] = ",".join(EXPORT.formats),
@@ -434,8 +434,7 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
         typer.Option(
             "--audit",
             metavar="AUDIT.json",
-            help="A `check --format json` of this dataset (with --baseline: what the change did to the data): its "
-            "change line leads the report, and its findings are linked beside the test photos they name.",
+            help="The dataset's `check` JSON: its change and findings in the report.",
             rich_help_panel="Gate",
         ),
     ] = None,
