@@ -6,8 +6,9 @@
 Main is IMAGE_DIR (default flowers-dev) less ``--added / 2`` photos held back; the pull request adds those back (new
 photos) and as many edited copies of others (a centre crop, mirrored and re-encoded: new content), as a contributor's
 would. Each command runs as CI runs it, a process each, with caches of its own (never /tmp/bottleneck), warm for the
-pull request as a CI cache makes them: ``check`` then ``train`` on main (cold), then ``check --baseline``, ``train
---baseline`` and ``report --audit`` on the pull request (warm). Prints each stage's seconds (the audit's own stages and
+pull request as a CI cache makes them: ``check`` then ``train`` on main (cold), then ``check --baseline`` and ``train
+--baseline --audit --export none`` on the pull request (warm), as the Action runs them (a tree from before ``train
+--audit`` exports its models and runs ``report --audit`` as a third process, as its Action did). Prints each stage's seconds (the audit's own stages and
 training's, from their JSON) and the warm gate's ratio to main's cold check + train, measured in the same run.
 
 ``--tree`` runs the same scenario with each tree's code (its own caches each), so that a change's effect is measured
@@ -98,15 +99,19 @@ def pull_request(main: Path, pr: Path, image_dir: Path, new: list[Path], edited:
 def audit_and_run(
     code: Path, photos: Path, work: Path, name: str, baseline: dict[str, Path] | None
 ) -> dict[str, float]:
-    """``check`` then ``train`` (then ``report --audit`` with a baseline) on ``photos`` by the code of ``code``; the
-    stages' seconds."""
+    """``check`` then ``train`` on ``photos`` by the code of ``code``, as that tree's Action runs them; the stages'
+    seconds. A tree whose ``train`` takes ``--audit`` writes the linked report itself and exports no model (the
+    Action's ``export: none``); an older one exports its models and renders the report again with ``report --audit``."""
     caches = ["--bottleneck-dir", work / "bottlenecks"]
     audit, run = work / f"{name}-audit.json", work / f"{name}-run"
     against = ["--baseline", baseline["audit"]] if baseline else []
     stages = {"check": timed(code, work, "check", photos, *caches, *against, "--format", "json", "--output", audit)}
+    one_step = '"--audit"' in (code / "retrain" / "cli" / "train.py").read_text()
     against = ["--baseline", baseline["run"]] if baseline else []
-    stages["train"] = timed(code, work, "train", photos, *caches, *against, "--output-dir", run, "--random-seed", SEED)
-    if baseline:
+    gate = (["--audit", audit] if baseline else []) + ["--export", "none"] if one_step else []
+    train = ["train", photos, *caches, *against, *gate, "--output-dir", run, "--random-seed", SEED]
+    stages["train"] = timed(code, work, *train)
+    if baseline and not one_step:
         stages["report --audit"] = timed(code, work, "report", run, "--audit", audit)
     return stages
 
@@ -328,7 +333,7 @@ def growth_table(growth: list[tuple]) -> None:
           f"{'load':>6}   bottlenecks of the added photos")  # fmt: skip
     for size, count, warm, main_total, load in growth:
         gate = sum(warm.values())
-        seconds = [warm["check"], warm["train"], warm["report --audit"], gate]
+        seconds = [warm["check"], warm["train"], warm.get("report --audit", 0.0), gate]
         print(f"{size:>8}{count:>7}" + "".join(f"{s:>7.1f}s" for s in seconds) + f"{main_total:>10.1f}s"
               f"{gate / main_total:>6.2f}x{load:>6.1f}   + ~{count * BOTTLENECK_CPU:.1f} s CPU")  # fmt: skip
 
