@@ -8,8 +8,9 @@ photos) and as many edited copies of others (a centre crop, mirrored and re-enco
 would. Each command runs as CI runs it, a process each, with caches of its own (never /tmp/bottleneck), warm for the
 pull request as a CI cache makes them: ``check`` then ``train`` on main (cold), then ``check --baseline`` and ``train
 --baseline --audit --export none`` on the pull request (warm), as the Action runs them (a tree from before ``train
---audit`` exports its models and runs ``report --audit`` as a third process, as its Action did). Prints each stage's seconds (the audit's own stages and
-training's, from their JSON) and the warm gate's ratio to main's cold check + train, measured in the same run.
+--audit`` exports its models and runs ``report --audit`` as a third process, as its Action did). Prints each stage's
+seconds (the audit's own stages and training's, from their JSON) and the warm gate's ratio to main's cold check +
+train, measured in the same run.
 
 ``--tree`` runs the same scenario with each tree's code (its own caches each), so that a change's effect is measured
 in one run on one machine; the default is this tree alone.
