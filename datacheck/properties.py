@@ -76,9 +76,8 @@ class ImageProperties:
 def property_cache(settings: AuditSettings) -> ShardStore:
     """Where measured rows are kept, by content key: ``properties-<digest>-d<decoder>/`` under ``--property-cache``, by
     default beside the bottlenecks (so whatever keeps the bottleneck cache between CI runs keeps this one too)."""
-    root = settings.property_cache or settings.module.bottleneck_dir
     folder = f"properties-{properties_version()}-d{DECODER_VERSION}"
-    return ShardStore(Path(root) / folder, dtype=record_dtype(), what="image properties")
+    return ShardStore(settings.cache_root / folder, dtype=record_dtype(), what="image properties")
 
 
 @functools.cache

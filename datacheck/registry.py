@@ -48,11 +48,9 @@ class AuditData:
     def bottleneck_neighbours(self, count: int) -> Neighbours:
         """The readable images' bottlenecks and each one's ``count`` nearest (rows are positions in ``readable()``):
         one search per audit, shared by the checks that compare photos by their features."""
-        from datacheck.properties import property_cache
-
         cached = self.derived.get("bottleneck_neighbours")
         if cached is None or cached.indices.shape[1] < min(count, len(cached.rows)):
-            kept = KeptNeighbours(property_cache(self.settings).directory.parent)  # the lists of earlier audits
+            kept = KeptNeighbours(self.settings.cache_root)  # the lists of earlier audits
             cached = Neighbours.of(self.bottlenecks[self.images["error"].isna().to_numpy()], count, kept)
             self.derived["bottleneck_neighbours"] = cached
             self.warnings += kept.warnings

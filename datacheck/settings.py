@@ -118,6 +118,12 @@ class AuditSettings:
         if self.cross_validation_folds < 2:
             raise InputError("cross-validation-folds must be at least 2")
 
+    @property
+    def cache_root(self) -> Path:
+        """Where the audit keeps what it learns between runs (properties, pair matches, neighbour lists, fits):
+        ``property_cache``, else beside the bottlenecks, so whatever keeps the bottleneck cache keeps it all."""
+        return Path(self.property_cache or self.module.bottleneck_dir)
+
     def __getattr__(self, name: str) -> Any:
         """A check's own setting by its flat name (``settings.overexposed_clipped``), as the checks read them."""
         if name.startswith("__") or name == "checks":

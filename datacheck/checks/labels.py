@@ -98,7 +98,6 @@ class SuspectedMislabel(Check):
         from sklearn.preprocessing import Normalizer
 
         from datacheck.models import KeptFolds, out_of_fold
-        from datacheck.properties import property_cache
 
         if data.bottlenecks is None:
             return []
@@ -110,7 +109,7 @@ class SuspectedMislabel(Check):
         model = make_pipeline(Normalizer(), LogisticRegression(C=10, max_iter=1000))
         # Kept beside the property cache, by what the bottlenecks come from: a re-audit refits only after a change.
         module = data.settings.module
-        kept = KeptFolds(property_cache(data.settings).directory.parent, f"{module.tfhub_module}:{module.image_size}")
+        kept = KeptFolds(data.settings.cache_root, f"{module.tfhub_module}:{module.image_size}")
         predictions = out_of_fold(
             model,
             data.bottlenecks if len(usable) == len(data.bottlenecks) else data.bottlenecks[usable],

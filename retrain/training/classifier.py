@@ -67,21 +67,20 @@ class Classifier(tf.Module):
     def _logits(self, images: tf.Tensor) -> tf.Tensor:
         return tf.matmul(self._module(images), self.final_weights) + self.final_biases
 
+    def frozen_graph(self) -> tf.compat.v1.GraphDef:
+        """Backbone and new layer inlined as constants, fed through ``Placeholder``, read from the final tensor name.
 
-def frozen_graph(classifier: Classifier) -> tf.compat.v1.GraphDef:
-    """Backbone and new layer inlined as constants, fed through ``Placeholder``, read from the final tensor name.
-
-    The labels ride along as the constant ``LABELS_NODE``, which label_image.py never evaluates.
-    """
-    graph_def = convert_variables_to_constants_v2(classifier.__call__.get_concrete_function()).graph.as_graph_def()
-    (placeholder,) = [node for node in graph_def.node if node.op == "Placeholder"]
-    old_name = placeholder.name
-    placeholder.name = FROZEN_INPUT_NAME
-    for node in graph_def.node:
-        for i, name in enumerate(node.input):
-            if name.lstrip("^").split(":")[0] == old_name:
-                node.input[i] = name.replace(old_name, FROZEN_INPUT_NAME, 1)
-    labels = graph_def.node.add(name=LABELS_NODE, op="Const")
-    labels.attr["dtype"].type = tf.string.as_datatype_enum
-    labels.attr["value"].tensor.CopyFrom(tf.make_tensor_proto([label.encode() for label in classifier.labels]))
-    return graph_def
+        The labels ride along as the constant ``LABELS_NODE``, which label_image.py never evaluates.
+        """
+        graph_def = convert_variables_to_constants_v2(self.__call__.get_concrete_function()).graph.as_graph_def()
+        (placeholder,) = [node for node in graph_def.node if node.op == "Placeholder"]
+        old_name = placeholder.name
+        placeholder.name = FROZEN_INPUT_NAME
+        for node in graph_def.node:
+            for i, name in enumerate(node.input):
+                if name.lstrip("^").split(":")[0] == old_name:
+                    node.input[i] = name.replace(old_name, FROZEN_INPUT_NAME, 1)
+        labels = graph_def.node.add(name=LABELS_NODE, op="Const")
+        labels.attr["dtype"].type = tf.string.as_datatype_enum
+        labels.attr["value"].tensor.CopyFrom(tf.make_tensor_proto([label.encode() for label in self.labels]))
+        return graph_def

@@ -41,9 +41,7 @@ class ModelToExport:
     @cached_property
     def graph_def(self) -> tf.compat.v1.GraphDef:
         """The frozen graph, for the frozen-graph format and TensorBoard alike (freezing copies every weight)."""
-        from retrain.training.classifier import frozen_graph
-
-        return frozen_graph(self.classifier)
+        return self.classifier.frozen_graph()
 
 
 @dataclass

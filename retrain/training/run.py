@@ -165,8 +165,10 @@ def _module(settings: RunSettings) -> ImageModule | ConvertedBackbone:
 
     from retrain.training.modules import load_image_module
 
-    # Same seed, same digits: TensorFlow may otherwise pick kernels whose float sums vary between runs.
+    # Same seed, same digits: TensorFlow may otherwise pick kernels whose float sums vary between runs, and its random
+    # ops (fine-tuning's augmentation) need a seed once determinism is on.
     tf.config.experimental.enable_op_determinism()
+    tf.random.set_seed(settings.training.random_seed)
     return load_image_module(settings.module.tfhub_module, settings.module.image_size)
 
 
