@@ -80,19 +80,24 @@ def print_audit(title: str, result: dict) -> None:
     print(f"  total {sum(stage[1] for stage in result['stages']):.1f} s, peak RSS {result['stages'][-1][2]:.0f} MB")
 
 
-def variant(job: tuple[Path, Path, int]) -> None:
-    """One distinct photo: a crop of 70-95% of each side at a seeded place, rescaled, re-encoded."""
-    source, target, seed = job
-    rng = np.random.default_rng(seed)
+def seeded_crop(source: Path, rng: np.random.Generator) -> Image.Image:
+    """A crop of 70-95% of each side of ``source`` at a place ``rng`` draws."""
     with Image.open(source) as image:
         image = image.convert("RGB")
         width, height = image.size
         keep = rng.uniform(0.7, 0.95, 2)
         left, top = rng.uniform(0, 1 - keep[0]) * width, rng.uniform(0, 1 - keep[1]) * height
-        crop = image.crop((int(left), int(top), int(left + keep[0] * width), int(top + keep[1] * height)))
-        scale = rng.uniform(0.5, 1.0)
-        crop = crop.resize((max(32, int(crop.width * scale)), max(32, int(crop.height * scale))))
-        crop.save(target, quality=int(rng.integers(70, 96)))
+        return image.crop((int(left), int(top), int(left + keep[0] * width), int(top + keep[1] * height)))
+
+
+def variant(job: tuple[Path, Path, int]) -> None:
+    """One distinct photo: a crop of 70-95% of each side at a seeded place, rescaled, re-encoded."""
+    source, target, seed = job
+    rng = np.random.default_rng(seed)
+    crop = seeded_crop(source, rng)
+    scale = rng.uniform(0.5, 1.0)
+    crop = crop.resize((max(32, int(crop.width * scale)), max(32, int(crop.height * scale))))
+    crop.save(target, quality=int(rng.integers(70, 96)))
 
 
 def build_photos(image_dir: Path, root: Path, count: int) -> list[int]:

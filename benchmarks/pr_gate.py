@@ -44,7 +44,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from audit_scale import synthetic_vectors
+from audit_scale import seeded_crop, synthetic_vectors
 from PIL import Image
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -177,16 +177,11 @@ def small_variant(job: tuple[Path, Path, int, bool]) -> None:
     quality 70-95; ``edited`` also mirrors it, as a contributor's edited copy."""
     source, target, seed, edited = job
     rng = np.random.default_rng(seed)
-    with Image.open(source) as image:
-        image = image.convert("RGB")
-        width, height = image.size
-        keep = rng.uniform(0.7, 0.95, 2)
-        left, top = rng.uniform(0, 1 - keep[0]) * width, rng.uniform(0, 1 - keep[1]) * height
-        crop = image.crop((int(left), int(top), int(left + keep[0] * width), int(top + keep[1] * height)))
-        crop.thumbnail((160, 120))
-        if edited:
-            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        crop.save(target, quality=int(rng.integers(70, 96)))
+    crop = seeded_crop(source, rng)
+    crop.thumbnail((160, 120))
+    if edited:
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    crop.save(target, quality=int(rng.integers(70, 96)))
 
 
 def build_pool(image_dir: Path, pool: Path, photos: int, added: int, smallest: int) -> list[dict]:
