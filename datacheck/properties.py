@@ -121,38 +121,69 @@ def image_properties(
     """
     files = [(folder.label, path) for folder in scan.classes for path in folder.images]
     keys = content_keys([path for _, path in files], cache.directory.parent if cache is not None else None)
-    rows = [_identify(path, key) for (_, path), key in zip(files, keys, strict=True)]
-    result = _reuse(rows, cache)
-    missing = [index for index, row in enumerate(rows) if row["error"] is None and row["width"] is None]
+    table = _Columns(len(files))
+    for index, key in enumerate(keys):
+        if isinstance(key, OSError):
+            table.update(index, {"error": key.strerror or str(key), "error_kind": "corrupt"})
+        else:
+            table["sha1"][index] = key
+    result = _reuse(table, cache)
+    missing = [index for index in range(len(files)) if table["error"][index] is None and table["width"][index] is None]
+    for index in missing:  # a reused row has its size from the cache
+        table.update(index, _size(files[index][1]))
+    missing = [index for index in missing if table["error"][index] is None]
     if on_progress:
         on_progress(len(files) - len(missing), len(files))
     unsaved: list[int] = []
-    measured = per_image(measured_row, [(index, (files[index][1], rows[index]["bytes"])) for index in missing])
+    measured = per_image(measured_row, [(index, (files[index][1], table["bytes"][index])) for index in missing])
     try:
         for done, (index, row) in enumerate(measured, start=len(files) - len(missing) + 1):
-            rows[index].update(row)
+            table.update(index, row)
             unsaved.append(index)
             if cache is not None and len(unsaved) >= SHARD_ROWS:  # a killed audit keeps what it saved
-                _save(cache, rows, unsaved, files)
+                _save(cache, table, unsaved, files)
                 unsaved = []
             if on_progress and (done % 32 == 0 or done == len(files)):
                 on_progress(done, len(files))
     except ExecutorStopped:  # keep what the executor returned, so that running again measures only the rest
         if cache is not None:
-            _save(cache, rows, unsaved, files)
+            _save(cache, table, unsaved, files)
         raise
     if cache is not None:
-        _save(cache, rows, unsaved, files)
+        _save(cache, table, unsaved, files)
         cache.compact()
     result.computed = len(missing)
-    table = pd.DataFrame(rows, columns=list(columns()))
-    table.insert(0, "path", [path.relative_to(scan.root).as_posix() for _, path in files])
-    table.insert(1, "label", [label for label, _ in files])
-    table.insert(
+    frame = pd.DataFrame(table)
+    frame.insert(0, "path", [path.relative_to(scan.root).as_posix() for _, path in files])
+    frame.insert(1, "label", [label for label, _ in files])
+    frame.insert(
         2, "split", [split_for(path, split.testing_percentage, split.validation_percentage) for _, path in files]
     )
-    result.table = table
+    result.table = frame
     return result
+
+
+class _Columns(dict):
+    """The table being filled, a list of values per column (None until known): column by column, so that 100,000
+    cached rows are copied a field at a time rather than a row at a time."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__((name, [None] * length) for name in columns())
+
+    def row(self, index: int) -> dict:
+        return {name: values[index] for name, values in self.items()}
+
+    def update(self, index: int, row: dict) -> None:  # type: ignore[override]  # one row's values, not a mapping
+        for name, value in row.items():
+            self[name][index] = value
+
+
+def _size(path: Path) -> dict:
+    """The file's size, or why it cannot be read (it vanished since it was listed)."""
+    try:
+        return {"bytes": path.stat().st_size}
+    except OSError as error:
+        return {"error": error.strerror or str(error), "error_kind": "corrupt"}
 
 
 # A row's columns before the measured ones, after path, label and split; what each means.
@@ -214,19 +245,6 @@ def columns() -> dict[str, str]:
 _KINDS = {OversizedImageError: "oversized", LfsPointerError: "lfs_pointer"}
 
 
-def _identify(path: Path, key: str | OSError) -> dict:
-    """A row with the file's size and content key, or the reason it cannot be read."""
-    row: dict = dict.fromkeys(columns())
-    try:
-        if isinstance(key, OSError):
-            raise key
-        row["bytes"] = path.stat().st_size
-        row["sha1"] = key
-    except OSError as error:
-        row.update(error=error.strerror or str(error), error_kind="corrupt")
-    return row
-
-
 def measured_row(path: Path, size: int) -> dict:
     """Decode the file of ``size`` bytes: the rest of its row, the statistics or why it could not be decoded.
 
@@ -264,23 +282,26 @@ def record_dtype() -> np.dtype:
     )
 
 
-def _measured() -> list[str]:
-    return [name for name in record_dtype().names if name not in ("bytes", "error", "error_kind")]
-
-
-def _reuse(rows: list[dict], cache: ShardStore | None) -> ImageProperties:
-    """Fill in the rows whose content the cache holds; the counts and the cache's warnings."""
+def _reuse(table: _Columns, cache: ShardStore | None) -> ImageProperties:
+    """Fill in the rows whose content the cache holds, a column at a time; the counts and the cache's warnings."""
     result = ImageProperties(pd.DataFrame())
-    keys = sorted({row["sha1"] for row in rows if row["sha1"] is not None})
+    keys = sorted({key for key in table["sha1"] if key is not None})
     if cache is None or not keys:
         return result
     records = np.zeros((len(keys), 1), record_dtype())
     read = cache.read(keys, records)
-    cached = {key: record for key, record, found in zip(keys, records[:, 0], read.found, strict=True) if found}
-    for row in rows:
-        if row["sha1"] in cached:
-            row.update(_from_record(cached[row["sha1"]]))
-            result.reused += 1
+    position = {key: at for at, (key, found) in enumerate(zip(keys, read.found, strict=True)) if found}
+    rows = [row for row, key in enumerate(table["sha1"]) if key in position]
+    found = records[[position[table["sha1"][row]] for row in rows], 0]
+    failed = (found["error"] != b"").tolist()  # a file that could not be decoded has no statistics: they stay None
+    for name in record_dtype().names:
+        values = _values(name, found[name])
+        if name not in ("bytes", "error", "error_kind"):
+            values = [None if bad else value for value, bad in zip(values, failed, strict=True)]
+        column = table[name]
+        for row, value in zip(rows, values, strict=True):
+            column[row] = value
+    result.reused = len(rows)
     result.warnings = [
         f"ignored damaged image-properties shard {shard} ({reason}); its entries were measured again"
         for shard, reason in read.damaged
@@ -288,11 +309,18 @@ def _reuse(rows: list[dict], cache: ShardStore | None) -> ImageProperties:
     return result
 
 
-def _save(cache: ShardStore, rows: list[dict], indices: list[int], files: list[tuple[str, Path]]) -> None:
+def _values(name: str, field: np.ndarray) -> list:
+    """A cached field's values as measured: text as str (None where empty), integers as int, floats as float."""
+    if name in _TEXT:
+        return [value.decode() or None for value in field.tolist()]
+    return field.tolist()
+
+
+def _save(cache: ShardStore, table: _Columns, indices: list[int], files: list[tuple[str, Path]]) -> None:
     """Cache the measured rows, but for a reason that names the file (it would be wrong for a copy elsewhere)."""
     fresh = {}
     for index in indices:
-        row, path = rows[index], files[index][1]
+        row, path = table.row(index), files[index][1]
         if (
             path.name not in (row["error"] or "")
             and len((row["error"] or "").encode()) <= record_dtype()["error"].itemsize
@@ -313,21 +341,6 @@ def _to_record(row: dict) -> tuple:
         else:
             values.append(np.nan if value is None else value)
     return tuple(values)
-
-
-def _from_record(record: np.void) -> dict:
-    """The row as measured: None where the file had no such property (all statistics, when it could not be decoded)."""
-    error = record["error"].decode()
-    row = {"bytes": int(record["bytes"]), "error": error or None, "error_kind": record["error_kind"].decode() or None}
-    if error:
-        return row
-    for name in _measured():
-        value = record[name]
-        if name in _TEXT:
-            row[name] = value.decode() or None
-        else:
-            row[name] = int(value) if name in _INTEGERS else float(value)
-    return row
 
 
 def _percentile(values: np.ndarray, fraction: float) -> float:

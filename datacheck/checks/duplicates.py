@@ -54,8 +54,10 @@ class PictureGroup:
 
 
 def exact_groups(images: pd.DataFrame) -> list[pd.DataFrame]:
-    """Readable images sharing one content key, two or more per group."""
-    return [group for _, group in images.groupby("sha1", sort=False) if len(group) > 1]
+    """Readable images sharing one content key, two or more per group: only the rows with a twin are grouped, so a
+    dataset of 100,000 distinct photos costs one pass, not 100,000 groups."""
+    copies = images[images["sha1"].duplicated(keep=False)]
+    return [group for _, group in copies.groupby("sha1", sort=False)]
 
 
 def picture_groups(data: AuditData) -> list[PictureGroup]:
