@@ -5,12 +5,13 @@
 
 Main is IMAGE_DIR (default flowers-dev) less ``--added / 2`` photos held back; the pull request adds those back (new
 photos) and as many edited copies of others (a centre crop, mirrored and re-encoded: new content), as a contributor's
-would. Each command runs as CI runs it, a process each, with caches of its own (never /tmp/bottleneck), warm for the
-pull request as a CI cache makes them: ``check`` then ``train`` on main (cold), then ``check --baseline`` and ``train
---baseline --audit --export none`` on the pull request (warm), as the Action runs them (a tree from before ``train
---audit`` exports its models and runs ``report --audit`` as a third process, as its Action did). Prints each stage's
-seconds (the audit's own stages and training's, from their JSON) and the warm gate's ratio to main's cold check +
-train, measured in the same run.
+would. Each tree is a git work tree with its files committed, as a CI checkout is (unchanged photos are keyed by their
+blob ids, not read). Each command runs as CI runs it, a process each, with caches of its own (never /tmp/bottleneck),
+warm for the pull request as a CI cache makes them: ``check`` then ``train`` on main (cold), then ``check --baseline``
+and ``train --baseline --audit --export none`` on the pull request (warm), as the Action runs them (a tree from before
+``train --audit`` exports its models and runs ``report --audit`` as a third process, as its Action did). Prints each
+stage's seconds (the audit's own stages and training's, from their JSON) and the warm gate's ratio to main's cold check
++ train, measured in the same run.
 
 ``--tree`` runs the same scenario with each tree's code (its own caches each), so that a change's effect is measured
 in one run on one machine; the default is this tree alone.
@@ -97,6 +98,16 @@ def pull_request(main: Path, pr: Path, image_dir: Path, new: list[Path], edited:
             crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(target.with_name(f"edited-{photo.name}"), quality=85)
 
 
+def committed(tree: Path) -> Path:
+    """``tree`` as a git work tree with every file committed, as CI checks a dataset out: the gate keys unchanged photos
+    by their blob ids (the cache's blob map) rather than reading them. Returns ``tree``."""
+    identity = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost"}
+    environment = {**os.environ, **identity, "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "dataset"]):
+        subprocess.run(["git", "-c", "gc.auto=0", *command], cwd=tree, env=environment, check=True)  # no repack after
+    return tree
+
+
 def audit_and_run(
     code: Path, photos: Path, work: Path, name: str, baseline: dict[str, Path] | None
 ) -> dict[str, float]:
@@ -150,6 +161,7 @@ def scenario(code: Path, image_dir: Path, added: int, verify: bool) -> None:
         main_tree.mkdir(parents=True)
         new = split_off(image_dir, main_tree, added // 2)
         pull_request(main_tree, pr_tree, image_dir, new, added - len(new))
+        committed(main_tree), committed(pr_tree)
         cold = audit_and_run(code, main_tree, work, "main", None)
         cold_detail = detail(work, "main")
         baseline = {"audit": work / "main-audit.json", "run": work / "main-run"}
@@ -295,13 +307,13 @@ def scale_scenario(
     growth = []
     for size in sorted(sizes):
         work = filled(code, pool, size, max(added), runs / f"{size}", real_cache, image_dir)
-        main_tree = linked(pool, entries, scale_rows(entries, size, 0), work / "main" / "photos")
+        main_tree = committed(linked(pool, entries, scale_rows(entries, size, 0), work / "main" / "photos"))
         cold = audit_and_run(code, main_tree, work, "main", None)
         columns = {"main, cold": (cold, detail(work, "main"))}
         baseline = {"audit": work / "main-audit.json", "run": work / "main-run"}
         for count in added if size == max(sizes) else added[:1]:
             pr_work = work / f"pr-{count}"
-            pr_tree = linked(pool, entries, scale_rows(entries, size, count), pr_work / "photos")
+            pr_tree = committed(linked(pool, entries, scale_rows(entries, size, count), pr_work / "photos"))
             shutil.copytree(work / "bottlenecks", pr_work / "bottlenecks")  # main's caches, as CI restores them
             warm = audit_and_run(code, pr_tree, pr_work, "pr", baseline)
             columns[f"+{count}, warm"] = (warm, detail(pr_work, "pr"))

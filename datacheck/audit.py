@@ -130,6 +130,5 @@ def _bottleneck_matrix(
         raise InputError("no bottleneck could be computed for any readable image")
     row_of = {root / path: row for row, path in enumerate(images["path"])}
     matrix = np.full((len(images), result.vectors.shape[1] if len(result.vectors) else 0), np.nan, np.float32)
-    for image, vector in zip(result.images, result.vectors, strict=True):
-        matrix[row_of[image.path]] = vector
+    matrix[[row_of[image.path] for image in result.images]] = result.vectors
     return matrix, {"computed": result.computed, "reused": result.reused}, result.warnings

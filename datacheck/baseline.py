@@ -31,12 +31,13 @@ class ManifestEntry:
 def members(check: str, paths: Iterable[str], entries: Mapping[str, ManifestEntry]) -> tuple[str, ...]:
     """What a finding is about, independent of file names: content keys of its files, its class folders as named."""
     tokens = []
+    label_bound = check_class(check).label_bound
     for path in paths:
         entry = entries.get(path)
         if entry is None or entry.key is None:
             tokens.append(path)
         else:
-            tokens.append(f"{entry.key}@{entry.label}" if check_class(check).label_bound else entry.key)
+            tokens.append(f"{entry.key}@{entry.label}" if label_bound else entry.key)
     return tuple(sorted(tokens))
 
 

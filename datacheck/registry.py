@@ -51,7 +51,9 @@ class AuditData:
         cached = self.derived.get("bottleneck_neighbours")
         if cached is None or cached.indices.shape[1] < min(count, len(cached.rows)):
             kept = KeptNeighbours(self.settings.cache_root)  # the lists of earlier audits
-            cached = Neighbours.of(self.bottlenecks[self.images["error"].isna().to_numpy()], count, kept)
+            readable = self.images["error"].isna().to_numpy()
+            vectors = self.bottlenecks if readable.all() else self.bottlenecks[readable]  # not a copy of 100,000 rows
+            cached = Neighbours.of(vectors, count, kept)
             self.derived["bottleneck_neighbours"] = cached
             self.warnings += kept.warnings
         return cached.first(count)

@@ -8,7 +8,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from PIL import Image, ImageEnhance
 
@@ -165,10 +164,10 @@ def test_a_tiny_image_too_small_for_keypoints_is_judged_by_its_hash(tmp_path: Pa
 def test_the_message_names_each_signal_once() -> None:
     """A group found by hash and bottleneck in one pair and by bottleneck alone in another reads "perceptual hash and
     bottleneck", not "... and bottleneck and bottleneck"."""
-    images = pd.DataFrame({"path": ["a.jpg", "b.jpg", "c.jpg"]})
+    images = (("a.jpg", "b.jpg", "c.jpg"), ("roses",) * 3, ("training",) * 3, ("1", "2", "3"), ("0",) * 3)
     pairs = [{"signal": "both"}, {"signal": "embedding"}]
-    assert _found_by(PictureGroup(images, pairs)) == "perceptual hash and bottleneck"
-    assert _found_by(PictureGroup(images, [{"signal": "hash"}])) == "perceptual hash"
+    assert _found_by(PictureGroup(*images, pairs)) == "perceptual hash and bottleneck"
+    assert _found_by(PictureGroup(*images, [{"signal": "hash"}])) == "perceptual hash"
 
 
 def _audit(root: Path, bottleneck_dir: Path, property_cache: Path, report: Path) -> dict:

@@ -8,6 +8,7 @@ its 12 neighbours (144 bytes) and, above 20,000 photos, a projected copy and gra
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,10 +37,16 @@ FOUND_BY = {"hash": "perceptual hash", "embedding": "bottleneck"}
 
 @dataclass(frozen=True)
 class PictureGroup:
-    """Images joined by verified pairs, and those pairs: each says its ``kind`` (one picture or one scene), what found
-    it (``signal``: hash, embedding or both) and the geometric evidence (inliers, detail correlation, mirrored)."""
+    """Images joined by verified pairs (their paths, labels, splits, content keys and perceptual hashes, in table
+    order: plain tuples, as a large dataset has tens of thousands of groups), and those pairs: each says its ``kind``
+    (one picture or one scene), what found it (``signal``: hash, embedding or both) and the geometric evidence
+    (inliers, detail correlation, mirrored)."""
 
-    images: pd.DataFrame
+    paths: tuple[str, ...]
+    labels: tuple[str, ...]
+    splits: tuple[str, ...]
+    keys: tuple[str, ...]
+    phashes: tuple[str, ...]
     pairs: list[dict]  # enough to join the group: for n copies of one hash, n - 1 of them
 
     def matched_by(self) -> list[str]:
@@ -164,16 +171,21 @@ def verify_pairs(
 
 def group_pairs(images: pd.DataFrame, pairs: list[dict]) -> list[PictureGroup]:
     """Groups of ``images`` joined by ``pairs`` (union-find), each with the pairs that joined it."""
-    row_of = {path: row for row, path in enumerate(images["path"])}
+    paths = images["path"].tolist()
+    row_of = {path: row for row, path in enumerate(paths)}
     edges = {(row_of[pair["paths"][0]], row_of[pair["paths"][1]]) for pair in pairs}
     roots = np.array(_union(len(images), edges))
     pairs_of: dict[int, list[dict]] = {}
     for pair in pairs:
         pairs_of.setdefault(int(roots[row_of[pair["paths"][0]]]), []).append(pair)
     rows_of: dict[int, list[int]] = {}
-    for row in np.flatnonzero(np.isin(roots, list(pairs_of))):
+    for row in np.flatnonzero(np.isin(roots, list(pairs_of))).tolist():
         rows_of.setdefault(int(roots[row]), []).append(row)
-    return [PictureGroup(images.iloc[rows_of[root]], found) for root, found in pairs_of.items()]
+    columns = [paths, *(images[name].tolist() for name in ("label", "split", "sha1", "phash"))]
+    return [
+        PictureGroup(*(tuple(column[row] for row in rows_of[root]) for column in columns), found)
+        for root, found in pairs_of.items()
+    ]
 
 
 def _hash_is_meaningful(images: pd.DataFrame) -> np.ndarray:
@@ -231,25 +243,24 @@ class _EmbeddingCandidates:
         rows, similarities, neighbours = nearest.rows, nearest.similarities, nearest.indices
         beyond = similarities[:, 2:]  # past itself and its nearest
         typical = beyond.mean(axis=1) if beyond.shape[1] else np.zeros(len(rows), np.float32)
+        listed = neighbours >= 0
+        others = np.where(listed, neighbours, 0)
+        close = similarities.astype(np.float64)  # the similarity is compared in double precision, the margin in single
+        margins = similarities - (typical[:, None] + typical[others]) / 2
+        kept = listed & (others != np.arange(len(rows))[:, None])
+        kept &= (close >= settings.near_duplicate_similarity) & (margins >= settings.near_duplicate_margin)
         self.found: dict[tuple[int, int], float] = {}
-        for a, b in zip(*np.nonzero(neighbours >= 0), strict=True):
-            other, similarity = int(neighbours[a, b]), float(similarities[a, b])
-            margin = similarity - (typical[a] + typical[other]) / 2
-            if (
-                other != a
-                and similarity >= settings.near_duplicate_similarity
-                and margin >= settings.near_duplicate_margin
-            ):
-                self.found[tuple(sorted((int(rows[a]), int(rows[other]))))] = similarity
+        for a, b in zip(*np.nonzero(kept), strict=True):  # row by row, as a pair's later listing wins
+            self.found[tuple(sorted((int(rows[a]), int(rows[others[a, b]]))))] = float(close[a, b])
 
 
-def _where(group: pd.DataFrame) -> str:
-    classes = _classes(group)
+def _where(labels: Iterable[str]) -> str:
+    classes = _classes(labels)
     return f"class {classes[0]!r}" if len(classes) == 1 else f"classes {', '.join(map(repr, classes))}"
 
 
-def _classes(group: pd.DataFrame) -> list[str]:
-    return sorted(group["label"].unique())
+def _classes(labels: Iterable[str]) -> list[str]:
+    return sorted(set(labels))
 
 
 def _found_by(group: PictureGroup) -> str:
@@ -303,8 +314,9 @@ class ConflictingLabels(Check):
             self.finding(
                 Severity.ERROR,
                 group["path"],
-                f"the same file is in classes {', '.join(map(repr, _classes(group)))}: keep it in the right class only",
-                classes=_classes(group),
+                f"the same file is in classes {', '.join(map(repr, _classes(group['label'])))}: keep it in the right "
+                "class only",
+                classes=_classes(group["label"]),
             )
             for group in exact_groups(data.readable())
             if group["label"].nunique() > 1
@@ -353,20 +365,19 @@ class NearDuplicates(LookAlikeCheck):
     def run(self, data: AuditData) -> list[Finding]:
         findings = []
         for group in picture_groups(data):
-            images = group.images
-            if images["sha1"].nunique() < 2:
+            if len(set(group.keys)) < 2:
                 continue  # byte-identical copies only: exact_duplicates or conflicting_labels
             findings.append(
                 self.finding(
                     Severity.WARNING,
-                    images["path"],
-                    f"{len(images)} photos are one picture in {_where(images)} ({_how(group)}: found by "
+                    group.paths,
+                    f"{len(group.paths)} photos are one picture in {_where(group.labels)} ({_how(group)}: found by "
                     f"{_found_by(group)}, their details match point for point): keep the best one",
-                    classes=_classes(images),
+                    classes=_classes(group.labels),
                     kinds=group.kinds(),
                     matched_by=group.matched_by(),
                     pairs=group.listed_pairs(),
-                    perceptual_hashes=dict(zip(images["path"], images["phash"], strict=True)),
+                    perceptual_hashes=dict(zip(group.paths, group.phashes, strict=True)),
                 )
             )
         return findings
@@ -387,23 +398,23 @@ class SplitLeakage(LookAlikeCheck):
         return [
             self.finding(
                 Severity.WARNING,
-                group.images["path"],
-                f"{_leaked(group)} fall in the {' and '.join(sorted(group.images['split'].unique()))} splits, so the "
+                group.paths,
+                f"{_leaked(group)} fall in the {' and '.join(sorted(set(group.splits)))} splits, so the "
                 f"evaluation has seen them in training: {_leak_advice(group)}",
-                splits=dict(zip(group.images["path"], group.images["split"], strict=True)),
+                splits=dict(zip(group.paths, group.splits, strict=True)),
                 kinds=group.kinds(),
                 matched_by=group.matched_by(),
                 pairs=group.listed_pairs(),
             )
             for group in scene_groups(data)
-            if group.images["split"].nunique() > 1
+            if len(set(group.splits)) > 1
         ]
 
 
 def _leaked(group: PictureGroup) -> str:
     if group.kinds() == [ONE_PICTURE]:
-        return f"{len(group.images)} copies of one picture ({_how(group)})"
-    return f"{len(group.images)} photos of one scene (shots of one subject, as in a burst or a photo shoot)"
+        return f"{len(group.paths)} copies of one picture ({_how(group)})"
+    return f"{len(group.paths)} photos of one scene (shots of one subject, as in a burst or a photo shoot)"
 
 
 def _leak_advice(group: PictureGroup) -> str:

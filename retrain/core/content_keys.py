@@ -56,6 +56,10 @@ MAP_SLACK_BYTES = 1 << 20
 # Attributes under which the work tree's bytes may differ from the blob's; any value but these is not trusted.
 _CHECKOUT_ATTRIBUTES = ("filter", "ident", "working-tree-encoding")
 _UNSET = (b"unspecified", b"unset")
+# Entries of each map this process has read or written, with the state of its shards then: the audit keys its files
+# for the property cache and again for the bottleneck cache, and the second time need not read 100,000 entries again,
+# unless the map changed on disk in between (another run, damage).
+_SEEN: dict[Path, tuple[tuple, dict[str, tuple[str, int]]]] = {}
 
 
 def content_keys(paths: Sequence[Path], cache_root: Path | None = None) -> list[str | OSError]:
@@ -72,7 +76,9 @@ def content_keys(paths: Sequence[Path], cache_root: Path | None = None) -> list[
         return keys  # type: ignore[return-value]  # every slot is filled
     maps = Path(cache_root) / "content-keys" / f"v{MAP_VERSION}"
     stat_map, blob_map = _KeyMap(maps / "stat"), _KeyMap(maps / "blob")
-    by_stat = stat_map.read([file.signature for file in files if file.stat])
+    seen = stat_map.seen()
+    by_stat = {file.signature: seen[file.signature] for file in files if file.signature in seen}
+    by_stat |= stat_map.read([file.signature for file in files if file.stat and file.signature not in by_stat])
     for index, file in enumerate(files):
         if file.stat and (entry := by_stat.get(file.signature)) and entry[1] == file.stat.st_size:
             keys[index] = entry[0]
@@ -92,6 +98,7 @@ def content_keys(paths: Sequence[Path], cache_root: Path | None = None) -> list[
     }
     signatures = {file.signature for file in files if file.stat}
     stat_map.keep(learnt, len(signatures), lambda: signatures)
+    stat_map.remember(learnt | {signature: by_stat[signature] for signature in signatures if signature in by_stat})
     return keys  # type: ignore[return-value]
 
 
@@ -225,6 +232,19 @@ class _KeyMap:
 
     def __init__(self, directory: Path) -> None:
         self.store = ShardStore(directory, dtype=_RECORD, what="content keys")
+
+    def seen(self) -> dict[str, tuple[str, int]]:
+        """The entries this process last read or wrote here, if the map is as it left it; else none."""
+        state, entries = _SEEN.get(self.store.directory, (None, {}))
+        return entries if state == self._state() else {}
+
+    def remember(self, entries: dict[str, tuple[str, int]]) -> None:
+        _SEEN[self.store.directory] = (self._state(), entries)
+
+    def _state(self) -> tuple:
+        with contextlib.suppress(OSError):
+            return tuple((shard.name, (s := shard.stat()).st_size, s.st_mtime_ns) for shard in self.store.shards())
+        return ()
 
     def read(self, entries: Sequence[str]) -> dict[str, tuple[str, int]]:
         unique = sorted(set(entries))
