@@ -16,7 +16,7 @@ from datacheck.properties import image_properties, property_cache
 from datacheck.registry import AuditData, Need, selected_checks, wants_bottlenecks
 from datacheck.settings import AuditSettings
 from retrain.core.bottleneck_cache import BottleneckSource
-from retrain.core.dataset import LabeledImage, scan_folder
+from retrain.core.dataset import FolderScan, LabeledImage, scan_folder
 from retrain.core.errors import InputError
 from retrain.core.hooks import Hooks
 from retrain.core.per_image import ItemMap, thread_map
@@ -110,25 +110,25 @@ def audit_data(
     data.warnings = properties.warnings
     if bottlenecks is not None:
         data.bottlenecks, data.bottleneck_counts, data.bottleneck_warnings = _bottleneck_matrix(
-            root, images, bottlenecks, hooks
+            scan, images, bottlenecks, hooks
         )
     return data
 
 
 def _bottleneck_matrix(
-    root: Path, images: pd.DataFrame, bottlenecks: BottleneckSource, hooks: Hooks
+    scan: FolderScan, images: pd.DataFrame, bottlenecks: BottleneckSource, hooks: Hooks
 ) -> tuple[np.ndarray, dict[str, int], list[str]]:
     """Bottlenecks of the readable images, one row per row of ``images`` (NaN where it has none), and warnings."""
-    readable = images[images["error"].isna()]
-    labels = sorted(images["label"].unique())
-    wanted = [
-        LabeledImage(root / path, labels.index(label), split)
-        for path, label, split in zip(readable["path"], readable["label"], readable["split"], strict=True)
-    ]
+    paths = [path for folder in scan.classes for path in folder.images]  # the table's rows, in order
+    readable = np.flatnonzero(images["error"].isna().to_numpy()).tolist()
+    label_index = {label: index for index, label in enumerate(sorted(images["label"].unique()))}
+    labels, splits = images["label"].tolist(), images["split"].tolist()
+    wanted = [LabeledImage(paths[row], label_index[labels[row]], splits[row]) for row in readable]
     result = bottlenecks(wanted, hooks)
     if not len(result.vectors) and wanted:
         raise InputError("no bottleneck could be computed for any readable image")
-    row_of = {root / path: row for row, path in enumerate(images["path"])}
+    row_of = {id(image): row for image, row in zip(wanted, readable, strict=True)}  # the source returns ours, or skips
     matrix = np.full((len(images), result.vectors.shape[1] if len(result.vectors) else 0), np.nan, np.float32)
-    matrix[[row_of[image.path] for image in result.images]] = result.vectors
+    if result.images:
+        matrix[[row_of[id(image)] for image in result.images]] = result.vectors
     return matrix, {"computed": result.computed, "reused": result.reused}, result.warnings

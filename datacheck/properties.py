@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import pandas as pd
 from PIL import Image
 
 from retrain.core.content_keys import content_keys
-from retrain.core.dataset import FolderScan, split_for
+from retrain.core.dataset import ClassFolder, FolderScan, split_for
 from retrain.core.errors import ExecutorStopped
 from retrain.core.images import DECODER_VERSION, ImageDecodeError, LfsPointerError, OversizedImageError, decode_image
 from retrain.core.per_image import ItemMap, thread_map
@@ -154,13 +155,20 @@ def image_properties(
         cache.compact()
     result.computed = len(missing)
     frame = pd.DataFrame(table)
-    frame.insert(0, "path", [path.relative_to(scan.root).as_posix() for _, path in files])
+    frame.insert(0, "path", [name for folder in scan.classes for name in _relative(folder, scan.root)])
     frame.insert(1, "label", [label for label, _ in files])
     frame.insert(
         2, "split", [split_for(path, split.testing_percentage, split.validation_percentage) for _, path in files]
     )
     result.table = frame
     return result
+
+
+def _relative(folder: ClassFolder, root: Path) -> list[str]:
+    """The folder's images as the table names them, relative to ``root``: one ``relative_to`` per folder, not per
+    image (the scan joined each image to its folder's path)."""
+    prefix, inside = folder.folder.relative_to(root).as_posix(), len(str(folder.folder)) + 1
+    return [f"{prefix}/{str(path)[inside:].replace(os.sep, '/')}" for path in folder.images]
 
 
 class _Columns(dict):

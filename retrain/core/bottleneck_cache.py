@@ -37,7 +37,8 @@ class BottleneckCache(ShardStore):
 
 @dataclass
 class Bottlenecks:
-    """Feature vectors of the images that could be read, row-aligned with ``images``."""
+    """Feature vectors of the images that could be read, row-aligned with ``images`` (the very ``LabeledImage``
+    objects asked for, in their order, less the skipped ones)."""
 
     images: list[LabeledImage]
     vectors: np.ndarray
