@@ -63,6 +63,8 @@ def audit_dataset(
         bottlenecks=data.bottleneck_counts,
         properties=data.property_counts,
         pairs=data.pair_counts,
+        neighbours=data.neighbour_counts,
+        out_of_fold=data.fold_counts,
         warnings=data.warnings + data.bottleneck_warnings + _without_bottlenecks(checks, settings),
         manifest=manifest,
         comparison=audit_diff(baseline, findings, manifest) if baseline is not None else None,

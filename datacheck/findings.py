@@ -93,6 +93,8 @@ class AuditReport:
     bottlenecks: dict[str, int] | None = None  # computed / reused, when a check needed them
     properties: dict[str, int] | None = None  # images decoded (computed) / taken from the property cache (reused)
     pairs: dict[str, int] | None = None  # look-alike pairs matched / reused from earlier audits, when a check matched
+    neighbours: dict[str, int] | None = None  # rows whose bottleneck neighbours were searched / kept (reused)
+    out_of_fold: dict[str, int] | None = None  # suspected_mislabel's rows fitted / reused / predicted by a kept fit
     warnings: list[str] = field(default_factory=list)  # about the run, not the dataset (a damaged cache shard)
     manifest: dict[str, ManifestEntry] = field(default_factory=dict)  # by path: every file, to diff a later audit
     comparison: Comparison | None = None  # against --baseline
@@ -152,6 +154,8 @@ class AuditReport:
             "accepted": sum(finding.fingerprint in self.accepted for finding in self.findings),
             "properties": self.properties,
             "pairs": self.pairs,
+            "neighbours": self.neighbours,
+            "out_of_fold": self.out_of_fold,
         }
         if self.comparison is not None:
             summary.update(

@@ -38,6 +38,8 @@ class AuditData:
     bottleneck_warnings: list[str] = field(default_factory=list)  # e.g. a damaged cache shard, for the shell to show
     property_counts: dict[str, int] | None = None  # images decoded (computed) / taken from the property cache (reused)
     pair_counts: dict[str, int] | None = None  # look-alike pairs matched / taken from earlier audits' (reused)
+    neighbour_counts: dict[str, int] | None = None  # rows whose neighbours were searched / kept from an earlier audit
+    fold_counts: dict[str, int] | None = None  # suspected_mislabel's rows fitted / reused / predicted by a kept fit
     warnings: list[str] = field(default_factory=list)  # e.g. a damaged property-cache shard
     derived: dict[str, Any] = field(default_factory=dict)  # what several checks share, computed once (picture groups)
 
@@ -55,6 +57,7 @@ class AuditData:
             vectors = self.bottlenecks if readable.all() else self.bottlenecks[readable]  # not a copy of 100,000 rows
             cached = Neighbours.of(vectors, count, kept)
             self.derived["bottleneck_neighbours"] = cached
+            self.neighbour_counts = kept.counts
             self.warnings += kept.warnings
         return cached.first(count)
 

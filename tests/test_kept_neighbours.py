@@ -156,7 +156,9 @@ def test_a_re_audit_with_photos_added_finds_what_a_cold_audit_finds(
         patch.setattr(datacheck.neighbours, "nearest", lambda *args: searches.append(args) or cold_search(*args))
         warm = audit(tmp_path / "cache")
     assert not searches
+    assert warm.summary()["neighbours"] == {"searched": 4, "reused": 42}  # what the audit JSON says it searched
     cold = audit(tmp_path / "fresh cache")
+    assert cold.summary()["neighbours"] == {"searched": 46, "reused": 0}
     assert [finding.fingerprint for finding in warm.findings] == [finding.fingerprint for finding in cold.findings]
     assert [finding.details for finding in warm.findings] == [finding.details for finding in cold.findings]
     assert any(finding.check == "near_duplicates" for finding in warm.findings)

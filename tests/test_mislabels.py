@@ -181,6 +181,9 @@ def test_above_refit_rows_a_re_audit_reuses_the_kept_fit(pull_request, bottlenec
     again = _audit(main, bottleneck_dir, *kept)
     assert again["findings"] == cold["findings"]
     assert sorted(fit.rglob("*.shard")) == shards  # nothing refitted, nothing predicted
-    _audit(head, bottleneck_dir, *kept)
+    assert cold["summary"]["out_of_fold"] == {"fitted": 154, "reused": 0, "predicted": 0}
+    assert again["summary"]["out_of_fold"] == {"fitted": 0, "reused": 154, "predicted": 0}
+    head_audit = _audit(head, bottleneck_dir, *kept)
+    assert head_audit["summary"]["out_of_fold"] == {"fitted": 0, "reused": 154, "predicted": 6}
     assert list((tmp_path / "kept").glob("out-of-fold/v*/*/fit-*")) == [fit]
     assert len(sorted((fit / "photos").glob("*.shard"))) == 2  # the 6 added photos' predictions

@@ -121,6 +121,7 @@ class SuspectedMislabel(Check):
         data.warnings += kept.warnings
         if predictions is None:
             return []
+        data.fold_counts = predictions.counts
         issues = find_label_issues(predictions.labels, predictions.probabilities, filter_by="low_self_confidence")
         given_probabilities = predictions.given_probabilities()
         typical = predictions.typical_given_probabilities()[predictions.labels]
