@@ -35,6 +35,7 @@ from retrain.core.predictions import (  # noqa: E402
     check_predictions,
     predictions_table,
     read_predictions,
+    resolved,
     write_csv,
 )
 from retrain.core.results import Evaluation, TrainingStep  # noqa: E402
@@ -219,9 +220,9 @@ def score_cells(scores: ClassScores) -> list[str]:
 
 
 def _misclassified_table(evaluation: Evaluation) -> pd.DataFrame:
-    rows = [
-        (str(Path(m.path).resolve()), m.true_label, m.predicted_label, m.confidence) for m in evaluation.misclassified()
-    ]
+    wrong = evaluation.misclassified()
+    paths = resolved(m.path for m in wrong)
+    rows = [(path, m.true_label, m.predicted_label, m.confidence) for path, m in zip(paths, wrong, strict=True)]
     return pd.DataFrame(rows, columns=["path", "true_label", "predicted_label", "confidence"])
 
 
