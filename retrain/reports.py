@@ -445,11 +445,18 @@ class MistakeCard:
     """A misclassified test photo as report.html shows it, with the audit's checks that name it."""
 
     name: str
-    picture: str | None  # a data URI; None when the photo moved or changed since the run
+    picture: Markup | None  # a data URI; None when the photo moved or changed since the run
     true_label: str
     predicted_label: str
     confidence: float
     audit_findings: tuple[str, ...]
+
+
+def _picture(path: Path) -> Markup | None:
+    """A photo's thumbnail as markup: a data URI of our own JPEG holds nothing to escape, and ``printable`` would read
+    each of its characters (a second for a report's 200 pictures)."""
+    uri = thumbnail_uri(path)
+    return None if uri is None else Markup(uri)
 
 
 def mistake_cards(evaluation: Evaluation, audit_findings: Mapping[str, tuple[str, ...]]) -> list[MistakeCard]:
@@ -457,7 +464,7 @@ def mistake_cards(evaluation: Evaluation, audit_findings: Mapping[str, tuple[str
     return [
         MistakeCard(
             Path(item.path).name,
-            thumbnail_uri(item.path),
+            _picture(item.path),
             item.true_label,
             item.predicted_label,
             item.confidence,
@@ -508,7 +515,7 @@ _PAGES = jinja2.Environment(
 _PAGES.filters["percent"] = percent
 _PAGES.filters["signed_percent"] = lambda value: "n/a" if value is None else f"{value:+.1%}"
 _PAGES.filters["name"] = lambda path: Path(path).name
-_PAGES.globals["thumbnail"] = thumbnail_uri
+_PAGES.globals["thumbnail"] = _picture
 _PAGES.globals["interval"] = interval_text
 
 
