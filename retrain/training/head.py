@@ -34,6 +34,30 @@ class LabeledVectors:
         return self.vectors[rows]
 
 
+@dataclass(frozen=True)
+class TableRows:
+    """Rows ``rows`` of each table in turn (the images', then their mirror images'), with their label indices, drawn
+    in place: a step takes a few rows, where copying a 100,000-photo training split (twice, with mirror images) cost
+    seconds of a run."""
+
+    tables: tuple[np.ndarray, ...]
+    rows: np.ndarray
+    labels: np.ndarray  # the rows' label indices, once per table
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, rows: np.ndarray) -> np.ndarray:
+        if len(self.tables) == 1:
+            return self.tables[0][self.rows[rows]]
+        table, row = np.divmod(rows, len(self.rows))
+        batch = np.empty((len(rows), self.tables[0].shape[1]), self.tables[0].dtype)
+        for index, vectors in enumerate(self.tables):
+            drawn = table == index
+            batch[drawn] = vectors[self.rows[row[drawn]]]
+        return batch
+
+
 class TrainingExamples(Protocol):
     """What a step draws from: cached bottlenecks (LabeledVectors), or fresh ones of distorted images."""
 
