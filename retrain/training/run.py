@@ -246,8 +246,10 @@ def _training_examples(settings: RunSettings, module: ImageModule, training: Spl
         return DistortedBottlenecks(
             training.paths, training.labels, module, distortions=settings.distortions, seed=seed
         )
-    tables = (training.table, training.mirrored_table) if settings.mirrors_training else (training.table,)
-    return TableRows(tables, training.table_rows, np.tile(training.labels, len(tables)))
+    if settings.mirrors_training:
+        labels = np.concatenate([training.labels, training.labels])
+        return TableRows(training.table, training.table_rows, labels, training.mirrored_table)
+    return TableRows(training.table, training.table_rows, training.labels)
 
 
 def _train_layer(
