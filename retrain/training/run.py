@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, cached_property
 from importlib.metadata import version
 from pathlib import Path
 from types import MappingProxyType
@@ -62,11 +62,11 @@ class SplitData:
     def paths(self) -> list[Path]:
         return [image.path for image in self.images]
 
-    @property
+    @cached_property  # validation is scored twice (during training and at the end)
     def vectors(self) -> np.ndarray:
         return self.table[self.table_rows]
 
-    @property
+    @cached_property
     def mirrored(self) -> np.ndarray | None:
         return None if self.mirrored_table is None else self.mirrored_table[self.table_rows]
 
