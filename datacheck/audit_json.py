@@ -146,22 +146,67 @@ def _baseline(path: Path, data: dict[str, Any]) -> Baseline:
     summary = typed_value(_Summary, data.get("summary"), "summary")
     manifest: dict[str, ManifestEntry] = {}
     for row in _rows(data, "manifest"):
-        entry = typed_value(ManifestEntry, row, "manifest")
-        if "path_bytes" in row:  # a name that is not UTF-8, as the scan of the dataset lists it
-            entry = replace(entry, path=_raw_name(row["path_bytes"], "manifest path_bytes"))
-        _names(entry.path, entry.label, entry.split, entry.key or "")
+        entry = _plain_entry(row) or _manifest_entry(row)
         manifest[entry.path] = entry
     findings = []
     for row in _rows(data, "findings"):
-        finding = typed_value(_FindingRow, row, "findings")
-        if "paths_bytes" in row:
-            raw = typed_value(tuple[str, ...], row["paths_bytes"], "findings paths_bytes")
-            finding = replace(finding, paths=tuple(_raw_name(name, "findings paths_bytes") for name in raw))
-        _names(finding.check, finding.fingerprint, *finding.paths)
+        finding = _plain_finding(row) or _finding_row(row)
         findings.append(
             Finding(finding.check, Severity(finding.severity), finding.paths, finding.message, {}, finding.fingerprint)
         )
     return Baseline(path, manifest, findings, summary.change)
+
+
+# A hundred thousand rows read through the typed walk take seconds; a row that is plainly valid (the fields' types
+# and lengths checked here) is built directly, and any other goes through the walk, which accepts or names the error.
+def _plain_entry(row: Any) -> ManifestEntry | None:
+    if type(row) is not dict or "path_bytes" in row:
+        return None
+    path, label, split, key = row.get("path"), row.get("label"), row.get("split"), row.get("key")
+    if not (_plain_name(path) and _plain_name(label) and _plain_name(split) and "key" in row):
+        return None
+    if key is not None and not _plain_name(key):
+        return None
+    return ManifestEntry(path, label, split, key)
+
+
+def _plain_finding(row: Any) -> _FindingRow | None:
+    if type(row) is not dict or "paths_bytes" in row:
+        return None
+    check, severity, paths, message, fingerprint = (
+        row.get(name) for name in ("check", "severity", "paths", "message", "fingerprint")
+    )
+    if not (
+        _plain_name(check)
+        and type(severity) is str
+        and type(paths) is list
+        and all(_plain_name(name) for name in paths)
+        and type(message) is str
+        and _plain_name(fingerprint)
+    ):
+        return None
+    return _FindingRow(check, severity, tuple(paths), message, fingerprint)
+
+
+def _plain_name(value: Any) -> bool:
+    return type(value) is str and len(value) <= MAX_NAME
+
+
+def _manifest_entry(row: Any) -> ManifestEntry:
+    entry = typed_value(ManifestEntry, row, "manifest")
+    if "path_bytes" in row:  # a name that is not UTF-8, as the scan of the dataset lists it
+        entry = replace(entry, path=_raw_name(row["path_bytes"], "manifest path_bytes"))
+    _names(entry.path, entry.label, entry.split, entry.key or "")
+    return entry
+
+
+def _finding_row(row: Any) -> _FindingRow:
+    finding = typed_value(_FindingRow, row, "findings")
+    if "paths_bytes" in row:
+        raw = typed_value(tuple[str, ...], row["paths_bytes"], "findings paths_bytes")
+        finding = replace(finding, paths=tuple(_raw_name(name, "findings paths_bytes") for name in raw))
+    _names(finding.check, finding.fingerprint, *finding.paths)
+    return finding
 
 
 def _raw_name(encoded: Any, where: str) -> str:

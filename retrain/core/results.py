@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-from scipy.special import softmax
-from sklearn.metrics import precision_recall_fscore_support
+
+if TYPE_CHECKING:  # pandas and scikit-learn load when a table of scores is asked for, not with every result value
+    import pandas as pd
 
 
 @dataclass
@@ -23,6 +24,8 @@ class SoftmaxHead:
 
     def probabilities(self, bottlenecks: np.ndarray, mirrored: np.ndarray | None = None) -> np.ndarray:
         """Class probabilities; with the mirrored images' bottlenecks, the mean over both views (``--tta``)."""
+        from scipy.special import softmax
+
         probabilities = softmax(self.logits(bottlenecks), axis=1)
         if mirrored is None:
             return probabilities
@@ -101,6 +104,9 @@ class Evaluation:
 
     def per_class(self, every_label: bool = False) -> pd.DataFrame:
         """Precision, recall, F1 and images per class, indexed by label: the classes with images, or every label."""
+        import pandas as pd
+        from sklearn.metrics import precision_recall_fscore_support
+
         indices = list(range(len(self.labels))) if every_label else sorted(set(self.truths.tolist()))
         precision, recall, f1, support = precision_recall_fscore_support(
             self.truths, self.predictions, labels=indices, zero_division=0

@@ -10,9 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from scipy.stats import binomtest
-from sklearn.metrics import top_k_accuracy_score
-
 from retrain.core.gate import GateResult
 from retrain.core.results import EpochResult, Evaluation, TrainingStep
 from retrain.core.settings import Distortions, FineTuneSettings, SplitSettings
@@ -244,6 +241,8 @@ def wilson_interval(successes: int, trials: int) -> tuple[float, float] | None:
     inside [0, 1] and is not zero-width at 0/n or n/n, which small test sets often score."""
     if not trials:
         return None
+    from scipy.stats import binomtest  # scipy.stats takes a second to import: only when a run is scored
+
     interval = binomtest(successes, trials).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
     return float(interval.low), float(interval.high)
 
@@ -265,5 +264,7 @@ def class_scores(evaluation: Evaluation) -> MappingProxyType:
 def top5_accuracy(evaluation: Evaluation) -> float | None:
     if len(evaluation.labels) <= TOP5_CLASSES:
         return None
+    from sklearn.metrics import top_k_accuracy_score
+
     indices = list(range(len(evaluation.labels)))
     return float(top_k_accuracy_score(evaluation.truths, evaluation.probabilities, k=5, labels=indices))

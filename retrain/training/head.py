@@ -34,6 +34,31 @@ class LabeledVectors:
         return self.vectors[rows]
 
 
+@dataclass(frozen=True)
+class TableRows:
+    """Rows ``rows`` of a bottleneck table and then (with ``mirrored``) the same rows of the mirror images' table, with
+    their label indices, drawn in place: a step takes a few rows, where copying a 100,000-photo training split (twice,
+    with mirror images) cost seconds of a run."""
+
+    vectors: np.ndarray
+    rows: np.ndarray
+    labels: np.ndarray  # the rows' label indices, twice with mirrored
+    mirrored: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, rows: np.ndarray) -> np.ndarray:
+        if self.mirrored is None:
+            return self.vectors.take(self.rows[rows], axis=0)
+        flipped = rows >= len(self.rows)
+        source = self.rows[rows - len(self.rows) * flipped]
+        batch = self.vectors.take(source, axis=0)
+        mirror = np.flatnonzero(flipped)
+        batch[mirror] = self.mirrored.take(source[mirror], axis=0)
+        return batch
+
+
 class TrainingExamples(Protocol):
     """What a step draws from: cached bottlenecks (LabeledVectors), or fresh ones of distorted images."""
 

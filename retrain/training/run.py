@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, cached_property
 from importlib.metadata import version
 from pathlib import Path
 from types import MappingProxyType
@@ -32,7 +32,7 @@ from retrain.training.bottlenecks import compute_bottlenecks
 from retrain.training.executors import executor_for
 from retrain.training.export import ModelToExport, write_labels
 from retrain.training.exporters import EXPORTERS, exporters_asked
-from retrain.training.head import LabeledVectors, TrainingExamples, train_head
+from retrain.training.head import LabeledVectors, TableRows, TrainingExamples, train_head
 from retrain.training.inference import classify, load_exported_model
 from retrain.training.modules.bundled import BUNDLED_BACKBONES, ConvertedBackbone, converted_backbone
 from retrain.training.summaries import HISTOGRAMS, TrainingSummaries, refuse_foreign_logs
@@ -48,20 +48,31 @@ CALIBRATION_IMAGES = 100
 
 @dataclass(frozen=True)
 class SplitData:
-    """One split's readable images with their bottlenecks, label indices and (when computed) mirrored bottlenecks."""
+    """One split's readable images with their label indices and bottlenecks: rows ``table_rows`` of the run's table
+    (and of the mirrored images' table, when computed), read in place. Copying the training split took seconds at
+    100,000 photos (fresh memory costs that much here), so only the small splits are copied, when scored."""
 
     images: list[LabeledImage]
-    vectors: np.ndarray
     labels: np.ndarray
-    mirrored: np.ndarray | None
+    table_rows: np.ndarray
+    table: np.ndarray
+    mirrored_table: np.ndarray | None
 
     @property
     def paths(self) -> list[Path]:
         return [image.path for image in self.images]
 
+    @cached_property  # validation is scored twice (during training and at the end)
+    def vectors(self) -> np.ndarray:
+        return self.table[self.table_rows]
+
+    @cached_property
+    def mirrored(self) -> np.ndarray | None:
+        return None if self.mirrored_table is None else self.mirrored_table[self.table_rows]
+
     def rows(self, rows: np.ndarray) -> SplitData:
-        mirrored = None if self.mirrored is None else self.mirrored[rows]
-        return SplitData([self.images[i] for i in rows], self.vectors[rows], self.labels[rows], mirrored)
+        images = [self.images[i] for i in rows]
+        return SplitData(images, self.labels[rows], self.table_rows[rows], self.table, self.mirrored_table)
 
 
 @dataclass(frozen=True)
@@ -212,10 +223,12 @@ def _bottlenecks(
         bottlenecks.warnings.extend(mirrored.warnings)
 
     def split_data(name: str) -> SplitData:
-        vectors, labels, images = bottlenecks.split(name)
-        if len(vectors) == 0:
+        rows = np.flatnonzero([image.split == name for image in bottlenecks.images])
+        if len(rows) == 0:
             raise InputError(f"no readable image is left in the {name} split; see the skipped files above")
-        return SplitData(images, vectors, labels, mirrored.split(name)[0] if mirrored else None)
+        images = [bottlenecks.images[row] for row in rows]
+        labels = np.array([image.label_index for image in images], dtype=np.int64)
+        return SplitData(images, labels, rows, bottlenecks.vectors, mirrored.vectors if mirrored else None)
 
     return bottlenecks, Splits.of(split_data)
 
@@ -234,9 +247,9 @@ def _training_examples(settings: RunSettings, module: ImageModule, training: Spl
             training.paths, training.labels, module, distortions=settings.distortions, seed=seed
         )
     if settings.mirrors_training:
-        both = np.concatenate([training.vectors, training.mirrored])
-        return LabeledVectors(both, np.concatenate([training.labels, training.labels]))
-    return LabeledVectors(training.vectors, training.labels)
+        labels = np.concatenate([training.labels, training.labels])
+        return TableRows(training.table, training.table_rows, labels, training.mirrored_table)
+    return TableRows(training.table, training.table_rows, training.labels)
 
 
 def _train_layer(
