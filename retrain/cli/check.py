@@ -15,6 +15,7 @@ from retrain.cli.common import (
     ExecutorOption,
     ProgressBars,
     RayAddressOption,
+    collect_garbage_rarely,
     console,
     err_console,
     user_errors,
@@ -243,6 +244,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
     from retrain.app.audit import accept_findings, accept_target, audit_settings, check_audit_outputs, settings_file
 
+    collect_garbage_rarely()
     with user_errors():
         source = settings_file(image_dir, config_file, Path.cwd())
         options = dict(

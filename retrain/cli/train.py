@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import secrets
 from collections.abc import Sequence
 from enum import Enum
@@ -23,6 +22,7 @@ from retrain.cli.common import (
     MinTestImagesOption,
     ProgressBars,
     RayAddressOption,
+    collect_garbage_rarely,
     console,
     err_console,
     exit_on_gate,
@@ -461,9 +461,7 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
     from retrain.app.audit import audit_links, settings_file
     from retrain.app.training import gate_settings, read_baseline
 
-    # A run keeps its images, keys and vectors to the end, and the cyclic collector's default thresholds re-scanned
-    # that heap 17 times in a warm run at 100,000 photos (4.6 s): collect rarely, as mypy does for its own heap.
-    gc.set_threshold(200_000, 30, 30)
+    collect_garbage_rarely()
     with user_errors():
         source = settings_file(folder, None, Path.cwd())
         earlier = read_baseline(baseline)
