@@ -130,7 +130,11 @@ def _bottleneck_matrix(
     if not len(result.vectors) and wanted:
         raise InputError("no bottleneck could be computed for any readable image")
     row_of = {id(image): row for image, row in zip(wanted, readable, strict=True)}  # the source returns ours, or skips
-    matrix = np.full((len(images), result.vectors.shape[1] if len(result.vectors) else 0), np.nan, np.float32)
-    if result.images:
-        matrix[[row_of[id(image)] for image in result.images]] = result.vectors
+    rows = [row_of[id(image)] for image in result.images]
+    if rows == list(range(len(images))):  # every image, in order: the vectors as they are (no copy of 500 MB)
+        matrix = result.vectors.astype(np.float32, copy=False)
+    else:
+        matrix = np.full((len(images), result.vectors.shape[1] if len(result.vectors) else 0), np.nan, np.float32)
+        if rows:
+            matrix[rows] = result.vectors
     return matrix, {"computed": result.computed, "reused": result.reused}, result.warnings
