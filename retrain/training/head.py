@@ -60,7 +60,7 @@ class TableRows:
 
 
 class TrainingExamples(Protocol):
-    """What a step draws from: cached bottlenecks (LabeledVectors), or fresh ones of distorted images."""
+    """What a step draws from: cached bottlenecks (TableRows, LabeledVectors), or fresh ones of distorted images."""
 
     labels: np.ndarray
 
