@@ -7,11 +7,11 @@ Main is IMAGE_DIR (default flowers-dev) less ``--added / 2`` photos held back; t
 photos) and as many edited copies of others (a centre crop, mirrored and re-encoded: new content), as a contributor's
 would. Each tree is a git work tree with its files committed, as a CI checkout is (unchanged photos are keyed by their
 blob ids, not read). Each command runs as CI runs it, a process each, with caches of its own (never /tmp/bottleneck),
-warm for the pull request as a CI cache makes them: ``check`` then ``train`` on main (cold), then ``check --baseline``
-and ``train --baseline --audit --export none`` on the pull request (warm), as the Action runs them (a tree from before
-``train --audit`` exports its models and runs ``report --audit`` as a third process, as its Action did). Prints each
-stage's seconds (the audit's own stages and training's, from their JSON) and the warm gate's ratio to main's cold check
-+ train, measured in the same run.
+warm for the pull request as a CI cache makes them: ``retrain-ci gate`` on main (cold), then ``gate --baseline`` on
+the pull request (warm, against main's audit.json and report/), as the Action runs them. A tree from before ``gate``
+runs ``check`` then ``train --audit``, and one from before ``train --audit`` also ``report --audit``, as their Actions
+did. Prints each stage's seconds (the audit's own stages and training's, from their JSON) and the warm gate's ratio to
+main's cold gate (check + train), measured in the same run.
 
 ``--tree`` runs the same scenario with each tree's code (its own caches each), so that a change's effect is measured
 in one run on one machine; the default is this tree alone.
@@ -111,11 +111,23 @@ def committed(tree: Path) -> Path:
 def audit_and_run(
     code: Path, photos: Path, work: Path, name: str, baseline: dict[str, Path] | None
 ) -> dict[str, float]:
-    """``check`` then ``train`` on ``photos`` by the code of ``code``, as that tree's Action runs them; the stages'
-    seconds. A tree whose ``train`` takes ``--audit`` writes the linked report itself and exports no model (the
-    Action's ``export: none``); an older one exports its models and renders the report again with ``report --audit``."""
+    """The gate on ``photos`` by the code of ``code``, as that tree's Action runs it; the commands' seconds. A tree
+    with ``retrain-ci gate`` audits and trains in that one process; an older one runs ``check`` then ``train``, and one
+    whose ``train`` takes no ``--audit`` exports its models and renders the report again with ``report --audit``. The
+    audit ends up in ``work/NAME-audit.json`` and the run in ``work/NAME-run``, whichever ran them."""
     caches = ["--bottleneck-dir", work / "bottlenecks"]
     audit, run = work / f"{name}-audit.json", work / f"{name}-run"
+    if (code / "retrain" / "cli" / "gate.py").is_file():
+        kept = []
+        if baseline:  # main's outputs as the Action keeps them: audit.json and report/
+            kept = ["--baseline", work / "baseline"]
+            (work / "baseline").mkdir(exist_ok=True)
+            shutil.copy(baseline["audit"], work / "baseline" / "audit.json")
+            shutil.copytree(baseline["run"] / "report", work / "baseline" / "report", dirs_exist_ok=True)
+        gate = ["gate", photos, *caches, *kept, "--output-dir", run, "--random-seed", SEED]
+        stages = {"gate": timed(code, work, *gate)}
+        shutil.copy(run / "audit" / "audit.json", audit)
+        return stages
     against = ["--baseline", baseline["audit"]] if baseline else []
     stages = {"check": timed(code, work, "check", photos, *caches, *against, "--format", "json", "--output", audit)}
     one_step = '"--audit"' in (code / "retrain" / "cli" / "train.py").read_text()
@@ -171,8 +183,8 @@ def scenario(code: Path, image_dir: Path, added: int, verify: bool) -> None:
         print(f"\n{code}: {image_dir.name}, main {photos - added} photos, the pull request adds {added}; "
               f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
         stage_table({"main, cold": (cold, cold_detail), "PR, warm": (warm, warm_detail)})
-        gate, main_total = sum(warm.values()), cold["check"] + cold["train"]
-        print(f"warm gate {gate:.1f} s; main's cold check + train {main_total:.1f} s; ratio {gate / main_total:.2f}x")
+        gate, main_total = sum(warm.values()), sum(cold.values())
+        print(f"warm gate {gate:.1f} s; main's cold gate {main_total:.1f} s; ratio {gate / main_total:.2f}x")
         if verify:
             cold_pr = work / "cold-pr"
             cold_pr.mkdir()
@@ -317,7 +329,7 @@ def scale_scenario(
             shutil.copytree(work / "bottlenecks", pr_work / "bottlenecks")  # main's caches, as CI restores them
             warm = audit_and_run(code, pr_tree, pr_work, "pr", baseline)
             columns[f"+{count}, warm"] = (warm, detail(pr_work, "pr"))
-            growth.append((size, count, warm, cold["check"] + cold["train"], os.getloadavg()[0]))
+            growth.append((size, count, warm, sum(cold.values()), os.getloadavg()[0]))
         print(f"\n{code}: main {size} photos built from {image_dir.name}, synthetic bottlenecks (none computed); "
               f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")  # fmt: skip
         stage_table(columns)
@@ -335,14 +347,15 @@ def scale_scenario(
 
 
 def growth_table(growth: list[tuple]) -> None:
-    """Warm gate seconds against the dataset's size and the change's, and what the added photos' bottlenecks (not
-    computed here) would cost."""
+    """Warm gate seconds against the dataset's size and the change's (by command, for a tree that runs several), and
+    what the added photos' bottlenecks (not computed here) would cost."""
     print(f"\n{'photos':>8}{'added':>7}{'check':>8}{'train':>8}{'report':>8}{'gate':>8}{'main cold':>11}{'ratio':>7}"
           f"{'load':>6}   bottlenecks of the added photos")  # fmt: skip
     for size, count, warm, main_total, load in growth:
         gate = sum(warm.values())
-        seconds = [warm["check"], warm["train"], warm.get("report --audit", 0.0), gate]
-        print(f"{size:>8}{count:>7}" + "".join(f"{s:>7.1f}s" for s in seconds) + f"{main_total:>10.1f}s"
+        parts = [f"{warm[command]:>7.1f}s" if command in warm else f"{'-':>8}" for command in ("check", "train")]
+        parts.append(f"{warm.get('report --audit', 0.0):>7.1f}s" if "check" in warm else f"{'-':>8}")
+        print(f"{size:>8}{count:>7}" + "".join(parts) + f"{gate:>7.1f}s{main_total:>10.1f}s"
               f"{gate / main_total:>6.2f}x{load:>6.1f}   + ~{count * BOTTLENECK_CPU:.1f} s CPU")  # fmt: skip
 
 

@@ -80,17 +80,14 @@ def _workflow_step(name: str, env: dict[str, str]) -> subprocess.CompletedProces
 def test_the_dataset_gate_flow_from_main_to_a_pull_request(github: dict[str, str], tmp_path: Path) -> None:
     """dataset-gate.yml end to end: main's run is kept as the baseline; a pull request is judged on its change."""
     modules = Path(github["RUNNER_TEMP"]) / "retrain-ci-modules"  # what the action's backbone cache saves
-    check = _step("check", github)
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert "::error" not in check.stdout and "::notice::no baseline audit at baseline/audit.json" in check.stdout
+    gate = _step("gate", {**github, "INPUT_MIN_ACCURACY": "0.5"})
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    assert "::error" not in gate.stdout and "::notice::no baseline audit at baseline/audit.json" in gate.stdout
+    assert "::notice::no baseline report at baseline/report" in gate.stdout
     assert (modules / "modules" / "efficientnet_lite0-v1").is_dir()
     converted = _files(modules)
     audit = tmp_path / "retrain-ci-run" / "audit"
     assert sorted(p.name for p in audit.iterdir()) == [".retrain-ci-output", "audit.html", "audit.json", "audit.md"]
-
-    train = _step("train", {**github, "INPUT_MIN_ACCURACY": "0.5"})
-    assert train.returncode == 0, train.stderr
-    assert "::notice::no baseline report at baseline/report" in train.stdout
     (line,) = Path(github["GITHUB_OUTPUT"]).read_text().splitlines()
     accuracy = float(line.removeprefix("test-accuracy="))
     assert 0.5 <= accuracy <= 1
@@ -117,17 +114,15 @@ def test_the_dataset_gate_flow_from_main_to_a_pull_request(github: dict[str, str
     (data / "roses" / "notes.jpg").write_text("not a photo")
     Path(github["GITHUB_STEP_SUMMARY"]).write_text("")
 
-    check = _step("check", github)
-    assert check.returncode == 1  # the corrupt file is new; the old findings do not gate
+    gate = _step("gate", github)
+    assert gate.returncode == 1  # the corrupt file is new; the old findings do not gate, the model passes
     assert _files(modules) == converted  # the backbone restored by the cache is used, not converted again
-    annotations = [line for line in check.stdout.splitlines() if line.startswith("::error")]
+    annotations = [line for line in gate.stdout.splitlines() if line.startswith("::error")]
     assert len(annotations) == 1 and "notes.jpg" in annotations[0]
     change = json.loads((audit / "audit.json").read_text())["summary"]["change"]
     assert change.startswith("+3 roses, 1 moved daisy -> roses; caused: 1 error")
+    assert "Gate: passed" in gate.stdout and "notes.jpg" in gate.stderr  # trained without it, and said so
 
-    (data / "roses" / "notes.jpg").unlink()
-    train = _step("train", github)
-    assert train.returncode == 0, train.stderr
     _step("summary", github)
     story = Path(github["GITHUB_STEP_SUMMARY"]).read_text().splitlines()
     assert story[2].startswith("**Change:** +3 roses, 1 moved daisy -> roses; caused: 1 error")
@@ -135,11 +130,12 @@ def test_the_dataset_gate_flow_from_main_to_a_pull_request(github: dict[str, str
     assert " -> " in model.split("accuracy ")[1]
 
     # A better main branch, as a metrics.json alone: without predictions the whole test sets are compared.
+    (data / "roses" / "notes.jpg").unlink()  # so that only the model can fail the gate
     metrics = tmp_path / "baseline" / "report" / "metrics.json"
     inflated = json.loads(metrics.read_text()) | {"test_accuracy": accuracy + 0.1}
     metrics.write_text(json.dumps(inflated))
     (metrics.parent / "predictions.csv").unlink()
-    regressed = _step("train", github)
+    regressed = _step("gate", github)
     assert regressed.returncode == 1
     assert "dropped" in regressed.stderr and "from the baseline's" in regressed.stderr
 
@@ -167,7 +163,7 @@ def test_the_action_caches_pip_wheels_and_the_converted_backbone() -> None:
     assert order.index("Cache keys") < order.index("Restore the pip cache") < order.index("Install retrain-ci")
     assert backbone["with"]["path"] == "${{ runner.temp }}/retrain-ci-modules"  # gate.sh's RETRAIN_CI_CACHE
     assert "steps.keys.outputs.converter" in backbone["with"]["key"]
-    assert order.index("Restore the converted backbone") < order.index("Check the dataset")
+    assert order.index("Restore the converted backbone") < order.index("Audit, retrain and gate")
 
 
 def test_cache_keys_follow_the_requirements_and_the_converter(tmp_path: Path) -> None:
@@ -198,11 +194,11 @@ def test_cache_keys_follow_the_requirements_and_the_converter(tmp_path: Path) ->
     assert third["requirements"] != second["requirements"] and third["converter"] != second["converter"]
 
 
-def test_gate_check_step_annotates_and_fails_on_errors(github: dict[str, str], module_cache: Path) -> None:
+def test_gate_step_annotates_and_fails_on_errors(github: dict[str, str], module_cache: Path) -> None:
     # A later run: the action's cache restores the converted backbone (here, the session's) before the check.
     shutil.copytree(module_cache, Path(github["RUNNER_TEMP"]) / "retrain-ci-modules")
     data = Path(github["INPUT_DATA"])
     (data / "roses" / "notes.jpg").write_text("not a photo")
-    check = _step("check", github)
-    assert check.returncode == 1
-    assert "::error file=" in check.stdout and "notes.jpg" in check.stdout
+    gate = _step("gate", github)
+    assert gate.returncode == 1
+    assert "::error file=" in gate.stdout and "notes.jpg" in gate.stdout

@@ -186,3 +186,36 @@ def test_the_model_gate_fires_when_the_model_itself_gets_worse(
     )  # fmt: skip
     assert run.exit_code == 1, run.stdout + run.stderr
     assert "recall on the test photos both runs share dropped more than --max-class-regression" in run.stdout
+
+
+def test_gate_judges_the_data_and_the_model_in_one_command(
+    pull_request: dict, main_run: Path, bottleneck_dir: Path
+) -> None:
+    """``retrain-ci gate`` against main's outputs kept as the Action keeps them (audit.json, report/): the same audit
+    as ``check --baseline --fail-on-new``, a report led by the change, and exit 1 for the truncated file it added."""
+    kept = pull_request["root"] / "kept"
+    kept.mkdir()
+    shutil.copy(pull_request["root"] / "main.json", kept / "audit.json")
+    shutil.copytree(main_run / "report", kept / "report")
+    output = pull_request["root"] / "gate"
+    run = run_cli(
+        "gate", pull_request["branch"], "--baseline", kept, "--output-dir", output, "--bottleneck-dir", bottleneck_dir,
+        "--fail-on", "warning",
+    )  # fmt: skip
+    assert run.exit_code == 1, run.stdout + run.stderr
+    audit = json.loads((output / "audit" / "audit.json").read_text())
+    assert {f["fingerprint"] for f in audit["findings"]} == {
+        f["fingerprint"] for f in pull_request["audit"]["findings"]
+    }
+    assert audit["summary"]["change"] == pull_request["audit"]["summary"]["change"]
+    summary = (output / "report" / "summary.md").read_text().splitlines()
+    assert summary[2].startswith("**Change:** +5 roses, +5 tulips, 3 moved tulips -> daisy; caused:")
+    assert "3 test photos relabelled tulips -> daisy" in "\n".join(summary)
+    assert "Gate: passed" in run.stdout  # the model's gate; the data's failed
+    assert not (output / "saved_model").exists()  # a gate exports no model unless asked
+
+
+def test_gate_refuses_bad_input_in_one_line_before_any_work(tmp_path: Path) -> None:
+    run = run_cli("gate", tmp_path / "missing", "--output-dir", tmp_path / "out")
+    assert run.exit_code == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "does not exist" in run.stderr and not (tmp_path / "out").exists()

@@ -10,6 +10,7 @@ from retrain.cli.cache import cache
 from retrain.cli.check import check
 from retrain.cli.demo import demo
 from retrain.cli.evaluate import evaluate
+from retrain.cli.gate import gate
 from retrain.cli.help import HelpCommand, HelpGroup
 from retrain.cli.label import label
 from retrain.cli.modules import modules
@@ -49,6 +50,6 @@ def _root(
     """``retrain-ci [--version] COMMAND``: the options that come before a command's name."""
 
 
-for command in (train, demo, label, evaluate, modules, report, check):
+for command in (train, demo, label, evaluate, modules, report, check, gate):
     app.command(cls=HelpCommand)(command)
 app.add_typer(cache, name="cache")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -209,6 +209,16 @@ def exit_on_gate(gate: GateResult) -> None:
     if not gate.passed:
         typer.echo(gate.verdict, err=True)
         raise typer.Exit(1)
+
+
+def exit_code_of(command: Callable[[], None]) -> int:
+    """Run a command that ends by raising ``typer.Exit`` (its gate's verdict), and return its exit code: for a command
+    that runs two (``demo``, ``gate``) and exits with the worse."""
+    try:
+        command()
+    except typer.Exit as verdict:
+        return verdict.exit_code
+    return 0
 
 
 def print_story(run: RunReport) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from retrain.cli.check import check
-from retrain.cli.common import console, user_errors
+from retrain.cli.common import console, exit_code_of, user_errors
 from retrain.cli.train import train_and_report
 from retrain.core.settings import GateSettings, ModuleSettings, OutputPaths, RunSettings, TrainingSettings
 
@@ -33,7 +33,7 @@ def demo(
     console.print(f"Demo: {sum(1 for _ in images.rglob('*.jpg'))} flower photos copied to {images}")
 
     console.print(f"\n$ retrain-ci check {images} --report-dir {audit_dir}", soft_wrap=True, markup=False)
-    audit_exit = _exit_code(lambda: check(images, report_dir=audit_dir, bottleneck_dir=bottleneck_dir))
+    audit_exit = exit_code_of(lambda: check(images, report_dir=audit_dir, bottleneck_dir=bottleneck_dir))
 
     settings = RunSettings(
         images,
@@ -48,7 +48,7 @@ def demo(
         markup=False,
     )
     with user_errors():
-        train_exit = _exit_code(lambda: train_and_report(settings, print_misclassified=True))
+        train_exit = exit_code_of(lambda: train_and_report(settings, print_misclassified=True))
 
     console.print(
         f"\nThe audit, one page:  {audit_dir / 'audit.html'}\n"
@@ -61,11 +61,3 @@ def demo(
     )
     raise typer.Exit(max(audit_exit, train_exit))
 
-
-def _exit_code(command) -> int:
-    """Run a command that ends by raising ``typer.Exit`` (its gate's verdict), and return its exit code."""
-    try:
-        command()
-    except typer.Exit as verdict:
-        return verdict.exit_code
-    return 0

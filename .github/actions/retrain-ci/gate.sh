@@ -8,7 +8,7 @@ bottlenecks="${RUNNER_TEMP:-/tmp}/retrain-ci-bottlenecks"
 # The converted backbone, where the action's cache restores and saves it.
 export RETRAIN_CI_CACHE="${RUNNER_TEMP:-/tmp}/retrain-ci-modules"
 output_dir="${INPUT_OUTPUT_DIR:-retrain-ci-run}"
-audit_dir="$output_dir/audit"
+audit_dir="$output_dir/audit"  # as `retrain-ci gate` lays its outputs out
 baseline="${INPUT_BASELINE:-}"
 # Empty inputs leave the executor to the settings file (else local).
 executor=(${INPUT_EXECUTOR:+--executor "$INPUT_EXECUTOR"} ${INPUT_RAY_ADDRESS:+--ray-address "$INPUT_RAY_ADDRESS"})
@@ -26,28 +26,15 @@ case "${1:-}" in
       echo "converter=$(digest "$root/pyproject.toml" "$root"/retrain/training/modules/*.py)"
     } >> "${GITHUB_OUTPUT:-/dev/null}"
     ;;
-  check)
-    # One audit: audit.json, audit.md and audit.html into the audit folder, annotations on the files, the gate's exit.
-    # A fresh checkout's index holds the files written in its last second as "racily clean": git would re-read them to
-    # vouch for their blob ids, on which the content keys rest (as `git status` does, this refreshes the index once).
+  gate)
+    # `retrain-ci gate`: the audit (audit.json, audit.md and audit.html into the audit folder, annotations on the files)
+    # and the run (its report), each gated, in one process. A fresh checkout's index holds the files written in its last
+    # second as "racily clean": git would re-read them to vouch for their blob ids, on which the content keys rest (as
+    # `git status` does, this refreshes the index once).
     git -C "$INPUT_DATA" update-index -q --refresh > /dev/null 2>&1 || true
-    args=(check "$INPUT_DATA" --tfhub-module "${INPUT_MODULE:-efficientnet_lite0}" --bottleneck-dir "$bottlenecks"
-      "${executor[@]}" --report-dir "$audit_dir" --format github --fail-on "${INPUT_FAIL_ON:-error}")
-    if [[ -n "$baseline" && -f "$baseline/audit.json" ]]; then
-      args+=(--baseline "$baseline/audit.json")
-      if [[ "${INPUT_FAIL_ON_NEW:-true}" == "true" ]]; then
-        args+=(--fail-on-new)
-      fi
-    elif [[ -n "$baseline" ]]; then
-      echo "::notice::no baseline audit at $baseline/audit.json; every finding is judged"
-    fi
-    retrain-ci "${args[@]}"
-    ;;
-  train)
     # No module named: the mode's default (efficientnet_lite0, or efficientnet_lite1 with fine-tune).
-    args=(train "$INPUT_DATA" --bottleneck-dir "$bottlenecks" --output-dir "$output_dir" --random-seed 0
-      --export "${INPUT_EXPORT:-none}")
-    args+=("${executor[@]}")
+    args=(gate "$INPUT_DATA" --bottleneck-dir "$bottlenecks" --output-dir "$output_dir" --format github
+      --fail-on "${INPUT_FAIL_ON:-error}" --export "${INPUT_EXPORT:-none}" --random-seed 0 "${executor[@]}")
     if [[ -n "${INPUT_MODULE:-}" ]]; then
       args+=(--tfhub-module "$INPUT_MODULE")
     fi
@@ -57,16 +44,14 @@ case "${1:-}" in
     if [[ -n "${INPUT_MIN_ACCURACY:-}" ]]; then
       args+=(--min-accuracy "$INPUT_MIN_ACCURACY")
     fi
-    if [[ -n "$baseline" && -f "$baseline/report/metrics.json" ]]; then
-      args+=(--baseline "$baseline/report" --max-regression "${INPUT_MAX_REGRESSION:-0.02}")
+    if [[ -n "$baseline" ]]; then  # each of its audit.json and report/ is used when it is there
+      args+=(--baseline "$baseline" --max-regression "${INPUT_MAX_REGRESSION:-0.02}")
+      if [[ "${INPUT_FAIL_ON_NEW:-true}" != "true" ]]; then
+        args+=(--fail-on-all)
+      fi
       if [[ -n "${INPUT_MAX_CLASS_REGRESSION:-}" ]]; then
         args+=(--max-class-regression "$INPUT_MAX_CLASS_REGRESSION")
       fi
-    elif [[ -n "$baseline" ]]; then
-      echo "::notice::no baseline report at $baseline/report; gating on --min-accuracy only"
-    fi
-    if [[ -f "$audit_dir/audit.json" ]]; then
-      args+=(--audit "$audit_dir/audit.json")  # the change line leads the report; findings link to test photos
     fi
     status=0
     retrain-ci "${args[@]}" || status=$?
@@ -91,7 +76,7 @@ case "${1:-}" in
     retrain-ci cache prune "$INPUT_DATA" --bottleneck-dir "$bottlenecks"
     ;;
   *)
-    echo "usage: gate.sh cache-keys|check|train|summary|prune" >&2
+    echo "usage: gate.sh cache-keys|gate|summary|prune" >&2
     exit 2
     ;;
 esac
