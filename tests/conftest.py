@@ -67,7 +67,7 @@ def trained_run(flowers_sample: Path, bottleneck_dir: Path, tmp_path_factory: py
         "--random-seed", "7",
         "--eval-step-interval", "100",
         "--print-misclassified-test-images",
-        "--intermediate-store-frequency", "2000",
+        "--intermediate-store-frequency", "500",
         "--tflite", output_dir / "model.tflite",
     )  # fmt: skip
     assert run.exit_code == 0, run.stdout + run.stderr

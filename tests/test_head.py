@@ -93,3 +93,11 @@ def test_tutorial_head_is_one_flag_set_away(flowers_sample: Path, bottleneck_dir
     assert (metrics["learning_rate"], metrics["learning_rate_schedule"]) == (0.01, "constant")
     assert metrics["tta"] is False and metrics["mirror_training"] is False
     assert not math.isnan(metrics["test_accuracy"])
+
+
+def test_the_step_budget_follows_the_training_images_unless_steps_are_given() -> None:
+    """About 50 passes over the training images in batches of 100, from 1,000 steps up to the tutorial's 4,000."""
+    budget = TrainingSettings()
+    assert [budget.steps_for(images) for images in (80, 1_486, 3_000, 8_000, 100_000)] == [1000, 1000, 1500, 4000, 4000]
+    assert TrainingSettings(how_many_training_steps=250).steps_for(100_000) == 250
+    assert TrainingSettings(train_batch_size=-1).steps_for(3_000) == 1000  # the whole set each step: 50 steps, floored

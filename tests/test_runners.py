@@ -47,17 +47,15 @@ def test_head_trained_on_fast_bottlenecks_predicts_as_one_trained_on_tensorflow_
     for engine in ("tflite", "tensorflow"):
         cache = BottleneckCache(tmp_path / engine, module.cache_key)
         bottlenecks = compute_bottlenecks(images, module, cache, runner=feature_runner(module, engine))
-        train_x, train_y, _ = bottlenecks.split("training")
-        validation_x, validation_y, _ = bottlenecks.split("validation")
         heads.append(
             train_head(
-                LabeledVectors(train_x, train_y),
-                LabeledVectors(validation_x, validation_y),
+                _split(bottlenecks, "training"),
+                _split(bottlenecks, "validation"),
                 class_count=5,
                 settings=TrainingSettings(how_many_training_steps=1000),
             )
         )
-        test_sets.append(bottlenecks.split("testing")[0])
+        test_sets.append(_split(bottlenecks, "testing").vectors)
     fast_head, reference_head = heads
     fast_test, reference_test = test_sets
     assert len(fast_test) >= 15
@@ -65,6 +63,12 @@ def test_head_trained_on_fast_bottlenecks_predicts_as_one_trained_on_tensorflow_
     np.testing.assert_array_equal(fast_head.logits(fast_test).argmax(axis=1), expected)
     # What the exported model computes: the head trained on fast bottlenecks over TensorFlow's features.
     np.testing.assert_array_equal(fast_head.logits(reference_test).argmax(axis=1), expected)
+
+
+def _split(bottlenecks, name: str) -> LabeledVectors:
+    """One split's rows of ``bottlenecks``, as training takes them."""
+    rows = [i for i, image in enumerate(bottlenecks.images) if image.split == name]
+    return LabeledVectors(bottlenecks.vectors[rows], np.array([bottlenecks.images[i].label_index for i in rows]))
 
 
 class _BesselFeatures(tf.Module):

@@ -60,4 +60,3 @@ def demo(
         markup=False,
     )
     raise typer.Exit(max(audit_exit, train_exit))
-

@@ -33,7 +33,10 @@ from retrain.cli.common import (
 )
 from retrain.core.display import printable
 from retrain.core.settings import (
+    BUDGET_EPOCHS,
     FINE_TUNE_MODULE,
+    MAX_STEPS,
+    MIN_STEPS,
     QUANTIZATIONS,
     SCHEDULES,
     Distortions,
@@ -128,11 +131,16 @@ def train(  # noqa: PLR0913 (a Typer command declares its options)
         ),
     ] = None,
     how_many_training_steps: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--how-many-training-steps", metavar="STEPS", help="Training steps.", min=1, rich_help_panel="Training"
+            "--how-many-training-steps",
+            metavar="STEPS",
+            help="Training steps.",
+            min=1,
+            show_default=f"{BUDGET_EPOCHS} passes over the training images, {MIN_STEPS:,} to {MAX_STEPS:,}",
+            rich_help_panel="Training",
         ),
-    ] = TRAINING.how_many_training_steps,
+    ] = None,
     learning_rate: Annotated[
         float,
         typer.Option(
@@ -539,18 +547,17 @@ def train_and_report(
     past each tenth of the run (10%, 20%, ...) and the last: a line per evaluation would bury the results in 400."""
     from retrain.app.training import train_job
 
-    total_steps = settings.training.how_many_training_steps
     epochs = settings.fine_tune.epochs if settings.fine_tune else 0
     printed_tenth = 0
 
     def on_eval(step) -> None:
         nonlocal printed_tenth
-        tenth = step.step * 10 // total_steps
-        if not verbose and tenth == printed_tenth and step.step != total_steps:
+        tenth = step.step * 10 // step.steps
+        if not verbose and tenth == printed_tenth and step.step != step.steps:
             return
         printed_tenth = tenth
         console.print(
-            f"Step {step.step}/{total_steps}: train accuracy {step.train_accuracy:.1%}, "
+            f"Step {step.step}/{step.steps}: train accuracy {step.train_accuracy:.1%}, "
             f"cross-entropy {step.cross_entropy:.3f}, "
             f"validation accuracy {step.validation_accuracy:.1%} (N={step.validation_count})",
             soft_wrap=True,

@@ -48,12 +48,6 @@ class Bottlenecks:
     content_keys: list[str] = field(default_factory=list)  # row-aligned with ``images``: SHA-1 of each file
     warnings: list[str] = field(default_factory=list)  # one line each, for the shell to show (a damaged cache shard)
 
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray, list[LabeledImage]]:
-        """Vectors, label indices and images of one split."""
-        rows = [i for i, image in enumerate(self.images) if image.split == name]
-        labels = np.array([self.images[i].label_index for i in rows], dtype=np.int64)
-        return self.vectors[rows], labels, [self.images[i] for i in rows]
-
 
 # (images, hooks) -> their bottlenecks: how the audit asks the training engine for them without importing it.
 BottleneckSource = Callable[[Sequence[LabeledImage], Hooks], Bottlenecks]

@@ -48,6 +48,7 @@ class EvalStep:
     """One of the new layer's evaluations during training (the tutorial's step lines), with the layer as it was."""
 
     step: int
+    steps: int  # the run's, so that a line can say "step 400/1000"
     train_accuracy: float
     cross_entropy: float
     validation_accuracy: float

@@ -78,21 +78,37 @@ class ExecutionSettings:
             raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
 
 
+# The new layer's step budget when no step count is given: about BUDGET_EPOCHS passes over the training images, at
+# least MIN_STEPS and at most the tutorial's 4,000 (reached at 8,000 training images). On flowers-dev (1,486 training
+# images, 3 seeds) 1,000 steps scored what 4,000 did, in a quarter of the time: test accuracy 91.5% against 91.3%,
+# validation 92.5% against 93.1% (one validation image in 173); 500 steps scored as well, MIN_STEPS keeps a margin.
+BUDGET_EPOCHS = 50
+MIN_STEPS, MAX_STEPS = 1_000, 4_000
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
     """The new layer's training: the tutorial's flags. A batch size of -1 means the whole set.
 
     The defaults differ from the tutorial's where flowers-dev measured better: a learning rate of 0.1 decayed along a
-    cosine instead of a constant 0.01 (``--learning-rate 0.01 --learning-rate-schedule constant`` is the tutorial's).
+    cosine instead of a constant 0.01 (``--learning-rate 0.01 --learning-rate-schedule constant`` is the tutorial's),
+    and steps that follow the dataset's size rather than a flat 4,000 (``steps_for``).
     """
 
-    how_many_training_steps: int = 4000
+    how_many_training_steps: int | None = None  # None: the budget ``steps_for`` gives
     learning_rate: float = 0.1
     learning_rate_schedule: str = "cosine"
     train_batch_size: int = 100
     eval_step_interval: int = 10
     validation_batch_size: int = 100
     random_seed: int = 0
+
+    def steps_for(self, training_images: int) -> int:
+        """The steps to train for: the ones given, else the budget for this many training images."""
+        if self.how_many_training_steps is not None:
+            return self.how_many_training_steps
+        batch = training_images if self.train_batch_size == -1 else self.train_batch_size
+        return min(MAX_STEPS, max(MIN_STEPS, math.ceil(BUDGET_EPOCHS * training_images / max(batch, 1))))
 
     def __post_init__(self) -> None:
         if self.learning_rate_schedule not in SCHEDULES:

@@ -126,7 +126,9 @@ def train_head(
         labels = validation.labels[rows]
         validation_accuracy = float(np.mean(logits.argmax(axis=1) == labels))
         validation_loss = _cross_entropy(logits, labels)
-        return EvalStep(step, train_accuracy, cross_entropy, validation_accuracy, validation_loss, len(rows), layer)
+        return EvalStep(
+            step, last, train_accuracy, cross_entropy, validation_accuracy, validation_loss, len(rows), layer
+        )
 
     def evaluated_at(step: int) -> bool:
         return (

@@ -99,6 +99,8 @@ def train(settings: RunSettings, hooks: Hooks = Hooks(), audit: AuditLinks | Non
     _check_outputs(settings)
     dataset = list_dataset(Path(settings.image_dir), settings.split)  # bad input stops before any output is touched
     _refuse_lfs_pointers(dataset)
+    steps = settings.training.steps_for(len(dataset.split("training")))  # from here on, a number
+    settings = replace(settings, training=replace(settings.training, how_many_training_steps=steps))
     executor_for(settings.execution).connect()  # e.g. Ray missing or unreachable stops the run before any output
     with OutputSet(Path(settings.outputs.output_labels)) as outputs:
         result = _train(settings, dataset, hooks, outputs, audit)
