@@ -8,29 +8,23 @@ and inline SVG charts.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import jinja2
-import matplotlib
+import numpy as np
+import pandas as pd
 from markupsafe import Markup
+from sklearn.metrics import confusion_matrix
 
-matplotlib.use("Agg")  # reports are files, never windows
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix  # noqa: E402
-
-from retrain.core.display import markdown_text, printable  # noqa: E402
-from retrain.core.errors import InputError  # noqa: E402
-from retrain.core.gate import interval_text  # noqa: E402
+from retrain.charts import Axis, Panel, Series, chart_layout, confusion_png
+from retrain.core.display import markdown_text, printable
+from retrain.core.errors import InputError
+from retrain.core.gate import interval_text
 from retrain.core.model_diff import changed_photos_line, shared_photos_line  # noqa: E402
 from retrain.core.outputs import check_replaceable, staged_output  # noqa: E402
-from retrain.core.predictions import (  # noqa: E402
+from retrain.core.predictions import (
     CONTENT_KEY,
     check_predictions,
     predictions_table,
@@ -41,7 +35,7 @@ from retrain.core.predictions import (  # noqa: E402
 from retrain.core.results import Evaluation, TrainingStep  # noqa: E402
 from retrain.core.run_json import read_run_report, run_report_json  # noqa: E402
 from retrain.core.run_report import ClassScores, FineTuneFacts, RelabelledImage, RunReport  # noqa: E402
-from retrain.core.settings import GateSettings  # noqa: E402
+from retrain.core.settings import GateSettings
 from retrain.core.thumbnails import THUMBNAIL_SIZE, thumbnail_uri  # noqa: E402
 
 THUMBNAILS_SHOWN = 100
@@ -85,7 +79,8 @@ def write_report(
         write_csv(predictions_table(evaluation), staging / "predictions.csv", index=False)
         (staging / "metrics.json").write_text(run_report_json(run), encoding="utf-8")
         write_csv(confusion, staging / "confusion_matrix.csv")
-        png = _confusion_png(confusion)
+        labels = [printable(label) for label in confusion.index]
+        png = confusion_png(confusion.to_numpy(), labels, "Confusion matrix (test images)")
         (staging / "confusion_matrix.png").write_bytes(png)
         write_csv(_misclassified_table(evaluation), staging / "misclassified.csv", index=False)
         (staging / "summary.md").write_text(summary_markdown(report), encoding="utf-8")
@@ -226,20 +221,6 @@ def _misclassified_table(evaluation: Evaluation) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["path", "true_label", "predicted_label", "confidence"])
 
 
-def _confusion_png(confusion: pd.DataFrame) -> bytes:
-    size = max(5.0, 0.6 * len(confusion) + 2)
-    figure, axes = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay(confusion.to_numpy(), display_labels=[printable(label) for label in confusion.index]).plot(
-        ax=axes, cmap="Blues", colorbar=False, xticks_rotation=45
-    )
-    axes.set_title("Confusion matrix (test images)")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return buffer.getvalue()
-
-
 def percent(value: float | None) -> str:
     """The one way report.html writes a fraction: a percentage with one decimal ("n/a" when there is none)."""
     return "n/a" if value is None else f"{value:.1%}"
@@ -332,18 +313,20 @@ def confusion_rows(confusion: pd.DataFrame) -> tuple[list[MatrixRow], list[Matri
 # The charts' look: two colours a reader tells apart (and in grey), text kept as text (small, searchable, selectable).
 TRAIN_COLOUR, VALIDATION_COLOUR = "#8da0cb", "#d95f02"
 RIGHT_COLOUR, WRONG_COLOUR = "#1b9e77", "#d7301f"
-_CHART_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "retrain-ci", "font.size": 10, "axes.spines.top": False,
-                "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3}  # fmt: skip
 
 
-def _svg(figure: plt.Figure) -> Markup:
-    """A figure as inline SVG markup (matplotlib escapes its text), without the XML prologue a page cannot hold.
-    Each chart is laid out by ``tight_layout`` already: a tight bounding box would draw it twice (0.1 s a chart)."""
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", metadata={"Date": None})  # same run, same page
-    plt.close(figure)
-    text = buffer.getvalue()
-    return Markup(text[text.index("<svg") :])
+def _svg(layout: dict) -> Markup:
+    """A chart (``retrain.charts.chart_layout``) as inline SVG markup."""
+    return Markup(_PAGES.get_template("chart.svg").render(**layout))
+
+
+def _curves(title: str, x_label: str, series: list[Series], integer_x: bool = False, **mark) -> Panel:
+    """A panel of curves; accuracy (in the title) on a percent axis."""
+    xs = [x for line in series for x in line.xs]
+    ys = [y for line in series for y in line.ys]
+    percent = title == "Accuracy"
+    return Panel(title, x_label, tuple(series), Axis.over(min(xs), max(xs), integer=integer_x),
+                 Axis.over(min(ys), max(ys), percent=percent), **mark)  # fmt: skip
 
 
 def training_curves_svg(curve: tuple[TrainingStep, ...]) -> Markup:
@@ -351,70 +334,43 @@ def training_curves_svg(curve: tuple[TrainingStep, ...]) -> Markup:
     validation sample is small and redrawn each time, so its curve is drawn faint with its running mean over it."""
     steps = [point.step for point in curve]
     window = max(1, len(curve) // 25)
-    with plt.rc_context(_CHART_STYLE):
-        figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(11, 3.4))
-        for axes, train, validation, title in (
-            (accuracy, "train_accuracy", "validation_accuracy", "Accuracy"),
-            (loss, "train_cross_entropy", "validation_cross_entropy", "Cross-entropy (loss)"),
-        ):
-            validated = pd.Series([getattr(p, validation) for p in curve])
-            axes.plot(steps, [getattr(p, train) for p in curve], color=TRAIN_COLOUR, lw=1.2, label="training batch")
-            faint = {"lw": 0.8, "alpha": 0.3} if window > 1 else {"lw": 1.6}
-            axes.plot(steps, validated, color=VALIDATION_COLOUR, label="validation sample", **faint)
-            if window > 1:
-                axes.plot(
-                    steps,
-                    validated.rolling(window, min_periods=1).mean(),
-                    color=VALIDATION_COLOUR,
-                    lw=2,
-                    label=f"validation, mean of {window} evaluations",
-                )
-            axes.set_title(title, loc="left")
-            axes.set_xlabel("training step")
-        accuracy.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-        _legend_above(figure, accuracy)
-        return _svg(figure)
+    panels = []
+    for train, validation, title in (
+        ("train_accuracy", "validation_accuracy", "Accuracy"),
+        ("train_cross_entropy", "validation_cross_entropy", "Cross-entropy (loss)"),
+    ):
+        validated = pd.Series([getattr(p, validation) for p in curve])
+        series = [Series("training batch", TRAIN_COLOUR, steps, [getattr(p, train) for p in curve], 1.2)]
+        if window > 1:
+            series += [
+                Series("validation sample", VALIDATION_COLOUR, steps, validated.tolist(), 0.8, 0.3),
+                Series(f"validation, mean of {window} evaluations", VALIDATION_COLOUR, steps,
+                       validated.rolling(window, min_periods=1).mean().tolist(), 2),
+            ]  # fmt: skip
+        else:
+            series.append(Series("validation sample", VALIDATION_COLOUR, steps, validated.tolist(), 1.6))
+        panels.append(_curves(title, "training step", series))
+    return _svg(chart_layout(panels, 1100, 340))
 
 
 def fine_tune_curves_svg(facts: FineTuneFacts) -> Markup:
     """Accuracy and cross-entropy per fine-tuning epoch (epoch 0: the new layer alone), the kept epoch marked."""
     epochs = facts.epochs_run
     trained = [epoch for epoch in epochs if epoch.train_accuracy is not None]
-    with plt.rc_context(_CHART_STYLE):
-        figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(11, 3.4))
-        for axes, train, validation, title in (
-            (accuracy, "train_accuracy", "validation_accuracy", "Accuracy"),
-            (loss, "train_cross_entropy", "validation_cross_entropy", "Cross-entropy (loss)"),
-        ):
-            axes.plot(
-                [e.epoch for e in trained],
-                [getattr(e, train) for e in trained],
-                "o-",
-                color=TRAIN_COLOUR,
-                lw=1.2,
-                label="training (augmented)",
-            )
-            axes.plot(
-                [e.epoch for e in epochs],
-                [getattr(e, validation) for e in epochs],
-                "o-",
-                color=VALIDATION_COLOUR,
-                lw=2,
-                label="validation",
-            )
-            axes.axvline(facts.best_epoch, color="#555", ls="--", lw=1, label=f"kept: epoch {facts.best_epoch}")
-            axes.set_title(title, loc="left")
-            axes.set_xlabel("epoch (0: the new layer alone)")
-            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        accuracy.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-        _legend_above(figure, accuracy)
-        return _svg(figure)
-
-
-def _legend_above(figure: plt.Figure, axes: plt.Axes) -> None:
-    """One legend for both charts, above them, where it hides no line."""
-    figure.legend(*axes.get_legend_handles_labels(), loc="upper center", ncol=3, frameon=False)
-    figure.tight_layout(rect=(0, 0, 1, 0.9))
+    panels = []
+    for train, validation, title in (
+        ("train_accuracy", "validation_accuracy", "Accuracy"),
+        ("train_cross_entropy", "validation_cross_entropy", "Cross-entropy (loss)"),
+    ):
+        series = [
+            Series("training (augmented)", TRAIN_COLOUR, [e.epoch for e in trained],
+                   [getattr(e, train) for e in trained], 1.2, markers=True),
+            Series("validation", VALIDATION_COLOUR, [e.epoch for e in epochs], [getattr(e, validation) for e in epochs],
+                   2, markers=True),
+        ]  # fmt: skip
+        mark = (facts.best_epoch, f"kept: epoch {facts.best_epoch}")
+        panels.append(_curves(title, "epoch (0: the new layer alone)", series, integer_x=True, mark=mark))
+    return _svg(chart_layout(panels, 1100, 340))
 
 
 def confidence_histogram_svg(evaluation: Evaluation) -> Markup:
@@ -422,22 +378,16 @@ def confidence_histogram_svg(evaluation: Evaluation) -> Markup:
     predictions made with high confidence are the ones to look at (or a label to doubt)."""
     confidence = evaluation.probabilities.max(axis=1)
     right = evaluation.predictions == evaluation.truths
-    bins = np.linspace(1 / len(evaluation.labels), 1, 13) if len(evaluation.labels) > 1 else np.linspace(0, 1, 13)
-    with plt.rc_context(_CHART_STYLE):
-        figure, axes = plt.subplots(figsize=(7.5, 3.2))
-        axes.hist(
-            [confidence[right], confidence[~right]],
-            bins=bins,
-            color=[RIGHT_COLOUR, WRONG_COLOUR],
-            label=[f"right ({int(right.sum())})", f"wrong ({int((~right).sum())})"],
-        )
-        axes.set_xlabel("top-class probability")
-        axes.set_ylabel("test images")
-        axes.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
-        axes.legend(loc="upper left", frameon=False)
-        figure.tight_layout()
-        return _svg(figure)
+    edges = np.linspace(1 / len(evaluation.labels), 1, 13) if len(evaluation.labels) > 1 else np.linspace(0, 1, 13)
+    counts = [np.histogram(confidence[kept], bins=edges)[0] for kept in (right, ~right)]
+    series = (
+        Series(f"right ({int(right.sum())})", RIGHT_COLOUR, edges[:-1].tolist(), counts[0].tolist()),
+        Series(f"wrong ({int((~right).sum())})", WRONG_COLOUR, edges[:-1].tolist(), counts[1].tolist()),
+    )
+    x = Axis.over(float(edges[0]), 1.0, percent=True)
+    y = Axis.over(0, max(1, int(max(c.max() for c in counts))), integer=True)
+    panel = Panel("", "top-class probability", series, x, y, y_label="test images", bars=True)
+    return _svg(chart_layout([panel], 750, 320, legend_inside=True))
 
 
 @dataclass(frozen=True)

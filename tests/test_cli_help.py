@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 PANELS = {"Data", "Training", "Mirror images", "Distortions", "Fine-tuning", "Model", "Checks", "Outputs", "Gate"} | {
     "Cache and executor"
 }
-HEAVY = ("tensorflow", "pandas", "sklearn", "scipy", "cv2", "numpy", "PIL", "matplotlib", "faiss", "jinja2")
+HEAVY = ("tensorflow", "pandas", "sklearn", "scipy", "cv2", "numpy", "PIL", "faiss", "jinja2")
 
 
 def _commands(command: click.Command, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Lowest first; a module belongs to the layer of its longest matching prefix.
 LAYERS = {
     "core": ("retrain", "retrain.core"),
-    "engine": ("retrain.training", "retrain.reports", "datacheck"),
+    "engine": ("retrain.training", "retrain.reports", "retrain.charts", "datacheck"),
     "application": ("retrain.app",),
     "shell": ("retrain.cli", "retrain.pytest_plugin", "retrain.__main__"),
 }

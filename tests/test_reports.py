@@ -11,6 +11,7 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -59,7 +60,7 @@ def test_metrics_say_what_produced_them(report_dir: Path) -> None:
 
 class _Page(HTMLParser):
     """report.html as a reader sees it: its words outside the charts, its tables by caption (rows of cell texts), and
-    the words drawn in each section's charts (matplotlib keeps SVG text as text), by the section's heading."""
+    the words drawn in each section's charts (SVG text is text), by the section's heading."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -148,6 +149,24 @@ def test_report_html_draws_the_runs_own_training_curve(report_dir: Path) -> None
     )
 
 
+def test_the_confusion_matrix_picture_shades_each_cell_by_its_count(tmp_path: Path) -> None:
+    """confusion_matrix.png: one cell per (true, predicted) pair, darker for more photos, the largest count darkest."""
+    from PIL import Image
+
+    from retrain.charts import confusion_png
+
+    counts = np.array([[9, 1, 0], [2, 5, 0], [0, 3, 4]])
+    path = tmp_path / "confusion.png"
+    path.write_bytes(confusion_png(counts, ["daisy", "roses", "tulips"], "Confusion matrix (test images)"))
+    image = Image.open(path).convert("L")
+    # The cells' centres, found from the picture's layout: 56-pixel cells under a 40-pixel title, labels on the left.
+    left = image.width - 30 - 3 * 56
+    shade = [[image.getpixel((left + 56 * col + 6, 40 + 56 * row + 6)) for col in range(3)] for row in range(3)]
+    order = np.argsort(counts.ravel(), kind="stable")
+    assert np.all(np.diff(np.array(shade).ravel()[order]) <= 0)  # more photos, darker (or as dark)
+    assert shade[0][0] < 80 and shade[0][2] > 230
+
+
 def test_report_html_shows_the_confusion_matrix_normalised_by_true_class(report_dir: Path) -> None:
     metrics = json.loads((report_dir / "metrics.json").read_text())
     confusion = pd.read_csv(report_dir / "confusion_matrix.csv", index_col=0)
@@ -198,8 +217,6 @@ def test_misclassified_photos_name_the_audit_checks_that_flag_them(
 
 
 def test_fine_tuning_curves_are_drawn_per_epoch(tmp_path: Path) -> None:
-    import numpy as np
-
     from retrain.core.assessment import assess
     from retrain.core.results import EpochResult, Evaluation
     from retrain.core.run_json import read_run_report
