@@ -8,7 +8,7 @@ photos in or out of the suspects; benchmarks/stability.py).
 A photo's out-of-fold probabilities come from its fold's model, which never saw it, so they stay out of sample however
 the other photos change: ``KeptFolds`` keeps them, with each fold's fitted linear model, between audits. A re-audit
 reuses them, predicts only the photos new since the fit with their fold's kept model, and refits every fold when more
-than ``MAX_CHANGED`` of the rows changed since (issue 29). A refit starts from the kept fold models, not from zeros.
+than ``MAX_CHANGED`` of the rows changed since (issue 29).
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ from retrain.core.shard_store import ShardStore
 MAX_CHANGED = 0.06
 # Below this many rows every audit refits, so that it finds what a cold audit finds (kept probabilities drift from a
 # refit's by a little, enough to move a photo at the cut: 2 of flowers-dev's untouched photos at +40): a refit of 5,000
-# rows takes about 8 s on 2 busy cores from zeros (2.7 s for flowers-dev's 1,857; about a third of that from a kept
-# fit), a fixed cost a larger dataset's would exceed.
+# rows takes about 8 s on 2 busy cores (2.7 s for flowers-dev's 1,857), a fixed cost a larger dataset's would exceed.
+# A refit starts from zeros, as a cold one does: started from the kept fit it took a third of the iterations but
+# stopped elsewhere within the solver's tolerance, which moved one of flowers-dev's likely suspects across the cut.
 REFIT_ROWS = 5_000
 # Bump when what is kept changes meaning (the fit, the records), so that an older retrain-ci's are never reused.
 KEPT_VERSION = 1
@@ -99,34 +100,23 @@ def out_of_fold(
     # One BLAS thread: a fold's matrices are small, and BLAS threads waiting for a busy core made a fit 15x slower
     # (0.3 s against 5 s at load 5 on 2 cores); it also makes the fit the same whatever the machine's core count.
     with threadpool_limits(1):
-        fit = kept.fit_for(model, classes, folds, x.shape[1]) if kept is not None else None
-        if fit is not None and len(rows) > REFIT_ROWS:
-            reused = fit.reuse(x, indices, row_keys, fold_of)
+        if kept is not None and len(rows) > REFIT_ROWS:
+            fit = kept.fit_for(model, classes, folds, x.shape[1])
+            reused = fit.reuse(x, indices, row_keys, fold_of) if fit is not None else None
             if reused is not None:
                 return OutOfFold(rows, classes, indices, *reused)
-        start = fit.coefficients if fit is not None else None
-        probabilities, models = _cross_validated(model, x, indices, fold_of, folds, len(classes), start)
+        probabilities, models = _cross_validated(model, x, indices, fold_of, folds, len(classes))
         if kept is not None and models is not None:
             kept.keep(model, classes, folds, models, x, indices, row_keys, probabilities)
     return OutOfFold(rows, classes, indices, probabilities, {"fitted": len(rows), "reused": 0, "predicted": 0})
 
 
 def _cross_validated(
-    model: ClassifierMixin,
-    x: np.ndarray,
-    labels: np.ndarray,
-    fold_of: np.ndarray,
-    folds: int,
-    classes: int,
-    start: np.ndarray | None = None,
+    model: ClassifierMixin, x: np.ndarray, labels: np.ndarray, fold_of: np.ndarray, folds: int, classes: int
 ) -> tuple[np.ndarray, list[ClassifierMixin] | None]:
     """Each row's probabilities from the model fitted on the other folds (as scikit-learn's ``cross_val_predict``
     with ``PredefinedSplit``), and the fold models; None for the models when a fold is empty or its model lacks a
-    class: nothing a later audit could judge its new photos of that fold with.
-
-    ``start``: a kept fit's coefficients (folds x coefficients x (features + intercept)), from which each fold's
-    logistic regression starts (scikit-learn's ``warm_start``) rather than from zeros: the same optimum, reached in
-    about a third of the iterations when few photos changed (flowers-dev +40: 18-25 against 52-67 per fold)."""
+    class: nothing a later audit could judge its new photos of that fold with."""
     probabilities = np.zeros((len(x), classes))
     models: list[ClassifierMixin] | None = []
     for fold in range(folds):
@@ -134,12 +124,7 @@ def _cross_validated(
         if not held.any():
             models = None
             continue
-        fitted = clone(model)
-        if start is not None:
-            linear = fitted[-1] if hasattr(fitted, "steps") else fitted
-            linear.set_params(warm_start=True)
-            linear.coef_, linear.intercept_ = start[fold, :, :-1].copy(), start[fold, :, -1].copy()
-        fitted.fit(x[~held], labels[~held])
+        fitted = clone(model).fit(x[~held], labels[~held])
         probabilities[np.ix_(held, fitted.classes_)] = fitted.predict_proba(x[held])
         if models is not None and len(fitted.classes_) == classes:
             models.append(fitted)

@@ -145,30 +145,3 @@ def test_a_fold_no_photo_hashes_into_is_judged_as_before_and_nothing_is_kept(dig
     judged, _ = _judged(*part, tmp_path)
     assert judged.counts["fitted"] == len(rows)
     assert _fits(tmp_path) == []
-
-
-def test_a_refit_starts_from_the_kept_fit_and_finds_what_a_cold_fit_finds(
-    digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Under REFIT_ROWS every audit refits, from the kept fold models: fewer iterations, the same suspects."""
-    monkeypatch.setattr(datacheck.models, "REFIT_ROWS", 10**9)
-    features, labels, keys = digits
-    iterations: list[int] = []
-    fit = LogisticRegression.fit
-
-    def counted(self, *args, **kwargs):
-        fitted = fit(self, *args, **kwargs)
-        iterations.append(int(fitted.n_iter_[0]))
-        return fitted
-
-    monkeypatch.setattr(LogisticRegression, "fit", counted)
-    _judged(features[40:], labels[40:], keys[40:], tmp_path)  # main's audit, kept
-    iterations.clear()
-    uncached, _ = _judged(features, labels, keys, None)  # the pull request's, cold
-    cold_iterations = sum(iterations)
-    iterations.clear()
-    refit, _ = _judged(features, labels, keys, tmp_path)  # and warm
-    assert refit.counts == {"fitted": len(keys), "reused": 0, "predicted": 0}
-    assert sum(iterations) < 0.7 * cold_iterations, (iterations, cold_iterations)
-    np.testing.assert_allclose(refit.probabilities, uncached.probabilities, atol=0.05)
-    assert (refit.probabilities.argmax(axis=1) != uncached.probabilities.argmax(axis=1)).sum() <= 2
