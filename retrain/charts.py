@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-TITLE, TICK = 13, 11  # font sizes, px
+TITLE, TICK = 14, 12  # font sizes, px
 LEGEND = 28  # the legend row's height above the panels
 MARGIN = {"left": 48, "right": 22, "top": 24, "bottom": 40}  # around a panel's plot area
 
