@@ -98,8 +98,9 @@ def _placed(panel: Panel, left: float, top: float, width: float, height: float) 
         if panel.bars:  # bars side by side within each bin: xs are the bins' edges
             bin_width = inner_width * (series.xs[1] - series.xs[0]) / (panel.x.high - panel.x.low)
             bar = bin_width * 0.8 / len(panel.series)
-            rects = [(px(x) + bin_width * 0.1 + index * bar, py(y), bar, py(panel.y.low) - py(y))
-                     for x, y in zip(series.xs, series.ys, strict=False) if y > 0]  # fmt: skip
+            base = py(panel.y.low)
+            rects = [(round(px(x) + bin_width * 0.1 + index * bar, 1), round(py(y), 1), round(bar, 1),
+                      round(base - py(y), 1)) for x, y in zip(series.xs, series.ys, strict=False) if y > 0]  # fmt: skip
             drawn.append({"series": series, "rects": rects})
         else:
             points = [(round(px(x), 1), round(py(y), 1)) for x, y in zip(series.xs, series.ys, strict=True)]
@@ -120,9 +121,8 @@ def chart_layout(panels: Sequence[Panel], width: int, height: int, legend_inside
     top = 0 if legend_inside else LEGEND
     panel_width = width / len(panels)
     placed = [_placed(panel, i * panel_width, top, panel_width, height - top) for i, panel in enumerate(panels)]
-    kinds = ["box" if panels[0].bars else "line"] * len(panels[0].series)
-    entries = [(series.label, series.colour, series.width, series.opacity, kind)
-               for series, kind in zip(panels[0].series, kinds, strict=True)]  # fmt: skip
+    kind = "box" if panels[0].bars else "line"
+    entries = [(series.label, series.colour, series.width, series.opacity, kind) for series in panels[0].series]
     if panels[0].mark:
         entries.append((panels[0].mark[1], "#555555", 1, 1, "dashed"))
     if legend_inside:  # stacked in the first panel's top left corner

@@ -22,8 +22,8 @@ from retrain.charts import Axis, Panel, Series, chart_layout, confusion_png
 from retrain.core.display import markdown_text, printable
 from retrain.core.errors import InputError
 from retrain.core.gate import interval_text
-from retrain.core.model_diff import changed_photos_line, shared_photos_line  # noqa: E402
-from retrain.core.outputs import check_replaceable, staged_output  # noqa: E402
+from retrain.core.model_diff import changed_photos_line, shared_photos_line
+from retrain.core.outputs import check_replaceable, staged_output
 from retrain.core.predictions import (
     CONTENT_KEY,
     check_predictions,
@@ -32,11 +32,11 @@ from retrain.core.predictions import (
     resolved,
     write_csv,
 )
-from retrain.core.results import Evaluation, TrainingStep  # noqa: E402
-from retrain.core.run_json import read_run_report, run_report_json  # noqa: E402
-from retrain.core.run_report import ClassScores, FineTuneFacts, RelabelledImage, RunReport  # noqa: E402
+from retrain.core.results import Evaluation, TrainingStep
+from retrain.core.run_json import read_run_report, run_report_json
+from retrain.core.run_report import ClassScores, FineTuneFacts, RelabelledImage, RunReport
 from retrain.core.settings import GateSettings
-from retrain.core.thumbnails import THUMBNAIL_SIZE, thumbnail_uri  # noqa: E402
+from retrain.core.thumbnails import THUMBNAIL_SIZE, thumbnail_uri
 
 THUMBNAILS_SHOWN = 100
 
@@ -320,13 +320,12 @@ def _svg(layout: dict) -> Markup:
     return Markup(_PAGES.get_template("chart.svg").render(**layout))
 
 
-def _curves(title: str, x_label: str, series: list[Series], integer_x: bool = False, **mark) -> Panel:
-    """A panel of curves; accuracy (in the title) on a percent axis."""
+def _curves(title: str, x_label: str, series: list[Series], percent: bool, epochs: bool = False, mark=None) -> Panel:
+    """A panel of curves on axes that span them: ``percent`` for accuracy, whole ``epochs`` along x."""
     xs = [x for line in series for x in line.xs]
     ys = [y for line in series for y in line.ys]
-    percent = title == "Accuracy"
-    return Panel(title, x_label, tuple(series), Axis.over(min(xs), max(xs), integer=integer_x),
-                 Axis.over(min(ys), max(ys), percent=percent), **mark)  # fmt: skip
+    return Panel(title, x_label, tuple(series), Axis.over(min(xs), max(xs), integer=epochs),
+                 Axis.over(min(ys), max(ys), percent=percent), mark=mark)  # fmt: skip
 
 
 def training_curves_svg(curve: tuple[TrainingStep, ...]) -> Markup:
@@ -349,7 +348,7 @@ def training_curves_svg(curve: tuple[TrainingStep, ...]) -> Markup:
             ]  # fmt: skip
         else:
             series.append(Series("validation sample", VALIDATION_COLOUR, steps, validated.tolist(), 1.6))
-        panels.append(_curves(title, "training step", series))
+        panels.append(_curves(title, "training step", series, percent=train == "train_accuracy"))
     return _svg(chart_layout(panels, 1100, 340))
 
 
@@ -369,7 +368,8 @@ def fine_tune_curves_svg(facts: FineTuneFacts) -> Markup:
                    2, markers=True),
         ]  # fmt: skip
         mark = (facts.best_epoch, f"kept: epoch {facts.best_epoch}")
-        panels.append(_curves(title, "epoch (0: the new layer alone)", series, integer_x=True, mark=mark))
+        x_label = "epoch (0: the new layer alone)"
+        panels.append(_curves(title, x_label, series, percent=train == "train_accuracy", epochs=True, mark=mark))
     return _svg(chart_layout(panels, 1100, 340))
 
 

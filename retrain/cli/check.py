@@ -29,6 +29,16 @@ AUDIT = {f.name: f.default for f in dataclasses.fields(AuditSettings) if f.defau
 SPLIT, MODULE = SplitSettings(), ModuleSettings()
 # What --report-dir holds: file name -> format.
 AUDIT_FILES = {"audit.json": "json", "audit.md": "markdown", "audit.html": "html"}
+FailOnOption = Annotated[
+    str | None,
+    typer.Option(
+        "--fail-on",
+        metavar="LEVEL",
+        show_default=AUDIT["fail_on"],
+        help="Exit 1 on a finding at or above: error, warning, never.",
+        rich_help_panel="Gate",
+    ),
+]
 
 
 def check(  # noqa: PLR0913 (a Typer command declares its options)
@@ -58,16 +68,7 @@ def check(  # noqa: PLR0913 (a Typer command declares its options)
             rich_help_panel="Outputs",
         ),
     ] = None,
-    fail_on: Annotated[
-        str | None,
-        typer.Option(
-            "--fail-on",
-            metavar="LEVEL",
-            show_default=AUDIT["fail_on"],
-            help="Exit 1 on a finding at or above: error, warning, never.",
-            rich_help_panel="Gate",
-        ),
-    ] = None,
+    fail_on: FailOnOption = None,
     config_file: Annotated[
         Path | None,
         typer.Option(

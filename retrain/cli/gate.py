@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from retrain.cli.check import check
+from retrain.cli.check import FailOnOption, check
 from retrain.cli.common import (
     ExecutorOption,
     MaxClassRegressionOption,
@@ -69,16 +69,7 @@ def gate(  # noqa: PLR0913 (a Typer command declares its options)
             rich_help_panel="Outputs",
         ),
     ] = "none",
-    fail_on: Annotated[
-        str | None,
-        typer.Option(
-            "--fail-on",
-            metavar="LEVEL",
-            show_default="error",
-            help="Exit 1 on a finding at or above: error, warning, never.",
-            rich_help_panel="Gate",
-        ),
-    ] = None,
+    fail_on: FailOnOption = None,
     fail_on_new: Annotated[
         bool | None,
         typer.Option(
