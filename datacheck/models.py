@@ -6,9 +6,10 @@ untouched photos stay put (issue 27: with shuffled stratified folds, 10 photos a
 photos in or out of the suspects; benchmarks/stability.py).
 
 A photo's out-of-fold probabilities come from its fold's model, which never saw it, so they stay out of sample however
-the other photos change: ``KeptFolds`` keeps them, with each fold's fitted linear model, between audits. A re-audit
-reuses them, predicts only the photos new since the fit with their fold's kept model, and refits every fold when more
-than ``MAX_CHANGED`` of the rows changed since (issue 29).
+the other photos change: ``KeptFolds`` keeps them between audits, with each fold's model when it is linear. A
+re-audit reuses them, predicts only the photos new since the fit (with their fold's kept linear model, or else with
+one model fitted on the photos the fit judged, which never saw the new ones), and refits every fold when more than
+``MAX_CHANGED`` of the rows changed since (issue 29).
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ REFIT_ROWS = 5_000
 FOLD_THREADS = 2
 # Bump when what is kept changes meaning (the fit, the records), so that an older retrain-ci's are never reused.
 KEPT_VERSION = 1
-# Kept fits of other settings (another backbone, other classes) left beside the one in use, most recently used first.
-KEPT_SETTINGS = 3
+# Kept fits of settings (a check's model, a backbone, the classes) left in the folder, most recently used first: the
+# two checks that keep theirs and a backbone or two besides.
+KEPT_SETTINGS = 4
 
 
 @dataclass(frozen=True)
@@ -78,12 +80,14 @@ def out_of_fold(
     folds: int,
     keys: Sequence[str],
     kept: KeptFolds | None = None,
+    *,
+    reuse_above: int | None = None,
 ) -> OutOfFold | None:
     """Cross-validate ``model`` with each row's fold taken from its content key (``keys``, hex digests); classes with
     fewer than two rows are left out. None when under two classes are left.
 
-    With ``kept`` (``model`` a logistic regression after stateless steps), every fit is kept for the next audit, and
-    above ``REFIT_ROWS`` rows probabilities are taken from an earlier audit's fit when few rows changed since."""
+    With ``kept``, every fit is kept for the next audit, and above ``reuse_above`` rows (None: never; the mislabel
+    check's ``REFIT_ROWS``) probabilities are taken from an earlier audit's fit when few rows changed since."""
     names, counts = np.unique(np.asarray(labels, dtype=object), return_counts=True)
     classes = [str(name) for name, count in zip(names, counts, strict=True) if count >= 2]
     if len(classes) < 2:
@@ -96,14 +100,12 @@ def out_of_fold(
     if len(np.unique(fold_of)) < 2:  # a handful of photos can all hash into one fold: take turns instead
         fold_of = np.arange(len(rows)) % folds
         kept = None  # folds by position do not follow a photo: nothing to keep
-    if not _linear(model):
-        kept = None
     x = features if len(rows) == len(features) else features[rows]  # no copy of every bottleneck when all are judged
     row_keys = [str(keys[row]) for row in rows]
     # One BLAS thread: a fold's matrices are small, and BLAS threads waiting for a busy core made a fit 15x slower
     # (0.3 s against 5 s at load 5 on 2 cores); it also makes the fit the same whatever the machine's core count.
     with threadpool_limits(1):
-        if kept is not None and len(rows) > REFIT_ROWS:
+        if kept is not None and reuse_above is not None and len(rows) > reuse_above:
             fit = kept.fit_for(model, classes, folds, x.shape[1])
             reused = fit.reuse(x, indices, row_keys, fold_of) if fit is not None else None
             if reused is not None:
@@ -148,7 +150,7 @@ def _cross_validated(
 
 def _linear(model: ClassifierMixin) -> bool:
     """Whether ``model`` fitted is a logistic regression's coefficients alone (steps before it learn nothing), which
-    ``KeptFolds`` can keep."""
+    ``KeptFolds`` keeps as its fold models."""
     steps = [step for _, step in model.steps] if hasattr(model, "steps") else [model]
     return isinstance(steps[-1], LogisticRegression) and not any(get_tags(step).requires_fit for step in steps[:-1])
 
@@ -174,6 +176,10 @@ def _model_dtype(coefficients: int, features: int) -> np.dtype:
     return np.dtype([("coef", "<f8", (coefficients, features + 1)), ("rows", "<i8")])
 
 
+# What a fit of another model keeps in ``models``: how many photos it judged, under the key ``fit``.
+_FIT_DTYPE = np.dtype([("rows", "<i8")])
+
+
 @dataclass
 class KeptFit:
     """One kept fit: its folder, holding each fold's model (``models``) and each photo's record (``photos``)."""
@@ -181,7 +187,7 @@ class KeptFit:
     folder: Path
     model: ClassifierMixin
     classes: int
-    coefficients: np.ndarray  # folds x coefficients x (features + intercept)
+    coefficients: np.ndarray | None  # folds x coefficients x (features + intercept); None for another model
     fitted_rows: int
     warnings: list[str]
 
@@ -210,7 +216,13 @@ class KeptFit:
             return None
         probabilities = records["probabilities"][position]
         new = np.flatnonzero(~valid)
-        for fold in np.unique(fold_of[new]):
+        if self.coefficients is None and len(new):
+            # One model of the photos the fit judged (never the new ones), rather than a fold model kept on disk.
+            judged = np.flatnonzero(valid)
+            judge = clone(self.model).fit(x[judged], labels[judged])
+            probabilities[new] = 0.0
+            probabilities[np.ix_(new, judge.classes_)] = judge.predict_proba(x[new])
+        for fold in np.unique(fold_of[new]) if self.coefficients is not None else []:
             rows = new[fold_of[new] == fold]
             probabilities[rows] = self._fold_model(int(fold)).predict_proba(x[rows])
         if len(new):
@@ -238,7 +250,8 @@ class KeptFolds:
     ``<root>/out-of-fold/v<KEPT_VERSION>/<settings>/<fit>/``: ``settings`` is a digest of what makes a fit valid
     (``salt``: the backbone; the classes, the folds, the model and its hyper-parameters, the features' width); each
     fit is a folder of two shard stores, ``photos`` (per content key: probabilities, the class it was fitted as, a
-    probe of its features) and ``models`` (per fold), written in that order so that a fit with models is complete.
+    probe of its features) and ``models`` (per fold for a linear model; for another, how many photos it judged),
+    written in that order so that a fit with models is complete.
     A refit replaces the older fits; damaged shards are never trusted: their photos are predicted again, their
     models refitted.
     """
@@ -258,18 +271,18 @@ class KeptFolds:
     def fit_for(self, model: ClassifierMixin, classes: list[str], folds: int, features: int) -> KeptFit | None:
         """The newest complete kept fit for these settings, None when there is none (or it is damaged)."""
         folder = self.settings_folder(model, classes, folds, features)
-        coefficients = 1 if len(classes) == 2 else len(classes)
+        linear = _linear(model)
+        names = [f"fold {fold}" for fold in range(folds)] if linear else ["fit"]
+        dtype = _model_dtype(1 if len(classes) == 2 else len(classes), features) if linear else _FIT_DTYPE
         for fit in sorted(folder.glob("fit-*"), reverse=True):
-            records = np.zeros((folds, 1), _model_dtype(coefficients, features))
-            read = ShardStore(fit / "models", dtype=records.dtype, what="kept fold models").read(
-                [f"fold {fold}" for fold in range(folds)], records
-            )
+            records = np.zeros((len(names), 1), dtype)
+            read = ShardStore(fit / "models", dtype=dtype, what="kept fold models").read(names, records)
             self.warnings += [f"kept fold models: {shard.name} was damaged ({why}); refitted"
                               for shard, why in read.damaged]  # fmt: skip
             if read.found.all():
                 os.utime(folder)
-                return KeptFit(fit, model, len(classes), records["coef"][:, 0], int(records["rows"][0, 0]),
-                               self.warnings)  # fmt: skip
+                coefficients = records["coef"][:, 0] if linear else None
+                return KeptFit(fit, model, len(classes), coefficients, int(records["rows"][0, 0]), self.warnings)
         return None
 
     def keep(
@@ -291,11 +304,15 @@ class KeptFolds:
         photos["probabilities"], photos["label"] = probabilities[first], labels[first]
         photos["probe"] = _probes(x)[first]
         ShardStore(fit / "photos", dtype=photos.dtype).add(list(unique), photos.reshape(-1, 1))
-        linear = [fitted[-1] if hasattr(fitted, "steps") else fitted for fitted in models]
-        kept = np.zeros(len(models), _model_dtype(linear[0].coef_.shape[0], x.shape[1]))
-        kept["coef"] = [np.hstack([m.coef_, m.intercept_[:, None]]) for m in linear]
+        if _linear(model):
+            linear = [fitted[-1] if hasattr(fitted, "steps") else fitted for fitted in models]
+            kept = np.zeros(len(models), _model_dtype(linear[0].coef_.shape[0], x.shape[1]))
+            kept["coef"] = [np.hstack([m.coef_, m.intercept_[:, None]]) for m in linear]
+            names = [f"fold {fold}" for fold in range(folds)]
+        else:
+            kept, names = np.zeros(1, _FIT_DTYPE), ["fit"]
         kept["rows"] = len(unique)
-        ShardStore(fit / "models", dtype=kept.dtype).add([f"fold {fold}" for fold in range(folds)], kept.reshape(-1, 1))
+        ShardStore(fit / "models", dtype=kept.dtype).add(names, kept.reshape(-1, 1))
         for older in folder.glob("fit-*"):
             if older.name < fit.name:
                 shutil.rmtree(older, ignore_errors=True)

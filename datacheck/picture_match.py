@@ -62,11 +62,11 @@ class PairMatch:
     mirrored: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Features:
     grey: np.ndarray  # uint8, scaled to fit MATCH_SIDE
-    points: tuple[np.ndarray, np.ndarray]  # keypoint positions, as is and mirrored
-    descriptors: tuple[np.ndarray | None, np.ndarray | None]
+    points: list[np.ndarray]  # keypoint positions, as is and (once a pair wants them) mirrored
+    descriptors: list[np.ndarray | None]
 
 
 class PictureMatcher:
@@ -81,6 +81,7 @@ class PictureMatcher:
         self.min_inliers = min_inliers
         self.min_detail_correlation = min_detail_correlation
         self._local = threading.local()  # OpenCV's detector and matcher are not shared between threads
+        self._adding = threading.Lock()
         self.features = functools.lru_cache(maxsize=FEATURE_CACHE)(self._features)
 
     def _tools(self) -> tuple:
@@ -95,6 +96,7 @@ class PictureMatcher:
         a, b = self.features(first), self.features(second)
         if a is None or b is None or min(len(a.points[0]), len(b.points[0])) < MIN_KEYPOINTS:
             return PairMatch(None)
+        self._mirrored(b)
         fits = [
             (self._fit(a.points[0], a.descriptors[0], b.points[side], b.descriptors[side]), side) for side in (0, 1)
         ]
@@ -113,10 +115,22 @@ class PictureMatcher:
             return None
         decoded.thumbnail((MATCH_SIDE, MATCH_SIDE), Image.Resampling.BILINEAR)
         grey = np.asarray(decoded.convert("L"))
-        orb, _ = self._tools()
-        found = [orb.detectAndCompute(image, None) for image in (grey, np.ascontiguousarray(grey[:, ::-1]))]
-        points = tuple(np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2) for keypoints, _ in found)
-        return _Features(grey, points, tuple(descriptors for _, descriptors in found))
+        points, descriptors = self._keypoints(grey)
+        return _Features(grey, [points], [descriptors])
+
+    def _mirrored(self, features: _Features) -> None:
+        """Add the mirror image's keypoints, which only the second photo of a pair needs: half the keypoint work of
+        a photo that is only ever first. Two threads may both compute them: the same keypoints, added once."""
+        if len(features.points) == 1:
+            points, descriptors = self._keypoints(np.ascontiguousarray(features.grey[:, ::-1]))
+            with self._adding:
+                if len(features.points) == 1:
+                    features.points.append(points)
+                    features.descriptors.append(descriptors)
+
+    def _keypoints(self, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        keypoints, descriptors = self._tools()[0].detectAndCompute(grey, None)
+        return np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2), descriptors
 
     def _fit(
         self, points_a: np.ndarray, descriptors_a: np.ndarray | None, points_b: np.ndarray, descriptors_b: np.ndarray

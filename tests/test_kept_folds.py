@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer
 
-import datacheck.models
 from datacheck.models import MAX_CHANGED, KeptFolds, out_of_fold
 
 FOLDS = 5
@@ -27,16 +27,11 @@ def digits() -> tuple[np.ndarray, list[str], list[str]]:
     return data.data.astype(np.float32), [str(target) for target in data.target], keys
 
 
-@pytest.fixture(autouse=True)
-def reuse_at_any_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Digits are under REFIT_ROWS, where every audit refits: let them reuse, as a large dataset does."""
-    monkeypatch.setattr(datacheck.models, "REFIT_ROWS", 0)
-
-
 def _judged(features: np.ndarray, labels: list[str], keys: list[str], cache: Path | None):
     model = make_pipeline(Normalizer(), LogisticRegression(C=10, max_iter=1000))
     kept = KeptFolds(cache, "digits") if cache is not None else None
-    return out_of_fold(model, features, labels, FOLDS, keys, kept), kept
+    # Digits are under REFIT_ROWS, where the mislabel check refits on every audit: reuse, as a large dataset does.
+    return out_of_fold(model, features, labels, FOLDS, keys, kept, reuse_above=0), kept
 
 
 def _fits(cache: Path) -> list[Path]:
@@ -145,3 +140,25 @@ def test_a_fold_no_photo_hashes_into_is_judged_as_before_and_nothing_is_kept(dig
     judged, _ = _judged(*part, tmp_path)
     assert judged.counts["fitted"] == len(rows)
     assert _fits(tmp_path) == []
+
+
+def test_a_forest_keeps_its_probabilities_and_judges_added_photos_by_a_forest_of_the_others(
+    digits, tmp_path: Path
+) -> None:
+    features, labels, keys = digits
+    forest = RandomForestClassifier(n_estimators=20, random_state=0)
+    main = np.arange(len(keys)) >= 40
+    rows = np.flatnonzero(main)
+    kept = KeptFolds(tmp_path, "forest")
+    before = out_of_fold(forest, features[main], [labels[i] for i in rows], FOLDS, [keys[i] for i in rows], kept,
+                         reuse_above=0)  # fmt: skip
+    after = out_of_fold(forest, features, labels, FOLDS, keys, kept, reuse_above=0)
+    assert after.counts == {"fitted": 0, "reused": len(keys) - 40, "predicted": 40}
+    np.testing.assert_array_equal(after.probabilities[main], before.probabilities)
+    (fit,) = _fits(tmp_path)
+    assert sum(shard.stat().st_size for shard in (fit / "models").glob("*.shard")) < 1_000  # a count, no forest
+    cold = out_of_fold(forest, features, labels, FOLDS, keys)
+    agree = after.probabilities[~main].argmax(axis=1) == cold.probabilities[~main].argmax(axis=1)
+    assert agree.mean() >= 0.9
+    refit = out_of_fold(forest, features, labels, FOLDS, keys, kept)  # reuse_above None: never reused
+    assert refit.counts["fitted"] == len(keys)

@@ -42,20 +42,46 @@ def test_photos_added_by_a_pull_request_move_the_sample_by_about_as_many() -> No
     assert len(before ^ after) <= 2 * 40
 
 
-def test_a_shortcut_is_still_found_in_a_sample(flowers_sample: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(datacheck.checks.bias, "MAX_PHOTOS", 40)  # 60 photos: a sample of 20 a class
-    dataset = tmp_path / "rooms"
+def _rooms(flowers_sample: Path, dataset: Path, photos: int) -> Path:
+    """The tutorial's blue room and green room: ``photos`` daisies tinted blue, as many roses tinted green."""
     for label, colour in (("daisy", (40, 60, 220)), ("roses", (40, 200, 60))):
-        (dataset / label).mkdir(parents=True)
-        for photo in sample_photos(flowers_sample, label, 30):
+        (dataset / label).mkdir(parents=True, exist_ok=True)
+        for photo in sample_photos(flowers_sample, label, photos):
             edited(photo, dataset / label / photo.name, tinted(colour))
+    return dataset
+
+
+def _shortcut(dataset: Path, cache: Path) -> list[dict]:
     run = run_cli(
         "check", dataset, "--only", "shortcut_bias", "--format", "json", "--fail-on", "never",
-        "--property-cache", tmp_path / "properties", "--bottleneck-dir", tmp_path / "bottlenecks",
+        "--property-cache", cache, "--bottleneck-dir", cache / "bottlenecks",
     )  # fmt: skip
     assert run.exit_code == 0, run.stdout + run.stderr
-    (finding,) = json.loads(run.stdout)["findings"]
+    return json.loads(run.stdout)["findings"]
+
+
+def test_a_shortcut_is_still_found_in_a_sample(flowers_sample: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(datacheck.checks.bias, "MAX_PHOTOS", 40)  # 60 photos: a sample of 20 a class
+    (finding,) = _shortcut(_rooms(flowers_sample, tmp_path / "rooms", 30), tmp_path / "cache")
     assert finding["details"]["skill"] > 0.6
+
+
+def test_a_re_audit_judges_from_the_kept_fit_unless_its_skill_is_near_the_line(
+    flowers_sample: Path, tmp_path: Path, monkeypatch
+) -> None:
+    dataset, cache = tmp_path / "rooms", tmp_path / "cache"
+    cold = _shortcut(_rooms(flowers_sample, dataset, 38), cache)
+    (fit,) = cache.glob("out-of-fold/v*/*/fit-*")
+    _rooms(flowers_sample, dataset, 40)  # 4 photos added (5%): judged by a forest of the 76 the fit judged
+    warm = _shortcut(dataset, cache)
+    assert list(cache.glob("out-of-fold/v*/*/fit-*")) == [fit]  # reused, not refitted
+    assert [finding["fingerprint"] for finding in warm] == [finding["fingerprint"] for finding in cold]
+    skill = warm[0]["details"]["skill"]
+    monkeypatch.setenv("RETRAIN_CI_MAX_SHORTCUT_SKILL", str(skill - datacheck.checks.bias.SKILL_MARGIN / 2))
+    near = _shortcut(dataset, cache)
+    (refit,) = cache.glob("out-of-fold/v*/*/fit-*")
+    assert refit != fit  # too near the line to trust a kept fit: every fold refitted, as a cold audit does
+    assert near[0]["details"]["skill"] > skill - datacheck.checks.bias.SKILL_MARGIN / 2
 
 
 @pytest.mark.parametrize("size", [10, MAX_PHOTOS])

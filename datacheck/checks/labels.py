@@ -97,7 +97,7 @@ class SuspectedMislabel(Check):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import Normalizer
 
-        from datacheck.models import KeptFolds, out_of_fold
+        from datacheck.models import REFIT_ROWS, KeptFolds, out_of_fold
 
         if data.bottlenecks is None:
             return []
@@ -117,6 +117,7 @@ class SuspectedMislabel(Check):
             data.settings.cross_validation_folds,
             images["sha1"].tolist(),
             kept,
+            reuse_above=REFIT_ROWS,
         )
         data.warnings += kept.warnings
         if predictions is None:

