@@ -13,9 +13,9 @@ twice 0 to 270 (13 of them 12 or more), with detail correlation at most 0.57; th
 detail correlation 0.75 to 0.95. So at the defaults every labelled pair gets its label's kind but 6 scenes shot far
 apart (another pose, another angle), which are called different: missed as leakage, never called one picture.
 
-Cost: decoding and keypoints of each photo in a candidate pair (about 20 ms at 512 px) and about 10 ms a pair, so the
-verification grows with the number of candidates, not of photos; a bounded cache keeps each photo's keypoints while
-its pairs are judged.
+Cost: decoding and keypoints of each photo in a candidate pair (about 20 ms at 512 px, half of it the mirror image's,
+found only for a pair's second photo) and about 10 ms a pair, so the verification grows with the number of
+candidates, not of photos; a bounded cache keeps each photo's keypoints while its pairs are judged.
 """
 
 from __future__ import annotations

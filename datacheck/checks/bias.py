@@ -44,7 +44,7 @@ class ShortcutBias(Check):
     """The tutorial's blue room and green room: a classifier on colour, brightness and size alone predicting the class.
 
     Skill is the cross-validated balanced accuracy rescaled so that chance is 0 and perfect is 1; the flower photos,
-    whose colours do differ by class, score about 0.3. Memory per image: its 7 statistics, and the forest's nodes
+    whose colours do differ by class, score about 0.3. Memory per image: its 8 statistics, and the forest's nodes
     (about 5 KB per photo learnt from, 50 trees), so above ``MAX_PHOTOS`` a sample of each class is learnt from:
     skill is a rate, which that many photos estimate within about 1.5 points, in bounded memory and time. The
     sample is chosen by content key, so a pull request changes it by its own photos at most and an unchanged dataset
