@@ -182,7 +182,8 @@ _FIT_DTYPE = np.dtype([("rows", "<i8")])
 
 @dataclass
 class KeptFit:
-    """One kept fit: its folder, holding each fold's model (``models``) and each photo's record (``photos``)."""
+    """One kept fit: its folder, holding each photo's record (``photos``) and, for a linear model, each fold's
+    (``models``)."""
 
     folder: Path
     model: ClassifierMixin
@@ -216,15 +217,16 @@ class KeptFit:
             return None
         probabilities = records["probabilities"][position]
         new = np.flatnonzero(~valid)
-        if self.coefficients is None and len(new):
+        if len(new) and self.coefficients is None:
             # One model of the photos the fit judged (never the new ones), rather than a fold model kept on disk.
             judged = np.flatnonzero(valid)
             judge = clone(self.model).fit(x[judged], labels[judged])
             probabilities[new] = 0.0
             probabilities[np.ix_(new, judge.classes_)] = judge.predict_proba(x[new])
-        for fold in np.unique(fold_of[new]) if self.coefficients is not None else []:
-            rows = new[fold_of[new] == fold]
-            probabilities[rows] = self._fold_model(int(fold)).predict_proba(x[rows])
+        elif len(new):
+            for fold in np.unique(fold_of[new]):
+                rows = new[fold_of[new] == fold]
+                probabilities[rows] = self._fold_model(int(fold)).predict_proba(x[rows])
         if len(new):
             added = np.zeros(len(new), _photo_dtype(self.classes))
             added["probabilities"], added["label"], added["probe"] = probabilities[new], -1, probes[new]
